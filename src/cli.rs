@@ -1,0 +1,229 @@
+//! Command-line parsing, and nothing else: turning argv into a [`Cli`]. Decisions about what
+//! the options mean (defaults, directories that must exist, boolean variables) are made in
+//! [`crate::plan`].
+//!
+//! Two things happen before clap sees the arguments. A shebang line delivers all of its
+//! options as ONE argument (Linux passes everything after the interpreter path as a single
+//! string), so a first argument that starts with `-` and contains a space or tab is split with
+//! POSIX shell quoting rules, as `env -S` does. And clap's usage errors exit 2; SPEC.md wants
+//! 125 like env(1), so they become [`Error::Usage`].
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::error::Error;
+
+const EXAMPLES: &str = "\
+Examples:
+  envharness -- myapp --port 8080            run /export, read /environment, exec myapp
+  envharness -e environments/development --print
+                                             show the variables instead of running anything
+  #!/usr/local/bin/envharness -e /app/env -- /usr/bin/python3
+                                             as a shebang line
+
+Exit status: the command's own; 125 envharness failed; 126 the command could not be executed;
+127 the command was not found; 128+N stopped by signal N.";
+
+/// Run the export scripts, turn the environment directory into variables, then exec COMMAND.
+#[derive(Parser, Debug, Default)]
+#[command(name = "envharness", version, about, after_help = EXAMPLES)]
+#[command(disable_help_subcommand = true, max_term_width = 100)]
+pub struct Cli {
+    /// Environment directory; repeat to layer them, a later one wins
+    /// [env: ENVHARNESS_ENVIRONMENT (':'-separated)] [default: /environment]
+    #[arg(short = 'e', long = "environment", value_name = "DIR")]
+    pub environment: Vec<OsString>,
+
+    /// Export directory whose scripts announce the service [default: /export]
+    #[arg(
+        short = 'x',
+        long = "export",
+        value_name = "DIR",
+        env = "ENVHARNESS_EXPORT"
+    )]
+    pub export: Option<OsString>,
+
+    /// Limit for one run of one script, fractions allowed; 0 means none [default: 0]
+    #[arg(long, value_name = "SECS", env = "ENVHARNESS_TIMEOUT", value_parser = parse_seconds)]
+    pub timeout: Option<Duration>,
+
+    /// Run a failing script again up to N more times [default: 0]
+    #[arg(long, value_name = "N", env = "ENVHARNESS_RETRIES")]
+    pub retries: Option<u32>,
+
+    /// Pause between tries, fractions allowed [default: 1]
+    #[arg(long, value_name = "SECS", env = "ENVHARNESS_RETRY_INTERVAL", value_parser = parse_seconds)]
+    pub retry_interval: Option<Duration>,
+
+    /// Run up to N environment scripts of a directory at once; 0 means all [default: 1]
+    #[arg(short = 'j', long, value_name = "N", env = "ENVHARNESS_JOBS")]
+    pub jobs: Option<usize>,
+
+    /// Keep variables already set: skip their entries [env: ENVHARNESS_NO_CLOBBER]
+    #[arg(long)]
+    pub no_clobber: bool,
+
+    /// Stay as the command's parent: forward signals, reap zombies, run teardown
+    /// [env: ENVHARNESS_INIT]
+    #[arg(long)]
+    pub init: bool,
+
+    /// With --init: signal the command's whole process group [env: ENVHARNESS_GROUP]
+    #[arg(long)]
+    pub group: bool,
+
+    /// With --init: grace after SIGTERM/SIGINT before SIGKILL [default: 10]
+    #[arg(long, value_name = "SECS", env = "ENVHARNESS_STOP_TIMEOUT", value_parser = parse_seconds)]
+    pub stop_timeout: Option<Duration>,
+
+    /// Print the variables instead of running a command
+    #[arg(long, value_name = "FORMAT", num_args = 0..=1, default_missing_value = "dotenv")]
+    pub print: Option<Format>,
+
+    /// Run nothing; show what each entry would do and the command that would run
+    #[arg(long, conflicts_with = "print")]
+    pub plan: bool,
+
+    /// Log more (each script, its duration, the variables it set); repeat for debug
+    #[arg(short = 'v', long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Log errors only
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+
+    /// The command and its arguments (everything after `--` is the command)
+    #[arg(value_name = "COMMAND", trailing_var_arg = true)]
+    pub command: Vec<OsString>,
+}
+
+/// How `--print` writes the variables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// `NAME='value'` lines that envharness's dotenv parser reads back unchanged
+    Dotenv,
+    /// `export NAME='value'` lines safe for `eval`
+    Shell,
+    /// one JSON object
+    Json,
+}
+
+/// What the arguments ask for: a run, or a text to show (`--help`, `--version`) and exit 0.
+#[derive(Debug)]
+pub enum Parsed {
+    Run(Box<Cli>),
+    Show(String),
+}
+
+/// Parses argv (including argv[0]).
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Error> {
+    let args = split_shebang_options(args.into_iter().collect())?;
+    if args.get(1).is_some_and(|first| first == "kv") {
+        return Err(Error::Usage(
+            "kv: the key/value helper is not part of this version (run a command named kv with `envharness -- kv`)".into(),
+        ));
+    }
+    match Cli::try_parse_from(args) {
+        Ok(cli) => Ok(Parsed::Run(Box::new(cli))),
+        Err(err) => match err.kind() {
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                Ok(Parsed::Show(err.render().to_string()))
+            }
+            _ => Err(Error::Usage(one_line(&err))),
+        },
+    }
+}
+
+/// Clap renders an error as a paragraph with usage; SPEC.md wants one line.
+fn one_line(err: &clap::Error) -> String {
+    let rendered = err.render().to_string();
+    let first = rendered.lines().next().unwrap_or("invalid arguments");
+    let reason = first.strip_prefix("error: ").unwrap_or(first);
+    format!("{reason} (see envharness --help)")
+}
+
+/// Splits a shebang line's single option argument into separate arguments (SPEC "Shebang use").
+pub fn split_shebang_options(mut args: Vec<OsString>) -> Result<Vec<OsString>, Error> {
+    let Some(first) = args.get(1) else {
+        return Ok(args);
+    };
+    let bytes = first.as_encoded_bytes();
+    let looks_like_shebang_options =
+        bytes.first() == Some(&b'-') && bytes.iter().any(|b| *b == b' ' || *b == b'\t');
+    if !looks_like_shebang_options {
+        return Ok(args);
+    }
+    let line = first.to_str().ok_or_else(|| {
+        Error::Usage("the shebang options are not valid UTF-8 and cannot be split".into())
+    })?;
+    let pieces = shell_words::split(line)
+        .map_err(|err| Error::Usage(format!("cannot split the shebang options {line:?}: {err}")))?;
+    args.splice(1..2, pieces.into_iter().map(OsString::from));
+    Ok(args)
+}
+
+/// Seconds as a non-negative decimal number (`1`, `0.25`).
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is not a number of seconds"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn shebang_options_are_split_and_the_rest_kept() {
+        let args = os(&[
+            "envharness",
+            "-e '/app/my env' -- /usr/bin/python3",
+            "/s.py",
+            "a b",
+        ]);
+        let split = split_shebang_options(args).unwrap();
+        assert_eq!(
+            split,
+            os(&[
+                "envharness",
+                "-e",
+                "/app/my env",
+                "--",
+                "/usr/bin/python3",
+                "/s.py",
+                "a b"
+            ])
+        );
+    }
+
+    #[test]
+    fn ordinary_arguments_are_not_split() {
+        let args = os(&["envharness", "--", "echo", "-n a"]);
+        assert_eq!(split_shebang_options(args.clone()).unwrap(), args);
+        let args = os(&["envharness", "echo hello"]);
+        assert_eq!(split_shebang_options(args.clone()).unwrap(), args);
+    }
+
+    #[test]
+    fn unbalanced_quotes_in_a_shebang_are_a_usage_error() {
+        let err = split_shebang_options(os(&["envharness", "-e 'x -- sh"])).unwrap_err();
+        assert!(matches!(err, Error::Usage(_)));
+    }
+
+    #[test]
+    fn seconds_accept_fractions_and_reject_garbage() {
+        assert_eq!(parse_seconds("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_seconds("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("soon").is_err());
+        assert!(parse_seconds("inf").is_err());
+    }
+}

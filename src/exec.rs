@@ -1,0 +1,85 @@
+//! Replacing the harness with the command (SPEC.md 4). A COMMAND with a `/` is a path; any
+//! other is looked up in the PATH of the *final* environment, so an environment entry named
+//! PATH takes effect. Then execve with the final environment and the arguments exactly as
+//! given, never through a shell: a file without a `#!` line or binary format fails with 126
+//! instead of being handed to /bin/sh. 127 is only for a command that is not found.
+//!
+//! Every descriptor the harness opened is close-on-exec (std and our signalfd open them so), so
+//! the command inherits only what the harness was given. The signal mask and SIGPIPE are put
+//! back as the harness found them just before the call.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+
+use crate::error::Error;
+use crate::shebang::explain_exec_error;
+use crate::signals::Watcher;
+
+/// What execvp uses when PATH is unset (confstr(_CS_PATH) on glibc and musl).
+const DEFAULT_PATH: &str = "/bin:/usr/bin";
+
+/// Execs the command; returns only on failure, with the error to exit with.
+pub fn exec(command: &[OsString], env: &[(OsString, OsString)], watcher: &Watcher) -> Error {
+    let program = display(&command[0]);
+    let path = match resolve(&command[0], env) {
+        Some(path) => path,
+        None => return Error::CommandNotFound { program },
+    };
+    let argv: Vec<CString> = command.iter().map(|arg| c_string(arg)).collect();
+    let envp: Vec<CString> = env
+        .iter()
+        .map(|(name, value)| {
+            let mut pair = name.as_bytes().to_vec();
+            pair.push(b'=');
+            pair.extend_from_slice(value.as_bytes());
+            CString::new(pair).expect("environment values were checked for NUL bytes")
+        })
+        .collect();
+    if let Err(err) = watcher.restore_for_exec() {
+        return Error::io(path, "restoring the signal mask", err);
+    }
+    let errno = match nix::unistd::execve(&c_string(path.as_os_str()), &argv, &envp) {
+        Err(errno) => errno,
+        Ok(never) => match never {},
+    };
+    not_executed(program, &path, errno)
+}
+
+/// The command's path: as given when it has a `/`, else the first match in the final PATH.
+pub fn resolve(program: &OsStr, env: &[(OsString, OsString)]) -> Option<PathBuf> {
+    if program.is_empty() {
+        return None;
+    }
+    if program.as_bytes().contains(&b'/') {
+        return Some(PathBuf::from(program));
+    }
+    let path = env
+        .iter()
+        .find(|(name, _)| name == "PATH")
+        .map(|(_, value)| value.clone())
+        .unwrap_or_else(|| DEFAULT_PATH.into());
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    which::which_in(program, Some(path), cwd).ok()
+}
+
+fn not_executed(program: String, path: &Path, errno: Errno) -> Error {
+    if errno == Errno::ENOENT && std::fs::symlink_metadata(path).is_err() {
+        return Error::CommandNotFound { program };
+    }
+    let reason = match errno {
+        Errno::E2BIG => "the arguments and environment are too large for execve".into(),
+        _ => explain_exec_error(path, &std::io::Error::from(errno)),
+    };
+    Error::CommandNotExecutable { program, reason }
+}
+
+fn c_string(text: &OsStr) -> CString {
+    CString::new(text.as_bytes()).expect("arguments from argv contain no NUL byte")
+}
+
+fn display(program: &OsStr) -> String {
+    program.to_string_lossy().into_owned()
+}

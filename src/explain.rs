@@ -1,0 +1,149 @@
+//! `--plan` (SPEC.md 5): run nothing; for the export directory and then each environment
+//! directory, show every entry and what it would do, then the command with its path resolved
+//! in the current PATH (scripts are not run, so they cannot change it). Every entry is listed
+//! even after an error; the first error decides the exit status (125) and the stderr line.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::Path;
+
+use crate::entries::{self, Entry, Kind};
+use crate::error::Error;
+use crate::exec::resolve;
+use crate::phase::export::{BOOTSTRAP, TEARDOWN};
+use crate::plan::{Directory, Plan};
+use crate::variables::Environment;
+
+/// Writes the plan to `out`; the first error found, if any, is returned after everything was
+/// written.
+pub fn explain(
+    plan: &Plan,
+    command: &[OsString],
+    harness_env: &Environment,
+    out: &mut impl Write,
+) -> Result<(), Error> {
+    let mut report = Report {
+        out,
+        first_error: None,
+    };
+    report.directory("export", &plan.export, entries::export_entries, |entry| {
+        export_action(entry, plan.supervision.is_some())
+    })?;
+    for dir in &plan.environments {
+        report.directory("environment", dir, entries::environment_entries, |entry| {
+            environment_action(entry, plan.no_clobber, harness_env)
+        })?;
+    }
+    report.command(command, harness_env)?;
+    match report.first_error {
+        Some(err) => Err(Error::InPlan(Box::new(err))),
+        None => Ok(()),
+    }
+}
+
+struct Report<'o, W: Write> {
+    out: &'o mut W,
+    first_error: Option<Error>,
+}
+
+impl<W: Write> Report<'_, W> {
+    fn line(&mut self, text: String) -> Result<(), Error> {
+        writeln!(self.out, "{text}").map_err(|err| Error::io("stdout", "writing the plan", err))
+    }
+
+    fn error(&mut self, err: Error) {
+        self.first_error.get_or_insert(err);
+    }
+
+    fn directory(
+        &mut self,
+        role: &str,
+        dir: &Directory,
+        list: fn(&Path) -> Result<Vec<Entry>, Error>,
+        action: impl Fn(&Entry) -> String,
+    ) -> Result<(), Error> {
+        let path = dir.path.display();
+        let listed = match entries::directory_exists(&dir.path) {
+            Ok(true) => list(&dir.path),
+            Ok(false) if dir.named => {
+                self.error(Error::MissingDirectory {
+                    path: dir.path.clone(),
+                });
+                return self.line(format!("{role} {path}: error (no such directory)"));
+            }
+            Ok(false) => return self.line(format!("{role} {path}: not there, skipped")),
+            Err(err) => Err(err),
+        };
+        let listed = match listed {
+            Ok(listed) => listed,
+            Err(err) => {
+                let line = format!("{role} {path}: error ({err})");
+                self.error(err);
+                return self.line(line);
+            }
+        };
+        self.line(format!("{role} {path}:"))?;
+        let width = listed
+            .iter()
+            .map(|e| e.name.to_string_lossy().len())
+            .max()
+            .unwrap_or(0);
+        for entry in &listed {
+            if let Some(err) = entry.error() {
+                self.error(err);
+            }
+            let name = entry.name.to_string_lossy();
+            self.line(format!("  {name:width$}  {}", action(entry)))?;
+        }
+        Ok(())
+    }
+
+    fn command(&mut self, command: &[OsString], env: &Environment) -> Result<(), Error> {
+        let Some(program) = command.first() else {
+            return self.line("command: none".into());
+        };
+        let args = shell_words::join(command.iter().map(|arg| arg.to_string_lossy()));
+        match resolve(program, env) {
+            Some(path) => self.line(format!("command: {args} ({})", path.display())),
+            None => {
+                self.error(Error::CommandNotFound {
+                    program: program.to_string_lossy().into_owned(),
+                });
+                self.line(format!("command: {args}: error (command not found)"))
+            }
+        }
+    }
+}
+
+fn export_action(entry: &Entry, supervised: bool) -> String {
+    match &entry.kind {
+        Kind::Run if entry.name == BOOTSTRAP => "run (first)".into(),
+        Kind::Run if entry.name == TEARDOWN && supervised => "run at teardown (--init)".into(),
+        Kind::Run if entry.name == TEARDOWN => "ignored (teardown runs only under --init)".into(),
+        other => describe(other),
+    }
+}
+
+fn environment_action(entry: &Entry, no_clobber: bool, harness_env: &Environment) -> String {
+    let kept = |entry: &Entry| {
+        no_clobber
+            && harness_env
+                .iter()
+                .any(|(name, _)| name == entry.variable_name())
+    };
+    match &entry.kind {
+        Kind::Run | Kind::Literal if kept(entry) => "skipped (already set; --no-clobber)".into(),
+        other => describe(other),
+    }
+}
+
+fn describe(kind: &Kind) -> String {
+    match kind {
+        Kind::Run => "run".into(),
+        Kind::Literal => "literal".into(),
+        Kind::Dotenv { executable: true } => "dotenv (run)".into(),
+        Kind::Dotenv { executable: false } => "dotenv".into(),
+        Kind::Ignored(reason) | Kind::Skipped(reason) => format!("ignored ({reason})"),
+        Kind::Invalid(reason) => format!("error ({reason})"),
+    }
+}

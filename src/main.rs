@@ -1,0 +1,31 @@
+use std::process::exit;
+
+use envharness::cli::{self, Parsed};
+
+// Runs before the Rust runtime sets SIGPIPE to SIG_IGN, so the command can get back the
+// disposition the harness was started with (see signals.rs).
+#[used]
+#[link_section = ".init_array"]
+static RECORD_STARTUP_DISPOSITIONS: extern "C" fn() =
+    envharness::signals::record_startup_dispositions;
+
+fn main() {
+    let cli = match cli::parse(std::env::args_os()) {
+        Ok(Parsed::Run(cli)) => cli,
+        Ok(Parsed::Show(text)) => {
+            print!("{text}");
+            exit(0);
+        }
+        Err(err) => fail(err),
+    };
+    envharness::logging::init(cli.verbose, cli.quiet);
+    match envharness::run(*cli) {
+        Ok(status) => exit(status),
+        Err(err) => fail(err),
+    }
+}
+
+fn fail(err: envharness::Error) -> ! {
+    eprintln!("envharness: {err}");
+    exit(err.exit_status())
+}

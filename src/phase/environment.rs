@@ -1,0 +1,231 @@
+//! The environment phase (SPEC.md 3.3): where a file becomes a variable.
+//!
+//! Directories are applied in order, and so are the entries of each: an executable `NAME` is
+//! run and its stdout is the value; a `NAME` without exec bits is a literal; `PREFIX.env`
+//! holds dotenv lines (in the file, or on the stdout of an executable one). A value loses one
+//! trailing `\n` or `\r\n` and keeps every other byte. A later definition overrides an earlier
+//! one. Sequentially, each script sees the harness's environment plus everything resolved
+//! before it; with `--jobs` > 1 the scripts of a directory run at once and see what the
+//! earlier directories resolved, and the results are still applied in entry order, so the
+//! outcome is sequential mode's except for that visibility.
+//!
+//! With `--no-clobber`, a variable that was in the harness's environment keeps its value: its
+//! `NAME` entry is neither run nor read, and its `.env` lines are ignored.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+
+use crate::dotenv;
+use crate::entries::{self, Entry, Kind};
+use crate::error::Error;
+use crate::phase::export::missing;
+use crate::plan::{Directory, Plan};
+use crate::script::{Job, Ran, Runner, Stdout};
+use crate::variables::{Environment, Variables};
+
+/// The kernel's limit for one `NAME=VALUE` string, its terminating NUL included
+/// (MAX_ARG_STRLEN, execve(2)).
+pub const ENV_STRING_LIMIT: usize = 131_072;
+/// How much a `PREFIX.env` script may print: the kernel's default room for all of argv and
+/// the environment (a quarter of an 8 MiB stack).
+pub const DOTENV_OUTPUT_LIMIT: usize = 2 * 1024 * 1024;
+
+/// Runs every environment directory and returns the variables they set.
+pub fn discover(
+    plan: &Plan,
+    runner: &Runner,
+    harness_env: &Environment,
+) -> Result<Variables, Error> {
+    let mut discovery = Discovery {
+        runner,
+        harness_env,
+        jobs: plan.jobs,
+        no_clobber: plan.no_clobber,
+        vars: Variables::default(),
+    };
+    for dir in &plan.environments {
+        discovery.apply_directory(dir)?;
+    }
+    Ok(discovery.vars)
+}
+
+struct Discovery<'a, 'r> {
+    runner: &'a Runner<'r>,
+    harness_env: &'a Environment,
+    jobs: usize,
+    no_clobber: bool,
+    vars: Variables,
+}
+
+impl Discovery<'_, '_> {
+    fn apply_directory(&mut self, dir: &Directory) -> Result<(), Error> {
+        if !entries::directory_exists(&dir.path)? {
+            return missing(dir);
+        }
+        let listed = entries::environment_entries(&dir.path)?;
+        if let Some(err) = listed.iter().find_map(Entry::error) {
+            return Err(err);
+        }
+        let mut ran_at_once = self.run_scripts_at_once(&listed)?;
+        for entry in &listed {
+            let ran = ran_at_once.remove(&entry.name);
+            self.apply_entry(entry, ran)?;
+        }
+        Ok(())
+    }
+
+    /// With `--jobs` other than 1, runs the directory's scripts together, before applying.
+    fn run_scripts_at_once(&self, listed: &[Entry]) -> Result<HashMap<OsString, Ran>, Error> {
+        if self.jobs == 1 {
+            return Ok(HashMap::new());
+        }
+        let scripts: Vec<&Entry> = listed.iter().filter(|e| self.will_run(e)).collect();
+        let jobs = scripts.iter().map(|entry| self.job(entry)).collect();
+        let ran = self.runner.run_all(jobs, self.jobs)?;
+        Ok(scripts
+            .into_iter()
+            .map(|entry| entry.name.clone())
+            .zip(ran)
+            .collect())
+    }
+
+    fn will_run(&self, entry: &Entry) -> bool {
+        match entry.kind {
+            Kind::Run => !self.keeps_harness_value(entry.variable_name()),
+            Kind::Dotenv { executable } => executable,
+            _ => false,
+        }
+    }
+
+    fn job(&self, entry: &Entry) -> Job {
+        let limit = match entry.kind {
+            Kind::Dotenv { .. } => DOTENV_OUTPUT_LIMIT,
+            _ => ENV_STRING_LIMIT,
+        };
+        Job {
+            path: entry.path.clone(),
+            env: self.vars.over(self.harness_env),
+            stdout: Stdout::Capture { limit },
+        }
+    }
+
+    /// `--no-clobber`: a variable the harness was started with keeps its value.
+    fn keeps_harness_value(&self, name: &str) -> bool {
+        self.no_clobber && self.harness_env.iter().any(|(n, _)| n == name)
+    }
+
+    fn apply_entry(&mut self, entry: &Entry, ran: Option<Ran>) -> Result<(), Error> {
+        match entry.kind {
+            Kind::Run | Kind::Literal => {
+                let name = entry.variable_name();
+                if self.keeps_harness_value(name) {
+                    log::info!(
+                        "{}: {name} is already set, skipped (--no-clobber)",
+                        entry.path.display()
+                    );
+                    return Ok(());
+                }
+                let (raw, how) = self.produce(entry, ran)?;
+                let value = strip_one_newline(raw);
+                self.set_checked(entry, name, value)?;
+                log::info!("{}: set {name} ({how})", entry.path.display());
+            }
+            Kind::Dotenv { .. } => {
+                let (text, how) = self.produce(entry, ran)?;
+                let pairs = dotenv::parse(&text)
+                    .map_err(|err| Error::entry(&entry.path, err.to_string()))?;
+                let mut names = Vec::new();
+                for (name, value) in pairs {
+                    if self.keeps_harness_value(&name) {
+                        log::info!(
+                            "{}: {name} is already set, line ignored (--no-clobber)",
+                            entry.path.display()
+                        );
+                        continue;
+                    }
+                    self.set_checked(entry, &name, value)?;
+                    names.push(name);
+                }
+                log::info!("{}: set {} ({how})", entry.path.display(), names.join(" "));
+            }
+            Kind::Ignored(_) | Kind::Invalid(_) => {}
+            Kind::Skipped(reason) => log::warn!("{}: {reason}, skipped", entry.path.display()),
+        }
+        Ok(())
+    }
+
+    /// The entry's bytes: a script's stdout (run now, unless it already ran) or the file's
+    /// content; and how they were produced, for the log.
+    fn produce(&self, entry: &Entry, ran: Option<Ran>) -> Result<(Vec<u8>, String), Error> {
+        let executable = matches!(entry.kind, Kind::Run | Kind::Dotenv { executable: true });
+        if !executable {
+            let content = std::fs::read(&entry.path)
+                .map_err(|err| Error::io(&entry.path, "reading the file", err))?;
+            return Ok((content, "read".into()));
+        }
+        let ran = match ran {
+            Some(ran) => ran,
+            None => self.runner.run_one(self.job(entry))?,
+        };
+        let how = format!("ran in {:.1} ms", ran.elapsed.as_secs_f64() * 1000.0);
+        Ok((ran.output, how))
+    }
+
+    fn set_checked(&mut self, entry: &Entry, name: &str, value: Vec<u8>) -> Result<(), Error> {
+        check_value(name, &value).map_err(|reason| Error::entry(&entry.path, reason))?;
+        self.vars.set(name, value);
+        Ok(())
+    }
+}
+
+/// One trailing `\n` or `\r\n` goes; everything else stays.
+pub fn strip_one_newline(mut value: Vec<u8>) -> Vec<u8> {
+    if value.ends_with(b"\n") {
+        value.pop();
+        if value.ends_with(b"\r") {
+            value.pop();
+        }
+    }
+    value
+}
+
+/// A value the kernel would refuse in an environment string is an error, with its size.
+pub fn check_value(name: &str, value: &[u8]) -> Result<(), String> {
+    if let Some(at) = value.iter().position(|b| *b == 0) {
+        return Err(format!(
+            "{name}: the value contains a NUL byte (at byte {at} of {}); an environment variable cannot hold one",
+            value.len()
+        ));
+    }
+    let string_len = name.len() + 1 + value.len() + 1;
+    if string_len > ENV_STRING_LIMIT {
+        return Err(format!(
+            "{name}: NAME=VALUE is {} bytes, over the kernel's limit of {ENV_STRING_LIMIT} bytes for one environment string",
+            string_len - 1
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exactly_one_trailing_newline_goes() {
+        assert_eq!(strip_one_newline(b"x\n\n".to_vec()), b"x\n");
+        assert_eq!(strip_one_newline(b"x\r\n".to_vec()), b"x");
+        assert_eq!(strip_one_newline(b"x\r".to_vec()), b"x\r");
+        assert_eq!(strip_one_newline(b"x".to_vec()), b"x");
+    }
+
+    #[test]
+    fn the_limit_counts_name_equals_value_and_the_nul() {
+        let fits = vec![b'v'; ENV_STRING_LIMIT - 3];
+        assert!(check_value("A", &fits).is_ok());
+        let over = vec![b'v'; ENV_STRING_LIMIT - 2];
+        let err = check_value("A", &over).unwrap_err();
+        assert!(err.contains("131072 bytes"), "{err}");
+        assert!(check_value("A", b"a\0b").unwrap_err().contains("NUL"));
+    }
+}

@@ -1,0 +1,78 @@
+//! The export phase (SPEC.md 3.2): announce the service by running the export directory's
+//! scripts, `bootstrap` first, then the others in byte order. `teardown` is not run here: it
+//! belongs to `--init`'s shutdown. Each script gets the harness's environment, and its stdout
+//! and stderr go to the harness's stderr, because stdout belongs to the command and `--print`.
+//! The first failure (after retries) stops everything.
+
+use crate::entries::{self, Entry, Kind};
+use crate::error::Error;
+use crate::plan::Directory;
+use crate::script::{Job, Runner, Stdout};
+use crate::variables::Environment;
+
+pub const BOOTSTRAP: &str = "bootstrap";
+pub const TEARDOWN: &str = "teardown";
+
+/// Runs the export scripts. `supervised` says whether a `teardown` will run later (`--init`).
+pub fn announce(
+    dir: &Directory,
+    runner: &Runner,
+    env: &Environment,
+    supervised: bool,
+) -> Result<(), Error> {
+    if !entries::directory_exists(&dir.path)? {
+        return missing(dir);
+    }
+    for entry in run_order(entries::export_entries(&dir.path)?)? {
+        if entry.name == TEARDOWN {
+            if !supervised {
+                log::warn!(
+                    "{}: teardown runs only under --init; ignored",
+                    entry.path.display()
+                );
+            }
+            continue;
+        }
+        let ran = runner.run_one(Job {
+            path: entry.path.clone(),
+            env: env.clone(),
+            stdout: Stdout::ToStderr,
+        })?;
+        log::info!(
+            "{}: announced ({:.1} ms)",
+            entry.path.display(),
+            ran.elapsed.as_secs_f64() * 1000.0
+        );
+    }
+    Ok(())
+}
+
+/// A missing directory is an error only when the user named it.
+pub fn missing(dir: &Directory) -> Result<(), Error> {
+    if dir.named {
+        Err(Error::MissingDirectory {
+            path: dir.path.clone(),
+        })
+    } else {
+        log::debug!("{}: not there, skipped", dir.path.display());
+        Ok(())
+    }
+}
+
+/// The entries to run, `bootstrap` first; the first invalid entry is an error.
+pub fn run_order(listed: Vec<Entry>) -> Result<Vec<Entry>, Error> {
+    let mut runnable = Vec::new();
+    for entry in listed {
+        match &entry.kind {
+            Kind::Invalid(_) => return Err(entry.error().expect("invalid entries have an error")),
+            Kind::Skipped(reason) => log::warn!("{}: {reason}, skipped", entry.path.display()),
+            Kind::Run => runnable.push(entry),
+            _ => {}
+        }
+    }
+    if let Some(at) = runnable.iter().position(|e| e.name == BOOTSTRAP) {
+        let bootstrap = runnable.remove(at);
+        runnable.insert(0, bootstrap);
+    }
+    Ok(runnable)
+}

@@ -1,0 +1,273 @@
+//! From a parsed [`Cli`] to a [`Plan`]: every decision the options imply, made once and with
+//! no side effects. Flags beat their `ENVHARNESS_*` variables; a directory the user named must
+//! exist later, a default one may be missing; boolean variables accept `1/true/yes` and
+//! `0/false/no/empty` and nothing else.
+
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cli::{Cli, Format};
+use crate::error::Error;
+
+pub const DEFAULT_ENVIRONMENT: &str = "/environment";
+pub const DEFAULT_EXPORT: &str = "/export";
+
+/// A directory to read, and whether the user named it (a named one that is missing is an error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Directory {
+    pub path: PathBuf,
+    pub named: bool,
+}
+
+/// How scripts are run: a limit per run, and how failures are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub timeout: Option<Duration>,
+    pub retries: u32,
+    pub retry_interval: Duration,
+}
+
+/// What happens after the phases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Replace the harness with the command.
+    Exec { command: Vec<OsString> },
+    /// Print the variables the environment phase set.
+    Print { format: Format },
+    /// `--plan`: run nothing, describe every entry and the command.
+    Explain { command: Vec<OsString> },
+}
+
+/// `--init` settings (SPEC.md section 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Supervision {
+    pub group: bool,
+    pub stop_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub export: Directory,
+    pub environments: Vec<Directory>,
+    pub limits: Limits,
+    /// Environment scripts run at once within a directory; 0 means one job per script.
+    pub jobs: usize,
+    pub no_clobber: bool,
+    pub supervision: Option<Supervision>,
+    pub mode: Mode,
+}
+
+impl Plan {
+    /// Decides the plan; `var` reads the harness's environment (a parameter so tests need none).
+    pub fn from_cli(cli: Cli, var: impl Fn(&str) -> Option<OsString>) -> Result<Plan, Error> {
+        let init = cli.init || boolean_variable(&var, "ENVHARNESS_INIT")?;
+        let group = cli.group || boolean_variable(&var, "ENVHARNESS_GROUP")?;
+        let no_clobber = cli.no_clobber || boolean_variable(&var, "ENVHARNESS_NO_CLOBBER")?;
+        let mode = choose_mode(&cli)?;
+        Ok(Plan {
+            export: export_directory(cli.export),
+            environments: environment_directories(cli.environment, &var),
+            limits: Limits {
+                timeout: cli.timeout.filter(|limit| !limit.is_zero()),
+                retries: cli.retries.unwrap_or(0),
+                retry_interval: cli.retry_interval.unwrap_or(Duration::from_secs(1)),
+            },
+            jobs: cli.jobs.unwrap_or(1),
+            no_clobber,
+            supervision: init.then(|| Supervision {
+                group,
+                stop_timeout: cli.stop_timeout.unwrap_or(Duration::from_secs(10)),
+            }),
+            mode,
+        })
+    }
+}
+
+fn choose_mode(cli: &Cli) -> Result<Mode, Error> {
+    let command = cli.command.clone();
+    if cli.plan {
+        return Ok(Mode::Explain { command });
+    }
+    if let Some(format) = cli.print {
+        if !command.is_empty() {
+            return Err(Error::Usage(
+                "--print runs no command; drop the command or drop --print".into(),
+            ));
+        }
+        return Ok(Mode::Print { format });
+    }
+    if command.is_empty() {
+        return Err(Error::Usage(
+            "no command given: put it after --, or use --print or --plan (see envharness --help)"
+                .into(),
+        ));
+    }
+    Ok(Mode::Exec { command })
+}
+
+fn export_directory(flag_or_variable: Option<OsString>) -> Directory {
+    match flag_or_variable {
+        Some(path) => Directory {
+            path: path.into(),
+            named: true,
+        },
+        None => Directory {
+            path: DEFAULT_EXPORT.into(),
+            named: false,
+        },
+    }
+}
+
+fn environment_directories(
+    flags: Vec<OsString>,
+    var: impl Fn(&str) -> Option<OsString>,
+) -> Vec<Directory> {
+    let named: Vec<PathBuf> = if flags.is_empty() {
+        var("ENVHARNESS_ENVIRONMENT")
+            .map(|list| split_colon_list(&list))
+            .unwrap_or_default()
+    } else {
+        flags.into_iter().map(PathBuf::from).collect()
+    };
+    if named.is_empty() {
+        return vec![Directory {
+            path: DEFAULT_ENVIRONMENT.into(),
+            named: false,
+        }];
+    }
+    named
+        .into_iter()
+        .map(|path| Directory { path, named: true })
+        .collect()
+}
+
+/// `a::b:` -> [a, b]: empty pieces are dropped, as in a PATH-style list nobody means them.
+fn split_colon_list(list: &OsStr) -> Vec<PathBuf> {
+    list.as_encoded_bytes()
+        .split(|byte| *byte == b':')
+        .filter(|piece| !piece.is_empty())
+        .map(|piece| {
+            // SAFETY: the pieces are split at an ASCII byte of a valid OsStr, which on Unix is
+            // any byte sequence.
+            unsafe { OsStr::from_encoded_bytes_unchecked(piece) }.into()
+        })
+        .collect()
+}
+
+fn boolean_variable(var: impl Fn(&str) -> Option<OsString>, name: &str) -> Result<bool, Error> {
+    let Some(value) = var(name) else {
+        return Ok(false);
+    };
+    match value.to_string_lossy().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" => Ok(true),
+        "0" | "false" | "no" | "" => Ok(false),
+        other => Err(Error::Usage(format!(
+            "{name}={other:?} is not a boolean (use 1/true/yes or 0/false/no)"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn plan(cli: Cli, vars: &[(&str, &str)]) -> Result<Plan, Error> {
+        let vars: HashMap<String, OsString> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
+        Plan::from_cli(cli, |name| vars.get(name).cloned())
+    }
+
+    fn with_command() -> Cli {
+        Cli {
+            command: vec!["true".into()],
+            ..Cli::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_unnamed_and_may_be_missing() {
+        let plan = plan(with_command(), &[]).unwrap();
+        assert_eq!(plan.export.path, PathBuf::from("/export"));
+        assert!(!plan.export.named);
+        assert_eq!(plan.environments.len(), 1);
+        assert!(!plan.environments[0].named);
+        assert_eq!(plan.limits.retry_interval, Duration::from_secs(1));
+        assert_eq!(plan.jobs, 1);
+        assert_eq!(plan.supervision, None);
+    }
+
+    #[test]
+    fn environment_variable_is_colon_separated_and_flags_beat_it() {
+        let vars = [("ENVHARNESS_ENVIRONMENT", "/a::/b:")];
+        let from_var = plan(with_command(), &vars).unwrap();
+        let paths: Vec<_> = from_var
+            .environments
+            .iter()
+            .map(|d| d.path.clone())
+            .collect();
+        assert_eq!(paths, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
+        assert!(from_var.environments.iter().all(|d| d.named));
+
+        let cli = Cli {
+            environment: vec!["/c".into()],
+            ..with_command()
+        };
+        let from_flag = plan(cli, &vars).unwrap();
+        assert_eq!(from_flag.environments[0].path, PathBuf::from("/c"));
+        assert_eq!(from_flag.environments.len(), 1);
+    }
+
+    #[test]
+    fn booleans_accept_the_documented_words_only() {
+        for on in ["1", "true", "yes", "YES"] {
+            assert!(
+                plan(with_command(), &[("ENVHARNESS_NO_CLOBBER", on)])
+                    .unwrap()
+                    .no_clobber
+            );
+        }
+        for off in ["0", "false", "no", ""] {
+            assert!(
+                !plan(with_command(), &[("ENVHARNESS_NO_CLOBBER", off)])
+                    .unwrap()
+                    .no_clobber
+            );
+        }
+        let err = plan(with_command(), &[("ENVHARNESS_INIT", "maybe")]).unwrap_err();
+        assert!(err.to_string().contains("ENVHARNESS_INIT"), "{err}");
+        assert_eq!(err.exit_status(), 125);
+    }
+
+    #[test]
+    fn zero_timeout_means_none() {
+        let cli = Cli {
+            timeout: Some(Duration::ZERO),
+            ..with_command()
+        };
+        assert_eq!(plan(cli, &[]).unwrap().limits.timeout, None);
+    }
+
+    #[test]
+    fn a_command_is_required_unless_printing_or_planning() {
+        assert!(matches!(plan(Cli::default(), &[]), Err(Error::Usage(_))));
+        let print = Cli {
+            print: Some(Format::Json),
+            ..Cli::default()
+        };
+        assert_eq!(
+            plan(print, &[]).unwrap().mode,
+            Mode::Print {
+                format: Format::Json
+            }
+        );
+        let print_and_command = Cli {
+            print: Some(Format::Json),
+            ..with_command()
+        };
+        assert!(matches!(plan(print_and_command, &[]), Err(Error::Usage(_))));
+    }
+}

@@ -1,0 +1,558 @@
+//! Running scripts: spawn, capture, time out, kill the process group, retry — for one script
+//! or for up to N at once (`--jobs`), with the same loop.
+//!
+//! Each script is executed directly (never through `sh -c`) with stdin from /dev/null, in a
+//! process group of its own so that a timeout or a stop reaches whatever it started. One
+//! `poll` waits on everything at once: the scripts' stdout (and, when several run at once,
+//! their stderr, whose lines get the script's name in front), and the harness's signalfd,
+//! which reports SIGCHLD and the stop signals. That gives, without threads:
+//! - timeouts: the group gets SIGTERM, then SIGKILL [`KILL_GRACE`] later;
+//! - stuck pipes: once a script has exited, its stdout is read for at most [`PIPE_GRACE`]
+//!   more, because a background process may hold it open forever;
+//! - bounded memory: output past the caller's limit stops the script;
+//! - stops: a stop signal goes to every running group, nothing more starts, and the run ends
+//!   with [`Error::Interrupted`].
+//!
+//! Results come back in the order of the jobs, whatever order they finished in. After a
+//! failure (retries used up) the other running scripts get SIGTERM and the failure of the
+//! lexically first job that failed by itself is reported.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+use crate::error::Error;
+use crate::plan::Limits;
+use crate::shebang::explain_exec_error;
+use crate::signals::Watcher;
+
+/// Between SIGTERM and SIGKILL for a script that timed out or is being stopped (SPEC.md 3.4).
+pub const KILL_GRACE: Duration = Duration::from_secs(2);
+/// How long a script's pipes are still read after it exited.
+pub const PIPE_GRACE: Duration = Duration::from_millis(100);
+
+/// Where a script's stdout goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stdout {
+    /// Captured, up to `limit` bytes; more stops the script.
+    Capture { limit: usize },
+    /// Passed to the harness's stderr (export scripts: stdout belongs to `--print`).
+    ToStderr,
+}
+
+/// One script to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub path: PathBuf,
+    /// The script's whole environment.
+    pub env: Vec<(OsString, OsString)>,
+    pub stdout: Stdout,
+}
+
+/// What a successful run produced.
+#[derive(Debug)]
+pub struct Ran {
+    pub output: Vec<u8>,
+    pub elapsed: Duration,
+}
+
+/// Why a run of a script failed.
+#[derive(Debug)]
+pub enum Failure {
+    Exited(i32),
+    Killed(Signal),
+    TimedOut(Duration),
+    OutputTooLarge(usize),
+    /// The script could not be executed at all; the reason comes from [`explain_exec_error`].
+    NotExecutable(String),
+}
+
+impl Failure {
+    /// Only failures that another try might not repeat are retried.
+    fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Failure::Exited(_) | Failure::Killed(_) | Failure::TimedOut(_)
+        )
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Exited(code) => write!(f, "exited with status {code}"),
+            Failure::Killed(signal) => write!(f, "killed by {}", signal.as_str()),
+            Failure::TimedOut(limit) => write!(f, "timed out after {}s", limit.as_secs_f64()),
+            Failure::OutputTooLarge(limit) => {
+                write!(f, "output passed {limit} bytes, the limit; stopped it")
+            }
+            Failure::NotExecutable(reason) => f.write_str(reason),
+        }
+    }
+}
+
+/// Runs jobs under the harness's limits, reading signals from the harness's [`Watcher`].
+pub struct Runner<'a> {
+    pub watcher: &'a Watcher,
+    pub limits: Limits,
+}
+
+impl Runner<'_> {
+    /// Runs one script.
+    pub fn run_one(&self, job: Job) -> Result<Ran, Error> {
+        let mut ran = self.run_all(vec![job], 1)?;
+        Ok(ran.remove(0))
+    }
+
+    /// Runs the jobs, at most `parallel` at once (0: all at once), and returns their results
+    /// in the jobs' order. With more than one at once, stderr lines get the script's name.
+    pub fn run_all(&self, jobs: Vec<Job>, parallel: usize) -> Result<Vec<Ran>, Error> {
+        let parallel = if parallel == 0 {
+            jobs.len().max(1)
+        } else {
+            parallel
+        };
+        let mut pool = Pool {
+            runner: self,
+            label_stderr: parallel > 1 && jobs.len() > 1,
+            results: jobs.iter().map(|_| None).collect(),
+            jobs,
+            parallel,
+            next: 0,
+            running: Vec::new(),
+            retries: Vec::new(),
+            failures: Vec::new(),
+            stopped_by: None,
+        };
+        pool.run()?;
+        if let Some(signal) = pool.stopped_by {
+            return Err(Error::Interrupted { signal });
+        }
+        if let Some((index, failure, tries)) = pool.failures.into_iter().min_by_key(|f| f.0) {
+            return Err(Error::Script {
+                path: pool.jobs[index].path.clone(),
+                failure,
+                tries,
+            });
+        }
+        Ok(pool
+            .results
+            .into_iter()
+            .map(|ran| ran.expect("every job has a result when none failed"))
+            .collect())
+    }
+}
+
+/// A script that has been started and not yet fully collected.
+struct Running {
+    index: usize,
+    tries: u32,
+    child: Child,
+    group: Pid,
+    stdout: Option<ChildStdout>,
+    stderr: Option<ChildStderr>,
+    output: Vec<u8>,
+    stderr_line: Vec<u8>,
+    started: Instant,
+    /// Why we stopped it, when we did (timeout, too much output).
+    failure: Option<Failure>,
+    timeout_at: Option<Instant>,
+    kill_at: Option<Instant>,
+    /// We stopped it because another script failed: its result does not count.
+    abandoned: bool,
+    exit: Option<ExitStatus>,
+    pipes_close_at: Option<Instant>,
+}
+
+impl Running {
+    fn is_collected(&self) -> bool {
+        self.exit.is_some() && self.stdout.is_none() && self.stderr.is_none()
+    }
+
+    fn signal_group(&self, signal: Signal) {
+        // ESRCH just means the group is already gone.
+        let _ = killpg(self.group, signal);
+    }
+
+    /// SIGTERM now, SIGKILL after [`KILL_GRACE`] if the script is still there.
+    fn terminate(&mut self, now: Instant) {
+        self.signal_group(Signal::SIGTERM);
+        self.kill_at.get_or_insert(now + KILL_GRACE);
+        self.timeout_at = None;
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        [self.timeout_at, self.kill_at, self.pipes_close_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
+/// Which descriptor a poll entry stands for.
+#[derive(Clone, Copy)]
+enum Source {
+    Signals,
+    Stdout(usize),
+    Stderr(usize),
+}
+
+struct Pool<'r, 'w> {
+    runner: &'r Runner<'w>,
+    jobs: Vec<Job>,
+    parallel: usize,
+    label_stderr: bool,
+    next: usize,
+    running: Vec<Running>,
+    /// (job index, tries so far, not before)
+    retries: Vec<(usize, u32, Instant)>,
+    results: Vec<Option<Ran>>,
+    failures: Vec<(usize, Failure, u32)>,
+    stopped_by: Option<Signal>,
+}
+
+impl Pool<'_, '_> {
+    fn run(&mut self) -> Result<(), Error> {
+        loop {
+            self.start_due_jobs();
+            if self.running.is_empty() && !self.has_work_left() {
+                return Ok(());
+            }
+            let ready = self.wait()?;
+            for source in ready {
+                match source {
+                    Source::Signals => self.read_signals()?,
+                    Source::Stdout(slot) => self.read_stdout(slot),
+                    Source::Stderr(slot) => self.read_stderr(slot),
+                }
+            }
+            self.handle_deadlines(Instant::now());
+            self.collect_finished();
+        }
+    }
+
+    fn accepting(&self) -> bool {
+        self.stopped_by.is_none() && self.failures.is_empty()
+    }
+
+    fn has_work_left(&self) -> bool {
+        self.accepting() && (self.next < self.jobs.len() || !self.retries.is_empty())
+    }
+
+    fn start_due_jobs(&mut self) {
+        let now = Instant::now();
+        while self.accepting() && self.running.len() < self.parallel {
+            if let Some(pos) = self.retries.iter().position(|(_, _, at)| *at <= now) {
+                let (index, tries, _) = self.retries.remove(pos);
+                self.start(index, tries + 1);
+            } else if self.next < self.jobs.len() {
+                self.next += 1;
+                self.start(self.next - 1, 1);
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn start(&mut self, index: usize, tries: u32) {
+        let job = &self.jobs[index];
+        match spawn(job, self.label_stderr) {
+            Ok(child) => {
+                let started = Instant::now();
+                let mut child = child;
+                self.running.push(Running {
+                    index,
+                    tries,
+                    group: Pid::from_raw(child.id() as i32),
+                    stdout: child.stdout.take(),
+                    stderr: child.stderr.take(),
+                    child,
+                    output: Vec::new(),
+                    stderr_line: Vec::new(),
+                    started,
+                    failure: None,
+                    timeout_at: self.runner.limits.timeout.map(|limit| started + limit),
+                    kill_at: None,
+                    abandoned: false,
+                    exit: None,
+                    pipes_close_at: None,
+                });
+            }
+            Err(err) => {
+                let reason = explain_exec_error(&job.path, &err);
+                self.fail(index, Failure::NotExecutable(reason), tries);
+            }
+        }
+    }
+
+    /// Polls until something is ready or the next deadline passes; returns what is ready.
+    fn wait(&self) -> Result<Vec<Source>, Error> {
+        let mut sources = vec![Source::Signals];
+        let mut fds = vec![PollFd::new(self.runner.watcher.as_fd(), PollFlags::POLLIN)];
+        for (slot, running) in self.running.iter().enumerate() {
+            if let Some(stdout) = &running.stdout {
+                sources.push(Source::Stdout(slot));
+                fds.push(PollFd::new(stdout.as_fd(), PollFlags::POLLIN));
+            }
+            if let Some(stderr) = &running.stderr {
+                sources.push(Source::Stderr(slot));
+                fds.push(PollFd::new(stderr.as_fd(), PollFlags::POLLIN));
+            }
+        }
+        let timeout = self.time_to_next_deadline();
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(err) => return Err(Error::io("poll", "waiting for scripts", err.into())),
+        }
+        Ok(fds
+            .iter()
+            .zip(sources)
+            .filter(|(fd, _)| fd.revents().is_some_and(|events| !events.is_empty()))
+            .map(|(_, source)| source)
+            .collect())
+    }
+
+    fn time_to_next_deadline(&self) -> PollTimeout {
+        let retry_at = self.retries.iter().map(|(_, _, at)| *at);
+        let deadline = self
+            .running
+            .iter()
+            .filter_map(Running::next_deadline)
+            .chain(retry_at.filter(|_| self.accepting()))
+            .min();
+        match deadline {
+            None => PollTimeout::NONE,
+            Some(at) => {
+                // Round up, so the loop does not wake a moment early and spin.
+                let wait =
+                    at.saturating_duration_since(Instant::now()) + Duration::from_micros(999);
+                PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX)
+            }
+        }
+    }
+
+    fn read_signals(&mut self) -> Result<(), Error> {
+        let watcher = self.runner.watcher;
+        while let Some(signal) = watcher
+            .next()
+            .map_err(|err| Error::io("signalfd", "reading signals", err))?
+        {
+            if signal == Signal::SIGCHLD {
+                self.reap();
+            } else if self.stopped_by.is_none() {
+                log::warn!("got {}: stopping the running scripts", signal.as_str());
+                self.stopped_by = Some(signal);
+                let now = Instant::now();
+                for running in &mut self.running {
+                    running.signal_group(signal);
+                    running.kill_at.get_or_insert(now + KILL_GRACE);
+                    running.timeout_at = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGCHLDs coalesce, so every running script is checked.
+    fn reap(&mut self) {
+        let now = Instant::now();
+        for running in &mut self.running {
+            if running.exit.is_some() {
+                continue;
+            }
+            if let Ok(Some(status)) = running.child.try_wait() {
+                running.exit = Some(status);
+                if running.kill_at.is_some() {
+                    // We were stopping it: what is left of its group goes too.
+                    running.signal_group(Signal::SIGKILL);
+                    running.kill_at = None;
+                }
+                running.timeout_at = None;
+                if running.stdout.is_some() || running.stderr.is_some() {
+                    running.pipes_close_at = Some(now + PIPE_GRACE);
+                }
+            }
+        }
+    }
+
+    fn read_stdout(&mut self, slot: usize) {
+        let Stdout::Capture { limit } = self.jobs[self.running[slot].index].stdout else {
+            return;
+        };
+        let running = &mut self.running[slot];
+        let Some(stdout) = &mut running.stdout else {
+            return;
+        };
+        let mut chunk = [0u8; 16 * 1024];
+        match stdout.read(&mut chunk) {
+            Ok(0) | Err(_) => running.stdout = None,
+            Ok(len) => {
+                running.output.extend_from_slice(&chunk[..len]);
+                if running.output.len() > limit && running.failure.is_none() {
+                    running.failure = Some(Failure::OutputTooLarge(limit));
+                    running.signal_group(Signal::SIGKILL);
+                    running.stdout = None;
+                }
+            }
+        }
+    }
+
+    fn read_stderr(&mut self, slot: usize) {
+        let running = &mut self.running[slot];
+        let Some(stderr) = &mut running.stderr else {
+            return;
+        };
+        let mut chunk = [0u8; 8 * 1024];
+        let label = file_name(&self.jobs[running.index].path);
+        match stderr.read(&mut chunk) {
+            Ok(0) | Err(_) => {
+                running.stderr = None;
+                if !running.stderr_line.is_empty() {
+                    running.stderr_line.push(b'\n');
+                    write_labelled(&label, &running.stderr_line);
+                    running.stderr_line.clear();
+                }
+            }
+            Ok(len) => {
+                running.stderr_line.extend_from_slice(&chunk[..len]);
+                while let Some(end) = running.stderr_line.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = running.stderr_line.drain(..=end).collect();
+                    write_labelled(&label, &line);
+                }
+            }
+        }
+    }
+
+    fn handle_deadlines(&mut self, now: Instant) {
+        for running in &mut self.running {
+            if running.timeout_at.is_some_and(|at| at <= now) {
+                let limit = self.runner.limits.timeout.unwrap_or_default();
+                running.failure.get_or_insert(Failure::TimedOut(limit));
+                running.terminate(now);
+            }
+            if running.kill_at.is_some_and(|at| at <= now) {
+                running.signal_group(Signal::SIGKILL);
+                running.kill_at = None;
+            }
+            if running.pipes_close_at.is_some_and(|at| at <= now) {
+                if running.stdout.is_some() {
+                    log::warn!(
+                        "{}: a background process kept stdout open; redirect its output (e.g. `cmd >/dev/null &`)",
+                        self.jobs[running.index].path.display()
+                    );
+                }
+                running.stdout = None;
+                running.stderr = None;
+                running.pipes_close_at = None;
+            }
+        }
+    }
+
+    fn collect_finished(&mut self) {
+        while let Some(slot) = self.running.iter().position(Running::is_collected) {
+            let running = self.running.swap_remove(slot);
+            self.finish(running);
+        }
+    }
+
+    fn finish(&mut self, running: Running) {
+        if running.abandoned || self.stopped_by.is_some() {
+            return;
+        }
+        let status = running.exit.expect("collected scripts have exited");
+        let elapsed = running.started.elapsed();
+        let failure = running.failure.or_else(|| failure_of(status));
+        match failure {
+            None => {
+                self.results[running.index] = Some(Ran {
+                    output: running.output,
+                    elapsed,
+                });
+            }
+            Some(failure) => self.fail(running.index, failure, running.tries),
+        }
+    }
+
+    /// Retries the job if it may be, else records the failure and stops the others.
+    fn fail(&mut self, index: usize, failure: Failure, tries: u32) {
+        let path = &self.jobs[index].path;
+        let limits = self.runner.limits;
+        if failure.is_retryable() && tries <= limits.retries && self.accepting() {
+            log::warn!(
+                "{}: {failure}; trying again in {}s (try {} of {})",
+                path.display(),
+                limits.retry_interval.as_secs_f64(),
+                tries + 1,
+                limits.retries + 1
+            );
+            self.retries
+                .push((index, tries, Instant::now() + limits.retry_interval));
+            return;
+        }
+        self.failures.push((index, failure, tries));
+        let now = Instant::now();
+        for running in &mut self.running {
+            if running.exit.is_none() && !running.abandoned {
+                running.abandoned = true;
+                running.terminate(now);
+            }
+        }
+    }
+}
+
+fn failure_of(status: ExitStatus) -> Option<Failure> {
+    if let Some(code) = status.code() {
+        return (code != 0).then_some(Failure::Exited(code));
+    }
+    let signal = status.signal().and_then(|n| Signal::try_from(n).ok());
+    Some(signal.map_or(Failure::Exited(-1), Failure::Killed))
+}
+
+/// Starts the script: directly, stdin from /dev/null, in its own process group. std's
+/// `Command` gives the child an empty signal mask and default SIGPIPE whatever the harness has
+/// blocked, and can use posix_spawn for this (no pre_exec closure), which keeps a spawn cheap.
+fn spawn(job: &Job, pipe_stderr: bool) -> io::Result<Child> {
+    let stdout = match job.stdout {
+        Stdout::Capture { .. } => Stdio::piped(),
+        Stdout::ToStderr => Stdio::from(io::stderr().as_fd().try_clone_to_owned()?),
+    };
+    let stderr = if pipe_stderr {
+        Stdio::piped()
+    } else {
+        Stdio::inherit()
+    };
+    Command::new(&job.path)
+        .env_clear()
+        .envs(job.env.iter().map(|(name, value)| (name, value)))
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .process_group(0)
+        .spawn()
+}
+
+fn file_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .unwrap_or(path.as_os_str())
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// One write per line, so lines of scripts running at once do not interleave mid-line.
+fn write_labelled(label: &str, line: &[u8]) {
+    let mut labelled = Vec::with_capacity(label.len() + 2 + line.len());
+    labelled.extend_from_slice(label.as_bytes());
+    labelled.extend_from_slice(b"| ");
+    labelled.extend_from_slice(line);
+    let _ = io::stderr().lock().write_all(&labelled);
+}

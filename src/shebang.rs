@@ -1,0 +1,62 @@
+//! Why an existing file could not be executed. The kernel answers ENOEXEC or ENOENT and leaves
+//! the reader to guess; the first line of the file says which of the usual mistakes it is.
+//! Scripts and the command share these words (SPEC.md 3.4 and 4), and neither is ever retried
+//! through `/bin/sh`.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use nix::libc;
+
+/// A short reason for an exec failure of `path`, read from its `#!` line when that explains it.
+pub fn explain_exec_error(path: &Path, err: &io::Error) -> String {
+    let first_line = read_first_line(path);
+    match (err.raw_os_error(), first_line.as_deref()) {
+        (Some(libc::ENOEXEC), Some(line)) if !line.starts_with(b"#!") => {
+            "not a script (no #! line) or binary".into()
+        }
+        (Some(libc::ENOEXEC | libc::ENOENT), Some(line)) if line.ends_with(b"\r") => {
+            "Windows line endings in the #! line (the interpreter name ends in \\r)".into()
+        }
+        (Some(libc::ENOENT), Some(line)) if line.starts_with(b"#!") => {
+            format!(
+                "interpreter {} (from its #! line) not found",
+                interpreter(line)
+            )
+        }
+        (Some(libc::EACCES), _) => "permission denied".into(),
+        _ => err.to_string().to_lowercase(),
+    }
+}
+
+/// The first line (without `\n`), or None when the file cannot be read.
+fn read_first_line(path: &Path) -> Option<Vec<u8>> {
+    let mut head = [0u8; 256];
+    let mut file = File::open(path).ok()?;
+    let len = file.read(&mut head).ok()?;
+    let head = &head[..len];
+    let end = head.iter().position(|b| *b == b'\n').unwrap_or(head.len());
+    Some(head[..end].to_vec())
+}
+
+/// The interpreter path of a `#!` line: its first word.
+fn interpreter(line: &[u8]) -> String {
+    let rest = line[2..].trim_ascii_start();
+    let end = rest
+        .iter()
+        .position(|b| b.is_ascii_whitespace())
+        .unwrap_or(rest.len());
+    String::from_utf8_lossy(&rest[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpreter_is_the_first_word_after_the_bang() {
+        assert_eq!(interpreter(b"#! /usr/bin/env python3 -u"), "/usr/bin/env");
+        assert_eq!(interpreter(b"#!/nonexistent/sh"), "/nonexistent/sh");
+    }
+}

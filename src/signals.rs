@@ -1,0 +1,120 @@
+//! The harness's own signal handling, and giving the command back the signal state the harness
+//! was started with.
+//!
+//! During the phases the harness blocks SIGCHLD and the stop signals (SIGTERM, SIGINT, SIGHUP,
+//! SIGQUIT) and reads them from a signalfd, so the script runner can wait on "a child exited",
+//! "a pipe has data" and "we were told to stop" in one `poll`, and a signal that arrives between
+//! two scripts stays pending instead of being lost. A stop signal that was ignored when the
+//! harness started (`nohup`, a shell's `&`) stays ignored: it is not watched.
+//!
+//! Before the final execve the original mask is restored, and SIGPIPE gets back the disposition
+//! it had before the Rust runtime set it to SIG_IGN (a command exec'd with SIGPIPE ignored
+//! keeps writing into a closed pipe: `envharness -- yes | head` would never end). That
+//! disposition is recorded by [`record_startup_dispositions`], which `main.rs` runs from
+//! `.init_array`, before the runtime's `main`.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::libc;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+/// The signals that stop the phases (SPEC.md 3.4).
+pub const STOP_SIGNALS: [Signal; 4] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
+
+static SIGPIPE_IGNORED_AT_START: AtomicBool = AtomicBool::new(false);
+
+/// Records SIGPIPE's disposition before the Rust runtime changes it. Only meant to be called
+/// from an `.init_array` entry (see `main.rs`).
+pub extern "C" fn record_startup_dispositions() {
+    SIGPIPE_IGNORED_AT_START.store(is_ignored(Signal::SIGPIPE), Ordering::Relaxed);
+}
+
+fn is_ignored(signal: Signal) -> bool {
+    // SAFETY: sigaction with a null new action only reads the current one into `old`, a
+    // zero-initialised plain C struct.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal as libc::c_int, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+/// Signals blocked and readable from a signalfd while the harness runs its phases.
+pub struct Watcher {
+    fd: SignalFd,
+    original_mask: SigSet,
+}
+
+impl Watcher {
+    /// Blocks SIGCHLD and the stop signals that are not ignored, and opens the signalfd.
+    pub fn install() -> io::Result<Watcher> {
+        let mut watched = SigSet::empty();
+        watched.add(Signal::SIGCHLD);
+        for signal in STOP_SIGNALS {
+            if !is_ignored(signal) {
+                watched.add(signal);
+            }
+        }
+        let mut original_mask = SigSet::empty();
+        nix::sys::signal::pthread_sigmask(
+            SigmaskHow::SIG_BLOCK,
+            Some(&watched),
+            Some(&mut original_mask),
+        )?;
+        let fd = SignalFd::with_flags(&watched, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+        Ok(Watcher { fd, original_mask })
+    }
+
+    /// The next pending signal, if any (never blocks).
+    pub fn next(&self) -> io::Result<Option<Signal>> {
+        Ok(self
+            .fd
+            .read_signal()?
+            .and_then(|info| Signal::try_from(info.ssi_signo as libc::c_int).ok()))
+    }
+
+    /// Drains the pending signals and returns the first stop signal among them.
+    pub fn pending_stop(&self) -> io::Result<Option<Signal>> {
+        let mut stop = None;
+        while let Some(signal) = self.next()? {
+            if stop.is_none() && STOP_SIGNALS.contains(&signal) {
+                stop = Some(signal);
+            }
+        }
+        Ok(stop)
+    }
+
+    /// Gives the process back the mask and SIGPIPE disposition it started with; called right
+    /// before execve, so the command inherits what the harness inherited.
+    pub fn restore_for_exec(&self) -> io::Result<()> {
+        let sigpipe = if SIGPIPE_IGNORED_AT_START.load(Ordering::Relaxed) {
+            libc::SIG_IGN
+        } else {
+            libc::SIG_DFL
+        };
+        // SAFETY: installing SIG_DFL or SIG_IGN runs no code of ours in a signal context.
+        if unsafe { libc::signal(libc::SIGPIPE, sigpipe) } == libc::SIG_ERR {
+            return Err(io::Error::last_os_error());
+        }
+        nix::sys::signal::pthread_sigmask(
+            SigmaskHow::SIG_SETMASK,
+            Some(&self.original_mask),
+            None,
+        )?;
+        Ok(())
+    }
+}
+
+impl AsFd for Watcher {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}

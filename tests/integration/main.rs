@@ -1,0 +1,1 @@
+//! Integration tests: run the built binary against temporary directories of real scripts.

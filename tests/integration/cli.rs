@@ -1,0 +1,159 @@
+//! Options, their ENVHARNESS_* twins, usage errors (125) and shebang splitting.
+
+use crate::support::*;
+
+#[test]
+fn unknown_option_is_a_usage_error_with_status_125() {
+    let mut t = Test::new();
+    t.args(&["--bogus", "--", "true"]);
+    t.run().status(125).error_line(&["--bogus"]);
+}
+
+#[test]
+fn no_command_is_a_usage_error() {
+    let mut t = Test::new();
+    t.args(&["-e", "."]);
+    t.run().status(125).error_line(&["no command given"]);
+}
+
+#[test]
+fn help_shows_an_example_and_exits_0() {
+    let mut t = Test::new();
+    t.args(&["--help"]);
+    t.run()
+        .success()
+        .stdout_has("Examples:")
+        .stdout_has("envharness -- myapp");
+}
+
+#[test]
+fn version_exits_0() {
+    let mut t = Test::new();
+    t.args(&["--version"]);
+    t.run()
+        .success()
+        .stdout_has(&format!("envharness {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn bad_number_is_a_usage_error_naming_the_option() {
+    let mut t = Test::new();
+    t.args(&["--timeout", "soon", "--", "true"]);
+    t.run().status(125).error_line(&["--timeout", "soon"]);
+    let mut t = Test::new();
+    t.env("ENVHARNESS_RETRIES", "many").args(&["--", "true"]);
+    t.run().status(125).error_line(&["--retries", "many"]);
+}
+
+#[test]
+fn boolean_variable_with_another_word_is_a_usage_error() {
+    let mut t = Test::new();
+    t.env("ENVHARNESS_NO_CLOBBER", "maybe")
+        .args(&["--", "true"]);
+    t.run()
+        .status(125)
+        .error_line(&["ENVHARNESS_NO_CLOBBER", "not a boolean"]);
+}
+
+#[test]
+fn missing_default_directories_are_skipped_silently() {
+    if std::path::Path::new("/environment").exists() || std::path::Path::new("/export").exists() {
+        eprintln!("skipped: this machine has /environment or /export");
+        return;
+    }
+    let mut t = Test::new();
+    t.args(&["--print"]);
+    t.run().success().stdout_is("");
+    assert_eq!(t.run().stderr, "");
+}
+
+#[test]
+fn named_directory_that_does_not_exist_is_an_error() {
+    let mut t = Test::new();
+    t.args(&["-e", "nope", "--", "true"]);
+    t.run()
+        .status(125)
+        .error_line(&["nope", "no such directory"]);
+    let mut t = Test::new();
+    t.env("ENVHARNESS_EXPORT", "missing-export")
+        .args(&["--", "true"]);
+    t.run()
+        .status(125)
+        .error_line(&["missing-export", "no such directory"]);
+}
+
+#[test]
+fn environment_variable_lists_directories_and_a_flag_beats_it() {
+    let mut t = Test::new();
+    t.file("a/X", "from-a")
+        .file("a/Y", "only-a")
+        .file("b/X", "from-b")
+        .file("c/X", "from-c");
+    t.env("ENVHARNESS_ENVIRONMENT", "a:b").args(&["--print"]);
+    t.run()
+        .success()
+        .printed_is(&[("X", "from-b"), ("Y", "only-a")]);
+
+    let mut t2 = Test::new();
+    t2.file("a/X", "from-a").file("c/X", "from-c");
+    t2.env("ENVHARNESS_ENVIRONMENT", "a")
+        .args(&["-e", "c", "--print"]);
+    t2.run().success().printed_is(&[("X", "from-c")]);
+}
+
+#[test]
+fn export_variable_and_flag() {
+    let mut t = Test::new();
+    t.script("x1/bootstrap", "#!/bin/sh\necho from-x1 >&2\n");
+    t.script("x2/bootstrap", "#!/bin/sh\necho from-x2 >&2\n");
+    t.dir("env");
+    t.env("ENVHARNESS_EXPORT", "x1")
+        .args(&["-e", "env", "--print"]);
+    t.run().success().stderr_has("from-x1");
+    let mut t2 = Test::new();
+    t2.script("x1/bootstrap", "#!/bin/sh\necho from-x1 >&2\n");
+    t2.script("x2/bootstrap", "#!/bin/sh\necho from-x2 >&2\n");
+    t2.dir("env");
+    t2.env("ENVHARNESS_EXPORT", "x1")
+        .args(&["-x", "x2", "-e", "env", "--print"]);
+    t2.run()
+        .success()
+        .stderr_has("from-x2")
+        .stderr_lacks("from-x1");
+}
+
+#[test]
+fn kv_is_reserved_but_a_command_named_kv_runs_after_double_dash() {
+    let mut t = Test::new();
+    t.args(&["kv", "get", "x"]);
+    t.run().status(125).error_line(&["kv"]);
+    let mut t = Test::new();
+    t.script("bin/kv", "#!/bin/sh\necho \"kv ran $1\"\n");
+    let path = format!("{}:{PATH}", t.p("bin"));
+    t.env("PATH", path).args(&["-e", ".", "--", "kv", "get"]);
+    // The test directory itself is the environment: its only entries are dot-names and bin/.
+    t.run().success().stdout_is("kv ran get\n");
+}
+
+#[test]
+fn shebang_line_options_are_split_like_env_dash_s() {
+    let t = Test::new();
+    t.file("env/GREETING", "hello from the env dir\n");
+    let script = format!(
+        "#!{BIN} -e '{}' -- /bin/sh\necho \"$GREETING; script=$0; args=$*\"\n",
+        t.p("env")
+    );
+    t.script("tool", &script);
+    let mut command = std::process::Command::new(t.path("tool"));
+    command
+        .args(["one", "two words"])
+        .env_clear()
+        .env("PATH", PATH)
+        .current_dir(t.root())
+        .stdout(std::fs::File::create(t.path(".stdout")).unwrap())
+        .stderr(std::fs::File::create(t.path(".stderr")).unwrap());
+    t.run_command(command).success().stdout_is(&format!(
+        "hello from the env dir; script={}; args=one two words\n",
+        t.p("tool")
+    ));
+}

@@ -1,0 +1,246 @@
+//! The environment phase (SPEC.md 3.1 and 3.3): what each entry becomes, what is ignored,
+//! the value rules.
+
+use crate::support::*;
+
+fn print_env(t: &mut Test) -> Run {
+    t.args(&["-x", "no-export", "-e", "env", "--print"]);
+    t.dir("no-export");
+    t.run()
+}
+
+#[test]
+fn executable_name_is_its_stdout_minus_one_trailing_newline() {
+    let mut t = Test::new();
+    t.script("env/A", "#!/bin/sh\nprintf 'a\\n\\n'\n");
+    t.script("env/B", "#!/bin/sh\nprintf 'b\\r\\n'\n");
+    t.script("env/C", "#!/bin/sh\nprintf 'c'\n");
+    print_env(&mut t)
+        .success()
+        .stdout_is("A='a\n'\nB='b'\nC='c'\n");
+}
+
+#[test]
+fn literal_name_is_the_file_content_minus_one_trailing_newline() {
+    let mut t = Test::new();
+    t.file("env/HOST", "db.local\n");
+    t.file("env/CRLF", "x\r\n");
+    t.file("env/EMPTY", "");
+    t.file("env/TWO_LINES", "one\ntwo\n\n");
+    print_env(&mut t)
+        .success()
+        .stdout_is("CRLF='x'\nEMPTY=''\nHOST='db.local'\nTWO_LINES='one\ntwo\n'\n");
+}
+
+#[test]
+fn script_that_lost_its_exec_bit_is_an_error() {
+    let mut t = Test::new();
+    t.file("env/DB_URL", "#!/bin/sh\necho x\n");
+    print_env(&mut t)
+        .status(125)
+        .error_line(&["env/DB_URL", "chmod +x"]);
+}
+
+#[test]
+fn dotenv_files_static_and_executable() {
+    let mut t = Test::new();
+    t.file(
+        "env/a.env",
+        "# settings\nexport A=1\nB = ' spaced '\nC=\"multi\nline \\\"q\\\"\"\n\nD=x # kept\n",
+    );
+    t.script(
+        "env/b.env",
+        "#!/bin/sh\necho E=from-script\necho \"F=$A$A\"\n",
+    );
+    print_env(&mut t).success().stdout_is(
+        "A='1'\nB=' spaced '\nC='multi\nline \"q\"'\nD='x # kept'\nE='from-script'\nF='11'\n",
+    );
+}
+
+#[test]
+fn malformed_dotenv_line_names_file_and_line() {
+    let mut t = Test::new();
+    t.file("env/app.env", "A=1\n\nthis is not a pair\n");
+    print_env(&mut t)
+        .status(125)
+        .error_line(&["env/app.env", "line 3", "expected KEY=VALUE"]);
+    let mut t = Test::new();
+    t.script("env/gen.env", "#!/bin/sh\necho 'A=\"unterminated'\n");
+    print_env(&mut t).status(125).error_line(&[
+        "env/gen.env",
+        "line 1",
+        "unterminated double quote",
+    ]);
+}
+
+#[test]
+fn invalid_names_are_errors() {
+    for name in ["DB-URL", "1ST", "db.url"] {
+        let mut t = Test::new();
+        t.file(&format!("env/{name}"), "x");
+        print_env(&mut t)
+            .status(125)
+            .error_line(&[&format!("env/{name}"), "not a valid variable name"]);
+    }
+}
+
+#[test]
+fn dot_names_backups_and_docs_are_ignored_silently() {
+    let mut t = Test::new();
+    t.file("env/.hidden", "x");
+    t.file("env/A~", "x");
+    t.file("env/README.md", "# docs");
+    t.file("env/bad-name.md", "docs too");
+    t.file("env/KEEP", "kept");
+    let run = print_env(&mut t);
+    run.success().stdout_is("KEEP='kept'\n");
+    assert_eq!(run.stderr, "", "ignored entries must not be mentioned");
+}
+
+#[test]
+fn subdirectories_are_skipped_with_a_warning() {
+    let mut t = Test::new();
+    t.file("env/nested/X", "x");
+    t.file("env/Y", "y");
+    print_env(&mut t)
+        .success()
+        .stdout_is("Y='y'\n")
+        .error_line(&["env/nested", "subdirectory"]);
+}
+
+#[test]
+fn symlinks_are_followed_and_a_broken_one_is_an_error() {
+    let mut t = Test::new();
+    t.file("shared/value", "linked\n");
+    t.symlink("env/LINKED", "../shared/value");
+    print_env(&mut t).success().stdout_is("LINKED='linked'\n");
+
+    let mut t = Test::new();
+    t.symlink("env/DANGLING", "../nowhere");
+    print_env(&mut t)
+        .status(125)
+        .error_line(&["env/DANGLING", "broken symbolic link", "nowhere"]);
+}
+
+#[test]
+fn kubernetes_configmap_volume_layout_works() {
+    // What the kubelet writes: a timestamped directory, ..data pointing at it, keys as links.
+    let mut t = Test::new();
+    t.file("env/..2024_01_01_00_00_00.123/DB_HOST", "db.prod\n");
+    t.file("env/..2024_01_01_00_00_00.123/LOG_LEVEL", "info");
+    t.symlink("env/..data", "..2024_01_01_00_00_00.123");
+    t.symlink("env/DB_HOST", "..data/DB_HOST");
+    t.symlink("env/LOG_LEVEL", "..data/LOG_LEVEL");
+    let run = print_env(&mut t);
+    run.success()
+        .stdout_is("DB_HOST='db.prod'\nLOG_LEVEL='info'\n");
+    assert_eq!(run.stderr, "");
+}
+
+#[test]
+fn values_are_bytes_with_newlines_and_non_utf8_kept() {
+    let mut t = Test::new();
+    t.file("env/BIN", [0xff, 0xfe, b'\n', b'x', 0x80]);
+    t.script("env/MULTI", "#!/bin/sh\nprintf 'l1\\nl2\\n'\n");
+    let run = print_env(&mut t);
+    run.success();
+    let mut expected = b"BIN='".to_vec();
+    expected.extend_from_slice(&[0xff, 0xfe, b'\n', b'x', 0x80]);
+    expected.extend_from_slice(b"'\nMULTI='l1\nl2'\n");
+    assert_eq!(run.stdout, expected);
+}
+
+#[test]
+fn a_nul_byte_is_an_error_naming_the_file() {
+    let mut t = Test::new();
+    t.script("env/WITH_NUL", "#!/bin/sh\nprintf 'a\\0b'\n");
+    print_env(&mut t)
+        .status(125)
+        .error_line(&["env/WITH_NUL", "NUL byte"]);
+    let mut t = Test::new();
+    t.file("env/LIT", b"x\0y".as_slice());
+    print_env(&mut t)
+        .status(125)
+        .error_line(&["env/LIT", "NUL byte"]);
+}
+
+#[test]
+fn a_value_over_the_kernel_limit_is_an_error_with_its_size() {
+    // NAME=VALUE plus the terminating NUL may be 131072 bytes: "A=" + 131069 bytes fits.
+    let mut t = Test::new();
+    t.file("env/A", vec![b'v'; 131_069]);
+    let run = print_env(&mut t);
+    run.success();
+    assert_eq!(run.stdout.len(), "A=''\n".len() + 131_069);
+
+    let mut t = Test::new();
+    t.file("env/A", vec![b'v'; 131_070]);
+    print_env(&mut t)
+        .status(125)
+        .error_line(&["env/A", "131072 bytes", "131072"]);
+    let mut t = Test::new();
+    t.script(
+        "env/BIG",
+        "#!/bin/sh\nhead -c 200000 /dev/zero | tr '\\0' x\n",
+    );
+    print_env(&mut t)
+        .status(125)
+        .error_line(&["env/BIG", "131072"]);
+}
+
+#[test]
+fn later_definitions_override_earlier_ones_across_files_and_directories() {
+    let mut t = Test::new();
+    t.file("base/A", "base-a");
+    t.file("base/B", "base-b");
+    t.file("base/c.env", "C=base-c\nA=base-dotenv-a\n");
+    t.file("over/B", "over-b");
+    t.file("over/z.env", "C=over-c\n");
+    t.dir("no-export");
+    t.args(&["-x", "no-export", "-e", "base", "-e", "over", "--print"]);
+    t.run()
+        .success()
+        .printed_is(&[("A", "base-dotenv-a"), ("B", "over-b"), ("C", "over-c")]);
+}
+
+#[test]
+fn sequential_scripts_see_earlier_variables_and_the_harness_environment() {
+    let mut t = Test::new();
+    t.file("env/DB_HOST", "db.local");
+    t.script(
+        "env/DB_URL",
+        "#!/bin/sh\necho \"postgres://$DB_USER@$DB_HOST/app\"\n",
+    );
+    t.env("DB_USER", "app");
+    print_env(&mut t).success().printed_is(&[
+        ("DB_HOST", "db.local"),
+        ("DB_URL", "postgres://app@db.local/app"),
+    ]);
+}
+
+#[test]
+fn scripts_get_stdin_from_dev_null_and_a_process_group_of_their_own() {
+    let mut t = Test::new();
+    t.script("env/STDIN", "#!/bin/sh\nreadlink /proc/self/fd/0\n");
+    t.script(
+        "env/GROUP",
+        "#!/bin/sh\nset -- $(cut -d' ' -f5 /proc/$$/stat)\n[ \"$1\" = \"$$\" ] && echo leader || echo \"pgrp $1 pid $$\"\n",
+    );
+    print_env(&mut t)
+        .success()
+        .printed_is(&[("GROUP", "leader"), ("STDIN", "/dev/null")]);
+}
+
+#[test]
+fn script_stderr_passes_through_and_its_current_directory_is_the_harness_one() {
+    let mut t = Test::new();
+    t.script(
+        "env/WHERE",
+        "#!/bin/sh\necho 'a note for the operator' >&2\npwd\n",
+    );
+    let root = std::fs::canonicalize(t.root()).unwrap();
+    print_env(&mut t)
+        .success()
+        .stderr_has("a note for the operator")
+        .printed_is(&[("WHERE", &root.to_string_lossy())]);
+}

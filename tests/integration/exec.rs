@@ -1,0 +1,224 @@
+//! Exec (SPEC.md 4): PATH of the final environment, arguments exactly as given, 126/127, no
+//! leaked descriptors, and the signal state the harness was started with.
+
+use std::os::unix::process::CommandExt;
+
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+
+use crate::support::*;
+
+fn with_empty_dirs(t: &mut Test) -> &mut Test {
+    t.dir("env").dir("export");
+    t.args(&["-x", "export", "-e", "env", "--"])
+}
+
+#[test]
+fn arguments_reach_the_command_exactly_as_given() {
+    let mut t = Test::new();
+    with_empty_dirs(&mut t).args(&[
+        "/bin/sh",
+        "-c",
+        "for a; do printf '[%s]' \"$a\"; done",
+        "argv0",
+        "two words",
+        "",
+        "*",
+        "$HOME",
+        "--",
+        "-e",
+    ]);
+    t.run()
+        .success()
+        .stdout_is("[two words][][*][$HOME][--][-e]");
+}
+
+#[test]
+fn the_command_gets_the_final_environment() {
+    let mut t = Test::new();
+    t.file("env/DB_URL", "postgres://db/app");
+    t.dir("export");
+    t.env("KEPT", "from-harness").args(&[
+        "-x",
+        "export",
+        "-e",
+        "env",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo \"$DB_URL $KEPT\"",
+    ]);
+    t.run()
+        .success()
+        .stdout_is("postgres://db/app from-harness\n");
+}
+
+#[test]
+fn command_is_looked_up_in_the_path_of_the_final_environment() {
+    let mut t = Test::new();
+    t.script("tools/mytool", "#!/bin/sh\necho \"mytool ran with $1\"\n");
+    let path = format!("{}:{PATH}", t.p("tools"));
+    t.file("env/PATH", path);
+    with_empty_dirs(&mut t).args(&["mytool", "x"]);
+    t.run().success().stdout_is("mytool ran with x\n");
+}
+
+#[test]
+fn command_not_found_is_127() {
+    let mut t = Test::new();
+    with_empty_dirs(&mut t).args(&["no-such-command-here"]);
+    t.run()
+        .status(127)
+        .error_line(&["no-such-command-here", "command not found"]);
+    let mut t = Test::new();
+    with_empty_dirs(&mut t).args(&["./missing/path"]);
+    t.run()
+        .status(127)
+        .error_line(&["./missing/path", "command not found"]);
+}
+
+#[test]
+fn command_that_cannot_be_executed_is_126() {
+    let mut t = Test::new();
+    t.file("plain", "#!/bin/sh\necho should not run\n");
+    with_empty_dirs(&mut t).args(&["./plain"]);
+    t.run()
+        .status(126)
+        .error_line(&["./plain", "permission denied"]);
+
+    let mut t = Test::new();
+    t.script("noshebang", "touch ran\n");
+    with_empty_dirs(&mut t).args(&["./noshebang"]);
+    t.run()
+        .status(126)
+        .error_line(&["./noshebang", "no #! line"]);
+    assert!(!t.exists("ran"), "the file was run through a shell");
+
+    let mut t = Test::new();
+    t.script("badinterp", "#!/nonexistent/interpreter\n");
+    with_empty_dirs(&mut t).args(&["./badinterp"]);
+    t.run()
+        .status(126)
+        .error_line(&["./badinterp", "/nonexistent/interpreter"]);
+}
+
+/// Runs `command` once directly and once through envharness (same spawn, same setup), and
+/// returns both outputs: what the command sees should not depend on envharness being there.
+fn direct_and_through_harness(
+    command: &[&str],
+    setup: Option<fn() -> std::io::Result<()>>,
+) -> (Vec<u8>, Vec<u8>) {
+    let mut t = Test::new();
+    t.script("env/A", "#!/bin/sh\necho a\n");
+    t.dir("export");
+    t.args(&["-x", "export", "-e", "env", "--"]).args(command);
+    let mut through = t.command();
+    let mut direct = std::process::Command::new(command[0]);
+    direct
+        .args(&command[1..])
+        .env_clear()
+        .env("PATH", PATH)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(t.path(".stdout")).unwrap())
+        .stderr(std::fs::File::create(t.path(".stderr")).unwrap());
+    if let Some(setup) = setup {
+        // SAFETY: the setups below only make async-signal-safe calls.
+        unsafe {
+            through.pre_exec(setup);
+            direct.pre_exec(setup);
+        }
+    }
+    let direct = t.run_command(direct);
+    direct.success();
+    let through = t.run_command(through);
+    through.success();
+    (direct.stdout, through.stdout)
+}
+
+fn fd_list() -> [&'static str; 2] {
+    ["/bin/ls", "/proc/self/fd"]
+}
+
+#[test]
+fn the_command_gets_the_descriptors_the_harness_was_given_and_no_others() {
+    // The harness opens a signalfd, pipes and directories; none may survive the exec.
+    let (direct, through) = direct_and_through_harness(&fd_list(), None);
+    assert_eq!(
+        String::from_utf8_lossy(&through),
+        String::from_utf8_lossy(&direct)
+    );
+
+    fn give_fd_7() -> std::io::Result<()> {
+        // SAFETY: dup2 is async-signal-safe and fd 2 is open.
+        match unsafe { nix::libc::dup2(2, 7) } {
+            7 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        }
+    }
+    let (direct, through) = direct_and_through_harness(&fd_list(), Some(give_fd_7));
+    let listed = String::from_utf8_lossy(&through);
+    assert!(listed.lines().any(|fd| fd == "7"), "{listed}");
+    assert_eq!(listed, String::from_utf8_lossy(&direct));
+}
+
+fn signal_state() -> [&'static str; 3] {
+    ["/bin/grep", "-E", "^Sig(Blk|Ign)"]
+}
+
+fn status_of(output: &[u8]) -> (u64, u64) {
+    let text = String::from_utf8_lossy(output);
+    let field = |name: &str| {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(name))
+            .expect("a Sig line");
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    (field("SigBlk"), field("SigIgn"))
+}
+
+#[test]
+fn the_command_starts_with_the_signal_state_the_harness_started_with() {
+    // The Rust runtime ignores SIGPIPE and the harness blocks signals while it works; neither
+    // may reach the command. (A glibc posix_spawn child may start with glibc's internal
+    // signals 32/33 ignored; whatever it is, the command must see the same.)
+    let mut grep = signal_state().to_vec();
+    grep.push("/proc/self/status");
+    let (direct, through) = direct_and_through_harness(&grep, None);
+    assert_eq!(
+        String::from_utf8_lossy(&through),
+        String::from_utf8_lossy(&direct)
+    );
+    let (blocked, ignored) = status_of(&through);
+    assert_eq!(blocked, 0);
+    assert_eq!(
+        ignored & (1 << (13 - 1)),
+        0,
+        "SIGPIPE is ignored in the command"
+    );
+}
+
+#[test]
+fn the_command_inherits_ignored_and_blocked_signals() {
+    fn ignore_pipe_and_hup_block_usr1() -> std::io::Result<()> {
+        let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+        // SAFETY: installing SIG_IGN runs no code in a signal context.
+        unsafe {
+            sigaction(Signal::SIGPIPE, &ignore)?;
+            sigaction(Signal::SIGHUP, &ignore)?;
+        }
+        let mut blocked = SigSet::empty();
+        blocked.add(Signal::SIGUSR1);
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&blocked), None)?;
+        Ok(())
+    }
+    let mut grep = signal_state().to_vec();
+    grep.push("/proc/self/status");
+    let (direct, through) = direct_and_through_harness(&grep, Some(ignore_pipe_and_hup_block_usr1));
+    assert_eq!(
+        String::from_utf8_lossy(&through),
+        String::from_utf8_lossy(&direct)
+    );
+    let (blocked, ignored) = status_of(&through);
+    assert_eq!(blocked, 1 << (10 - 1), "SIGUSR1 blocked");
+    assert_eq!(ignored & 0x1001, 0x1001, "SIGHUP and SIGPIPE ignored");
+}

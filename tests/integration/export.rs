@@ -1,0 +1,93 @@
+//! The export phase (SPEC.md 3.2).
+
+use crate::support::*;
+
+fn logging_script(name: &str) -> String {
+    format!("#!/bin/sh\necho {name} >> \"$LOG\"\necho \"{name} says hi\"\n")
+}
+
+#[test]
+fn bootstrap_runs_first_then_byte_order_and_output_goes_to_stderr() {
+    let mut t = Test::new();
+    for name in ["a", "B", "bootstrap", "_z", "10-first"] {
+        t.script(&format!("export/{name}"), &logging_script(name));
+    }
+    t.file("env/X", "1");
+    t.env("LOG", t.p("log"))
+        .args(&["-x", "export", "-e", "env", "--print"]);
+    let run = t.run();
+    run.success()
+        .stdout_is("X='1'\n")
+        .stderr_has("bootstrap says hi");
+    assert_eq!(t.read("log"), "bootstrap\n10-first\nB\n_z\na\n");
+}
+
+#[test]
+fn teardown_is_not_run_without_init_and_draws_a_warning() {
+    let mut t2 = Test::new();
+    t2.script("export/teardown", &logging_script("teardown"));
+    t2.script("export/bootstrap", &logging_script("bootstrap"));
+    t2.dir("env");
+    t2.env("LOG", t2.p("log"))
+        .args(&["-x", "export", "-e", "env", "--", "true"]);
+    let run = t2.run();
+    run.success().error_line(&["export/teardown", "--init"]);
+    assert_eq!(t2.read("log"), "bootstrap\n");
+}
+
+#[test]
+fn a_failing_export_script_stops_everything() {
+    let mut t = Test::new();
+    t.script("export/register", "#!/bin/sh\nexit 3\n");
+    t.script("export/zz-after", "#!/bin/sh\ntouch \"$MARK\"\n");
+    t.dir("env");
+    t.env("MARK", t.p("after-ran")).args(&[
+        "-x",
+        "export",
+        "-e",
+        "env",
+        "--",
+        "touch",
+        "command-ran",
+    ]);
+    t.run()
+        .status(125)
+        .error_line(&["export/register", "exited with status 3"]);
+    assert!(!t.exists("after-ran"), "a script after the failure ran");
+    assert!(!t.exists("command-ran"), "the command ran");
+}
+
+#[test]
+fn export_scripts_get_the_harness_environment_and_no_stdin() {
+    let mut t = Test::new();
+    t.script(
+        "export/bootstrap",
+        "#!/bin/sh\necho \"service=$SERVICE stdin=$(readlink /proc/self/fd/0)\" > \"$OUT\"\n",
+    );
+    t.file("env/SERVICE", "overridden-later");
+    let out = t.p("out");
+    t.env("SERVICE", "api")
+        .env("OUT", out)
+        .args(&["-x", "export", "-e", "env", "--", "true"]);
+    t.run().success();
+    assert_eq!(t.read("out"), "service=api stdin=/dev/null\n");
+}
+
+#[test]
+fn non_executable_files_in_export_are_skipped_with_a_warning_unless_they_lost_their_exec_bit() {
+    let mut t = Test::new();
+    t.file("export/notes.txt", "just notes\n");
+    t.dir("env");
+    t.args(&["-x", "export", "-e", "env", "--", "true"]);
+    t.run()
+        .success()
+        .error_line(&["export/notes.txt", "not executable"]);
+
+    let mut t = Test::new();
+    t.file("export/register", "#!/bin/sh\necho hi\n");
+    t.dir("env");
+    t.args(&["-x", "export", "-e", "env", "--", "true"]);
+    t.run()
+        .status(125)
+        .error_line(&["export/register", "chmod +x"]);
+}

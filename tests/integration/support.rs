@@ -1,0 +1,387 @@
+//! A small builder around a temporary directory of real files and scripts, and the built
+//! binary run against it with a cleared environment and a minimal PATH, so nothing from the
+//! developer's shell leaks in. Every run is bounded in time; a failed assertion prints the
+//! command, the directory tree, the status, stdout and stderr.
+
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use wait_timeout::ChildExt;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_envharness");
+pub const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+/// No single run in this suite should come near this.
+pub const RUN_LIMIT: Duration = Duration::from_secs(20);
+
+pub struct Test {
+    dir: tempfile::TempDir,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+}
+
+impl Default for Test {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Test {
+    pub fn new() -> Test {
+        Test {
+            dir: tempfile::Builder::new()
+                .prefix("envharness-test.")
+                .tempdir()
+                .expect("creating a temporary directory"),
+            args: Vec::new(),
+            env: vec![("PATH".into(), PATH.into())],
+        }
+    }
+
+    /// The temporary directory (also the current directory of every run).
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.root().join(relative)
+    }
+
+    /// The absolute path of `relative`, as a String, for arguments.
+    pub fn p(&self, relative: &str) -> String {
+        self.path(relative).to_string_lossy().into_owned()
+    }
+
+    fn write(&self, relative: &str, content: &[u8], mode: u32) -> &Self {
+        let path = self.path(relative);
+        fs::create_dir_all(path.parent().expect("a file has a parent")).expect("mkdir -p");
+        fs::write(&path, content).expect("writing a test file");
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
+        self
+    }
+
+    /// An executable (mode 0755).
+    pub fn script(&self, relative: &str, body: &str) -> &Self {
+        self.write(relative, body.as_bytes(), 0o755)
+    }
+
+    /// A plain file (mode 0644).
+    pub fn file(&self, relative: &str, content: impl AsRef<[u8]>) -> &Self {
+        self.write(relative, content.as_ref(), 0o644)
+    }
+
+    pub fn dir(&self, relative: &str) -> &Self {
+        fs::create_dir_all(self.path(relative)).expect("mkdir -p");
+        self
+    }
+
+    pub fn symlink(&self, relative: &str, target: &str) -> &Self {
+        let path = self.path(relative);
+        fs::create_dir_all(path.parent().expect("a link has a parent")).expect("mkdir -p");
+        symlink(target, path).expect("creating a symlink");
+        self
+    }
+
+    pub fn read(&self, relative: &str) -> String {
+        fs::read_to_string(self.path(relative))
+            .unwrap_or_else(|err| panic!("reading {relative}: {err}\n{}", self.tree()))
+    }
+
+    pub fn exists(&self, relative: &str) -> bool {
+        self.path(relative).exists()
+    }
+
+    pub fn args<S: Into<OsString> + Clone>(&mut self, args: &[S]) -> &mut Self {
+        self.args.extend(args.iter().cloned().map(Into::into));
+        self
+    }
+
+    pub fn env(&mut self, name: &str, value: impl Into<OsString>) -> &mut Self {
+        self.env.retain(|(n, _)| n != name);
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// The command that runs the binary; stdout and stderr go to files in the test directory.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .args(&self.args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(self.root())
+            .stdin(Stdio::null())
+            .stdout(self.capture_file(".stdout"))
+            .stderr(self.capture_file(".stderr"));
+        command
+    }
+
+    fn capture_file(&self, name: &str) -> fs::File {
+        fs::File::create(self.path(name)).expect("creating a capture file")
+    }
+
+    /// Runs the binary to completion (bounded by [`RUN_LIMIT`]).
+    pub fn run(&self) -> Run {
+        self.run_command(self.command())
+    }
+
+    pub fn run_command(&self, mut command: Command) -> Run {
+        let started = Instant::now();
+        let child = command.spawn().expect("spawning envharness");
+        self.finish(child, started)
+    }
+
+    /// Starts the binary without waiting (for signal tests); finish with [`Test::finish`].
+    pub fn spawn(&self) -> (Child, Instant) {
+        let child = self.command().spawn().expect("spawning envharness");
+        (child, Instant::now())
+    }
+
+    pub fn finish(&self, mut child: Child, started: Instant) -> Run {
+        let status = match child
+            .wait_timeout(RUN_LIMIT)
+            .expect("waiting for envharness")
+        {
+            Some(status) => status,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "envharness did not finish within {RUN_LIMIT:?}\n{}",
+                    self.describe()
+                );
+            }
+        };
+        Run {
+            status,
+            elapsed: started.elapsed(),
+            stdout: fs::read(self.path(".stdout")).unwrap_or_default(),
+            stderr: fs::read_to_string(self.path(".stderr")).unwrap_or_default(),
+            context: self.describe(),
+        }
+    }
+
+    /// Waits until `relative` exists (a script's "ready" file), failing after a bound.
+    pub fn wait_for(&self, relative: &str) {
+        let limit = Instant::now() + Duration::from_secs(10);
+        while !self.exists(relative) {
+            assert!(
+                Instant::now() < limit,
+                "{relative} never appeared\n{}",
+                self.describe()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "command: {BIN} {}\nenv: {:?}\ntree:\n{}",
+            shell_words_join(&self.args),
+            self.env,
+            self.tree()
+        )
+    }
+
+    fn tree(&self) -> String {
+        let mut lines = Vec::new();
+        list_tree(self.root(), self.root(), &mut lines);
+        lines.join("\n")
+    }
+}
+
+fn shell_words_join(args: &[OsString]) -> String {
+    args.iter()
+        .map(|a| format!("'{}'", a.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn list_tree(root: &Path, dir: &Path, lines: &mut Vec<String>) {
+    let Ok(read) = fs::read_dir(dir) else { return };
+    let mut entries: Vec<_> = read.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let relative = path
+            .strip_prefix(root)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        if relative.starts_with(".std") {
+            continue;
+        }
+        let meta = fs::symlink_metadata(&path);
+        let mode = meta
+            .as_ref()
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or(0);
+        match fs::read_link(&path) {
+            Ok(target) => lines.push(format!("  {relative} -> {}", target.display())),
+            Err(_) => lines.push(format!("  {relative} ({mode:o})")),
+        }
+        if meta.is_ok_and(|m| m.is_dir()) {
+            list_tree(root, &path, lines);
+        }
+    }
+}
+
+/// The outcome of one run, with assertions that print everything when they fail.
+pub struct Run {
+    pub status: ExitStatus,
+    pub elapsed: Duration,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+    context: String,
+}
+
+impl Run {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        panic!(
+            "{what}\n{}\nstatus: {:?} (signal {:?}) after {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.context,
+            self.status.code(),
+            self.status.signal(),
+            self.elapsed,
+            self.stdout(),
+            self.stderr
+        )
+    }
+
+    #[track_caller]
+    pub fn status(&self, expected: i32) -> &Self {
+        if self.status.code() != Some(expected) {
+            self.fail(&format!("expected exit status {expected}"));
+        }
+        self
+    }
+
+    #[track_caller]
+    pub fn success(&self) -> &Self {
+        self.status(0)
+    }
+
+    /// Asserts stderr has a line starting `envharness:` that contains every one of `parts`
+    /// (the file or command, and the reason).
+    #[track_caller]
+    pub fn error_line(&self, parts: &[&str]) -> &Self {
+        let found = self
+            .stderr
+            .lines()
+            .any(|line| line.starts_with("envharness: ") && parts.iter().all(|p| line.contains(p)));
+        if !found {
+            self.fail(&format!(
+                "no stderr line 'envharness: ...' containing all of {parts:?}"
+            ));
+        }
+        self
+    }
+
+    #[track_caller]
+    pub fn stderr_has(&self, text: &str) -> &Self {
+        if !self.stderr.contains(text) {
+            self.fail(&format!("stderr does not contain {text:?}"));
+        }
+        self
+    }
+
+    #[track_caller]
+    pub fn stderr_lacks(&self, text: &str) -> &Self {
+        if self.stderr.contains(text) {
+            self.fail(&format!("stderr contains {text:?}"));
+        }
+        self
+    }
+
+    #[track_caller]
+    pub fn stdout_is(&self, expected: &str) -> &Self {
+        if self.stdout != expected.as_bytes() {
+            self.fail(&format!("expected stdout {expected:?}"));
+        }
+        self
+    }
+
+    #[track_caller]
+    pub fn stdout_has(&self, text: &str) -> &Self {
+        if !self.stdout().contains(text) {
+            self.fail(&format!("stdout does not contain {text:?}"));
+        }
+        self
+    }
+
+    #[track_caller]
+    pub fn faster_than(&self, limit: Duration) -> &Self {
+        if self.elapsed >= limit {
+            self.fail(&format!(
+                "took {:?}, expected under {limit:?}",
+                self.elapsed
+            ));
+        }
+        self
+    }
+
+    /// The variables of `--print` (dotenv), parsed the simple way: one `NAME='value'` line
+    /// each (tests that need multi-line values compare stdout bytes instead).
+    pub fn printed(&self) -> Vec<(String, String)> {
+        self.stdout()
+            .lines()
+            .map(|line| {
+                let (name, quoted) = line
+                    .split_once('=')
+                    .unwrap_or_else(|| self.fail(&format!("not a NAME=value line: {line:?}")));
+                let value = quoted.trim_matches('\'');
+                (name.to_owned(), value.to_owned())
+            })
+            .collect()
+    }
+
+    #[track_caller]
+    pub fn printed_is(&self, expected: &[(&str, &str)]) -> &Self {
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if self.printed() != expected {
+            self.fail(&format!("expected --print to show {expected:?}"));
+        }
+        self
+    }
+}
+
+/// Is a process still alive (not gone, not a zombie)?
+pub fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X") | None)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Waits (bounded) until the process is gone.
+pub fn gone_within(pid: i32, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if !alive(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    !alive(pid)
+}

@@ -38,7 +38,7 @@ pub fn exec(command: &[OsString], env: &[(OsString, OsString)], watcher: &Watche
             CString::new(pair).expect("environment values were checked for NUL bytes")
         })
         .collect();
-    if let Err(err) = watcher.restore_for_exec() {
+    if let Err(err) = watcher.startup_state().restore() {
         return Error::io(path, "restoring the signal mask", err);
     }
     let errno = match nix::unistd::execve(&c_string(path.as_os_str()), &argv, &envp) {
@@ -65,7 +65,8 @@ pub fn resolve(program: &OsStr, env: &[(OsString, OsString)]) -> Option<PathBuf>
     which::which_in(program, Some(path), cwd).ok()
 }
 
-fn not_executed(program: String, path: &Path, errno: Errno) -> Error {
+/// The error for a command that the kernel refused to execute.
+pub fn not_executed(program: String, path: &Path, errno: Errno) -> Error {
     if errno == Errno::ENOENT && std::fs::symlink_metadata(path).is_err() {
         return Error::CommandNotFound { program };
     }
@@ -80,6 +81,6 @@ fn c_string(text: &OsStr) -> CString {
     CString::new(text.as_bytes()).expect("arguments from argv contain no NUL byte")
 }
 
-fn display(program: &OsStr) -> String {
+pub fn display(program: &OsStr) -> String {
     program.to_string_lossy().into_owned()
 }

@@ -7,7 +7,8 @@
 //!    signal is lost and the script runner can wait on everything at once;
 //! 3. [`phase::export`]: announce the service by running the export scripts;
 //! 4. [`phase::environment`]: turn each environment directory's entries into variables;
-//! 5. [`exec`] the command with the final environment, or [`print`] the variables.
+//! 5. [`exec`] the command with the final environment, or [`print`] the variables; under
+//!    `--init`, [`supervise`] it instead and then run the export directory's `teardown`.
 //!
 //! `--plan` stops after step 1 and [`explain`]s instead. Every failure is an [`Error`] that
 //! knows its exit status; only `main` exits.
@@ -25,6 +26,7 @@ pub mod print;
 pub mod script;
 pub mod shebang;
 pub mod signals;
+pub mod supervise;
 pub mod variables;
 
 use std::io::Write;
@@ -46,13 +48,8 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
         explain::explain(&plan, command, &harness_env, &mut std::io::stdout().lock())?;
         return Ok(0);
     }
-    if plan.supervision.is_some() {
-        return Err(Error::Usage(
-            "--init is not part of this version yet; run without it".into(),
-        ));
-    }
-    let watcher =
-        Watcher::install().map_err(|err| Error::io("signalfd", "watching signals", err))?;
+    let watcher = Watcher::install(plan.supervision.is_some())
+        .map_err(|err| Error::io("signalfd", "watching signals", err))?;
     let runner = Runner {
         watcher: &watcher,
         limits: plan.limits,
@@ -79,7 +76,15 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
                 .map_err(|err| Error::io("stdout", "printing the variables", err))?;
             Ok(0)
         }
-        Mode::Exec { command } => Err(exec::exec(&command, &vars.over(&harness_env), &watcher)),
+        Mode::Exec { command } => {
+            let env = vars.over(&harness_env);
+            let Some(settings) = plan.supervision else {
+                return Err(exec::exec(&command, &env, &watcher));
+            };
+            let status = supervise::supervise(&command, &env, &watcher, settings);
+            phase::export::teardown(&plan.export, &runner, &env);
+            status
+        }
         Mode::Explain { .. } => unreachable!("--plan returned above"),
     }
 }

@@ -29,6 +29,14 @@ pub const STOP_SIGNALS: [Signal; 4] = [
     Signal::SIGQUIT,
 ];
 
+/// The signals `--init` forwards to the command besides the stop signals (SPEC.md 6).
+pub const FORWARDED_ONLY: [Signal; 4] = [
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+    Signal::SIGCONT,
+];
+
 static SIGPIPE_IGNORED_AT_START: AtomicBool = AtomicBool::new(false);
 
 /// Records SIGPIPE's disposition before the Rust runtime changes it. Only meant to be called
@@ -47,20 +55,53 @@ fn is_ignored(signal: Signal) -> bool {
     }
 }
 
-/// Signals blocked and readable from a signalfd while the harness runs its phases.
+/// The signal state the harness started with, to give back to the command.
+#[derive(Clone, Copy)]
+pub struct StartupState {
+    mask: SigSet,
+    sigpipe_ignored: bool,
+}
+
+impl StartupState {
+    /// Puts the mask and SIGPIPE back. Async-signal-safe, so a spawned child may call it
+    /// between fork and exec.
+    pub fn restore(&self) -> io::Result<()> {
+        let sigpipe = if self.sigpipe_ignored {
+            libc::SIG_IGN
+        } else {
+            libc::SIG_DFL
+        };
+        // SAFETY: installing SIG_DFL or SIG_IGN runs no code of ours in a signal context.
+        if unsafe { libc::signal(libc::SIGPIPE, sigpipe) } == libc::SIG_ERR {
+            return Err(io::Error::last_os_error());
+        }
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.mask), None)?;
+        Ok(())
+    }
+}
+
+/// Signals blocked and readable from a signalfd while the harness runs its phases (and, under
+/// `--init`, while it supervises).
 pub struct Watcher {
     fd: SignalFd,
-    original_mask: SigSet,
+    startup: StartupState,
 }
 
 impl Watcher {
-    /// Blocks SIGCHLD and the stop signals that are not ignored, and opens the signalfd.
-    pub fn install() -> io::Result<Watcher> {
+    /// Blocks SIGCHLD and the stop signals that are not ignored (with `supervising`, the other
+    /// forwarded signals too, so that none is lost before the command starts), and opens the
+    /// signalfd.
+    pub fn install(supervising: bool) -> io::Result<Watcher> {
         let mut watched = SigSet::empty();
         watched.add(Signal::SIGCHLD);
-        for signal in STOP_SIGNALS {
-            if !is_ignored(signal) {
-                watched.add(signal);
+        let forwarded = if supervising {
+            &FORWARDED_ONLY[..]
+        } else {
+            &[]
+        };
+        for signal in STOP_SIGNALS.iter().chain(forwarded) {
+            if !is_ignored(*signal) {
+                watched.add(*signal);
             }
         }
         let mut original_mask = SigSet::empty();
@@ -70,7 +111,13 @@ impl Watcher {
             Some(&mut original_mask),
         )?;
         let fd = SignalFd::with_flags(&watched, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
-        Ok(Watcher { fd, original_mask })
+        Ok(Watcher {
+            fd,
+            startup: StartupState {
+                mask: original_mask,
+                sigpipe_ignored: SIGPIPE_IGNORED_AT_START.load(Ordering::Relaxed),
+            },
+        })
     }
 
     /// The next pending signal, if any (never blocks).
@@ -92,24 +139,10 @@ impl Watcher {
         Ok(stop)
     }
 
-    /// Gives the process back the mask and SIGPIPE disposition it started with; called right
-    /// before execve, so the command inherits what the harness inherited.
-    pub fn restore_for_exec(&self) -> io::Result<()> {
-        let sigpipe = if SIGPIPE_IGNORED_AT_START.load(Ordering::Relaxed) {
-            libc::SIG_IGN
-        } else {
-            libc::SIG_DFL
-        };
-        // SAFETY: installing SIG_DFL or SIG_IGN runs no code of ours in a signal context.
-        if unsafe { libc::signal(libc::SIGPIPE, sigpipe) } == libc::SIG_ERR {
-            return Err(io::Error::last_os_error());
-        }
-        nix::sys::signal::pthread_sigmask(
-            SigmaskHow::SIG_SETMASK,
-            Some(&self.original_mask),
-            None,
-        )?;
-        Ok(())
+    /// The signal state the harness started with; restore it right before any execve of
+    /// the command, so the command inherits what the harness inherited.
+    pub fn startup_state(&self) -> StartupState {
+        self.startup
     }
 }
 

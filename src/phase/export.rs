@@ -47,6 +47,45 @@ pub fn announce(
     Ok(())
 }
 
+/// Runs `teardown` after a supervised command has exited (SPEC.md 6), with the final
+/// environment. It cannot change the exit status any more, so a failure is only logged.
+pub fn teardown(dir: &Directory, runner: &Runner, env: &Environment) {
+    let result = entries::directory_exists(&dir.path)
+        .and_then(|exists| {
+            if exists {
+                entries::export_entries(&dir.path)
+            } else {
+                Ok(Vec::new())
+            }
+        })
+        .and_then(|listed| {
+            let Some(entry) = listed.into_iter().find(|e| e.name == TEARDOWN) else {
+                return Ok(());
+            };
+            if let Some(err) = entry.error() {
+                return Err(err);
+            }
+            if entry.kind != Kind::Run {
+                log::warn!("{}: not executable, not run", entry.path.display());
+                return Ok(());
+            }
+            let ran = runner.run_one(Job {
+                path: entry.path.clone(),
+                env: env.clone(),
+                stdout: Stdout::ToStderr,
+            })?;
+            log::info!(
+                "{}: ran ({:.1} ms)",
+                entry.path.display(),
+                ran.elapsed.as_secs_f64() * 1000.0
+            );
+            Ok(())
+        });
+    if let Err(err) = result {
+        log::error!("teardown failed (the exit status stays the command's): {err}");
+    }
+}
+
 /// A missing directory is an error only when the user named it.
 pub fn missing(dir: &Directory) -> Result<(), Error> {
     if dir.named {

@@ -1,0 +1,267 @@
+//! `--init` (SPEC.md 6): the command becomes a child and the harness stays as its parent,
+//! doing what tini and dumb-init do as PID 1, plus giving orphans time for their cleanup.
+//!
+//! - The command is started in a process group of its own (as tini does), and when the
+//!   harness's stdin is a terminal that group is made the terminal's foreground, so Ctrl-C and
+//!   job control reach the command as they would without envharness.
+//! - SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH and SIGCONT are forwarded to
+//!   the command (`--group`: to its process group). They are blocked from the harness's start
+//!   and read from the signalfd, so one that arrives while the command is being started is
+//!   delivered once it runs. After SIGTERM or SIGINT the command has `--stop-timeout` to exit
+//!   before SIGKILL.
+//! - Every child is reaped in a `waitpid(-1, WNOHANG)` loop (SIGCHLDs coalesce). When the
+//!   harness is not PID 1 it becomes a child subreaper, so orphans of the command come to it.
+//! - When the command has exited, the processes left under the harness get SIGTERM and up to
+//!   `--stop-timeout` to exit, then SIGKILL; the harness returns only when none is left.
+//! - It sleeps in `poll` on the signalfd, with a timeout only while a deadline is pending:
+//!   an idle supervisor uses no CPU.
+//!
+//! The export directory's `teardown` runs after this returns (see `lib.rs`).
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs;
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::libc;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, killpg, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::error::Error;
+use crate::exec::{display, not_executed, resolve};
+use crate::plan::Supervision;
+use crate::signals::{Watcher, FORWARDED_ONLY, STOP_SIGNALS};
+
+/// Starts the command, supervises it until it and every orphan are gone, and returns the
+/// command's exit status (128+N if signal N killed it).
+pub fn supervise(
+    command: &[OsString],
+    env: &[(OsString, OsString)],
+    watcher: &Watcher,
+    settings: Supervision,
+) -> Result<i32, Error> {
+    become_subreaper();
+    let child = spawn(command, env, watcher)?;
+    log::debug!("started {} as pid {child}", display(&command[0]));
+    let mut supervisor = Supervisor {
+        watcher,
+        settings,
+        child,
+        status: None,
+        kill_at: None,
+    };
+    let status = supervisor.until_command_exits()?;
+    supervisor.stop_orphans()?;
+    Ok(status)
+}
+
+fn become_subreaper() {
+    if nix::unistd::getpid().as_raw() == 1 {
+        return;
+    }
+    if let Err(err) = nix::sys::prctl::set_child_subreaper(true) {
+        log::warn!("cannot become a child subreaper ({err}); orphans of the command will not be reaped by envharness");
+    }
+}
+
+fn spawn(
+    command: &[OsString],
+    env: &[(OsString, OsString)],
+    watcher: &Watcher,
+) -> Result<Pid, Error> {
+    let program = display(&command[0]);
+    let Some(path) = resolve(&command[0], env) else {
+        return Err(Error::CommandNotFound { program });
+    };
+    let startup = watcher.startup_state();
+    let mut child = Command::new(&path);
+    child
+        .arg0(&command[0])
+        .args(&command[1..])
+        .env_clear()
+        .envs(env.iter().map(|(name, value)| (name, value)))
+        .process_group(0);
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
+    // (sigprocmask, isatty, tcsetpgrp, signal).
+    unsafe {
+        child.pre_exec(move || {
+            take_the_terminal();
+            startup.restore()
+        });
+    }
+    match child.spawn() {
+        Ok(child) => Ok(Pid::from_raw(child.id() as i32)),
+        Err(err) => {
+            let errno = Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO));
+            Err(not_executed(program, &path, errno))
+        }
+    }
+}
+
+/// In the child: when stdin is a terminal, make the child's new process group its
+/// foreground. SIGTTOU is blocked for the call: a background group that calls tcsetpgrp
+/// would otherwise be stopped by it (tcsetpgrp(3)).
+fn take_the_terminal() {
+    // SAFETY: isatty only inspects the descriptor.
+    if unsafe { libc::isatty(libc::STDIN_FILENO) } != 1 {
+        return;
+    }
+    let mut tty_signals = SigSet::empty();
+    tty_signals.add(Signal::SIGTTOU);
+    tty_signals.add(Signal::SIGTTIN);
+    let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&tty_signals), None);
+    // SAFETY: tcsetpgrp on our own stdin with our own process group.
+    unsafe {
+        libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpgrp());
+    }
+}
+
+struct Supervisor<'w> {
+    watcher: &'w Watcher,
+    settings: Supervision,
+    child: Pid,
+    status: Option<i32>,
+    /// After SIGTERM/SIGINT: when the command gets SIGKILL if it is still there.
+    kill_at: Option<Instant>,
+}
+
+impl Supervisor<'_> {
+    fn until_command_exits(&mut self) -> Result<i32, Error> {
+        loop {
+            if let Some(status) = self.status {
+                return Ok(status);
+            }
+            self.wait_for_signal(self.kill_at)?;
+            while let Some(signal) = self.next_signal()? {
+                match signal {
+                    Signal::SIGCHLD => self.reap(),
+                    signal => self.forward(signal),
+                }
+            }
+            if self.status.is_none() && self.kill_at.is_some_and(|at| at <= Instant::now()) {
+                log::warn!(
+                    "the command did not exit {}s after being told to stop: SIGKILL",
+                    self.settings.stop_timeout.as_secs_f64()
+                );
+                self.signal_command(Signal::SIGKILL);
+                self.kill_at = None;
+            }
+        }
+    }
+
+    fn forward(&mut self, signal: Signal) {
+        if !STOP_SIGNALS.contains(&signal) && !FORWARDED_ONLY.contains(&signal) {
+            return;
+        }
+        log::debug!("forwarding {}", signal.as_str());
+        self.signal_command(signal);
+        if matches!(signal, Signal::SIGTERM | Signal::SIGINT) && self.kill_at.is_none() {
+            self.kill_at = Some(Instant::now() + self.settings.stop_timeout);
+        }
+    }
+
+    fn signal_command(&self, signal: Signal) {
+        // ESRCH: it exited and is about to be reaped.
+        let _ = if self.settings.group {
+            killpg(self.child, signal)
+        } else {
+            kill(self.child, signal)
+        };
+    }
+
+    /// Reaps every child that has exited, noting the command's status.
+    fn reap(&mut self) {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == self.child => self.status = Some(code),
+                Ok(WaitStatus::Signaled(pid, signal, _)) if pid == self.child => {
+                    self.status = Some(128 + signal as i32)
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// After the command: SIGTERM to every process left under the harness, SIGKILL to those
+    /// still there `--stop-timeout` later; returns when there are none.
+    fn stop_orphans(&mut self) -> Result<(), Error> {
+        let deadline = Instant::now() + self.settings.stop_timeout;
+        let mut told = HashSet::new();
+        loop {
+            self.reap();
+            let left = children();
+            if left.is_empty() {
+                return Ok(());
+            }
+            let past_deadline = Instant::now() >= deadline;
+            for pid in &left {
+                if past_deadline {
+                    let _ = kill(*pid, Signal::SIGKILL);
+                } else if told.insert(*pid) {
+                    log::info!("process {pid} was left behind by the command: SIGTERM");
+                    let _ = kill(*pid, Signal::SIGTERM);
+                }
+            }
+            if past_deadline {
+                log::warn!(
+                    "{} process(es) left behind did not exit within {}s: SIGKILL",
+                    left.len(),
+                    self.settings.stop_timeout.as_secs_f64()
+                );
+            }
+            self.wait_for_signal((!past_deadline).then_some(deadline))?;
+            // Only SIGCHLD matters now; the loop reaps on every pass.
+            while self.next_signal()?.is_some() {}
+        }
+    }
+
+    fn next_signal(&self) -> Result<Option<Signal>, Error> {
+        self.watcher
+            .next()
+            .map_err(|err| Error::io("signalfd", "reading signals", err))
+    }
+
+    /// Sleeps until a signal is pending or `deadline` passes.
+    fn wait_for_signal(&self, deadline: Option<Instant>) -> Result<(), Error> {
+        let timeout = match deadline {
+            None => PollTimeout::NONE,
+            Some(at) => {
+                // Round up so the deadline has passed when poll returns.
+                let wait =
+                    at.saturating_duration_since(Instant::now()) + Duration::from_micros(999);
+                PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds = [PollFd::new(self.watcher.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => Ok(()),
+            Err(err) => Err(Error::io("poll", "waiting for signals", err.into())),
+        }
+    }
+}
+
+/// The harness's living children, from /proc (`children` lists every task's children;
+/// zombies were reaped just before).
+fn children() -> Vec<Pid> {
+    let mut pids = Vec::new();
+    let Ok(tasks) = fs::read_dir("/proc/self/task") else {
+        return pids;
+    };
+    for task in tasks.flatten() {
+        if let Ok(list) = fs::read_to_string(task.path().join("children")) {
+            pids.extend(
+                list.split_whitespace()
+                    .filter_map(|pid| pid.parse().ok())
+                    .map(Pid::from_raw),
+            );
+        }
+    }
+    pids
+}

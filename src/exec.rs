@@ -13,6 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
+use nix::libc;
 
 use crate::error::Error;
 use crate::shebang::explain_exec_error;
@@ -28,24 +29,16 @@ pub fn exec(command: &[OsString], env: &[(OsString, OsString)], watcher: &Watche
         Some(path) => path,
         None => return Error::CommandNotFound { program },
     };
-    let argv: Vec<CString> = command.iter().map(|arg| c_string(arg)).collect();
-    let envp: Vec<CString> = env
-        .iter()
-        .map(|(name, value)| {
-            let mut pair = name.as_bytes().to_vec();
-            pair.push(b'=');
-            pair.extend_from_slice(value.as_bytes());
-            CString::new(pair).expect("environment values were checked for NUL bytes")
-        })
-        .collect();
+    let args = ExecArgs::new(&path, command, env);
     if let Err(err) = watcher.startup_state().restore() {
         return Error::io(path, "restoring the signal mask", err);
     }
-    let errno = match nix::unistd::execve(&c_string(path.as_os_str()), &argv, &envp) {
-        Err(errno) => errno,
-        Ok(never) => match never {},
-    };
-    not_executed(program, &path, errno)
+    let err = args.execve();
+    not_executed(
+        program,
+        &path,
+        Errno::from_raw(err.raw_os_error().unwrap_or(0)),
+    )
 }
 
 /// The command's path: as given when it has a `/`, else the first match in the final PATH.
@@ -77,8 +70,53 @@ pub fn not_executed(program: String, path: &Path, errno: Errno) -> Error {
     Error::CommandNotExecutable { program, reason }
 }
 
-fn c_string(text: &OsStr) -> CString {
-    CString::new(text.as_bytes()).expect("arguments from argv contain no NUL byte")
+/// execve's arguments, built in advance so that the call itself allocates nothing: `--init`
+/// makes it between fork and exec. (The supervised child calls execve itself because std
+/// execs with execvp, which runs a file without a `#!` line through /bin/sh; SPEC.md 4 wants
+/// 126 instead.)
+pub struct ExecArgs {
+    path: CString,
+    _strings: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+}
+
+impl ExecArgs {
+    pub fn new(path: &Path, command: &[OsString], env: &[(OsString, OsString)]) -> ExecArgs {
+        let argv: Vec<CString> = command.iter().map(|arg| c_string(arg.as_bytes())).collect();
+        let envp: Vec<CString> = env
+            .iter()
+            .map(|(name, value)| c_string(&[name.as_bytes(), b"=", value.as_bytes()].concat()))
+            .collect();
+        let pointers = |strings: &[CString]| {
+            let mut pointers: Vec<_> = strings.iter().map(|s| s.as_ptr()).collect();
+            pointers.push(std::ptr::null());
+            pointers
+        };
+        ExecArgs {
+            path: c_string(path.as_os_str().as_bytes()),
+            argv: pointers(&argv),
+            envp: pointers(&envp),
+            _strings: argv.into_iter().chain(envp).collect(),
+        }
+    }
+
+    /// Returns only on failure.
+    pub fn execve(&self) -> std::io::Error {
+        // SAFETY: every pointer points into `_strings`, owned by self, and both arrays end
+        // with a null pointer, as execve(2) requires.
+        unsafe { libc::execve(self.path.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr()) };
+        std::io::Error::last_os_error()
+    }
+}
+
+// SAFETY: the raw pointers only point into the CStrings the struct owns; std requires the
+// pre_exec closure to be Send + Sync, and nothing mutates them.
+unsafe impl Send for ExecArgs {}
+unsafe impl Sync for ExecArgs {}
+
+fn c_string(bytes: &[u8]) -> CString {
+    CString::new(bytes).expect("arguments and checked environment values contain no NUL byte")
 }
 
 pub fn display(program: &OsStr) -> String {

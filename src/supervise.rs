@@ -34,7 +34,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::error::Error;
-use crate::exec::{display, not_executed, resolve};
+use crate::exec::{display, not_executed, resolve, ExecArgs};
 use crate::plan::Supervision;
 use crate::signals::{Watcher, FORWARDED_ONLY, STOP_SIGNALS};
 
@@ -80,19 +80,16 @@ fn spawn(
         return Err(Error::CommandNotFound { program });
     };
     let startup = watcher.startup_state();
+    let exec = ExecArgs::new(&path, command, env);
     let mut child = Command::new(&path);
-    child
-        .arg0(&command[0])
-        .args(&command[1..])
-        .env_clear()
-        .envs(env.iter().map(|(name, value)| (name, value)))
-        .process_group(0);
+    child.process_group(0);
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
-    // (sigprocmask, isatty, tcsetpgrp, signal).
+    // (sigprocmask, isatty, tcsetpgrp, signal, execve) on memory prepared before the fork.
     unsafe {
         child.pre_exec(move || {
             take_the_terminal();
-            startup.restore()
+            startup.restore()?;
+            Err(exec.execve())
         });
     }
     match child.spawn() {

@@ -1,8 +1,6 @@
 //! Exec (SPEC.md 4): PATH of the final environment, arguments exactly as given, 126/127, no
 //! leaked descriptors, and the signal state the harness was started with.
 
-use std::os::unix::process::CommandExt;
-
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 
 use crate::support::*;
@@ -101,38 +99,8 @@ fn command_that_cannot_be_executed_is_126() {
         .error_line(&["./badinterp", "/nonexistent/interpreter"]);
 }
 
-/// Runs `command` once directly and once through envharness (same spawn, same setup), and
-/// returns both outputs: what the command sees should not depend on envharness being there.
-fn direct_and_through_harness(
-    command: &[&str],
-    setup: Option<fn() -> std::io::Result<()>>,
-) -> (Vec<u8>, Vec<u8>) {
-    let mut t = Test::new();
-    t.script("env/A", "#!/bin/sh\necho a\n");
-    t.dir("export");
-    t.args(&["-x", "export", "-e", "env", "--"]).args(command);
-    let mut through = t.command();
-    let mut direct = std::process::Command::new(command[0]);
-    direct
-        .args(&command[1..])
-        .env_clear()
-        .env("PATH", PATH)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(t.path(".stdout")).unwrap())
-        .stderr(std::fs::File::create(t.path(".stderr")).unwrap());
-    if let Some(setup) = setup {
-        // SAFETY: the setups below only make async-signal-safe calls.
-        unsafe {
-            through.pre_exec(setup);
-            direct.pre_exec(setup);
-        }
-    }
-    let direct = t.run_command(direct);
-    direct.success();
-    let through = t.run_command(through);
-    through.success();
-    (direct.stdout, through.stdout)
-}
+/// Exec mode and `--init` mode must both hand the command the harness's own start state.
+const MODES: [&[&str]; 2] = [&[], &["--init"]];
 
 fn fd_list() -> [&'static str; 2] {
     ["/bin/ls", "/proc/self/fd"]
@@ -141,11 +109,11 @@ fn fd_list() -> [&'static str; 2] {
 #[test]
 fn the_command_gets_the_descriptors_the_harness_was_given_and_no_others() {
     // The harness opens a signalfd, pipes and directories; none may survive the exec.
-    let (direct, through) = direct_and_through_harness(&fd_list(), None);
-    assert_eq!(
-        String::from_utf8_lossy(&through),
-        String::from_utf8_lossy(&direct)
-    );
+    for flags in MODES {
+        let (direct, through) = direct_and_through_harness(flags, &fd_list(), None);
+        let listed = String::from_utf8_lossy(&through);
+        assert_eq!(listed, String::from_utf8_lossy(&direct), "{flags:?}");
+    }
 
     fn give_fd_7() -> std::io::Result<()> {
         // SAFETY: dup2 is async-signal-safe and fd 2 is open.
@@ -154,10 +122,12 @@ fn the_command_gets_the_descriptors_the_harness_was_given_and_no_others() {
             _ => Err(std::io::Error::last_os_error()),
         }
     }
-    let (direct, through) = direct_and_through_harness(&fd_list(), Some(give_fd_7));
-    let listed = String::from_utf8_lossy(&through);
-    assert!(listed.lines().any(|fd| fd == "7"), "{listed}");
-    assert_eq!(listed, String::from_utf8_lossy(&direct));
+    for flags in MODES {
+        let (direct, through) = direct_and_through_harness(flags, &fd_list(), Some(give_fd_7));
+        let listed = String::from_utf8_lossy(&through);
+        assert!(listed.lines().any(|fd| fd == "7"), "{flags:?}: {listed}");
+        assert_eq!(listed, String::from_utf8_lossy(&direct), "{flags:?}");
+    }
 }
 
 fn signal_state() -> [&'static str; 3] {
@@ -183,18 +153,14 @@ fn the_command_starts_with_the_signal_state_the_harness_started_with() {
     // signals 32/33 ignored; whatever it is, the command must see the same.)
     let mut grep = signal_state().to_vec();
     grep.push("/proc/self/status");
-    let (direct, through) = direct_and_through_harness(&grep, None);
-    assert_eq!(
-        String::from_utf8_lossy(&through),
-        String::from_utf8_lossy(&direct)
-    );
-    let (blocked, ignored) = status_of(&through);
-    assert_eq!(blocked, 0);
-    assert_eq!(
-        ignored & (1 << (13 - 1)),
-        0,
-        "SIGPIPE is ignored in the command"
-    );
+    for flags in MODES {
+        let (direct, through) = direct_and_through_harness(flags, &grep, None);
+        let seen = String::from_utf8_lossy(&through);
+        assert_eq!(seen, String::from_utf8_lossy(&direct), "{flags:?}");
+        let (blocked, ignored) = status_of(&through);
+        assert_eq!(blocked, 0, "{flags:?}");
+        assert_eq!(ignored & (1 << (13 - 1)), 0, "{flags:?}: SIGPIPE ignored");
+    }
 }
 
 #[test]
@@ -213,12 +179,17 @@ fn the_command_inherits_ignored_and_blocked_signals() {
     }
     let mut grep = signal_state().to_vec();
     grep.push("/proc/self/status");
-    let (direct, through) = direct_and_through_harness(&grep, Some(ignore_pipe_and_hup_block_usr1));
-    assert_eq!(
-        String::from_utf8_lossy(&through),
-        String::from_utf8_lossy(&direct)
-    );
-    let (blocked, ignored) = status_of(&through);
-    assert_eq!(blocked, 1 << (10 - 1), "SIGUSR1 blocked");
-    assert_eq!(ignored & 0x1001, 0x1001, "SIGHUP and SIGPIPE ignored");
+    for flags in MODES {
+        let setup = Some(ignore_pipe_and_hup_block_usr1 as fn() -> std::io::Result<()>);
+        let (direct, through) = direct_and_through_harness(flags, &grep, setup);
+        let seen = String::from_utf8_lossy(&through);
+        assert_eq!(seen, String::from_utf8_lossy(&direct), "{flags:?}");
+        let (blocked, ignored) = status_of(&through);
+        assert_eq!(blocked, 1 << (10 - 1), "{flags:?}: SIGUSR1 blocked");
+        assert_eq!(
+            ignored & 0x1001,
+            0x1001,
+            "{flags:?}: SIGHUP and SIGPIPE ignored"
+        );
+    }
 }

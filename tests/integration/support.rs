@@ -6,11 +6,13 @@
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::libc;
+use nix::sys::signal::{SigHandler, Signal};
 use wait_timeout::ChildExt;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_envharness");
@@ -139,6 +141,66 @@ impl Test {
     pub fn spawn(&self) -> (Child, Instant) {
         let child = self.command().spawn().expect("spawning envharness");
         (child, Instant::now())
+    }
+
+    /// Starts the binary with the stop signals at their default disposition except those in
+    /// `ignored`, which start ignored. The harness deliberately keeps a stop signal that it
+    /// was started with ignored (`nohup`, a shell's `&`), so a signal test must not depend on
+    /// what the test runner inherited.
+    pub fn spawn_with_ignored(&self, ignored: &[Signal]) -> (Child, Instant) {
+        let mut command = self.command();
+        let ignored = ignored.to_vec();
+        // SAFETY: the closure runs between fork and exec and only calls sigaction (through
+        // `signal`), which is async-signal-safe; `ignored` was allocated before the fork.
+        unsafe {
+            command.pre_exec(move || {
+                for stop in [
+                    Signal::SIGTERM,
+                    Signal::SIGINT,
+                    Signal::SIGHUP,
+                    Signal::SIGQUIT,
+                ] {
+                    let handler = if ignored.contains(&stop) {
+                        SigHandler::SigIgn
+                    } else {
+                        SigHandler::SigDfl
+                    };
+                    nix::sys::signal::signal(stop, handler)?;
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().expect("spawning envharness");
+        (child, Instant::now())
+    }
+
+    /// The command, with its address space limited to `bytes` (RLIMIT_AS), so a run that
+    /// buffers without bound fails instead of filling the machine's memory.
+    pub fn command_with_memory_limit(&self, bytes: u64) -> Command {
+        let mut command = self.command();
+        // SAFETY: the closure runs between fork and exec and only calls setrlimit, which is
+        // async-signal-safe, on a struct on its own stack.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: bytes,
+                    rlim_max: bytes,
+                };
+                if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        command
+    }
+
+    /// The process id a script wrote to `relative` (`echo $$ > relative`).
+    pub fn pid(&self, relative: &str) -> i32 {
+        let text = self.read(relative);
+        text.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{relative} does not hold a pid: {text:?}"))
     }
 
     pub fn finish(&self, mut child: Child, started: Instant) -> Run {
@@ -332,6 +394,25 @@ impl Run {
         self
     }
 
+    #[track_caller]
+    pub fn slower_than(&self, limit: Duration) -> &Self {
+        if self.elapsed < limit {
+            self.fail(&format!(
+                "took {:?}, expected at least {limit:?}",
+                self.elapsed
+            ));
+        }
+        self
+    }
+
+    /// The stderr lines that contain `text`.
+    pub fn stderr_lines_with(&self, text: &str) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .filter(|line| line.contains(text))
+            .collect()
+    }
+
     /// The variables of `--print` (dotenv), parsed the simple way: one `NAME='value'` line
     /// each (tests that need multi-line values compare stdout bytes instead).
     pub fn printed(&self) -> Vec<(String, String)> {
@@ -358,6 +439,42 @@ impl Run {
         }
         self
     }
+}
+
+/// Runs `command` once directly and once through envharness (same spawn, same setup), and
+/// returns both outputs: what the command sees should not depend on envharness being there.
+pub fn direct_and_through_harness(
+    harness_flags: &[&str],
+    command: &[&str],
+    setup: Option<fn() -> std::io::Result<()>>,
+) -> (Vec<u8>, Vec<u8>) {
+    let mut t = Test::new();
+    t.script("env/A", "#!/bin/sh\necho a\n");
+    t.dir("export");
+    t.args(harness_flags)
+        .args(&["-x", "export", "-e", "env", "--"])
+        .args(command);
+    let mut through = t.command();
+    let mut direct = std::process::Command::new(command[0]);
+    direct
+        .args(&command[1..])
+        .env_clear()
+        .env("PATH", PATH)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(t.path(".stdout")).unwrap())
+        .stderr(std::fs::File::create(t.path(".stderr")).unwrap());
+    if let Some(setup) = setup {
+        // SAFETY: the setups below only make async-signal-safe calls.
+        unsafe {
+            through.pre_exec(setup);
+            direct.pre_exec(setup);
+        }
+    }
+    let direct = t.run_command(direct);
+    direct.success();
+    let through = t.run_command(through);
+    through.success();
+    (direct.stdout, through.stdout)
 }
 
 /// Is a process still alive (not gone, not a zombie)?

@@ -1,0 +1,395 @@
+//! `--init` (SPEC.md 6), checked the way tini's and dumb-init's suites check themselves: real
+//! children that record what they receive, orphans, zombies, PID 1 in a namespace.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::support::*;
+
+fn init(t: &mut Test, extra: &[&str], command: &str) {
+    t.dir("env").dir("export");
+    t.args(&["--init", "-x", "export", "-e", "env"])
+        .args(extra)
+        .args(&["--", "/bin/sh", "-c", command]);
+}
+
+fn signal(child: &std::process::Child, signal: Signal) {
+    kill(Pid::from_raw(child.id() as i32), signal).expect("signalling envharness");
+}
+
+fn wait_for_line(t: &Test, file: &str, line: &str) {
+    let limit = Instant::now() + Duration::from_secs(10);
+    loop {
+        let content = std::fs::read_to_string(t.path(file)).unwrap_or_default();
+        if content.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(
+            Instant::now() < limit,
+            "{line:?} never appeared in {file}: {content:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A child that records every forwarded signal, one line each, and exits on TERM.
+const RECORDER: &str = r#"
+for s in HUP INT QUIT USR1 USR2 WINCH CONT; do trap "echo $s >> record" $s; done
+trap 'echo TERM >> record; exit 0' TERM
+touch ready
+while :; do sleep 30 & wait $!; kill $! 2>/dev/null; done
+"#;
+
+#[test]
+fn every_forwarded_signal_reaches_the_command() {
+    let mut t = Test::new();
+    init(&mut t, &[], RECORDER);
+    let (child, started) = t.spawn();
+    t.wait_for("ready");
+    for (sig, name) in [
+        (Signal::SIGHUP, "HUP"),
+        (Signal::SIGINT, "INT"),
+        (Signal::SIGQUIT, "QUIT"),
+        (Signal::SIGUSR1, "USR1"),
+        (Signal::SIGUSR2, "USR2"),
+        (Signal::SIGWINCH, "WINCH"),
+        (Signal::SIGCONT, "CONT"),
+        (Signal::SIGTERM, "TERM"),
+    ] {
+        signal(&child, sig);
+        wait_for_line(&t, "record", name);
+    }
+    t.finish(child, started).success();
+}
+
+#[test]
+fn exit_status_and_death_by_signal_are_propagated() {
+    let mut t = Test::new();
+    init(&mut t, &[], "exit 3");
+    t.run().status(3);
+    let mut t = Test::new();
+    init(&mut t, &[], "kill -USR1 $$");
+    t.run().status(128 + 10);
+}
+
+#[test]
+fn sigterm_without_a_handler_ends_the_command_and_gives_143() {
+    let mut t = Test::new();
+    init(&mut t, &[], "touch ready; exec sleep 30");
+    let (child, started) = t.spawn();
+    t.wait_for("ready");
+    signal(&child, Signal::SIGTERM);
+    t.finish(child, started)
+        .status(143)
+        .faster_than(Duration::from_secs(5));
+}
+
+#[test]
+fn orphans_are_adopted_and_reaped_while_the_command_runs() {
+    // The command double-forks short-lived orphans; as a subreaper the harness adopts and reaps
+    // them (a zombie would keep its /proc entry).
+    let mut t = Test::new();
+    init(
+        &mut t,
+        &[],
+        "for i in 1 2 3; do (sleep 0.2 & echo $! >> orphans); done; touch ready; sleep 3",
+    );
+    let (child, started) = t.spawn();
+    t.wait_for("ready");
+    let harness = child.id().to_string();
+    let orphans: Vec<i32> = t
+        .read("orphans")
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(orphans.len(), 3);
+    for pid in &orphans {
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .nth(1)
+                .unwrap();
+            assert_eq!(ppid, harness, "orphan {pid} was not adopted by the harness");
+        }
+    }
+    for pid in &orphans {
+        let limit = Instant::now() + Duration::from_secs(5);
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(
+                Instant::now() < limit,
+                "orphan {pid} was never reaped (zombie?)"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    signal(&child, Signal::SIGTERM);
+    t.finish(child, started).status(143);
+}
+
+#[test]
+fn a_command_that_ignores_sigterm_is_killed_after_the_stop_timeout() {
+    let mut t = Test::new();
+    init(
+        &mut t,
+        &["--stop-timeout", "0.5"],
+        "trap '' TERM; touch ready; while :; do sleep 0.05; done",
+    );
+    let (child, started) = t.spawn();
+    t.wait_for("ready");
+    let signalled = Instant::now();
+    signal(&child, Signal::SIGTERM);
+    let run = t.finish(child, started);
+    run.status(128 + 9).error_line(&["SIGKILL"]);
+    let took = signalled.elapsed();
+    assert!(took >= Duration::from_millis(500), "killed after {took:?}");
+    assert!(took < Duration::from_secs(5), "killed after {took:?}");
+}
+
+#[test]
+fn stop_timeout_variable_is_honoured() {
+    let mut t = Test::new();
+    init(
+        &mut t,
+        &[],
+        "trap '' INT; touch ready; while :; do sleep 0.05; done",
+    );
+    t.env("ENVHARNESS_STOP_TIMEOUT", "0.3");
+    let (child, started) = t.spawn();
+    t.wait_for("ready");
+    signal(&child, Signal::SIGINT);
+    t.finish(child, started)
+        .status(137)
+        .faster_than(Duration::from_secs(5));
+}
+
+/// A command whose background child records SIGUSR1.
+const WITH_GRANDCHILD: &str = r#"
+sh -c 'trap "echo grandchild >> record" USR1; touch gc-ready; while :; do sleep 0.05; done' &
+echo $! > grandchild
+trap 'echo child >> record' USR1
+trap 'kill $(cat grandchild); exit 0' TERM
+while [ ! -e gc-ready ]; do sleep 0.01; done
+touch ready
+while :; do sleep 0.05; done
+"#;
+
+#[test]
+fn group_sends_signals_to_the_whole_process_group() {
+    let mut t = Test::new();
+    init(&mut t, &["--group"], WITH_GRANDCHILD);
+    let (child, started) = t.spawn();
+    t.wait_for("ready");
+    signal(&child, Signal::SIGUSR1);
+    wait_for_line(&t, "record", "grandchild");
+    wait_for_line(&t, "record", "child");
+    signal(&child, Signal::SIGTERM);
+    t.finish(child, started).success();
+}
+
+#[test]
+fn without_group_only_the_command_gets_the_signal() {
+    let mut t = Test::new();
+    t.env("ENVHARNESS_GROUP", "0");
+    init(&mut t, &[], WITH_GRANDCHILD);
+    let (child, started) = t.spawn();
+    t.wait_for("ready");
+    signal(&child, Signal::SIGUSR1);
+    wait_for_line(&t, "record", "child");
+    signal(&child, Signal::SIGTERM);
+    t.finish(child, started).success();
+    assert_eq!(t.read("record"), "child\n");
+}
+
+#[test]
+fn orphans_get_sigterm_and_time_for_their_cleanup_then_teardown_runs() {
+    let mut t = Test::new();
+    t.script(
+        "export/teardown",
+        "#!/bin/sh\necho \"teardown $DB_URL\" >> log\n",
+    );
+    t.file("env/DB_URL", "postgres://db/app");
+    t.args(&["--init", "-x", "export", "-e", "env", "--", "/bin/sh", "-c"])
+        .args(&[r#"
+sh -c 'trap "sleep 0.3; echo orphan-cleanup >> log; exit 0" TERM; touch orphan-ready; while :; do sleep 0.05; done' &
+while [ ! -e orphan-ready ]; do sleep 0.01; done
+echo command-exits >> log
+exit 4
+"#]);
+    t.run().status(4).faster_than(Duration::from_secs(5));
+    assert_eq!(
+        t.read("log"),
+        "command-exits\norphan-cleanup\nteardown postgres://db/app\n"
+    );
+}
+
+#[test]
+fn an_orphan_that_ignores_sigterm_is_killed_after_the_stop_timeout() {
+    let mut t = Test::new();
+    init(
+        &mut t,
+        &["--stop-timeout", "0.5"],
+        "sh -c 'trap \"\" TERM; echo $$ > orphan; while :; do sleep 0.05; done' & while [ ! -e orphan ]; do sleep 0.01; done",
+    );
+    let run = t.run();
+    run.success();
+    assert!(
+        run.elapsed >= Duration::from_millis(500),
+        "{:?}",
+        run.elapsed
+    );
+    assert!(run.elapsed < Duration::from_secs(5), "{:?}", run.elapsed);
+    let orphan: i32 = t.read("orphan").trim().parse().unwrap();
+    assert!(
+        gone_within(orphan, Duration::from_secs(2)),
+        "orphan {orphan} survived"
+    );
+}
+
+#[test]
+fn a_failing_teardown_is_logged_and_the_status_stays_the_commands() {
+    let mut t = Test::new();
+    t.script("export/teardown", "#!/bin/sh\nexit 5\n");
+    init(&mut t, &[], "exit 0");
+    t.run()
+        .success()
+        .error_line(&["teardown", "export/teardown", "exited with status 5"]);
+}
+
+#[test]
+fn command_not_found_and_not_executable_under_init() {
+    let mut t = Test::new();
+    t.dir("env").dir("export");
+    t.args(&[
+        "--init",
+        "-x",
+        "export",
+        "-e",
+        "env",
+        "--",
+        "no-such-command",
+    ]);
+    t.run()
+        .status(127)
+        .error_line(&["no-such-command", "command not found"]);
+    let mut t = Test::new();
+    t.script("noshebang", "touch ran\n")
+        .dir("env")
+        .dir("export");
+    t.args(&["--init", "-x", "export", "-e", "env", "--", "./noshebang"]);
+    t.run()
+        .status(126)
+        .error_line(&["./noshebang", "no #! line"]);
+    assert!(!t.exists("ran"));
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("reading stat");
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15 of stat; here, after "pid (comm)", 12 and 13.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn an_idle_supervisor_uses_no_cpu() {
+    let mut t = Test::new();
+    init(&mut t, &[], "touch ready; exec sleep 30");
+    let (child, started) = t.spawn();
+    t.wait_for("ready");
+    let before = cpu_ticks(child.id());
+    std::thread::sleep(Duration::from_millis(1000));
+    let after = cpu_ticks(child.id());
+    signal(&child, Signal::SIGTERM);
+    t.finish(child, started).status(143);
+    assert!(
+        after - before <= 1,
+        "{} clock ticks in one idle second",
+        after - before
+    );
+}
+
+#[test]
+fn as_pid_1_in_a_pid_namespace() {
+    let probe = std::process::Command::new("unshare")
+        .args(["--fork", "--pid", "--mount-proc", "true"])
+        .output();
+    match probe {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => {
+            eprintln!(
+                "skipped: unshare is not permitted here: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
+        Err(err) => {
+            eprintln!("skipped: unshare is not available: {err}");
+            return;
+        }
+    }
+    let mut t = Test::new();
+    t.dir("env").dir("export");
+    let mut command = std::process::Command::new("unshare");
+    command
+        .args(["--fork", "--pid", "--mount-proc", BIN, "--init"])
+        .args(["-x", "export", "-e", "env", "--", "/bin/sh", "-c"])
+        .arg(
+            "echo \"pid1=$(cat /proc/1/comm)\"; \
+             for i in 1 2 3; do (sleep 0.1 &); done; sleep 0.5; \
+             echo \"zombies=$(grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l)\"; exit 6",
+        )
+        .current_dir(t.root())
+        .env_clear()
+        .env("PATH", PATH)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(t.path(".stdout")).unwrap())
+        .stderr(std::fs::File::create(t.path(".stderr")).unwrap());
+    t.run_command(command)
+        .status(6)
+        .stdout_is("pid1=envharness\nzombies=0\n");
+}
+
+#[test]
+fn the_command_gets_the_terminal_foreground() {
+    // `script` gives the harness a pseudo-terminal as its controlling terminal.
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: script(1) is not installed");
+        return;
+    }
+    let mut t = Test::new();
+    t.dir("env").dir("export");
+    // Fields 5 and 8 of stat: the process group and the terminal's foreground group.
+    t.script(
+        "probe",
+        "#!/bin/sh\nset -- $(cut -d' ' -f5,8 /proc/$$/stat)\n[ \"$1\" = \"$2\" ] && echo FOREGROUND || echo \"pgrp=$1 tpgid=$2\"\n",
+    );
+    let inner = format!(
+        "{BIN} --init -x export -e env -- ./probe > {}",
+        t.p("result")
+    );
+    let mut command = std::process::Command::new("script");
+    command
+        .args(["-qec", &inner, "/dev/null"])
+        .current_dir(t.root())
+        .env_clear()
+        .env("PATH", PATH)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(t.path(".stdout")).unwrap())
+        .stderr(std::fs::File::create(t.path(".stderr")).unwrap());
+    t.run_command(command).success();
+    assert_eq!(t.read("result"), "FOREGROUND\n");
+}

@@ -17,18 +17,21 @@
 //! failure (retries used up) the other running scripts get SIGTERM and the failure of the
 //! lexically first job that failed by itself is reported.
 
-use std::ffi::OsString;
+use std::ffi::{CString, OsString};
 use std::fmt;
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{killpg, Signal};
+use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
+use nix::sys::signal::{killpg, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::error::Error;
@@ -157,10 +160,10 @@ impl Runner<'_> {
 struct Running {
     index: usize,
     tries: u32,
-    child: Child,
+    /// The script's pid, which is also its process group's id.
     group: Pid,
-    stdout: Option<ChildStdout>,
-    stderr: Option<ChildStderr>,
+    stdout: Option<File>,
+    stderr: Option<File>,
     output: Vec<u8>,
     stderr_line: Vec<u8>,
     started: Instant,
@@ -170,7 +173,7 @@ struct Running {
     kill_at: Option<Instant>,
     /// We stopped it because another script failed: its result does not count.
     abandoned: bool,
-    exit: Option<ExitStatus>,
+    exit: Option<WaitStatus>,
     pipes_close_at: Option<Instant>,
 }
 
@@ -267,16 +270,14 @@ impl Pool<'_, '_> {
     fn start(&mut self, index: usize, tries: u32) {
         let job = &self.jobs[index];
         match spawn(job, self.label_stderr) {
-            Ok(child) => {
+            Ok(spawned) => {
                 let started = Instant::now();
-                let mut child = child;
                 self.running.push(Running {
                     index,
                     tries,
-                    group: Pid::from_raw(child.id() as i32),
-                    stdout: child.stdout.take(),
-                    stderr: child.stderr.take(),
-                    child,
+                    group: spawned.pid,
+                    stdout: spawned.stdout,
+                    stderr: spawned.stderr,
                     output: Vec::new(),
                     stderr_line: Vec::new(),
                     started,
@@ -370,7 +371,8 @@ impl Pool<'_, '_> {
             if running.exit.is_some() {
                 continue;
             }
-            if let Ok(Some(status)) = running.child.try_wait() {
+            let status = waitpid(running.group, Some(WaitPidFlag::WNOHANG));
+            if let Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) = status {
                 running.exit = Some(status);
                 if running.kill_at.is_some() {
                     // We were stopping it: what is left of its group goes too.
@@ -510,35 +512,90 @@ impl Pool<'_, '_> {
     }
 }
 
-fn failure_of(status: ExitStatus) -> Option<Failure> {
-    if let Some(code) = status.code() {
-        return (code != 0).then_some(Failure::Exited(code));
+fn failure_of(status: WaitStatus) -> Option<Failure> {
+    match status {
+        WaitStatus::Exited(_, 0) => None,
+        WaitStatus::Exited(_, code) => Some(Failure::Exited(code)),
+        WaitStatus::Signaled(_, signal, _) => Some(Failure::Killed(signal)),
+        other => unreachable!("only exits are recorded, not {other:?}"),
     }
-    let signal = status.signal().and_then(|n| Signal::try_from(n).ok());
-    Some(signal.map_or(Failure::Exited(-1), Failure::Killed))
 }
 
-/// Starts the script: directly, stdin from /dev/null, in its own process group. std's
-/// `Command` gives the child an empty signal mask and default SIGPIPE whatever the harness has
-/// blocked, and can use posix_spawn for this (no pre_exec closure), which keeps a spawn cheap.
-fn spawn(job: &Job, pipe_stderr: bool) -> io::Result<Child> {
-    let stdout = match job.stdout {
-        Stdout::Capture { .. } => Stdio::piped(),
-        Stdout::ToStderr => Stdio::from(io::stderr().as_fd().try_clone_to_owned()?),
+/// A started script: its pid (also its process group) and our ends of its pipes.
+struct Spawned {
+    pid: Pid,
+    stdout: Option<File>,
+    stderr: Option<File>,
+}
+
+/// Starts the script with posix_spawn: directly (no shell, and unlike execvp no /bin/sh
+/// fallback for a file without `#!`), stdin from /dev/null, in a process group of its own,
+/// with an empty signal mask and default SIGPIPE. std's `Command` would hand the child the
+/// harness's mask, in which the stop signals and SIGCHLD are blocked, so a timeout's SIGTERM
+/// would not reach it.
+fn spawn(job: &Job, pipe_stderr: bool) -> io::Result<Spawned> {
+    let mut actions = PosixSpawnFileActions::init()?;
+    let stdin = empty_stdin()?;
+    actions.add_dup2(stdin.as_raw_fd(), 0)?;
+    let (stdout, child_stdout) = match job.stdout {
+        Stdout::Capture { .. } => {
+            let (ours, theirs) = pipe()?;
+            actions.add_dup2(theirs.as_raw_fd(), 1)?;
+            (Some(ours), Some(theirs))
+        }
+        Stdout::ToStderr => {
+            actions.add_dup2(2, 1)?;
+            (None, None)
+        }
     };
-    let stderr = if pipe_stderr {
-        Stdio::piped()
+    let (stderr, child_stderr) = if pipe_stderr {
+        let (ours, theirs) = pipe()?;
+        actions.add_dup2(theirs.as_raw_fd(), 2)?;
+        (Some(ours), Some(theirs))
     } else {
-        Stdio::inherit()
+        (None, None)
     };
-    Command::new(&job.path)
-        .env_clear()
-        .envs(job.env.iter().map(|(name, value)| (name, value)))
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        .process_group(0)
-        .spawn()
+    let mut attr = PosixSpawnAttr::init()?;
+    attr.set_flags(
+        PosixSpawnFlags::POSIX_SPAWN_SETPGROUP
+            | PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK
+            | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF,
+    )?;
+    attr.set_pgroup(Pid::from_raw(0))?;
+    attr.set_sigmask(&SigSet::empty())?;
+    let mut default = SigSet::empty();
+    default.add(Signal::SIGPIPE);
+    attr.set_sigdefault(&default)?;
+    let path = c_string(job.path.as_os_str().as_bytes());
+    let envp: Vec<CString> = job
+        .env
+        .iter()
+        .map(|(name, value)| c_string(&[name.as_bytes(), b"=", value.as_bytes()].concat()))
+        .collect();
+    let pid = posix_spawn(path.as_c_str(), &actions, &attr, &[&path], &envp)?;
+    // Our copies of the child's ends must close, or its stdout never reaches EOF.
+    drop((stdin, child_stdout, child_stderr));
+    Ok(Spawned {
+        pid,
+        stdout: stdout.map(File::from),
+        stderr: stderr.map(File::from),
+    })
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?)
+}
+
+fn c_string(bytes: &[u8]) -> CString {
+    CString::new(bytes).expect("paths and checked environment strings contain no NUL byte")
+}
+
+/// /dev/null, or an empty pipe where there is none (a bare chroot): either reads as EOF.
+fn empty_stdin() -> io::Result<OwnedFd> {
+    match File::open("/dev/null") {
+        Ok(null) => Ok(null.into()),
+        Err(_) => Ok(pipe()?.0),
+    }
 }
 
 fn file_name(path: &std::path::Path) -> String {

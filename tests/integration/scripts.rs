@@ -128,3 +128,31 @@ fn timeouts_are_retried_too() {
     .error_line(&["env/SLOW", "timed out after 0.1s (after 2 tries)"]);
     assert_eq!(t.read("log"), "x\nx\n");
 }
+
+#[test]
+fn scripts_start_with_no_blocked_signals_and_default_sigpipe() {
+    // The harness blocks the stop signals and SIGCHLD for itself; a script that inherited that
+    // mask could not be stopped by a timeout's SIGTERM.
+    let mut t = Test::new();
+    t.script(
+        "env/MASK",
+        "#!/bin/sh\nsed -n 's/^SigBlk:\\t//p' /proc/$$/status\n",
+    );
+    t.script(
+        "env/PIPE_IGNORED",
+        "#!/bin/sh\nign=$(sed -n 's/^SigIgn:\\t//p' /proc/$$/status)\n[ $(( 0x$ign & 0x1000 )) -eq 0 ] && echo no || echo yes\n",
+    );
+    env_run(&mut t, &[])
+        .success()
+        .printed_is(&[("MASK", "0000000000000000"), ("PIPE_IGNORED", "no")]);
+}
+
+#[test]
+fn a_timed_out_binary_dies_from_sigterm_without_waiting_for_sigkill() {
+    let mut t = Test::new();
+    t.script("env/SLEEPER", "#!/bin/sh\nexec sleep 30\n");
+    env_run(&mut t, &["--timeout", "0.2"])
+        .status(125)
+        .error_line(&["env/SLEEPER", "timed out after 0.2s"])
+        .faster_than(Duration::from_millis(1500));
+}

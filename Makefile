@@ -1,0 +1,63 @@
+# envharness: build, test and try it.
+#   make demo     print the variables of environments/development (builds first)
+#   make test     format check, clippy and every test; installs what is missing on Debian
+#   make build    debug build            make release   optimized build
+#   make static   static musl binary     make bench     benchmarks (bench/run.sh)
+
+CARGO ?= cargo
+MUSL_TARGET := x86_64-unknown-linux-musl
+STATIC_BIN := target/$(MUSL_TARGET)/release/envharness
+
+# rustup installs cargo here; make it visible to the recipes even in a fresh shell.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: all build release test demo bench static deps clean
+
+all: build
+
+build:
+	$(CARGO) build
+
+release:
+	$(CARGO) build --release
+
+# The scratch-root test runs the static binary, so it is built first.
+test: deps static
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	ENVHARNESS_STATIC_BIN=$(CURDIR)/$(STATIC_BIN) $(CARGO) test
+
+demo:
+	$(CARGO) run -q -- -e environments/development -x examples/export --print
+
+bench:
+	bash bench/run.sh
+
+# Non-PIE and fully static: `file` says "statically linked", and start-up skips the
+# self-relocation a static-pie binary does.
+static: deps
+	CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C relocation-model=static -C target-feature=+crt-static" \
+		$(CARGO) build --release --target $(MUSL_TARGET)
+	@file $(STATIC_BIN)
+	@ls -l $(STATIC_BIN)
+
+# What the build and the tests need, installed only when missing (a fresh Debian machine, as
+# root): a C linker, file(1), a static busybox for the scratch-root test, util-linux's unshare
+# and script, rustfmt, clippy and the musl target.
+deps:
+	@missing=""; \
+	command -v cc >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
+	command -v file >/dev/null 2>&1 || missing="$$missing file"; \
+	command -v unshare >/dev/null 2>&1 || missing="$$missing util-linux"; \
+	command -v script >/dev/null 2>&1 || missing="$$missing bsdutils"; \
+	dpkg -s busybox-static >/dev/null 2>&1 || missing="$$missing busybox-static"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
+	@rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET)
+
+clean:
+	$(CARGO) clean

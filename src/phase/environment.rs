@@ -75,18 +75,28 @@ impl Discovery<'_, '_> {
     }
 
     /// With `--jobs` other than 1, runs the directory's scripts together, before applying.
+    /// Each sees what it would see sequentially except other scripts' output: the variables
+    /// set so far plus this directory's literals and static `.env` files that sort before it.
     fn run_scripts_at_once(&self, listed: &[Entry]) -> Result<HashMap<OsString, Ran>, Error> {
         if self.jobs == 1 {
             return Ok(HashMap::new());
         }
-        let scripts: Vec<&Entry> = listed.iter().filter(|e| self.will_run(e)).collect();
-        let jobs = scripts.iter().map(|entry| self.job(entry)).collect();
+        let mut visible = self.vars.clone();
+        let mut scripts = Vec::new();
+        let mut jobs = Vec::new();
+        for entry in listed {
+            if self.will_run(entry) {
+                jobs.push(self.job(entry, &visible));
+                scripts.push(entry.name.clone());
+            } else if let Ok(produced) = self.values(entry, None) {
+                // A bad value is reported when the entry is applied, in order.
+                for (name, value) in produced.set {
+                    visible.set(&name, value);
+                }
+            }
+        }
         let ran = self.runner.run_all(jobs, self.jobs)?;
-        Ok(scripts
-            .into_iter()
-            .map(|entry| entry.name.clone())
-            .zip(ran)
-            .collect())
+        Ok(scripts.into_iter().zip(ran).collect())
     }
 
     fn will_run(&self, entry: &Entry) -> bool {
@@ -97,14 +107,14 @@ impl Discovery<'_, '_> {
         }
     }
 
-    fn job(&self, entry: &Entry) -> Job {
+    fn job(&self, entry: &Entry, visible: &Variables) -> Job {
         let limit = match entry.kind {
             Kind::Dotenv { .. } => DOTENV_OUTPUT_LIMIT,
             _ => ENV_STRING_LIMIT,
         };
         Job {
             path: entry.path.clone(),
-            env: self.vars.over(self.harness_env),
+            env: visible.over(self.harness_env),
             stdout: Stdout::Capture { limit },
         }
     }
@@ -115,43 +125,62 @@ impl Discovery<'_, '_> {
     }
 
     fn apply_entry(&mut self, entry: &Entry, ran: Option<Ran>) -> Result<(), Error> {
+        if let Kind::Skipped(reason) = entry.kind {
+            log::warn!("{}: {reason}, skipped", entry.path.display());
+        }
+        let Produced { set, kept, how } = self.values(entry, ran)?;
+        let what = match entry.kind {
+            Kind::Dotenv { .. } => "line ignored",
+            _ => "skipped",
+        };
+        for name in kept {
+            log::info!(
+                "{}: {name} is already set, {what} (--no-clobber)",
+                entry.path.display()
+            );
+        }
+        if set.is_empty() {
+            return Ok(());
+        }
+        let mut names = Vec::with_capacity(set.len());
+        for (name, value) in set {
+            check_value(&name, &value).map_err(|reason| Error::entry(&entry.path, reason))?;
+            self.vars.set(&name, value);
+            names.push(name);
+        }
+        log::info!("{}: set {} ({how})", entry.path.display(), names.join(" "));
+        Ok(())
+    }
+
+    /// The (NAME, VALUE) pairs an entry gives, in order, without those `--no-clobber`
+    /// keeps. Values are not checked yet.
+    fn values(&self, entry: &Entry, ran: Option<Ran>) -> Result<Produced, Error> {
         match entry.kind {
             Kind::Run | Kind::Literal => {
-                let name = entry.variable_name();
-                if self.keeps_harness_value(name) {
-                    log::info!(
-                        "{}: {name} is already set, skipped (--no-clobber)",
-                        entry.path.display()
-                    );
-                    return Ok(());
+                let name = entry.variable_name().to_owned();
+                if self.keeps_harness_value(&name) {
+                    return Ok(Produced::kept(name));
                 }
                 let (raw, how) = self.produce(entry, ran)?;
-                let value = strip_one_newline(raw);
-                self.set_checked(entry, name, value)?;
-                log::info!("{}: set {name} ({how})", entry.path.display());
+                let set = vec![(name, strip_one_newline(raw))];
+                Ok(Produced {
+                    set,
+                    kept: Vec::new(),
+                    how,
+                })
             }
             Kind::Dotenv { .. } => {
                 let (text, how) = self.produce(entry, ran)?;
                 let pairs = dotenv::parse(&text)
                     .map_err(|err| Error::entry(&entry.path, err.to_string()))?;
-                let mut names = Vec::new();
-                for (name, value) in pairs {
-                    if self.keeps_harness_value(&name) {
-                        log::info!(
-                            "{}: {name} is already set, line ignored (--no-clobber)",
-                            entry.path.display()
-                        );
-                        continue;
-                    }
-                    self.set_checked(entry, &name, value)?;
-                    names.push(name);
-                }
-                log::info!("{}: set {} ({how})", entry.path.display(), names.join(" "));
+                let (kept, set): (Vec<_>, Vec<_>) = pairs
+                    .into_iter()
+                    .partition(|(name, _)| self.keeps_harness_value(name));
+                let kept = kept.into_iter().map(|(name, _)| name).collect();
+                Ok(Produced { set, kept, how })
             }
-            Kind::Ignored(_) | Kind::Invalid(_) => {}
-            Kind::Skipped(reason) => log::warn!("{}: {reason}, skipped", entry.path.display()),
+            Kind::Ignored(_) | Kind::Skipped(_) | Kind::Invalid(_) => Ok(Produced::default()),
         }
-        Ok(())
     }
 
     /// The entry's bytes: a script's stdout (run now, unless it already ran) or the file's
@@ -165,16 +194,27 @@ impl Discovery<'_, '_> {
         }
         let ran = match ran {
             Some(ran) => ran,
-            None => self.runner.run_one(self.job(entry))?,
+            None => self.runner.run_one(self.job(entry, &self.vars))?,
         };
         let how = format!("ran in {:.1} ms", ran.elapsed.as_secs_f64() * 1000.0);
         Ok((ran.output, how))
     }
+}
 
-    fn set_checked(&mut self, entry: &Entry, name: &str, value: Vec<u8>) -> Result<(), Error> {
-        check_value(name, &value).map_err(|reason| Error::entry(&entry.path, reason))?;
-        self.vars.set(name, value);
-        Ok(())
+/// What an entry gives: the pairs to set, the names `--no-clobber` kept, how (for the log).
+#[derive(Default)]
+struct Produced {
+    set: Vec<(String, Vec<u8>)>,
+    kept: Vec<String>,
+    how: String,
+}
+
+impl Produced {
+    fn kept(name: String) -> Produced {
+        Produced {
+            kept: vec![name],
+            ..Produced::default()
+        }
     }
 }
 
@@ -200,7 +240,7 @@ pub fn check_value(name: &str, value: &[u8]) -> Result<(), String> {
     let string_len = name.len() + 1 + value.len() + 1;
     if string_len > ENV_STRING_LIMIT {
         return Err(format!(
-            "{name}: NAME=VALUE is {} bytes, over the kernel's limit of {ENV_STRING_LIMIT} bytes for one environment string",
+            "{name}: NAME=VALUE is {} bytes; with its terminating NUL that is over the kernel's limit of {ENV_STRING_LIMIT} bytes for one environment string",
             string_len - 1
         ));
     }

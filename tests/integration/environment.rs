@@ -244,3 +244,22 @@ fn script_stderr_passes_through_and_its_current_directory_is_the_harness_one() {
         .stderr_has("a note for the operator")
         .printed_is(&[("WHERE", &root.to_string_lossy())]);
 }
+
+#[test]
+fn with_jobs_a_script_sees_earlier_literals_of_its_directory_but_not_other_scripts() {
+    let mut t = Test::new();
+    t.file("env/A_HOST", "db.local");
+    t.script("env/B_FROM_SCRIPT", "#!/bin/sh\necho from-b\n");
+    t.script(
+        "env/C_URL",
+        "#!/bin/sh\necho \"host=$A_HOST b=${B_FROM_SCRIPT:-unset} d=${D_LATER:-unset}\"\n",
+    );
+    t.file("env/D_LATER", "later");
+    t.args(&["-j", "4"]);
+    print_env(&mut t).success().printed_is(&[
+        ("A_HOST", "db.local"),
+        ("B_FROM_SCRIPT", "from-b"),
+        ("C_URL", "host=db.local b=unset d=unset"),
+        ("D_LATER", "later"),
+    ]);
+}

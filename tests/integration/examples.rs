@@ -340,20 +340,59 @@ fn the_configmap_example_holds_the_production_entries() {
 }
 
 #[test]
-fn the_dockerfile_copies_paths_that_exist() {
-    let dockerfile = read_repo("examples/Dockerfile");
-    assert!(dockerfile.contains("ENTRYPOINT [\"envharness\", \"--\"]"));
-    assert!(dockerfile.contains("COPY examples/export /export"));
-    for line in dockerfile.lines().filter(|l| l.starts_with("COPY ")) {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if words[1].starts_with("--from") {
-            continue;
+fn the_dockerfiles_copy_paths_that_exist() {
+    let entrypoints = [
+        ("examples/Dockerfile", "ENTRYPOINT [\"envharness\", \"--\"]"),
+        (
+            "examples/Dockerfile.alpine",
+            "ENTRYPOINT [\"envharness\", \"--\"]",
+        ),
+        (
+            "examples/Dockerfile.scratch",
+            "ENTRYPOINT [\"envharness\", \"--init\", \"--\"]",
+        ),
+    ];
+    for (file, entrypoint) in entrypoints {
+        let dockerfile = read_repo(file);
+        assert!(dockerfile.contains(entrypoint), "{file}: {entrypoint}");
+        assert!(
+            dockerfile.contains("COPY examples/export /export"),
+            "{file}"
+        );
+        for line in dockerfile.lines().filter(|l| l.starts_with("COPY ")) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if words[1].starts_with("--from") {
+                continue;
+            }
+            for source in &words[1..words.len() - 1] {
+                assert!(
+                    Path::new(ROOT).join(source).exists(),
+                    "{file} copies {source}, which is not in the repository"
+                );
+            }
         }
-        for source in &words[1..words.len() - 1] {
-            assert!(
-                Path::new(ROOT).join(source).exists(),
-                "examples/Dockerfile copies {source}, which is not in the repository"
-            );
-        }
+    }
+}
+
+#[test]
+fn the_compose_file_mounts_directories_that_exist() {
+    let compose = read_repo("examples/docker-compose.yml");
+    let mounts: Vec<&str> = compose
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- ../"))
+        .filter_map(|l| l.split(':').next())
+        .collect();
+    assert_eq!(
+        mounts,
+        ["environments/development", "environments/production"]
+    );
+    for mount in mounts {
+        assert!(Path::new(ROOT).join(mount).is_dir(), "{mount}");
+    }
+    for dockerfile in compose
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("dockerfile: "))
+    {
+        assert!(Path::new(ROOT).join(dockerfile).exists(), "{dockerfile}");
     }
 }

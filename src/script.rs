@@ -37,7 +37,7 @@ use nix::unistd::Pid;
 use crate::error::Error;
 use crate::plan::Limits;
 use crate::shebang::explain_exec_error;
-use crate::signals::Watcher;
+use crate::signals::{Watcher, STOP_SIGNALS};
 
 /// Between SIGTERM and SIGKILL for a script that timed out or is being stopped (SPEC.md 3.4).
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -136,8 +136,13 @@ impl Runner<'_> {
             retries: Vec::new(),
             failures: Vec::new(),
             stopped_by: None,
+            held: Vec::new(),
         };
         pool.run()?;
+        for signal in pool.held.drain(..) {
+            // Blocked, so raising it only leaves it pending, for the command under --init.
+            let _ = nix::sys::signal::raise(signal);
+        }
         if let Some(signal) = pool.stopped_by {
             return Err(Error::Interrupted { signal });
         }
@@ -222,10 +227,16 @@ struct Pool<'r, 'w> {
     results: Vec<Option<Ran>>,
     failures: Vec<(usize, Failure, u32)>,
     stopped_by: Option<Signal>,
+    /// Signals other than SIGCHLD and the stop signals (only blocked under --init).
+    held: Vec<Signal>,
 }
 
 impl Pool<'_, '_> {
     fn run(&mut self) -> Result<(), Error> {
+        // A stop signal that came while no script ran (between two scripts, or between the
+        // phases) waits in the signalfd: read it before starting anything, or the next script
+        // would be started and only then stopped (SPEC.md 3.4: "runs nothing more").
+        self.read_signals()?;
         loop {
             self.start_due_jobs();
             if self.running.is_empty() && !self.has_work_left() {
@@ -350,6 +361,11 @@ impl Pool<'_, '_> {
         {
             if signal == Signal::SIGCHLD {
                 self.reap();
+            } else if !STOP_SIGNALS.contains(&signal) {
+                // One that --init forwards: kept for the command.
+                if !self.held.contains(&signal) {
+                    self.held.push(signal);
+                }
             } else if self.stopped_by.is_none() {
                 log::warn!("got {}: stopping the running scripts", signal.as_str());
                 self.stopped_by = Some(signal);

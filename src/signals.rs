@@ -128,15 +128,23 @@ impl Watcher {
             .and_then(|info| Signal::try_from(info.ssi_signo as libc::c_int).ok()))
     }
 
-    /// Drains the pending signals and returns the first stop signal among them.
+    /// Drains the pending signals and returns the first stop signal among them; any other
+    /// signal (one `--init` forwards) is raised again, so it stays pending for the supervisor.
     pub fn pending_stop(&self) -> io::Result<Option<Signal>> {
-        let mut stop = None;
+        let mut others = Vec::new();
         while let Some(signal) = self.next()? {
-            if stop.is_none() && STOP_SIGNALS.contains(&signal) {
-                stop = Some(signal);
+            if STOP_SIGNALS.contains(&signal) {
+                return Ok(Some(signal));
+            }
+            if signal != Signal::SIGCHLD && !others.contains(&signal) {
+                others.push(signal);
             }
         }
-        Ok(stop)
+        for signal in others {
+            // Blocked, so this only makes it pending again.
+            nix::sys::signal::raise(signal)?;
+        }
+        Ok(None)
     }
 
     /// The signal state the harness started with; restore it right before any execve of

@@ -5,8 +5,13 @@ mod support;
 
 mod cli;
 mod environment;
+mod examples;
 mod exec;
 mod export;
+mod jobs;
 mod misbehaving;
+mod plan;
 mod print;
+mod scratch;
 mod scripts;
+mod supervise;

@@ -337,7 +337,7 @@ fn as_pid_1_in_a_pid_namespace() {
             return;
         }
     }
-    let mut t = Test::new();
+    let t = Test::new();
     t.dir("env").dir("export");
     let mut command = std::process::Command::new("unshare");
     command
@@ -370,7 +370,7 @@ fn the_command_gets_the_terminal_foreground() {
         eprintln!("skipped: script(1) is not installed");
         return;
     }
-    let mut t = Test::new();
+    let t = Test::new();
     t.dir("env").dir("export");
     // Fields 5 and 8 of stat: the process group and the terminal's foreground group.
     t.script(
@@ -392,4 +392,27 @@ fn the_command_gets_the_terminal_foreground() {
         .stderr(std::fs::File::create(t.path(".stderr")).unwrap());
     t.run_command(command).success();
     assert_eq!(t.read("result"), "FOREGROUND\n");
+}
+
+#[test]
+fn a_signal_that_arrives_before_the_command_starts_is_delivered_to_it() {
+    // SIGUSR1 reaches the harness while an environment script still runs; under --init it is
+    // kept pending and forwarded as soon as the command runs. The command has no handler for
+    // it (it could not install one before the signal arrives), so it dies of it: 128+10.
+    let mut t = Test::new();
+    t.script(
+        "env/SLOW",
+        "#!/bin/sh\ntouch slow-ready\nwhile [ ! -e go ]; do sleep 0.01; done\necho done\n",
+    );
+    t.dir("export");
+    t.args(&[
+        "--init", "-x", "export", "-e", "env", "--", "/bin/sh", "-c", "sleep 10",
+    ]);
+    let (child, started) = t.spawn();
+    t.wait_for("slow-ready");
+    signal(&child, Signal::SIGUSR1);
+    std::fs::write(t.path("go"), "").unwrap();
+    t.finish(child, started)
+        .status(128 + 10)
+        .faster_than(Duration::from_secs(5));
 }

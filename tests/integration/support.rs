@@ -144,10 +144,20 @@ impl Test {
     }
 
     /// Starts the binary with the stop signals at their default disposition except those in
+    /// `ignored`, which start ignored; see [`Test::command_with_ignored`].
+    pub fn spawn_with_ignored(&self, ignored: &[Signal]) -> (Child, Instant) {
+        let child = self
+            .command_with_ignored(ignored)
+            .spawn()
+            .expect("spawning envharness");
+        (child, Instant::now())
+    }
+
+    /// The command, with the stop signals at their default disposition except those in
     /// `ignored`, which start ignored. The harness deliberately keeps a stop signal that it
     /// was started with ignored (`nohup`, a shell's `&`), so a signal test must not depend on
     /// what the test runner inherited.
-    pub fn spawn_with_ignored(&self, ignored: &[Signal]) -> (Child, Instant) {
+    pub fn command_with_ignored(&self, ignored: &[Signal]) -> Command {
         let mut command = self.command();
         let ignored = ignored.to_vec();
         // SAFETY: the closure runs between fork and exec and only calls sigaction (through
@@ -170,8 +180,7 @@ impl Test {
                 Ok(())
             });
         }
-        let child = command.spawn().expect("spawning envharness");
-        (child, Instant::now())
+        command
     }
 
     /// The command, with its address space limited to `bytes` (RLIMIT_AS), so a run that

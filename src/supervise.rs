@@ -81,6 +81,10 @@ fn spawn(
     };
     let startup = watcher.startup_state();
     let exec = ExecArgs::new(&path, command, env);
+    // A fork, not posix_spawn: glibc and musl leave their internal real-time signals ignored
+    // in a posix_spawn child (and refuse to reset them), and the command must start with the
+    // dispositions the harness started with. `pre_exec` execs (or fails) itself, so std
+    // never execs `path`.
     let mut child = Command::new(&path);
     child.process_group(0);
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls

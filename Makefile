@@ -30,7 +30,7 @@ test: deps static
 demo:
 	$(CARGO) run -q -- -e environments/development -x examples/export --print
 
-bench:
+bench: static
 	bash bench/run.sh
 
 # Non-PIE and fully static: `file` says "statically linked", and start-up skips the

@@ -33,17 +33,23 @@ pub fn announce(
             }
             continue;
         }
-        let ran = runner.run_one(Job {
-            path: entry.path.clone(),
-            env: env.clone(),
-            stdout: Stdout::ToStderr,
-        })?;
-        log::info!(
-            "{}: announced ({:.1} ms)",
-            entry.path.display(),
-            ran.elapsed.as_secs_f64() * 1000.0
-        );
+        run(&entry, runner, env)?;
     }
+    Ok(())
+}
+
+/// Runs one export script with its output on the harness's stderr.
+fn run(entry: &Entry, runner: &Runner, env: &Environment) -> Result<(), Error> {
+    let ran = runner.run_one(Job {
+        path: entry.path.clone(),
+        env: env.clone(),
+        stdout: Stdout::ToStderr,
+    })?;
+    log::info!(
+        "{}: ran ({:.1} ms)",
+        entry.path.display(),
+        ran.elapsed.as_secs_f64() * 1000.0
+    );
     Ok(())
 }
 
@@ -69,17 +75,7 @@ pub fn teardown(dir: &Directory, runner: &Runner, env: &Environment) {
                 log::warn!("{}: not executable, not run", entry.path.display());
                 return Ok(());
             }
-            let ran = runner.run_one(Job {
-                path: entry.path.clone(),
-                env: env.clone(),
-                stdout: Stdout::ToStderr,
-            })?;
-            log::info!(
-                "{}: ran ({:.1} ms)",
-                entry.path.display(),
-                ran.elapsed.as_secs_f64() * 1000.0
-            );
-            Ok(())
+            run(&entry, runner, env)
         });
     if let Err(err) = result {
         log::error!("teardown failed (the exit status stays the command's): {err}");

@@ -144,14 +144,8 @@ fn shebang_line_options_are_split_like_env_dash_s() {
         t.p("env")
     );
     t.script("tool", &script);
-    let mut command = std::process::Command::new(t.path("tool"));
-    command
-        .args(["one", "two words"])
-        .env_clear()
-        .env("PATH", PATH)
-        .current_dir(t.root())
-        .stdout(std::fs::File::create(t.path(".stdout")).unwrap())
-        .stderr(std::fs::File::create(t.path(".stderr")).unwrap());
+    let mut command = t.external(t.path("tool"));
+    command.args(["one", "two words"]);
     t.run_command(command).success().stdout_is(&format!(
         "hello from the env dir; script={}; args=one two words\n",
         t.p("tool")

@@ -237,16 +237,11 @@ fn shebang_script_runs_with_the_variables_and_its_arguments() {
         .replace("/app/env", &t.p("env"));
     t.script("shebang-script", &format!("{rewritten}\n{body}"));
 
-    let mut command = Command::new(t.path("shebang-script"));
+    let mut command = t.external(t.path("shebang-script"));
     command
         .args(["one", "two words"])
-        .env_clear()
-        .env("PATH", PATH)
         // A hermetic export directory, whatever the machine has at /export.
-        .env("ENVHARNESS_EXPORT", t.p("export"))
-        .current_dir(t.root())
-        .stdout(fs::File::create(t.path(".stdout")).expect("creating .stdout"))
-        .stderr(fs::File::create(t.path(".stderr")).expect("creating .stderr"));
+        .env("ENVHARNESS_EXPORT", t.p("export"));
     t.run_command(command).success().stdout_is(
         "environment: shebang-test\n\
          database: postgres://db.test/app\n\

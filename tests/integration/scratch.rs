@@ -5,7 +5,7 @@
 //! busybox-static first.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -29,27 +29,6 @@ fn static_binary() -> PathBuf {
         path.display()
     );
     path
-}
-
-/// None (with the reason printed) where this machine does not permit a PID namespace.
-fn namespaces_permitted() -> bool {
-    let probe = Command::new("unshare")
-        .args(["--fork", "--pid", "--mount", "--mount-proc", "true"])
-        .output();
-    match probe {
-        Ok(out) if out.status.success() => true,
-        Ok(out) => {
-            eprintln!(
-                "skipped: unshare is not permitted: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            false
-        }
-        Err(err) => {
-            eprintln!("skipped: unshare cannot run: {err}");
-            false
-        }
-    }
 }
 
 /// The root: static envharness, static busybox as /bin/sh and friends, /dev/null, and the
@@ -103,18 +82,13 @@ fn scratch_root(t: &Test) {
 
 fn in_namespace(t: &Test, args: &[&str]) -> Command {
     let root = t.p("root");
-    let mut command = Command::new("unshare");
+    let mut command = t.external("unshare");
     command
         .args(["--fork", "--pid", "--mount", "--mount-proc"])
         .arg(format!("--root={root}"))
         .arg("/usr/local/bin/envharness")
         .args(args)
-        .current_dir(t.root())
-        .env_clear()
-        .env("PATH", "/bin")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(t.path(".stdout")).unwrap())
-        .stderr(std::fs::File::create(t.path(".stderr")).unwrap());
+        .env("PATH", "/bin");
     command
 }
 

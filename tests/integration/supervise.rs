@@ -320,26 +320,12 @@ fn an_idle_supervisor_uses_no_cpu() {
 
 #[test]
 fn as_pid_1_in_a_pid_namespace() {
-    let probe = std::process::Command::new("unshare")
-        .args(["--fork", "--pid", "--mount-proc", "true"])
-        .output();
-    match probe {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => {
-            eprintln!(
-                "skipped: unshare is not permitted here: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            return;
-        }
-        Err(err) => {
-            eprintln!("skipped: unshare is not available: {err}");
-            return;
-        }
+    if !namespaces_permitted() {
+        return;
     }
     let t = Test::new();
     t.dir("env").dir("export");
-    let mut command = std::process::Command::new("unshare");
+    let mut command = t.external("unshare");
     command
         .args(["--fork", "--pid", "--mount-proc", BIN, "--init"])
         .args(["-x", "export", "-e", "env", "--", "/bin/sh", "-c"])
@@ -347,13 +333,7 @@ fn as_pid_1_in_a_pid_namespace() {
             "echo \"pid1=$(cat /proc/1/comm)\"; \
              for i in 1 2 3; do (sleep 0.1 &); done; sleep 0.5; \
              echo \"zombies=$(grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l)\"; exit 6",
-        )
-        .current_dir(t.root())
-        .env_clear()
-        .env("PATH", PATH)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(t.path(".stdout")).unwrap())
-        .stderr(std::fs::File::create(t.path(".stderr")).unwrap());
+        );
     t.run_command(command)
         .status(6)
         .stdout_is("pid1=envharness\nzombies=0\n");
@@ -381,15 +361,8 @@ fn the_command_gets_the_terminal_foreground() {
         "{BIN} --init -x export -e env -- ./probe > {}",
         t.p("result")
     );
-    let mut command = std::process::Command::new("script");
-    command
-        .args(["-qec", &inner, "/dev/null"])
-        .current_dir(t.root())
-        .env_clear()
-        .env("PATH", PATH)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(t.path(".stdout")).unwrap())
-        .stderr(std::fs::File::create(t.path(".stderr")).unwrap());
+    let mut command = t.external("script");
+    command.args(["-qec", &inner, "/dev/null"]);
     t.run_command(command).success();
     assert_eq!(t.read("result"), "FOREGROUND\n");
 }

@@ -110,11 +110,21 @@ impl Test {
 
     /// The command that runs the binary; stdout and stderr go to files in the test directory.
     pub fn command(&self) -> Command {
-        let mut command = Command::new(BIN);
+        let mut command = self.external(BIN);
         command
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
+    }
+
+    /// `program` run as the binary is: in the test directory, with a cleared environment and
+    /// the minimal PATH, stdin from /dev/null, stdout and stderr into the capture files that
+    /// [`Test::run_command`] reads.
+    pub fn external(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new(program);
+        command
             .env_clear()
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("PATH", PATH)
             .current_dir(self.root())
             .stdin(Stdio::null())
             .stdout(self.capture_file(".stdout"))
@@ -464,14 +474,8 @@ pub fn direct_and_through_harness(
         .args(&["-x", "export", "-e", "env", "--"])
         .args(command);
     let mut through = t.command();
-    let mut direct = std::process::Command::new(command[0]);
-    direct
-        .args(&command[1..])
-        .env_clear()
-        .env("PATH", PATH)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(t.path(".stdout")).unwrap())
-        .stderr(std::fs::File::create(t.path(".stderr")).unwrap());
+    let mut direct = t.external(command[0]);
+    direct.args(&command[1..]);
     if let Some(setup) = setup {
         // SAFETY: the setups below only make async-signal-safe calls.
         unsafe {
@@ -484,6 +488,28 @@ pub fn direct_and_through_harness(
     let through = t.run_command(through);
     through.success();
     (direct.stdout, through.stdout)
+}
+
+/// Whether this machine lets us make a PID namespace (`unshare --fork --pid --mount-proc`);
+/// prints why not when it does not, for the tests that then skip.
+pub fn namespaces_permitted() -> bool {
+    let probe = Command::new("unshare")
+        .args(["--fork", "--pid", "--mount", "--mount-proc", "true"])
+        .output();
+    match probe {
+        Ok(out) if out.status.success() => true,
+        Ok(out) => {
+            eprintln!(
+                "skipped: unshare is not permitted: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            false
+        }
+        Err(err) => {
+            eprintln!("skipped: unshare cannot run: {err}");
+            false
+        }
+    }
 }
 
 /// Is a process still alive (not gone, not a zombie)?

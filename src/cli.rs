@@ -164,12 +164,21 @@ pub fn split_shebang_options(mut args: Vec<OsString>) -> Result<Vec<OsString>, E
     Ok(args)
 }
 
+/// The longest duration an option accepts (about 31 years): enough for "never", and far
+/// from overflowing a deadline computed from it.
+const MAX_SECONDS: f64 = 1e9;
+
 /// Seconds as a non-negative decimal number (`1`, `0.25`).
 fn parse_seconds(text: &str) -> Result<Duration, String> {
     let seconds: f64 = text
         .trim()
         .parse()
         .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if seconds > MAX_SECONDS {
+        return Err(format!(
+            "{text:?} is too long (at most {MAX_SECONDS} seconds)"
+        ));
+    }
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is not a number of seconds"))
 }
 
@@ -225,5 +234,7 @@ mod tests {
         assert!(parse_seconds("-1").is_err());
         assert!(parse_seconds("soon").is_err());
         assert!(parse_seconds("inf").is_err());
+        assert!(parse_seconds("1e19").is_err());
+        assert!(parse_seconds("1e9").is_ok());
     }
 }

@@ -10,6 +10,7 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -41,7 +42,10 @@ pub fn exec(command: &[OsString], env: &[(OsString, OsString)], watcher: &Watche
     )
 }
 
-/// The command's path: as given when it has a `/`, else the first match in the final PATH.
+/// The command's path: as given when it has a `/`; else, as execvp(3) searches, the first
+/// executable file of that name in the final PATH (an empty entry is the current directory),
+/// or failing that the first non-executable one, so that exec reports 126 "permission
+/// denied" as env(1) does rather than 127.
 pub fn resolve(program: &OsStr, env: &[(OsString, OsString)]) -> Option<PathBuf> {
     if program.is_empty() {
         return None;
@@ -52,15 +56,29 @@ pub fn resolve(program: &OsStr, env: &[(OsString, OsString)]) -> Option<PathBuf>
     let path = env
         .iter()
         .find(|(name, _)| name == "PATH")
-        .map(|(_, value)| value.clone())
-        .unwrap_or_else(|| DEFAULT_PATH.into());
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    which::which_in(program, Some(path), cwd).ok()
+        .map_or(OsStr::new(DEFAULT_PATH), |(_, value)| value.as_os_str());
+    let mut not_executable = None;
+    for dir in path.as_bytes().split(|byte| *byte == b':') {
+        let dir = if dir.is_empty() { b".".as_slice() } else { dir };
+        let candidate = Path::new(OsStr::from_bytes(dir)).join(program);
+        match std::fs::metadata(&candidate) {
+            Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => {
+                return Some(candidate)
+            }
+            Ok(meta) if meta.is_file() => {
+                not_executable.get_or_insert(candidate);
+            }
+            _ => {}
+        }
+    }
+    not_executable
 }
 
 /// The error for a command that the kernel refused to execute.
 pub fn not_executed(program: String, path: &Path, errno: Errno) -> Error {
-    if errno == Errno::ENOENT && std::fs::symlink_metadata(path).is_err() {
+    // Following symlinks: a dangling link is a command that is not there (127), while an
+    // existing file that gives ENOENT names a missing interpreter (126).
+    if errno == Errno::ENOENT && std::fs::metadata(path).is_err() {
         return Error::CommandNotFound { program };
     }
     let reason = match errno {

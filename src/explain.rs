@@ -132,7 +132,7 @@ fn environment_action(entry: &Entry, no_clobber: bool, harness_env: &Environment
                 .any(|(name, _)| name == entry.variable_name())
     };
     match &entry.kind {
-        Kind::Run | Kind::Literal if kept(entry) => "skipped (already set; --no-clobber)".into(),
+        Kind::Run | Kind::Literal if kept(entry) => "ignored (already set; --no-clobber)".into(),
         other => describe(other),
     }
 }

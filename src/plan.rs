@@ -66,7 +66,8 @@ impl Plan {
         let no_clobber = cli.no_clobber || boolean_variable(&var, "ENVHARNESS_NO_CLOBBER")?;
         let mode = choose_mode(&cli)?;
         Ok(Plan {
-            export: export_directory(cli.export),
+            // An empty variable counts as unset, as for ENVHARNESS_ENVIRONMENT.
+            export: export_directory(cli.export.filter(|dir| !dir.is_empty())),
             environments: environment_directories(cli.environment, &var),
             limits: Limits {
                 timeout: cli.timeout.filter(|limit| !limit.is_zero()),

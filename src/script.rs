@@ -43,6 +43,11 @@ use crate::signals::{Watcher, STOP_SIGNALS};
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
 /// How long a script's pipes are still read after it exited.
 pub const PIPE_GRACE: Duration = Duration::from_millis(100);
+/// While the rest of a stopped script's group has its grace period, how often to ask whether
+/// it is gone (its members are not our children, so nothing tells us).
+const GROUP_CHECK: Duration = Duration::from_millis(20);
+/// With `--jobs`, a stderr line longer than this is written in pieces.
+const LONGEST_LABELLED_LINE: usize = 4096;
 
 /// Where a script's stdout goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,13 +118,22 @@ pub struct Runner<'a> {
 impl Runner<'_> {
     /// Runs one script.
     pub fn run_one(&self, job: Job) -> Result<Ran, Error> {
-        let mut ran = self.run_all(vec![job], 1)?;
-        Ok(ran.remove(0))
+        self.run_all(vec![job], 1)?
+            .remove(0)
+            .expect("a lone job is never abandoned")
     }
 
-    /// Runs the jobs, at most `parallel` at once (0: all at once), and returns their results
-    /// in the jobs' order. With more than one at once, stderr lines get the script's name.
-    pub fn run_all(&self, jobs: Vec<Job>, parallel: usize) -> Result<Vec<Ran>, Error> {
+    /// Runs the jobs, at most `parallel` at once (0: all at once), and returns each one's
+    /// outcome in the jobs' order. After a job fails for good nothing more starts and the
+    /// other running jobs are stopped (their outcome is None; issue 3: "stop the other
+    /// running scripts and report the lexically first failure"). With more than one job at
+    /// once, stderr lines get the script's name. A stop signal is the only error for the
+    /// whole run.
+    pub fn run_all(
+        &self,
+        jobs: Vec<Job>,
+        parallel: usize,
+    ) -> Result<Vec<Option<Result<Ran, Error>>>, Error> {
         let parallel = if parallel == 0 {
             jobs.len().max(1)
         } else {
@@ -128,13 +142,13 @@ impl Runner<'_> {
         let mut pool = Pool {
             runner: self,
             label_stderr: parallel > 1 && jobs.len() > 1,
-            results: jobs.iter().map(|_| None).collect(),
+            outcomes: jobs.iter().map(|_| None).collect(),
             jobs,
             parallel,
             next: 0,
             running: Vec::new(),
             retries: Vec::new(),
-            failures: Vec::new(),
+            failed: false,
             stopped_by: None,
             held: Vec::new(),
         };
@@ -146,17 +160,20 @@ impl Runner<'_> {
         if let Some(signal) = pool.stopped_by {
             return Err(Error::Interrupted { signal });
         }
-        if let Some((index, failure, tries)) = pool.failures.into_iter().min_by_key(|f| f.0) {
-            return Err(Error::Script {
-                path: pool.jobs[index].path.clone(),
-                failure,
-                tries,
-            });
-        }
+        let paths = pool.jobs.iter().map(|job| job.path.clone());
         Ok(pool
-            .results
+            .outcomes
             .into_iter()
-            .map(|ran| ran.expect("every job has a result when none failed"))
+            .zip(paths)
+            .map(|(outcome, path)| {
+                outcome.map(|outcome| {
+                    outcome.map_err(|(failure, tries)| Error::Script {
+                        path,
+                        failure,
+                        tries,
+                    })
+                })
+            })
             .collect())
     }
 }
@@ -183,8 +200,18 @@ struct Running {
 }
 
 impl Running {
+    /// Exited, pipes closed, and (when we were stopping it) its group gone or killed.
     fn is_collected(&self) -> bool {
-        self.exit.is_some() && self.stdout.is_none() && self.stderr.is_none()
+        self.exit.is_some()
+            && self.stdout.is_none()
+            && self.stderr.is_none()
+            && self.kill_at.is_none()
+    }
+
+    /// Whether any process of the script's group still runs. `killpg(0)` alone would count
+    /// zombies that an init has not reaped yet, so /proc is asked when it says yes.
+    fn group_alive(&self) -> bool {
+        killpg(self.group, None).is_ok() && group_has_a_living_member(self.group)
     }
 
     fn signal_group(&self, signal: Signal) {
@@ -199,11 +226,20 @@ impl Running {
         self.timeout_at = None;
     }
 
-    fn next_deadline(&self) -> Option<Instant> {
-        [self.timeout_at, self.kill_at, self.pipes_close_at]
-            .into_iter()
-            .flatten()
-            .min()
+    fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        // A stopped script that has exited leaves its group a grace period; whether the group
+        // is gone can only be asked, so ask again soon.
+        let group_check =
+            (self.exit.is_some() && self.kill_at.is_some()).then(|| now + GROUP_CHECK);
+        [
+            self.timeout_at,
+            self.kill_at,
+            self.pipes_close_at,
+            group_check,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }
 
@@ -224,8 +260,10 @@ struct Pool<'r, 'w> {
     running: Vec<Running>,
     /// (job index, tries so far, not before)
     retries: Vec<(usize, u32, Instant)>,
-    results: Vec<Option<Ran>>,
-    failures: Vec<(usize, Failure, u32)>,
+    /// Per job: its result, or its last failure and the number of tries.
+    outcomes: Vec<Option<Result<Ran, (Failure, u32)>>>,
+    /// A job failed for good: nothing more starts.
+    failed: bool,
     stopped_by: Option<Signal>,
     /// Signals other than SIGCHLD and the stop signals (only blocked under --init).
     held: Vec<Signal>,
@@ -255,8 +293,9 @@ impl Pool<'_, '_> {
         }
     }
 
+    /// Whether jobs may still start (or start again).
     fn accepting(&self) -> bool {
-        self.stopped_by.is_none() && self.failures.is_empty()
+        self.stopped_by.is_none() && !self.failed
     }
 
     fn has_work_left(&self) -> bool {
@@ -265,11 +304,11 @@ impl Pool<'_, '_> {
 
     fn start_due_jobs(&mut self) {
         let now = Instant::now();
-        while self.accepting() && self.running.len() < self.parallel {
+        while self.running.len() < self.parallel {
             if let Some(pos) = self.retries.iter().position(|(_, _, at)| *at <= now) {
                 let (index, tries, _) = self.retries.remove(pos);
                 self.start(index, tries + 1);
-            } else if self.next < self.jobs.len() {
+            } else if self.accepting() && self.next < self.jobs.len() {
                 self.next += 1;
                 self.start(self.next - 1, 1);
             } else {
@@ -335,12 +374,13 @@ impl Pool<'_, '_> {
     }
 
     fn time_to_next_deadline(&self) -> PollTimeout {
+        let now = Instant::now();
         let retry_at = self.retries.iter().map(|(_, _, at)| *at);
         let deadline = self
             .running
             .iter()
-            .filter_map(Running::next_deadline)
-            .chain(retry_at.filter(|_| self.accepting()))
+            .filter_map(|running| running.next_deadline(now))
+            .chain(retry_at)
             .min();
         match deadline {
             None => PollTimeout::NONE,
@@ -369,6 +409,7 @@ impl Pool<'_, '_> {
             } else if self.stopped_by.is_none() {
                 log::warn!("got {}: stopping the running scripts", signal.as_str());
                 self.stopped_by = Some(signal);
+                self.retries.clear();
                 let now = Instant::now();
                 for running in &mut self.running {
                     running.signal_group(signal);
@@ -380,25 +421,24 @@ impl Pool<'_, '_> {
         Ok(())
     }
 
-    /// SIGCHLDs coalesce, so every running script is checked.
+    /// Reaps every child that has exited: SIGCHLDs coalesce, and as PID 1 (or a subreaper)
+    /// the harness also inherits orphans of scripts, whose zombies are reaped and forgotten.
     fn reap(&mut self) {
         let now = Instant::now();
-        for running in &mut self.running {
-            if running.exit.is_some() {
+        loop {
+            let (pid, status) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(status @ WaitStatus::Exited(pid, _)) => (pid, status),
+                Ok(status @ WaitStatus::Signaled(pid, ..)) => (pid, status),
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => continue,
+            };
+            let Some(running) = self.running.iter_mut().find(|r| r.group == pid) else {
                 continue;
-            }
-            let status = waitpid(running.group, Some(WaitPidFlag::WNOHANG));
-            if let Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) = status {
-                running.exit = Some(status);
-                if running.kill_at.is_some() {
-                    // We were stopping it: what is left of its group goes too.
-                    running.signal_group(Signal::SIGKILL);
-                    running.kill_at = None;
-                }
-                running.timeout_at = None;
-                if running.stdout.is_some() || running.stderr.is_some() {
-                    running.pipes_close_at = Some(now + PIPE_GRACE);
-                }
+            };
+            running.exit = Some(status);
+            running.timeout_at = None;
+            if running.stdout.is_some() || running.stderr.is_some() {
+                running.pipes_close_at = Some(now + PIPE_GRACE);
             }
         }
     }
@@ -447,6 +487,12 @@ impl Pool<'_, '_> {
                     let line: Vec<u8> = running.stderr_line.drain(..=end).collect();
                     write_labelled(&label, &line);
                 }
+                // A line without end is written in pieces rather than held without bound.
+                if running.stderr_line.len() > LONGEST_LABELLED_LINE {
+                    running.stderr_line.push(b'\n');
+                    write_labelled(&label, &running.stderr_line);
+                    running.stderr_line.clear();
+                }
             }
         }
     }
@@ -460,6 +506,9 @@ impl Pool<'_, '_> {
             }
             if running.kill_at.is_some_and(|at| at <= now) {
                 running.signal_group(Signal::SIGKILL);
+                running.kill_at = None;
+            } else if running.exit.is_some() && running.kill_at.is_some() && !running.group_alive()
+            {
                 running.kill_at = None;
             }
             if running.pipes_close_at.is_some_and(|at| at <= now) {
@@ -492,10 +541,10 @@ impl Pool<'_, '_> {
         let failure = running.failure.or_else(|| failure_of(status));
         match failure {
             None => {
-                self.results[running.index] = Some(Ran {
+                self.outcomes[running.index] = Some(Ok(Ran {
                     output: running.output,
                     elapsed,
-                });
+                }));
             }
             Some(failure) => self.fail(running.index, failure, running.tries),
         }
@@ -517,7 +566,9 @@ impl Pool<'_, '_> {
                 .push((index, tries, Instant::now() + limits.retry_interval));
             return;
         }
-        self.failures.push((index, failure, tries));
+        self.outcomes[index] = Some(Err((failure, tries)));
+        self.failed = true;
+        self.retries.clear();
         let now = Instant::now();
         for running in &mut self.running {
             if running.exit.is_none() && !running.abandoned {
@@ -526,6 +577,25 @@ impl Pool<'_, '_> {
             }
         }
     }
+}
+
+/// Scans /proc for a process of group `group` that is not a zombie. Only asked during a
+/// stopped script's grace period; without /proc, assume there is one (SIGKILL comes on time).
+fn group_has_a_living_member(group: Pid) -> bool {
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    processes.flatten().any(|process| {
+        let stat = std::fs::read_to_string(process.path().join("stat")).unwrap_or_default();
+        // After "pid (comm)": state, ppid, pgrp, ...
+        let mut fields = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace();
+        let state = fields.next();
+        let pgrp = fields.nth(1).and_then(|pgrp| pgrp.parse::<i32>().ok());
+        pgrp == Some(group.as_raw()) && !matches!(state, Some("Z" | "X"))
+    })
 }
 
 fn failure_of(status: WaitStatus) -> Option<Failure> {

@@ -60,6 +60,7 @@ fn is_ignored(signal: Signal) -> bool {
 pub struct StartupState {
     mask: SigSet,
     sigpipe_ignored: bool,
+    sigchld_ignored: bool,
 }
 
 impl StartupState {
@@ -74,6 +75,12 @@ impl StartupState {
         // SAFETY: installing SIG_DFL or SIG_IGN runs no code of ours in a signal context.
         if unsafe { libc::signal(libc::SIGPIPE, sigpipe) } == libc::SIG_ERR {
             return Err(io::Error::last_os_error());
+        }
+        if self.sigchld_ignored {
+            // SAFETY: as above.
+            if unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) } == libc::SIG_ERR {
+                return Err(io::Error::last_os_error());
+            }
         }
         nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.mask), None)?;
         Ok(())
@@ -104,6 +111,14 @@ impl Watcher {
                 watched.add(*signal);
             }
         }
+        // With SIGCHLD ignored the kernel reaps children itself and waitpid never reports
+        // them; the harness needs their status, so it takes the default back (and gives the
+        // command SIG_IGN again).
+        let sigchld_ignored = is_ignored(Signal::SIGCHLD);
+        if sigchld_ignored {
+            // SAFETY: installing SIG_DFL runs no code of ours in a signal context.
+            unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+        }
         let mut original_mask = SigSet::empty();
         nix::sys::signal::pthread_sigmask(
             SigmaskHow::SIG_BLOCK,
@@ -116,6 +131,7 @@ impl Watcher {
             startup: StartupState {
                 mask: original_mask,
                 sigpipe_ignored: SIGPIPE_IGNORED_AT_START.load(Ordering::Relaxed),
+                sigchld_ignored,
             },
         })
     }

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::io::Read;
 
 use crate::dotenv;
 use crate::entries::{self, Entry, Kind};
@@ -77,6 +78,9 @@ impl Discovery<'_, '_> {
     /// With `--jobs` other than 1, runs the directory's scripts together, before applying.
     /// Each sees what it would see sequentially except other scripts' output: the variables
     /// set so far plus this directory's literals and static `.env` files that sort before it.
+    /// Scripts after a static entry in error are not run (sequential mode stops there, and
+    /// its bad value must not reach a script's environment). If a script failed, the
+    /// lexically first failure is the phase's error.
     fn run_scripts_at_once(&self, listed: &[Entry]) -> Result<HashMap<OsString, Ran>, Error> {
         if self.jobs == 1 {
             return Ok(HashMap::new());
@@ -88,15 +92,32 @@ impl Discovery<'_, '_> {
             if self.will_run(entry) {
                 jobs.push(self.job(entry, &visible));
                 scripts.push(entry.name.clone());
-            } else if let Ok(produced) = self.values(entry, None) {
-                // A bad value is reported when the entry is applied, in order.
-                for (name, value) in produced.set {
-                    visible.set(&name, value);
-                }
+                continue;
+            }
+            let Ok(produced) = self.values(entry, None) else {
+                break;
+            };
+            if produced
+                .set
+                .iter()
+                .any(|(name, value)| check_value(name, value).is_err())
+            {
+                break;
+            }
+            for (name, value) in produced.set {
+                visible.set(&name, value);
             }
         }
-        let ran = self.runner.run_all(jobs, self.jobs)?;
-        Ok(scripts.into_iter().zip(ran).collect())
+        let mut ran = HashMap::new();
+        for (name, outcome) in scripts
+            .into_iter()
+            .zip(self.runner.run_all(jobs, self.jobs)?)
+        {
+            if let Some(outcome) = outcome {
+                ran.insert(name, outcome?);
+            }
+        }
+        Ok(ran)
     }
 
     fn will_run(&self, entry: &Entry) -> bool {
@@ -188,9 +209,7 @@ impl Discovery<'_, '_> {
     fn produce(&self, entry: &Entry, ran: Option<Ran>) -> Result<(Vec<u8>, String), Error> {
         let executable = matches!(entry.kind, Kind::Run | Kind::Dotenv { executable: true });
         if !executable {
-            let content = std::fs::read(&entry.path)
-                .map_err(|err| Error::io(&entry.path, "reading the file", err))?;
-            return Ok((content, "read".into()));
+            return Ok((read_bounded(entry)?, "read".into()));
         }
         let ran = match ran {
             Some(ran) => ran,
@@ -216,6 +235,30 @@ impl Produced {
             ..Produced::default()
         }
     }
+}
+
+/// A literal or static `.env` file's content; one too large to ever fit in the environment
+/// is refused by its size, without reading it into memory.
+fn read_bounded(entry: &Entry) -> Result<Vec<u8>, Error> {
+    let read_error = |err| Error::io(&entry.path, "reading the file", err);
+    let file = std::fs::File::open(&entry.path).map_err(read_error)?;
+    let size = file.metadata().map_err(read_error)?.len();
+    let limit = match entry.kind {
+        Kind::Dotenv { .. } => DOTENV_OUTPUT_LIMIT,
+        // Room for the one trailing newline that is dropped.
+        _ => ENV_STRING_LIMIT + 2,
+    };
+    if size > limit as u64 {
+        return Err(Error::entry(
+            &entry.path,
+            format!("the file is {size} bytes, over the {limit}-byte limit"),
+        ));
+    }
+    let mut content = Vec::with_capacity(size as usize);
+    file.take(limit as u64 + 1)
+        .read_to_end(&mut content)
+        .map_err(read_error)?;
+    Ok(content)
 }
 
 /// One trailing `\n` or `\r\n` goes; everything else stays.

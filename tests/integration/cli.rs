@@ -151,3 +151,43 @@ fn shebang_line_options_are_split_like_env_dash_s() {
         t.p("tool")
     ));
 }
+
+#[test]
+fn durations_too_long_to_mean_anything_are_usage_errors() {
+    for (option, value) in [
+        ("--timeout", "1e19"),
+        ("--retry-interval", "1e12"),
+        ("--stop-timeout", "1e10"),
+    ] {
+        let mut t = Test::new();
+        t.dir("env");
+        t.args(&["-e", "env", "-x", "env", option, value, "--", "true"]);
+        t.run().status(125).error_line(&[option, "too long"]);
+    }
+}
+
+#[test]
+fn a_missing_directory_named_by_the_variable_is_an_error() {
+    let mut t = Test::new();
+    t.dir("a");
+    t.env("ENVHARNESS_ENVIRONMENT", "a:typo")
+        .args(&["--", "true"]);
+    t.run()
+        .status(125)
+        .error_line(&["typo", "no such directory"]);
+}
+
+#[test]
+fn an_empty_export_variable_means_the_default() {
+    if std::path::Path::new("/export").exists() {
+        eprintln!("skipped: this machine has /export");
+        return;
+    }
+    let mut t = Test::new();
+    t.file("env/X", "1");
+    t.env("ENVHARNESS_EXPORT", "")
+        .args(&["-e", "env", "--print"]);
+    let run = t.run();
+    run.success().stdout_is("X='1'\n");
+    assert_eq!(run.stderr, "");
+}

@@ -263,3 +263,29 @@ fn with_jobs_a_script_sees_earlier_literals_of_its_directory_but_not_other_scrip
         ("D_LATER", "later"),
     ]);
 }
+
+#[test]
+fn with_jobs_a_bad_literal_before_the_scripts_is_reported_like_sequential_mode() {
+    // Its value must never reach a script's environment (a NUL byte cannot be passed at all).
+    for jobs in ["1", "2"] {
+        let mut t = Test::new();
+        t.file("env/A", b"a\0b".as_slice());
+        t.script("env/B", "#!/bin/sh\ntouch b-ran\necho b\n");
+        t.script("env/C", "#!/bin/sh\necho c\n");
+        t.args(&["-j", jobs]);
+        print_env(&mut t)
+            .status(125)
+            .error_line(&["env/A", "NUL byte"]);
+        assert!(
+            !t.exists("b-ran"),
+            "-j {jobs}: a script after the bad entry ran"
+        );
+    }
+    let mut t = Test::new();
+    t.file("env/A", vec![b'v'; 200_000]);
+    t.script("env/B", "#!/bin/sh\necho b\n");
+    t.args(&["-j", "2"]);
+    print_env(&mut t)
+        .status(125)
+        .error_line(&["env/A", "200000 bytes"]);
+}

@@ -1,6 +1,9 @@
 //! Exec (SPEC.md 4): PATH of the final environment, arguments exactly as given, 126/127, no
 //! leaked descriptors, and the signal state the harness was started with.
 
+use std::os::unix::process::CommandExt;
+use std::time::Duration;
+
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 
 use crate::support::*;
@@ -190,6 +193,70 @@ fn the_command_inherits_ignored_and_blocked_signals() {
             ignored & 0x1001,
             0x1001,
             "{flags:?}: SIGHUP and SIGPIPE ignored"
+        );
+    }
+}
+
+#[test]
+fn a_non_executable_file_found_in_path_is_126_and_a_dangling_link_is_127() {
+    let mut t = Test::new();
+    t.file("bin/tool", "#!/bin/sh\necho no\n");
+    t.symlink("bin/dangling", "../nowhere");
+    let path = format!("{}:{PATH}", t.p("bin"));
+    t.env("PATH", path);
+    with_empty_dirs(&mut t).args(&["tool"]);
+    t.run()
+        .status(126)
+        .error_line(&["tool", "permission denied"]);
+
+    let mut t = Test::new();
+    t.symlink("bin/dangling", "../nowhere");
+    with_empty_dirs(&mut t).args(&["./bin/dangling"]);
+    t.run()
+        .status(127)
+        .error_line(&["./bin/dangling", "command not found"]);
+}
+
+#[test]
+fn started_with_sigchld_ignored_it_still_waits_for_scripts_and_the_command_gets_sig_ign() {
+    // With SIGCHLD ignored the kernel reaps children on its own; the harness must not hang
+    // waiting for a status it will never get.
+    fn ignore_sigchld() -> std::io::Result<()> {
+        let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+        // SAFETY: installing SIG_IGN runs no code in a signal context.
+        unsafe { sigaction(Signal::SIGCHLD, &ignore)? };
+        Ok(())
+    }
+    for flags in MODES {
+        let mut t = Test::new();
+        t.script("env/A", "#!/bin/sh\ntouch a-ran\necho from-script\n");
+        t.dir("export");
+        t.args(flags).args(&[
+            "-x",
+            "export",
+            "-e",
+            "env",
+            "--",
+            "/bin/grep",
+            "^SigIgn",
+            "/proc/self/status",
+        ]);
+        let mut command = t.command();
+        // SAFETY: sigaction is async-signal-safe.
+        unsafe { command.pre_exec(ignore_sigchld) };
+        let run = t.run_command(command);
+        run.success().faster_than(Duration::from_secs(5));
+        let stdout = run.stdout();
+        assert!(t.exists("a-ran"), "{flags:?}: the script did not run");
+        let ignored = stdout
+            .lines()
+            .find_map(|line| line.split("SigIgn:\t").nth(1))
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .unwrap_or(0);
+        assert_ne!(
+            ignored & (1 << (17 - 1)),
+            0,
+            "{flags:?}: SIGCHLD not ignored in the command"
         );
     }
 }

@@ -54,8 +54,10 @@ fn stopped_during_the_environment_phase(signal: Signal) {
     let run = t.finish(child, started);
     run.status(128 + signal as i32)
         .error_line(&["stopped by", signal.as_str()]);
+    // A group member that ignores the signal (a shell's background job ignores SIGINT and
+    // SIGQUIT) gets SIGKILL after the 2-second grace; nothing may take longer.
     assert!(
-        signalled.elapsed() < Duration::from_millis(1500),
+        signalled.elapsed() < Duration::from_millis(3500),
         "took {:?} to stop after {signal}",
         signalled.elapsed()
     );
@@ -74,7 +76,7 @@ fn sigterm_during_a_script_stops_its_group_and_exits_143() {
 }
 
 // A shell's background jobs ignore SIGINT and SIGQUIT, so the grandchild survives the signal
-// itself: the harness must finish off the group once the script is gone.
+// itself: the harness finishes off the group with SIGKILL after the grace period.
 #[test]
 fn sigint_during_a_script_exits_130_and_leaves_no_grandchild() {
     stopped_during_the_environment_phase(Signal::SIGINT);

@@ -238,9 +238,9 @@ fn plan_shows_what_no_clobber_skips() {
         &run.stdout(),
         "environment env:",
         &[
-            ("HOST", "skipped (already set; --no-clobber)"),
+            ("HOST", "ignored (already set; --no-clobber)"),
             ("OTHER", "literal"),
-            ("PORT", "skipped (already set; --no-clobber)"),
+            ("PORT", "ignored (already set; --no-clobber)"),
         ],
     );
     assert!(!t.exists("ran-HOST"));

@@ -156,3 +156,37 @@ fn a_timed_out_binary_dies_from_sigterm_without_waiting_for_sigkill() {
         .error_line(&["env/SLEEPER", "timed out after 0.2s"])
         .faster_than(Duration::from_millis(1500));
 }
+
+#[test]
+fn after_a_timeout_the_rest_of_the_group_gets_its_two_seconds_before_sigkill() {
+    // The script dies at the timeout's SIGTERM; a member of its group that ignores SIGTERM
+    // may finish within the grace period...
+    let mut t = Test::new();
+    t.script(
+        "env/SLOW",
+        "#!/bin/sh\nsh -c 'trap \"\" TERM; sleep 1; touch survived' &\nsleep 30\n",
+    );
+    let run = env_run(&mut t, &["--timeout", "0.3"]);
+    run.status(125)
+        .error_line(&["env/SLOW", "timed out after 0.3s"])
+        .faster_than(Duration::from_millis(2200));
+    assert!(
+        t.exists("survived"),
+        "the group member was killed before its grace ran out"
+    );
+
+    // ...and one that does not finish is killed when it is over.
+    let mut t = Test::new();
+    t.script(
+        "env/SLOW",
+        "#!/bin/sh\nsh -c 'trap \"\" TERM; echo $$ > member; while :; do sleep 0.05; done' &\nsleep 30\n",
+    );
+    let run = env_run(&mut t, &["--timeout", "0.3"]);
+    run.status(125).faster_than(Duration::from_secs(4));
+    assert!(run.elapsed >= Duration::from_secs(2), "{:?}", run.elapsed);
+    let member: i32 = t.read("member").trim().parse().unwrap();
+    assert!(
+        gone_within(member, Duration::from_secs(2)),
+        "group member {member} survived"
+    );
+}

@@ -389,3 +389,36 @@ fn a_signal_that_arrives_before_the_command_starts_is_delivered_to_it() {
         .status(128 + 10)
         .faster_than(Duration::from_secs(5));
 }
+
+#[test]
+fn envharness_init_variable_turns_supervision_on() {
+    // Under --init the command is the harness's child; without it, the harness has become it.
+    for (value, expected) in [("1", "child of"), ("no", "is")] {
+        let mut t = Test::new();
+        t.dir("env").dir("export");
+        t.env("ENVHARNESS_INIT", value).args(&[
+            "-x",
+            "export",
+            "-e",
+            "env",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo \"pid $$ parent $PPID\"",
+        ]);
+        let (child, started) = t.spawn();
+        let harness = child.id();
+        let run = t.finish(child, started);
+        run.success();
+        let is = format!("pid {harness} parent");
+        let child_of = format!("parent {harness}\n");
+        let seen = run.stdout();
+        match expected {
+            "child of" => assert!(
+                seen.ends_with(&child_of) && !seen.starts_with(&is),
+                "{seen}"
+            ),
+            _ => assert!(seen.starts_with(&is), "{seen}"),
+        }
+    }
+}

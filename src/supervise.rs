@@ -123,6 +123,9 @@ fn take_the_terminal() {
     }
 }
 
+/// How long to wait, after SIGKILL, for processes left behind that still do not go away.
+const GIVE_UP_AFTER_SIGKILL: Duration = Duration::from_secs(2);
+
 struct Supervisor<'w> {
     watcher: &'w Watcher,
     settings: Supervision,
@@ -141,7 +144,9 @@ impl Supervisor<'_> {
             self.wait_for_signal(self.kill_at)?;
             while let Some(signal) = self.next_signal()? {
                 match signal {
-                    Signal::SIGCHLD => self.reap(),
+                    Signal::SIGCHLD => {
+                        self.reap();
+                    }
                     signal => self.forward(signal),
                 }
             }
@@ -176,32 +181,43 @@ impl Supervisor<'_> {
         };
     }
 
-    /// Reaps every child that has exited, noting the command's status.
-    fn reap(&mut self) {
+    /// Reaps every child that has exited, noting the command's status; returns whether
+    /// any child is left.
+    fn reap(&mut self) -> bool {
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) if pid == self.child => self.status = Some(code),
                 Ok(WaitStatus::Signaled(pid, signal, _)) if pid == self.child => {
                     self.status = Some(128 + signal as i32)
                 }
-                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(WaitStatus::StillAlive) => return true,
+                Err(_) => return false,
                 Ok(_) => {}
             }
         }
     }
 
     /// After the command: SIGTERM to every process left under the harness, SIGKILL to those
-    /// still there `--stop-timeout` later; returns when there are none.
+    /// still there `--stop-timeout` later; returns when there are none (waitpid says so), or
+    /// [`GIVE_UP_AFTER_SIGKILL`] after the SIGKILL if one cannot die (uninterruptible sleep).
     fn stop_orphans(&mut self) -> Result<(), Error> {
         let deadline = Instant::now() + self.settings.stop_timeout;
+        let give_up = deadline + GIVE_UP_AFTER_SIGKILL;
         let mut told = HashSet::new();
         loop {
-            self.reap();
-            let left = children();
-            if left.is_empty() {
+            if !self.reap() {
                 return Ok(());
             }
-            let past_deadline = Instant::now() >= deadline;
+            let left = children();
+            let now = Instant::now();
+            if now >= give_up {
+                log::warn!(
+                    "{} process(es) left behind survive SIGKILL; not waiting for them",
+                    left.len()
+                );
+                return Ok(());
+            }
+            let past_deadline = now >= deadline;
             for pid in &left {
                 if past_deadline {
                     let _ = kill(*pid, Signal::SIGKILL);
@@ -217,7 +233,7 @@ impl Supervisor<'_> {
                     self.settings.stop_timeout.as_secs_f64()
                 );
             }
-            self.wait_for_signal((!past_deadline).then_some(deadline))?;
+            self.wait_for_signal(Some(if past_deadline { give_up } else { deadline }))?;
             // Only SIGCHLD matters now; the loop reaps on every pass.
             while self.next_signal()?.is_some() {}
         }
@@ -248,21 +264,70 @@ impl Supervisor<'_> {
     }
 }
 
-/// The harness's living children, from /proc (`children` lists every task's children;
-/// zombies were reaped just before).
+/// The harness's children. `/proc/self/task/*/children` is quick but best-effort (proc(5))
+/// and absent without CONFIG_PROC_CHILDREN; when it names none, every process's parent is
+/// read from /proc instead. (The caller knows from waitpid that there are some.)
 fn children() -> Vec<Pid> {
-    let mut pids = Vec::new();
-    let Ok(tasks) = fs::read_dir("/proc/self/task") else {
-        return pids;
-    };
-    for task in tasks.flatten() {
-        if let Ok(list) = fs::read_to_string(task.path().join("children")) {
-            pids.extend(
-                list.split_whitespace()
-                    .filter_map(|pid| pid.parse().ok())
-                    .map(Pid::from_raw),
-            );
-        }
+    let listed = children_from_task_lists();
+    if listed.is_empty() {
+        children_from_proc_scan()
+    } else {
+        listed
     }
-    pids
+}
+
+fn children_from_task_lists() -> Vec<Pid> {
+    let Ok(tasks) = fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .map(Pid::from_raw)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn children_from_proc_scan() -> Vec<Pid> {
+    let me = nix::unistd::getpid().as_raw();
+    let Ok(processes) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    processes
+        .flatten()
+        .filter_map(|process| {
+            let pid: i32 = process.file_name().to_str()?.parse().ok()?;
+            let stat = fs::read_to_string(process.path().join("stat")).ok()?;
+            // After "pid (comm)": state, ppid, ...
+            let ppid: i32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == me).then(|| Pid::from_raw(pid))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_ways_of_listing_children_find_a_child() {
+        let mut child = Command::new("sleep").arg("5").spawn().expect("spawning sleep");
+        let pid = Pid::from_raw(child.id() as i32);
+        let scanned = children_from_proc_scan();
+        let listed = children_from_task_lists();
+        child.kill().expect("killing sleep");
+        child.wait().expect("reaping sleep");
+        assert!(scanned.contains(&pid), "{pid} not in {scanned:?}");
+        assert!(listed.contains(&pid), "{pid} not in {listed:?}");
+    }
 }

@@ -39,8 +39,8 @@ use script::Runner;
 use signals::Watcher;
 use variables::Environment;
 
-/// Runs envharness; returns the exit status when there is no command to become (`--print`,
-/// `--plan`), and never returns after a successful exec.
+/// Runs envharness; returns the exit status to exit with (`--print`, `--plan`, and under
+/// `--init` the command's), and never returns after a successful exec.
 pub fn run(cli: Cli) -> Result<i32, Error> {
     let plan = Plan::from_cli(cli, |name| std::env::var_os(name))?;
     let harness_env: Environment = std::env::vars_os().collect();
@@ -61,21 +61,9 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
         plan.supervision.is_some(),
     )?;
     let vars = phase::environment::discover(&plan, &runner, &harness_env)?;
-    if let Some(signal) = watcher
-        .pending_stop()
-        .map_err(|err| Error::io("signalfd", "reading signals", err))?
-    {
-        return Err(Error::Interrupted { signal });
-    }
+    stop_if_signalled(&watcher)?;
     match plan.mode {
-        Mode::Print { format } => {
-            let text = print::render(&vars, format);
-            std::io::stdout()
-                .lock()
-                .write_all(&text)
-                .map_err(|err| Error::io("stdout", "printing the variables", err))?;
-            Ok(0)
-        }
+        Mode::Print { format } => print_variables(&vars, format),
         Mode::Exec { command } => {
             let env = vars.over(&harness_env);
             let Some(settings) = plan.supervision else {
@@ -87,4 +75,21 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
         }
         Mode::Explain { .. } => unreachable!("--plan returned above"),
     }
+}
+
+/// A stop signal that came after the last script still means "stop": nothing is started.
+fn stop_if_signalled(watcher: &Watcher) -> Result<(), Error> {
+    match watcher.pending_stop() {
+        Ok(None) => Ok(()),
+        Ok(Some(signal)) => Err(Error::Interrupted { signal }),
+        Err(err) => Err(Error::io("signalfd", "reading signals", err)),
+    }
+}
+
+fn print_variables(vars: &variables::Variables, format: cli::Format) -> Result<i32, Error> {
+    std::io::stdout()
+        .lock()
+        .write_all(&print::render(vars, format))
+        .map_err(|err| Error::io("stdout", "printing the variables", err))?;
+    Ok(0)
 }

@@ -321,7 +321,10 @@ mod tests {
 
     #[test]
     fn both_ways_of_listing_children_find_a_child() {
-        let mut child = Command::new("sleep").arg("5").spawn().expect("spawning sleep");
+        let mut child = Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("spawning sleep");
         let pid = Pid::from_raw(child.id() as i32);
         let scanned = children_from_proc_scan();
         let listed = children_from_task_lists();

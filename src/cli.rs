@@ -41,24 +41,36 @@ pub struct Cli {
         short = 'x',
         long = "export",
         value_name = "DIR",
-        env = "ENVHARNESS_EXPORT"
+        env = "ENVHARNESS_EXPORT",
+        hide_env_values = true
     )]
     pub export: Option<OsString>,
 
     /// Limit for one run of one script, fractions allowed; 0 means none [default: 0]
-    #[arg(long, value_name = "SECS", env = "ENVHARNESS_TIMEOUT", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", env = "ENVHARNESS_TIMEOUT", hide_env_values = true, value_parser = parse_seconds)]
     pub timeout: Option<Duration>,
 
     /// Run a failing script again up to N more times [default: 0]
-    #[arg(long, value_name = "N", env = "ENVHARNESS_RETRIES")]
+    #[arg(
+        long,
+        value_name = "N",
+        env = "ENVHARNESS_RETRIES",
+        hide_env_values = true
+    )]
     pub retries: Option<u32>,
 
     /// Pause between tries, fractions allowed [default: 1]
-    #[arg(long, value_name = "SECS", env = "ENVHARNESS_RETRY_INTERVAL", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", env = "ENVHARNESS_RETRY_INTERVAL", hide_env_values = true, value_parser = parse_seconds)]
     pub retry_interval: Option<Duration>,
 
     /// Run up to N environment scripts of a directory at once; 0 means all [default: 1]
-    #[arg(short = 'j', long, value_name = "N", env = "ENVHARNESS_JOBS")]
+    #[arg(
+        short = 'j',
+        long,
+        value_name = "N",
+        env = "ENVHARNESS_JOBS",
+        hide_env_values = true
+    )]
     pub jobs: Option<usize>,
 
     /// Keep variables already set: skip their entries [env: ENVHARNESS_NO_CLOBBER]
@@ -75,7 +87,7 @@ pub struct Cli {
     pub group: bool,
 
     /// With --init: grace after SIGTERM/SIGINT before SIGKILL [default: 10]
-    #[arg(long, value_name = "SECS", env = "ENVHARNESS_STOP_TIMEOUT", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", env = "ENVHARNESS_STOP_TIMEOUT", hide_env_values = true, value_parser = parse_seconds)]
     pub stop_timeout: Option<Duration>,
 
     /// Print the variables instead of running a command

@@ -11,14 +11,14 @@ STATIC_BIN := target/$(MUSL_TARGET)/release/envharness
 # rustup installs cargo here; make it visible to the recipes even in a fresh shell.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build release test demo bench static deps clean
+.PHONY: all build release test demo bench static deps toolchain clean
 
 all: build
 
-build:
+build: toolchain
 	$(CARGO) build
 
-release:
+release: toolchain
 	$(CARGO) build --release
 
 # The scratch-root test runs the static binary, so it is built first.
@@ -27,7 +27,7 @@ test: deps static
 	$(CARGO) clippy --all-targets -- -D warnings
 	ENVHARNESS_STATIC_BIN=$(CURDIR)/$(STATIC_BIN) $(CARGO) test
 
-demo:
+demo: toolchain
 	$(CARGO) run -q -- -e environments/development -x examples/export --print
 
 bench: static
@@ -41,12 +41,19 @@ static: deps
 	@file $(STATIC_BIN)
 	@ls -l $(STATIC_BIN)
 
-# What the build and the tests need, installed only when missing (a fresh Debian machine, as
-# root): a C linker, file(1), a static busybox for the scratch-root test, util-linux's unshare
-# and script, rustfmt, clippy and the musl target.
-deps:
+# Building needs Rust (rustup's toolchain: it cannot be fetched by this Makefile) and a C
+# linker, installed from Debian when missing.
+toolchain:
+	@command -v $(CARGO) >/dev/null 2>&1 || { \
+		echo "cargo not found: install Rust with rustup, then run make again" >&2; exit 1; }
+	@command -v cc >/dev/null 2>&1 || { \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends gcc libc6-dev; }
+
+# What the tests need besides, installed only when missing (a fresh Debian machine, as root):
+# file(1), a static busybox for the scratch-root test, util-linux's unshare and script,
+# rustfmt, clippy and the musl target.
+deps: toolchain
 	@missing=""; \
-	command -v cc >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
 	command -v file >/dev/null 2>&1 || missing="$$missing file"; \
 	command -v unshare >/dev/null 2>&1 || missing="$$missing util-linux"; \
 	command -v script >/dev/null 2>&1 || missing="$$missing bsdutils"; \

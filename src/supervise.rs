@@ -105,12 +105,16 @@ fn spawn(
     }
 }
 
+fn stdin_is_a_terminal() -> bool {
+    // SAFETY: isatty only inspects the descriptor.
+    unsafe { libc::isatty(libc::STDIN_FILENO) == 1 }
+}
+
 /// In the child: when stdin is a terminal, make the child's new process group its
 /// foreground. SIGTTOU is blocked for the call: a background group that calls tcsetpgrp
 /// would otherwise be stopped by it (tcsetpgrp(3)).
 fn take_the_terminal() {
-    // SAFETY: isatty only inspects the descriptor.
-    if unsafe { libc::isatty(libc::STDIN_FILENO) } != 1 {
+    if !stdin_is_a_terminal() {
         return;
     }
     let mut tty_signals = SigSet::empty();
@@ -161,6 +165,26 @@ impl Supervisor<'_> {
         }
     }
 
+    /// Job control: Ctrl-Z stopped the command, in its own process group, so the shell that
+    /// started envharness would wait for it forever. When there is a terminal, envharness
+    /// stops too, which gives the shell its prompt; on `fg` it hands the terminal back to the
+    /// command's group and continues it.
+    fn follow_stop(&mut self) {
+        if !stdin_is_a_terminal() {
+            return;
+        }
+        let _ = nix::sys::signal::raise(Signal::SIGSTOP);
+        // Continued. Only a foreground group may take the terminal (a `bg` leaves it alone).
+        // SAFETY: tcgetpgrp, getpgrp and tcsetpgrp only query and set the terminal's
+        // foreground group.
+        unsafe {
+            if libc::tcgetpgrp(libc::STDIN_FILENO) == libc::getpgrp() {
+                libc::tcsetpgrp(libc::STDIN_FILENO, self.child.as_raw());
+            }
+        }
+        self.signal_command(Signal::SIGCONT);
+    }
+
     fn forward(&mut self, signal: Signal) {
         if !STOP_SIGNALS.contains(&signal) && !FORWARDED_ONLY.contains(&signal) {
             return;
@@ -185,11 +209,12 @@ impl Supervisor<'_> {
     /// any child is left.
     fn reap(&mut self) -> bool {
         loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED)) {
                 Ok(WaitStatus::Exited(pid, code)) if pid == self.child => self.status = Some(code),
                 Ok(WaitStatus::Signaled(pid, signal, _)) if pid == self.child => {
                     self.status = Some(128 + signal as i32)
                 }
+                Ok(WaitStatus::Stopped(pid, _)) if pid == self.child => self.follow_stop(),
                 Ok(WaitStatus::StillAlive) => return true,
                 Err(_) => return false,
                 Ok(_) => {}

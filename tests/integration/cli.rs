@@ -191,3 +191,11 @@ fn an_empty_export_variable_means_the_default() {
     run.success().stdout_is("X='1'\n");
     assert_eq!(run.stderr, "");
 }
+
+#[test]
+fn print_with_a_command_is_a_usage_error() {
+    let mut t = Test::new();
+    t.dir("env");
+    t.args(&["-e", "env", "-x", "env", "--print", "--", "true"]);
+    t.run().status(125).error_line(&["--print", "command"]);
+}

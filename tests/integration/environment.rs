@@ -289,3 +289,17 @@ fn with_jobs_a_bad_literal_before_the_scripts_is_reported_like_sequential_mode()
         .status(125)
         .error_line(&["env/A", "200000 bytes"]);
 }
+
+#[test]
+fn an_entry_that_is_not_a_regular_file_is_an_error() {
+    let mut t = Test::new();
+    t.dir("env");
+    nix::unistd::mkfifo(
+        &t.path("env/PIPE"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .expect("mkfifo");
+    print_env(&mut t)
+        .status(125)
+        .error_line(&["env/PIPE", "not a regular file"]);
+}

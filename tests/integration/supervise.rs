@@ -422,3 +422,63 @@ fn envharness_init_variable_turns_supervision_on() {
         }
     }
 }
+
+fn process_state(pid: i32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(
+        stat.rsplit(')')
+            .next()?
+            .split_whitespace()
+            .next()?
+            .to_owned(),
+    )
+}
+
+fn wait_for_state(pid: i32, wanted: impl Fn(&str) -> bool, what: &str) {
+    let limit = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = process_state(pid).unwrap_or_default();
+        if wanted(&state) {
+            return;
+        }
+        assert!(
+            Instant::now() < limit,
+            "process {pid} never became {what} (state {state})"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn with_a_terminal_ctrl_z_stops_envharness_too_and_continuing_it_continues_the_command() {
+    // Ctrl-Z stops the command's process group; the shell that started envharness only gets
+    // its prompt back if envharness stops as well. `script` provides the terminal.
+    let t = Test::new();
+    t.dir("env").dir("export");
+    let inner = format!(
+        "{BIN} --init -x export -e env -- /bin/sh -c 'echo $$ $PPID > pids; touch ready; while :; do sleep 0.05; done'"
+    );
+    let mut command = t.external("script");
+    command.args(["-qec", &inner, "/dev/null"]);
+    let started = Instant::now();
+    let script = command.spawn().expect("running script(1)");
+    t.wait_for("ready");
+    let pids: Vec<i32> = t
+        .read("pids")
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let (command_pid, harness) = (pids[0], pids[1]);
+
+    kill(Pid::from_raw(command_pid), Signal::SIGTSTP).expect("Ctrl-Z");
+    wait_for_state(command_pid, |s| s == "T", "stopped");
+    wait_for_state(harness, |s| s == "T", "stopped like its command");
+
+    kill(Pid::from_raw(harness), Signal::SIGCONT).expect("fg");
+    wait_for_state(harness, |s| s != "T", "running again");
+    wait_for_state(command_pid, |s| s != "T", "continued by envharness");
+
+    kill(Pid::from_raw(harness), Signal::SIGTERM).expect("stopping envharness");
+    t.finish(script, started)
+        .faster_than(Duration::from_secs(10));
+}

@@ -11,7 +11,9 @@
 //! it had before the Rust runtime set it to SIG_IGN (a command exec'd with SIGPIPE ignored
 //! keeps writing into a closed pipe: `envharness -- yes | head` would never end). That
 //! disposition is recorded by [`record_startup_dispositions`], which `main.rs` runs from
-//! `.init_array`, before the runtime's `main`.
+//! `.init_array`, before the runtime's `main`. A SIGCHLD ignored at start is set back to the
+//! default for the harness's own use (with it ignored, waitpid never reports a child) and
+//! ignored again for the command.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -64,8 +66,8 @@ pub struct StartupState {
 }
 
 impl StartupState {
-    /// Puts the mask and SIGPIPE back. Async-signal-safe, so a spawned child may call it
-    /// between fork and exec.
+    /// Puts the mask, SIGPIPE and SIGCHLD back. Async-signal-safe, so a spawned child may
+    /// call it between fork and exec.
     pub fn restore(&self) -> io::Result<()> {
         let sigpipe = if self.sigpipe_ignored {
             libc::SIG_IGN

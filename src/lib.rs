@@ -23,6 +23,7 @@ pub mod logging;
 pub mod phase;
 pub mod plan;
 pub mod print;
+pub mod procfs;
 pub mod script;
 pub mod shebang;
 pub mod signals;

@@ -36,8 +36,9 @@ use nix::unistd::Pid;
 
 use crate::error::Error;
 use crate::plan::Limits;
+use crate::procfs;
 use crate::shebang::explain_exec_error;
-use crate::signals::{Watcher, STOP_SIGNALS};
+use crate::signals::{poll_timeout_until, Watcher, STOP_SIGNALS};
 
 /// Between SIGTERM and SIGKILL for a script that timed out or is being stopped (SPEC.md 3.4).
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
@@ -382,15 +383,7 @@ impl Pool<'_, '_> {
             .filter_map(|running| running.next_deadline(now))
             .chain(retry_at)
             .min();
-        match deadline {
-            None => PollTimeout::NONE,
-            Some(at) => {
-                // Round up, so the loop does not wake a moment early and spin.
-                let wait =
-                    at.saturating_duration_since(Instant::now()) + Duration::from_micros(999);
-                PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX)
-            }
-        }
+        poll_timeout_until(deadline)
     }
 
     fn read_signals(&mut self) -> Result<(), Error> {
@@ -579,22 +572,13 @@ impl Pool<'_, '_> {
     }
 }
 
-/// Scans /proc for a process of group `group` that is not a zombie. Only asked during a
-/// stopped script's grace period; without /proc, assume there is one (SIGKILL comes on time).
+/// Whether /proc lists a process of group `group` that has not exited. Only asked during a
+/// stopped script's grace period; without /proc, assume so (SIGKILL comes on time anyway).
 fn group_has_a_living_member(group: Pid) -> bool {
-    let Ok(processes) = std::fs::read_dir("/proc") else {
-        return true;
-    };
-    processes.flatten().any(|process| {
-        let stat = std::fs::read_to_string(process.path().join("stat")).unwrap_or_default();
-        // After "pid (comm)": state, ppid, pgrp, ...
-        let mut fields = stat
-            .rsplit_once(')')
-            .map_or("", |(_, rest)| rest)
-            .split_whitespace();
-        let state = fields.next();
-        let pgrp = fields.nth(1).and_then(|pgrp| pgrp.parse::<i32>().ok());
-        pgrp == Some(group.as_raw()) && !matches!(state, Some("Z" | "X"))
+    procfs::processes().is_none_or(|processes| {
+        processes
+            .iter()
+            .any(|process| process.group == group && !process.exited)
     })
 }
 

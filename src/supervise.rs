@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::libc;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{poll, PollFd, PollFlags};
 use nix::sys::signal::{kill, killpg, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -36,7 +36,8 @@ use nix::unistd::Pid;
 use crate::error::Error;
 use crate::exec::{display, not_executed, resolve, ExecArgs};
 use crate::plan::Supervision;
-use crate::signals::{Watcher, FORWARDED_ONLY, STOP_SIGNALS};
+use crate::procfs;
+use crate::signals::{poll_timeout_until, Watcher, FORWARDED_ONLY, STOP_SIGNALS};
 
 /// Starts the command, supervises it until it and every orphan are gone, and returns the
 /// command's exit status (128+N if signal N killed it).
@@ -272,17 +273,8 @@ impl Supervisor<'_> {
 
     /// Sleeps until a signal is pending or `deadline` passes.
     fn wait_for_signal(&self, deadline: Option<Instant>) -> Result<(), Error> {
-        let timeout = match deadline {
-            None => PollTimeout::NONE,
-            Some(at) => {
-                // Round up so the deadline has passed when poll returns.
-                let wait =
-                    at.saturating_duration_since(Instant::now()) + Duration::from_micros(999);
-                PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX)
-            }
-        };
         let mut fds = [PollFd::new(self.watcher.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, timeout) {
+        match poll(&mut fds, poll_timeout_until(deadline)) {
             Ok(_) | Err(Errno::EINTR) => Ok(()),
             Err(err) => Err(Error::io("poll", "waiting for signals", err.into())),
         }
@@ -318,25 +310,12 @@ fn children_from_task_lists() -> Vec<Pid> {
 }
 
 fn children_from_proc_scan() -> Vec<Pid> {
-    let me = nix::unistd::getpid().as_raw();
-    let Ok(processes) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    processes
-        .flatten()
-        .filter_map(|process| {
-            let pid: i32 = process.file_name().to_str()?.parse().ok()?;
-            let stat = fs::read_to_string(process.path().join("stat")).ok()?;
-            // After "pid (comm)": state, ppid, ...
-            let ppid: i32 = stat
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            (ppid == me).then(|| Pid::from_raw(pid))
-        })
+    let me = nix::unistd::getpid();
+    procfs::processes()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|process| process.parent == me)
+        .map(|process| process.pid)
         .collect()
 }
 

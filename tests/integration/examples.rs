@@ -264,7 +264,8 @@ fn kubernetes_layout(t: &Test, source: &Path, volume: &str) {
         let name = name.to_string_lossy().into_owned();
         let from = source.join(&name);
         let to = t.path(&format!("{volume}/{stamp}/{name}"));
-        fs::copy(&from, &to).expect("copying an entry (permissions included)");
+        while_not_forking(|| fs::copy(&from, &to))
+            .expect("copying an entry (permissions included)");
         t.symlink(&format!("{volume}/{name}"), &format!("..data/{name}"));
     }
     t.symlink(&format!("{volume}/..data"), stamp);

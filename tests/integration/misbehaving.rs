@@ -210,7 +210,7 @@ fn a_stop_signal_between_two_scripts_starts_nothing_more() {
     let mut command = t.command_with_ignored(&[]);
     command.stderr(write_end);
     let started = Instant::now();
-    let child = command.spawn().expect("spawning envharness");
+    let child = spawn(&mut command).expect("spawning envharness");
     // Our copy of the write end goes, so reading the pipe ends when the harness is gone.
     drop(command);
     t.wait_for("ready");

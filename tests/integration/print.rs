@@ -65,13 +65,14 @@ fn shell_output_is_safe_for_eval() {
     assert!(printed.stdout().starts_with("export BACKSLASH='"));
     t.file("printed.sh", &printed.stdout);
     for (name, value) in sorted_nasty() {
-        let output = std::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(format!(". ./printed.sh && printf %s \"${name}\""))
-            .current_dir(t.root())
-            .env_clear()
-            .output()
-            .expect("running sh");
+        let output = output(
+            std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(format!(". ./printed.sh && printf %s \"${name}\""))
+                .current_dir(t.root())
+                .env_clear(),
+        )
+        .expect("running sh");
         assert!(output.status.success());
         assert_eq!(output.stdout, value, "{name}");
     }

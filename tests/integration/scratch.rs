@@ -34,7 +34,7 @@ fn static_binary() -> PathBuf {
 /// The root: static envharness, static busybox as /bin/sh and friends, /dev/null, and the
 /// default directories with a bootstrap, a teardown and three variables.
 fn scratch_root(t: &Test) {
-    let output = Command::new("file").arg("-L").arg(BUSYBOX).output();
+    let output = output(Command::new("file").arg("-L").arg(BUSYBOX));
     if let Ok(out) = output {
         let kind = String::from_utf8_lossy(&out.stdout);
         assert!(
@@ -47,9 +47,9 @@ fn scratch_root(t: &Test) {
         .dir("root/proc")
         .dir("root/dev")
         .dir("root/tmp");
-    std::fs::copy(static_binary(), t.path("root/usr/local/bin/envharness"))
+    while_not_forking(|| std::fs::copy(static_binary(), t.path("root/usr/local/bin/envharness")))
         .expect("copying envharness");
-    std::fs::copy(BUSYBOX, t.path("root/bin/busybox"))
+    while_not_forking(|| std::fs::copy(BUSYBOX, t.path("root/bin/busybox")))
         .expect("copying busybox (install busybox-static)");
     for applet in APPLETS {
         t.symlink(&format!("root/bin/{applet}"), "busybox");
@@ -95,10 +95,7 @@ fn in_namespace(t: &Test, args: &[&str]) -> Command {
 #[test]
 fn static_binary_runs_as_pid_1_in_a_scratch_root() {
     let binary = static_binary();
-    let kind = Command::new("file")
-        .arg(&binary)
-        .output()
-        .expect("running file(1)");
+    let kind = output(Command::new("file").arg(&binary)).expect("running file(1)");
     let kind = String::from_utf8_lossy(&kind.stdout);
     assert!(kind.contains("static"), "not a static binary: {kind}");
     if !namespaces_permitted() {
@@ -149,7 +146,7 @@ fn sigterm_reaches_the_command_through_pid_1_in_a_scratch_root() {
         ],
     );
     let started = Instant::now();
-    let unshare = command.spawn().expect("running unshare");
+    let unshare = spawn(&mut command).expect("running unshare");
     t.wait_for("root/tmp/ready");
     // envharness is unshare's child; signal it from outside the namespace, as `docker stop`
     // would.

@@ -342,11 +342,7 @@ fn as_pid_1_in_a_pid_namespace() {
 #[test]
 fn the_command_gets_the_terminal_foreground() {
     // `script` gives the harness a pseudo-terminal as its controlling terminal.
-    if std::process::Command::new("script")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    if output(std::process::Command::new("script").arg("--version")).is_err() {
         eprintln!("skipped: script(1) is not installed");
         return;
     }
@@ -461,7 +457,7 @@ fn with_a_terminal_ctrl_z_stops_envharness_too_and_continuing_it_continues_the_c
     let mut command = t.external("script");
     command.args(["-qec", &inner, "/dev/null"]);
     let started = Instant::now();
-    let script = command.spawn().expect("running script(1)");
+    let script = spawn(&mut command).expect("running script(1)");
     t.wait_for("ready");
     let pids: Vec<i32> = t
         .read("pids")

@@ -8,7 +8,8 @@ use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use nix::libc;
@@ -19,6 +20,35 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_envharness");
 pub const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// No single run in this suite should come near this.
 pub const RUN_LIMIT: Duration = Duration::from_secs(20);
+
+/// Forks of this test process and writes of files must not overlap. A child forked while
+/// another test has a script open for writing holds that descriptor until its own exec, and
+/// executing the script in that window fails with ETXTBSY ("Text file busy"). Spawns share
+/// the lock (std's spawn returns once the child has exec'd); writes take it alone.
+static FORK_OR_WRITE: RwLock<()> = RwLock::new(());
+
+/// `command.spawn()`, never while a file of this suite is open for writing.
+pub fn spawn(command: &mut Command) -> std::io::Result<Child> {
+    let _forking = FORK_OR_WRITE.read().unwrap_or_else(PoisonError::into_inner);
+    command.spawn()
+}
+
+/// Like `command.output()` (stdin from /dev/null, stdout and stderr captured), through [`spawn`].
+pub fn output(command: &mut Command) -> std::io::Result<Output> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    spawn(command)?.wait_with_output()
+}
+
+/// Runs `write`, which opens files for writing, while no spawn is under way; see [`spawn`].
+pub fn while_not_forking<T>(write: impl FnOnce() -> T) -> T {
+    let _writing = FORK_OR_WRITE
+        .write()
+        .unwrap_or_else(PoisonError::into_inner);
+    write()
+}
 
 pub struct Test {
     dir: tempfile::TempDir,
@@ -61,7 +91,7 @@ impl Test {
     fn write(&self, relative: &str, content: &[u8], mode: u32) -> &Self {
         let path = self.path(relative);
         fs::create_dir_all(path.parent().expect("a file has a parent")).expect("mkdir -p");
-        fs::write(&path, content).expect("writing a test file");
+        while_not_forking(|| fs::write(&path, content)).expect("writing a test file");
         fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
         self
     }
@@ -143,23 +173,20 @@ impl Test {
 
     pub fn run_command(&self, mut command: Command) -> Run {
         let started = Instant::now();
-        let child = command.spawn().expect("spawning envharness");
+        let child = spawn(&mut command).expect("spawning envharness");
         self.finish(child, started)
     }
 
     /// Starts the binary without waiting (for signal tests); finish with [`Test::finish`].
     pub fn spawn(&self) -> (Child, Instant) {
-        let child = self.command().spawn().expect("spawning envharness");
+        let child = spawn(&mut self.command()).expect("spawning envharness");
         (child, Instant::now())
     }
 
     /// Starts the binary with the stop signals at their default disposition except those in
     /// `ignored`, which start ignored; see [`Test::command_with_ignored`].
     pub fn spawn_with_ignored(&self, ignored: &[Signal]) -> (Child, Instant) {
-        let child = self
-            .command_with_ignored(ignored)
-            .spawn()
-            .expect("spawning envharness");
+        let child = spawn(&mut self.command_with_ignored(ignored)).expect("spawning envharness");
         (child, Instant::now())
     }
 
@@ -493,9 +520,13 @@ pub fn direct_and_through_harness(
 /// Whether this machine lets us make a PID namespace (`unshare --fork --pid --mount-proc`);
 /// prints why not when it does not, for the tests that then skip.
 pub fn namespaces_permitted() -> bool {
-    let probe = Command::new("unshare")
-        .args(["--fork", "--pid", "--mount", "--mount-proc", "true"])
-        .output();
+    let probe = output(Command::new("unshare").args([
+        "--fork",
+        "--pid",
+        "--mount",
+        "--mount-proc",
+        "true",
+    ]));
     match probe {
         Ok(out) if out.status.success() => true,
         Ok(out) => {

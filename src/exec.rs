@@ -89,9 +89,8 @@ pub fn not_executed(program: String, path: &Path, errno: Errno) -> Error {
 }
 
 /// execve's arguments, built in advance so that the call itself allocates nothing: `--init`
-/// makes it between fork and exec. (The supervised child calls execve itself because std
-/// execs with execvp, which runs a file without a `#!` line through /bin/sh; SPEC.md 4 wants
-/// 126 instead.)
+/// makes it in the forked child. (execve, not std's execvp, which runs a file without a `#!`
+/// line through /bin/sh; SPEC.md 4 wants 126 instead.)
 pub struct ExecArgs {
     path: CString,
     _strings: Vec<CString>,
@@ -127,11 +126,6 @@ impl ExecArgs {
         std::io::Error::last_os_error()
     }
 }
-
-// SAFETY: the raw pointers only point into the CStrings the struct owns; std requires the
-// pre_exec closure to be Send + Sync, and nothing mutates them.
-unsafe impl Send for ExecArgs {}
-unsafe impl Sync for ExecArgs {}
 
 fn c_string(bytes: &[u8]) -> CString {
     CString::new(bytes).expect("arguments and checked environment values contain no NUL byte")

@@ -26,6 +26,6 @@ fn main() {
 }
 
 fn fail(err: envharness::Error) -> ! {
-    eprintln!("envharness: {err}");
+    err.report();
     exit(err.exit_status())
 }

@@ -22,8 +22,7 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs;
 use std::os::fd::AsFd;
-use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -31,13 +30,13 @@ use nix::libc;
 use nix::poll::{poll, PollFd, PollFlags};
 use nix::sys::signal::{kill, killpg, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
+use nix::unistd::{fork, setpgid, ForkResult, Pid};
 
 use crate::error::Error;
 use crate::exec::{display, not_executed, resolve, ExecArgs};
 use crate::plan::Supervision;
 use crate::procfs;
-use crate::signals::{poll_timeout_until, Watcher, FORWARDED_ONLY, STOP_SIGNALS};
+use crate::signals::{poll_timeout_until, StartupState, Watcher, FORWARDED_ONLY, STOP_SIGNALS};
 
 /// Starts the command, supervises it until it and every orphan are gone, and returns the
 /// command's exit status (128+N if signal N killed it).
@@ -80,30 +79,45 @@ fn spawn(
     let Some(path) = resolve(&command[0], env) else {
         return Err(Error::CommandNotFound { program });
     };
-    let startup = watcher.startup_state();
     let exec = ExecArgs::new(&path, command, env);
-    // A fork, not posix_spawn: glibc and musl leave their internal real-time signals ignored
-    // in a posix_spawn child (and refuse to reset them), and the command must start with the
-    // dispositions the harness started with. `pre_exec` execs (or fails) itself, so std
-    // never execs `path`.
-    let mut child = Command::new(&path);
-    child.process_group(0);
-    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
-    // (sigprocmask, isatty, tcsetpgrp, signal, execve) on memory prepared before the fork.
-    unsafe {
-        child.pre_exec(move || {
-            take_the_terminal();
-            startup.restore()?;
-            Err(exec.execve())
-        });
-    }
-    match child.spawn() {
-        Ok(child) => Ok(Pid::from_raw(child.id() as i32)),
-        Err(err) => {
-            let errno = Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO));
-            Err(not_executed(program, &path, errno))
+    // A plain fork, not posix_spawn: glibc and musl leave their internal real-time signals
+    // ignored in a posix_spawn child (and refuse to reset them), and the command must start
+    // with the dispositions the harness started with. Nor std's Command: it makes the parent
+    // wait for the child's exec, a wake-up that tini does not pay.
+    // SAFETY: the harness is single-threaded, so the child may run any code until it execs.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => become_the_command(&exec, watcher.startup_state(), program, &path),
+        Ok(ForkResult::Parent { child }) => {
+            // The child sets its group too; whichever comes first, a signal to the group
+            // cannot come before the group exists.
+            let _ = setpgid(child, child);
+            Ok(child)
         }
+        Err(err) => Err(Error::io(path, "starting the command", err.into())),
     }
+}
+
+/// In the child: execs the command in a process group of its own, in the terminal's
+/// foreground. If exec fails it says why and exits 126 (127 for a dangling symlink) itself, as
+/// tini's child does; the supervisor takes that status like any other, and teardown runs.
+fn become_the_command(exec: &ExecArgs, startup: StartupState, program: String, path: &Path) -> ! {
+    let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
+    take_the_terminal();
+    let err = match startup.restore() {
+        Ok(()) => {
+            let err = exec.execve();
+            not_executed(
+                program,
+                path,
+                Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO)),
+            )
+        }
+        Err(err) => Error::io(path, "restoring the signal mask", err),
+    };
+    err.report();
+    // SAFETY: _exit ends the child without running the parent's exit handlers or flushing
+    // its copies of the parent's buffers.
+    unsafe { libc::_exit(err.exit_status()) }
 }
 
 fn stdin_is_a_terminal() -> bool {
@@ -325,7 +339,7 @@ mod tests {
 
     #[test]
     fn both_ways_of_listing_children_find_a_child() {
-        let mut child = Command::new("sleep")
+        let mut child = std::process::Command::new("sleep")
             .arg("5")
             .spawn()
             .expect("spawning sleep");

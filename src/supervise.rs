@@ -28,9 +28,10 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::libc;
 use nix::poll::{poll, PollFd, PollFlags};
+use nix::sched::{clone, CloneCb, CloneFlags};
 use nix::sys::signal::{kill, killpg, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, setpgid, ForkResult, Pid};
+use nix::unistd::{setpgid, Pid};
 
 use crate::error::Error;
 use crate::exec::{display, not_executed, resolve, ExecArgs};
@@ -80,34 +81,46 @@ fn spawn(
         return Err(Error::CommandNotFound { program });
     };
     let exec = ExecArgs::new(&path, command, env);
-    // A plain fork, not posix_spawn: glibc and musl leave their internal real-time signals
-    // ignored in a posix_spawn child (and refuse to reset them), and the command must start
-    // with the dispositions the harness started with. Nor std's Command: it makes the parent
-    // wait for the child's exec, a wake-up that tini does not pay.
-    // SAFETY: the harness is single-threaded, so the child may run any code until it execs.
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => become_the_command(&exec, watcher.startup_state(), program, &path),
-        Ok(ForkResult::Parent { child }) => {
-            // The child sets its group too; whichever comes first, a signal to the group
-            // cannot come before the group exists.
-            let _ = setpgid(child, child);
-            Ok(child)
-        }
+    let startup = watcher.startup_state();
+    // Not posix_spawn: glibc and musl leave their internal real-time signals ignored in a
+    // posix_spawn child (and refuse to reset them), and the command must start with the
+    // dispositions the harness started with. Not fork or std's Command either: like
+    // posix_spawn, a CLONE_VM|CLONE_VFORK child copies no page tables and causes no
+    // copy-on-write faults, which is most of what --init costs over tini.
+    let mut stack = vec![0u8; CHILD_STACK];
+    let become_the_command: CloneCb =
+        Box::new(|| become_the_command(&exec, startup, &program, &path));
+    // SAFETY: CLONE_VFORK suspends the harness until the child has exec'd or exited, so the
+    // memory they share has one user at a time; the harness is single-threaded. The child
+    // runs on `stack`, which outlives it, and needs a few KiB of it.
+    let spawned = unsafe {
+        clone(
+            become_the_command,
+            &mut stack,
+            CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK,
+            Some(libc::SIGCHLD),
+        )
+    };
+    match spawned {
+        Ok(child) => Ok(child),
         Err(err) => Err(Error::io(path, "starting the command", err.into())),
     }
 }
 
+/// The stack of the child between clone and exec: deep enough for explaining a failed exec.
+const CHILD_STACK: usize = 128 * 1024;
+
 /// In the child: execs the command in a process group of its own, in the terminal's
 /// foreground. If exec fails it says why and exits 126 (127 for a dangling symlink) itself, as
 /// tini's child does; the supervisor takes that status like any other, and teardown runs.
-fn become_the_command(exec: &ExecArgs, startup: StartupState, program: String, path: &Path) -> ! {
+fn become_the_command(exec: &ExecArgs, startup: StartupState, program: &str, path: &Path) -> ! {
     let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
     take_the_terminal();
     let err = match startup.restore() {
         Ok(()) => {
             let err = exec.execve();
             not_executed(
-                program,
+                program.to_owned(),
                 path,
                 Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO)),
             )

@@ -288,6 +288,21 @@ fn command_not_found_and_not_executable_under_init() {
     assert!(!t.exists("ran"));
 }
 
+#[test]
+fn a_command_that_cannot_be_executed_under_init_is_reported_once_and_teardown_runs() {
+    // The child reports its own failed exec; the service was announced, so it is withdrawn.
+    let mut t = Test::new();
+    t.script("tool", "#!/no/such/interpreter\n")
+        .dir("env")
+        .script("export/teardown", "#!/bin/sh\ntouch torn-down\n");
+    t.args(&["--init", "-x", "export", "-e", "env", "--", "./tool"]);
+    let run = t.run();
+    run.status(126)
+        .error_line(&["./tool", "/no/such/interpreter"]);
+    assert_eq!(run.stderr_lines_with("./tool").len(), 1, "{}", run.stderr);
+    assert!(t.exists("torn-down"), "teardown did not run");
+}
+
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("reading stat");
     let fields: Vec<&str> = stat

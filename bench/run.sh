@@ -312,6 +312,14 @@ for i in "${!init_paths[@]}"; do
     args+=(-n "${init_labels[$i]} --init" "$(q "${init_paths[$i]}") --init -e $QE -x $QE -- true")
 done
 args+=(-n "env true" "env true" -n "tini -- true" "tini -- true")
+# For the breakdown of start-up: envharness's work without the exec, and the two floors.
+for i in "${!BUILD_PATHS[@]}"; do
+    args+=(-n "${BUILD_LABELS[$i]} --print" "$(q "${BUILD_PATHS[$i]}") -e $QE -x $QE --print")
+done
+args+=(-n true true)
+if dpkg -s busybox-static >/dev/null 2>&1; then
+    args+=(-n "busybox true" "/bin/busybox true")
+fi
 for ((r = 1; r <= PAIRED_ROUNDS; r++)); do
     "${HF[@]}" --warmup 5 --runs "$PAIRED_RUNS" --export-json "$RES/paired_$r.json" "${args[@]}" >/dev/null 2>&1 \
         || die "paired round $r failed"
@@ -592,12 +600,22 @@ while os.path.exists(os.path.join(res, f"paired_{len(rounds) + 1}.json")):
     rounds.append(load(f"paired_{len(rounds) + 1}.json"))
 
 
-def paired(a, b):
-    """Median, 10th and 90th percentile over the rounds of a's median ÷ b's median."""
-    xs = sorted(x[a]["median"] / x[b]["median"] for x in rounds)
+def spread(xs):
+    """Median, 10th and 90th percentile."""
+    xs = sorted(xs)
     n = len(xs)
     mid = xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
     return mid, xs[n // 10], xs[n - 1 - n // 10]
+
+
+def paired(a, b):
+    """Over the rounds: a's median ÷ b's median."""
+    return spread([x[a]["median"] / x[b]["median"] for x in rounds])
+
+
+def paired_ms(a, b=None):
+    """Over the rounds: a's median (minus b's), in milliseconds."""
+    return spread([(x[a]["median"] - (x[b]["median"] if b else 0)) * 1e3 for x in rounds])
 
 
 p("## Paired ratios: start-up and --init (issues 3, 4, 5)")
@@ -616,6 +634,22 @@ for a, b in pairs:
     mid, lo, hi = paired(a, b)
     p(f"| `{a}` ÷ `{b}` | {mid:.2f}× | {lo:.2f}–{hi:.2f}× |")
 p("")
+if "busybox true" in rounds[0]:
+    p("Where start-up time goes, from the same rounds (medians of per-round differences, ms):")
+    p("")
+    p("| part | ms | p10–p90 |")
+    p("|---|---:|---:|")
+    parts = [("starting a static program that does nothing (`busybox true`)", "busybox true", None),
+             ("dynamic linking of a small C program (`true` − `busybox true`)", "true", "busybox true")]
+    parts += [(f"{b}'s own work before the exec (`{b} --print` − `busybox true`)", f"{b} --print",
+               "busybox true") for b in builds]
+    parts += [(f"{b}'s execve of `true` and its run (`{b}` − `{b} --print`)", b, f"{b} --print")
+              for b in builds]
+    parts += [("env's execve of `true` and its run (`env true` − `true`)", "env true", "true")]
+    for text, a, b in parts:
+        mid, lo, hi = paired_ms(a, b)
+        p(f"| {text} | {mid:.3f} | {lo:.3f}–{hi:.3f} |")
+    p("")
 for b in builds:
     x = paired(b, "env true")[0]
     goal(f"{b} start-up ≤ 1.0 × `env true`", f"{x:.2f}×", x <= 1.0)

@@ -13,6 +13,7 @@
 //! `--plan` stops after step 1 and [`explain`]s instead. Every failure is an [`Error`] that
 //! knows its exit status; only `main` exits.
 
+pub mod arena;
 pub mod cli;
 pub mod dotenv;
 pub mod entries;

@@ -1,0 +1,235 @@
+//! The binary's global allocator. Start-up makes a few hundred small allocations (clap's
+//! parser, the environment) and frees most of them soon after. musl's allocator maps and
+//! unmaps pages for them, and that cost was most of envharness-static's own start-up time
+//! (see the README's Performance section). So small blocks come from an [`Arena`] in `.bss`
+//! while it has room. Its space is not reused after a free, except that the newest block grows
+//! and shrinks in place. Every other allocation comes from the system allocator, so the waste
+//! is bounded by the arena's size, and only the pages actually touched count in memory use.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Blocks larger than this go to the system allocator even while the arena has room.
+const LARGEST_IN_ARENA: usize = 64 * 1024;
+
+/// `SIZE` bytes handed out by bumping an offset, falling back to [`System`] when full.
+#[repr(C, align(4096))]
+pub struct Arena<const SIZE: usize> {
+    bytes: UnsafeCell<[u8; SIZE]>,
+    /// Offset of the first free byte.
+    top: AtomicUsize,
+}
+
+// SAFETY: the bytes are only handed out in disjoint blocks, reserved by atomic updates of `top`.
+unsafe impl<const SIZE: usize> Sync for Arena<SIZE> {}
+
+impl<const SIZE: usize> Arena<SIZE> {
+    pub const fn new() -> Self {
+        Arena {
+            bytes: UnsafeCell::new([0; SIZE]),
+            top: AtomicUsize::new(0),
+        }
+    }
+
+    fn base(&self) -> usize {
+        self.bytes.get() as usize
+    }
+
+    fn contains(&self, ptr: *mut u8) -> bool {
+        (ptr as usize).wrapping_sub(self.base()) < SIZE
+    }
+
+    /// Reserves `layout` at the top, or None when it is too large or does not fit.
+    fn bump(&self, layout: Layout) -> Option<*mut u8> {
+        if layout.size() > LARGEST_IN_ARENA {
+            return None;
+        }
+        let mut top = self.top.load(Ordering::Relaxed);
+        loop {
+            let start = (self.base() + top).next_multiple_of(layout.align()) - self.base();
+            let end = start.checked_add(layout.size())?;
+            if end > SIZE {
+                return None;
+            }
+            match self
+                .top
+                .compare_exchange_weak(top, end, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return Some((self.base() + start) as *mut u8),
+                Err(now) => top = now,
+            }
+        }
+    }
+
+    /// Moves the top when `ptr` (of `old` bytes) is the newest block and `new` bytes fit.
+    fn resize_newest(&self, ptr: *mut u8, old: usize, new: usize) -> bool {
+        let start = ptr as usize - self.base();
+        start + new <= SIZE
+            && self
+                .top
+                .compare_exchange(
+                    start + old,
+                    start + new,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+}
+
+impl<const SIZE: usize> Default for Arena<SIZE> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// SAFETY: every block handed out is either a range of the arena disjoint from every other live
+// block, aligned as asked, or the system allocator's; dealloc and realloc tell them apart by
+// address.
+unsafe impl<const SIZE: usize> GlobalAlloc for Arena<SIZE> {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        match self.bump(layout) {
+            Some(ptr) => ptr,
+            None => System.alloc(layout),
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        match self.bump(layout) {
+            // The bytes may have belonged to a block freed from the top.
+            Some(ptr) => {
+                ptr.write_bytes(0, layout.size());
+                ptr
+            }
+            None => System.alloc_zeroed(layout),
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if self.contains(ptr) {
+            self.resize_newest(ptr, layout.size(), 0);
+        } else {
+            System.dealloc(ptr, layout)
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if !self.contains(ptr) {
+            return System.realloc(ptr, layout, new_size);
+        }
+        if new_size <= layout.size() || self.resize_newest(ptr, layout.size(), new_size) {
+            return ptr;
+        }
+        // SAFETY: the caller guarantees that new_size, rounded up to the alignment, does not
+        // overflow isize (GlobalAlloc::realloc).
+        let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
+        let new = self.alloc(new_layout);
+        if !new.is_null() {
+            std::ptr::copy_nonoverlapping(ptr, new, layout.size());
+            self.dealloc(ptr, layout);
+        }
+        new
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(size: usize, align: usize) -> Layout {
+        Layout::from_size_align(size, align).unwrap()
+    }
+
+    fn alloc<const N: usize>(arena: &Arena<N>, size: usize, align: usize) -> *mut u8 {
+        // SAFETY: non-zero sizes, valid layouts.
+        unsafe { arena.alloc(layout(size, align)) }
+    }
+
+    #[test]
+    fn blocks_are_aligned_disjoint_and_in_the_arena() {
+        let arena = Box::new(Arena::<4096>::new());
+        let a = alloc(&arena, 3, 1);
+        let b = alloc(&arena, 8, 8);
+        let c = alloc(&arena, 100, 64);
+        for (ptr, align) in [(a, 1), (b, 8), (c, 64)] {
+            assert!(arena.contains(ptr));
+            assert_eq!(ptr as usize % align, 0);
+        }
+        assert!(b as usize >= a as usize + 3);
+        assert!(c as usize >= b as usize + 8);
+    }
+
+    #[test]
+    fn large_blocks_and_blocks_that_do_not_fit_come_from_the_system() {
+        let arena = Box::new(Arena::<4096>::new());
+        let first = alloc(&arena, 4000, 8);
+        assert!(arena.contains(first));
+        let overflow = alloc(&arena, 200, 8);
+        assert!(!overflow.is_null() && !arena.contains(overflow));
+        let big = Box::new(Arena::<{ 2 * LARGEST_IN_ARENA }>::new());
+        let large = alloc(&big, LARGEST_IN_ARENA + 1, 8);
+        assert!(!large.is_null() && !big.contains(large));
+        // SAFETY: allocated above with these layouts.
+        unsafe {
+            arena.dealloc(overflow, layout(200, 8));
+            big.dealloc(large, layout(LARGEST_IN_ARENA + 1, 8));
+        }
+    }
+
+    #[test]
+    fn the_newest_block_grows_in_place_and_its_space_is_reused_after_a_free() {
+        let arena = Box::new(Arena::<4096>::new());
+        let a = alloc(&arena, 16, 8);
+        // SAFETY: `a` is live with layout (16, 8); the writes stay within its sizes.
+        unsafe {
+            a.write_bytes(7, 16);
+            let grown = arena.realloc(a, layout(16, 8), 64);
+            assert_eq!(grown, a);
+            let b = alloc(&arena, 8, 8);
+            assert!(b as usize >= a as usize + 64);
+            // `a` is no longer the newest block: it moves, keeping its bytes.
+            let moved = arena.realloc(a, layout(64, 8), 128);
+            assert_ne!(moved, a);
+            assert_eq!(std::slice::from_raw_parts(moved, 16), &[7; 16]);
+            arena.dealloc(moved, layout(128, 8));
+            let reused = alloc(&arena, 32, 8);
+            assert_eq!(reused, moved);
+        }
+    }
+
+    #[test]
+    fn zeroed_blocks_are_zero_even_where_a_freed_block_was() {
+        let arena = Box::new(Arena::<4096>::new());
+        let a = alloc(&arena, 64, 8);
+        // SAFETY: `a` is live with layout (64, 8) until freed; `z` is read within its size.
+        unsafe {
+            a.write_bytes(0xff, 64);
+            arena.dealloc(a, layout(64, 8));
+            let z = arena.alloc_zeroed(layout(64, 8));
+            assert_eq!(z, a);
+            assert!(std::slice::from_raw_parts(z, 64).iter().all(|&b| b == 0));
+        }
+    }
+
+    #[test]
+    fn threads_get_disjoint_blocks() {
+        let arena = Box::new(Arena::<{ 64 * 1024 }>::new());
+        let blocks: Vec<Vec<usize>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    let arena = &arena;
+                    scope.spawn(move || {
+                        (0..200)
+                            .map(|_| alloc(arena, 48, 16) as usize)
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        let mut starts: Vec<usize> = blocks.into_iter().flatten().collect();
+        starts.sort_unstable();
+        assert!(starts.windows(2).all(|pair| pair[1] - pair[0] >= 48));
+    }
+}

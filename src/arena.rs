@@ -21,7 +21,8 @@ pub struct Arena<const SIZE: usize> {
     top: AtomicUsize,
 }
 
-// SAFETY: the bytes are only handed out in disjoint blocks, reserved by atomic updates of `top`.
+// SAFETY: the bytes are only handed out in disjoint blocks, reserved by atomic updates of `top`;
+// a free releases its bytes (Release) before another thread acquires them (Acquire).
 unsafe impl<const SIZE: usize> Sync for Arena<SIZE> {}
 
 impl<const SIZE: usize> Arena<SIZE> {
@@ -45,7 +46,7 @@ impl<const SIZE: usize> Arena<SIZE> {
         if layout.size() > LARGEST_IN_ARENA {
             return None;
         }
-        let mut top = self.top.load(Ordering::Relaxed);
+        let mut top = self.top.load(Ordering::Acquire);
         loop {
             let start = (self.base() + top).next_multiple_of(layout.align()) - self.base();
             let end = start.checked_add(layout.size())?;
@@ -54,7 +55,7 @@ impl<const SIZE: usize> Arena<SIZE> {
             }
             match self
                 .top
-                .compare_exchange_weak(top, end, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange_weak(top, end, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) => return Some((self.base() + start) as *mut u8),
                 Err(now) => top = now,
@@ -71,8 +72,8 @@ impl<const SIZE: usize> Arena<SIZE> {
                 .compare_exchange(
                     start + old,
                     start + new,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
                 )
                 .is_ok()
     }
@@ -118,7 +119,13 @@ unsafe impl<const SIZE: usize> GlobalAlloc for Arena<SIZE> {
         if !self.contains(ptr) {
             return System.realloc(ptr, layout, new_size);
         }
-        if new_size <= layout.size() || self.resize_newest(ptr, layout.size(), new_size) {
+        if new_size <= layout.size() {
+            // The freed tail goes back when this is the newest block; either way the block
+            // stays, and a later free with the smaller size still finds the top.
+            self.resize_newest(ptr, layout.size(), new_size);
+            return ptr;
+        }
+        if new_size <= LARGEST_IN_ARENA && self.resize_newest(ptr, layout.size(), new_size) {
             return ptr;
         }
         // SAFETY: the caller guarantees that new_size, rounded up to the alignment, does not
@@ -148,11 +155,15 @@ mod tests {
 
     #[test]
     fn blocks_are_aligned_disjoint_and_in_the_arena() {
-        let arena = Box::new(Arena::<4096>::new());
+        let arena = Box::new(Arena::<{ 4 * 4096 }>::new());
         let a = alloc(&arena, 3, 1);
         let b = alloc(&arena, 8, 8);
         let c = alloc(&arena, 100, 64);
-        for (ptr, align) in [(a, 1), (b, 8), (c, 64)] {
+        // More than the arena's own alignment: the address, not the offset, must be aligned.
+        let d = alloc(&arena, 16, 8192);
+        assert!(arena.contains(d));
+        assert!(d as usize >= c as usize + 100);
+        for (ptr, align) in [(a, 1), (b, 8), (c, 64), (d, 8192)] {
             assert!(arena.contains(ptr));
             assert_eq!(ptr as usize % align, 0);
         }
@@ -199,6 +210,38 @@ mod tests {
     }
 
     #[test]
+    fn a_shrunk_newest_block_gives_its_space_back_when_freed() {
+        let arena = Box::new(Arena::<4096>::new());
+        let a = alloc(&arena, 256, 8);
+        // SAFETY: `a` is live with layout (256, 8), then (32, 8) after the shrink.
+        unsafe {
+            assert_eq!(arena.realloc(a, layout(256, 8), 32), a);
+            let b = alloc(&arena, 8, 8);
+            assert_eq!(b as usize, a as usize + 32, "the tail was given back");
+            arena.dealloc(b, layout(8, 8));
+            arena.dealloc(a, layout(32, 8));
+        }
+        assert_eq!(alloc(&arena, 8, 8), a, "the whole block was given back");
+    }
+
+    #[test]
+    fn system_blocks_are_reallocated_by_the_system() {
+        let arena = Box::new(Arena::<4096>::new());
+        let big = alloc(&arena, 8000, 8);
+        assert!(!arena.contains(big));
+        // SAFETY: `big` is live with layout (8000, 8), then (16000, 8).
+        unsafe {
+            big.write_bytes(5, 8000);
+            let bigger = arena.realloc(big, layout(8000, 8), 16000);
+            assert!(!arena.contains(bigger));
+            assert!(std::slice::from_raw_parts(bigger, 8000)
+                .iter()
+                .all(|&b| b == 5));
+            arena.dealloc(bigger, layout(16000, 8));
+        }
+    }
+
+    #[test]
     fn zeroed_blocks_are_zero_even_where_a_freed_block_was() {
         let arena = Box::new(Arena::<4096>::new());
         let a = alloc(&arena, 64, 8);
@@ -213,23 +256,31 @@ mod tests {
     }
 
     #[test]
-    fn threads_get_disjoint_blocks() {
+    fn threads_allocating_and_freeing_at_once_never_share_a_byte() {
+        // Each thread fills its live blocks with its own mark and checks it before freeing, so
+        // two threads handed overlapping blocks would see each other's writes.
+        const THREADS: usize = 4;
         let arena = Box::new(Arena::<{ 64 * 1024 }>::new());
-        let blocks: Vec<Vec<usize>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..4)
-                .map(|_| {
-                    let arena = &arena;
-                    scope.spawn(move || {
-                        (0..200)
-                            .map(|_| alloc(arena, 48, 16) as usize)
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        let start = std::sync::Barrier::new(THREADS);
+        std::thread::scope(|scope| {
+            for mark in 1..=THREADS as u8 {
+                let (arena, start) = (&arena, &start);
+                scope.spawn(move || {
+                    start.wait();
+                    for round in 0..2000 {
+                        let size = 16 + (round % 7) * 24;
+                        let block = alloc(arena, size, 16);
+                        // SAFETY: `block` is live with layout (size, 16) until freed below.
+                        unsafe {
+                            block.write_bytes(mark, size);
+                            std::hint::spin_loop();
+                            let bytes = std::slice::from_raw_parts(block, size);
+                            assert!(bytes.iter().all(|&b| b == mark), "block shared");
+                            arena.dealloc(block, layout(size, 16));
+                        }
+                    }
+                });
+            }
         });
-        let mut starts: Vec<usize> = blocks.into_iter().flatten().collect();
-        starts.sort_unstable();
-        assert!(starts.windows(2).all(|pair| pair[1] - pair[0] >= 48));
     }
 }

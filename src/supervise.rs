@@ -22,7 +22,7 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs;
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -82,17 +82,17 @@ fn spawn(
     };
     let exec = ExecArgs::new(&path, command, env);
     let startup = watcher.startup_state();
+    let exec_errno = AtomicI32::new(0);
     // Not posix_spawn: glibc and musl leave their internal real-time signals ignored in a
     // posix_spawn child (and refuse to reset them), and the command must start with the
     // dispositions the harness started with. Not fork or std's Command either: like
     // posix_spawn, a CLONE_VM|CLONE_VFORK child copies no page tables and causes no
     // copy-on-write faults, which is most of what --init costs over tini.
     let mut stack = vec![0u8; CHILD_STACK];
-    let become_the_command: CloneCb =
-        Box::new(|| become_the_command(&exec, startup, &program, &path));
+    let become_the_command: CloneCb = Box::new(|| become_the_command(&exec, startup, &exec_errno));
     // SAFETY: CLONE_VFORK suspends the harness until the child has exec'd or exited, so the
-    // memory they share has one user at a time; the harness is single-threaded. The child
-    // runs on `stack`, which outlives it, and needs a few KiB of it.
+    // memory they share has one user at a time, and everything the closure borrows outlives
+    // the child's use of it. The child runs on `stack` and makes a few plain system calls.
     let spawned = unsafe {
         clone(
             become_the_command,
@@ -101,36 +101,35 @@ fn spawn(
             Some(libc::SIGCHLD),
         )
     };
-    match spawned {
-        Ok(child) => Ok(child),
-        Err(err) => Err(Error::io(path, "starting the command", err.into())),
+    let child = spawned.map_err(|err| Error::io(&path, "starting the command", err.into()))?;
+    match exec_errno.load(Ordering::SeqCst) {
+        0 => Ok(child),
+        errno => {
+            let _ = waitpid(child, None);
+            Err(not_executed(program, &path, Errno::from_raw(errno)))
+        }
     }
 }
 
-/// The stack of the child between clone and exec: deep enough for explaining a failed exec.
+/// The stack of the child between clone and exec. The child needs well under a page of it;
+/// calloc'd, only the pages it touches are ever mapped in.
 const CHILD_STACK: usize = 128 * 1024;
 
 /// In the child: execs the command in a process group of its own, in the terminal's
-/// foreground. If exec fails it says why and exits 126 (127 for a dangling symlink) itself, as
-/// tini's child does; the supervisor takes that status like any other, and teardown runs.
-fn become_the_command(exec: &ExecArgs, startup: StartupState, program: &str, path: &Path) -> ! {
+/// foreground. It shares the harness's memory, so it does nothing that allocates, locks or
+/// writes: if exec fails it leaves the errno in `exec_errno` and exits, and the harness,
+/// resumed, reports the failure as in exec mode.
+fn become_the_command(exec: &ExecArgs, startup: StartupState, exec_errno: &AtomicI32) -> ! {
     let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
     take_the_terminal();
     let err = match startup.restore() {
-        Ok(()) => {
-            let err = exec.execve();
-            not_executed(
-                program.to_owned(),
-                path,
-                Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO)),
-            )
-        }
-        Err(err) => Error::io(path, "restoring the signal mask", err),
+        Ok(()) => exec.execve(),
+        Err(err) => err,
     };
-    err.report();
-    // SAFETY: _exit ends the child without running the parent's exit handlers or flushing
-    // its copies of the parent's buffers.
-    unsafe { libc::_exit(err.exit_status()) }
+    exec_errno.store(err.raw_os_error().unwrap_or(libc::EIO), Ordering::SeqCst);
+    // SAFETY: _exit ends the child without running exit handlers or flushing buffers, which
+    // belong to the harness.
+    unsafe { libc::_exit(127) }
 }
 
 fn stdin_is_a_terminal() -> bool {
@@ -140,7 +139,8 @@ fn stdin_is_a_terminal() -> bool {
 
 /// In the child: when stdin is a terminal, make the child's new process group its
 /// foreground. SIGTTOU is blocked for the call: a background group that calls tcsetpgrp
-/// would otherwise be stopped by it (tcsetpgrp(3)).
+/// would otherwise be stopped by it (tcsetpgrp(3)). SIGTSTP too: a Ctrl-Z before the exec
+/// would stop the child while the harness waits for that exec. The mask is restored before it.
 fn take_the_terminal() {
     if !stdin_is_a_terminal() {
         return;
@@ -148,6 +148,7 @@ fn take_the_terminal() {
     let mut tty_signals = SigSet::empty();
     tty_signals.add(Signal::SIGTTOU);
     tty_signals.add(Signal::SIGTTIN);
+    tty_signals.add(Signal::SIGTSTP);
     let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&tty_signals), None);
     // SAFETY: tcsetpgrp on our own stdin with our own process group.
     unsafe {

@@ -89,7 +89,7 @@ pub fn not_executed(program: String, path: &Path, errno: Errno) -> Error {
 }
 
 /// execve's arguments, built in advance so that the call itself allocates nothing: `--init`
-/// makes it in the forked child. (execve, not std's execvp, which runs a file without a `#!`
+/// makes it in the cloned child. (execve, not std's execvp, which runs a file without a `#!`
 /// line through /bin/sh; SPEC.md 4 wants 126 instead.)
 pub struct ExecArgs {
     path: CString,

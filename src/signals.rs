@@ -69,7 +69,7 @@ pub struct StartupState {
 
 impl StartupState {
     /// Puts the mask, SIGPIPE and SIGCHLD back. Async-signal-safe, so a spawned child may
-    /// call it between fork and exec.
+    /// call it between clone and exec.
     pub fn restore(&self) -> io::Result<()> {
         let sigpipe = if self.sigpipe_ignored {
             libc::SIG_IGN

@@ -177,17 +177,33 @@ mark() { # SECTION-NAME
 
 median_of() { sort -n | awk '{a[NR]=$1} END {if (NR == 0) exit 1; print (NR % 2) ? a[(NR+1)/2] : int((a[NR/2] + a[NR/2+1]) / 2)}'; }
 
+# hyperfine arguments, appended to `args`: each build's start-up with empty directories, the
+# same under --init (for the builds in init_paths), and a static program that does nothing.
+add_startup_commands() {
+    local i
+    for i in "${!BUILD_PATHS[@]}"; do
+        args+=(-n "${BUILD_LABELS[$i]}" "$(q "${BUILD_PATHS[$i]}") -e $QE -x $QE -- true")
+    done
+}
+add_init_commands() {
+    local i
+    for i in "${!init_paths[@]}"; do
+        args+=(-n "${init_labels[$i]} --init" "$(q "${init_paths[$i]}") --init -e $QE -x $QE -- true")
+    done
+}
+add_static_floor() {
+    if dpkg -s busybox-static >/dev/null 2>&1; then
+        args+=(-n "busybox true" "/bin/busybox true")
+    fi
+}
+
 mark startup
 # 4.1 Start-up with empty directories.
 log "start-up with empty directories"
 args=()
-for i in "${!BUILD_PATHS[@]}"; do
-    args+=(-n "${BUILD_LABELS[$i]}" "$(q "${BUILD_PATHS[$i]}") -e $QE -x $QE -- true")
-done
+add_startup_commands
 args+=(-n true true -n "env true" "env true" -n "tini -- true" "tini -- true")
-if dpkg -s busybox-static >/dev/null 2>&1; then
-    args+=(-n "busybox true" "/bin/busybox true")
-fi
+add_static_floor
 "${HF[@]}" "${FAST[@]}" --export-json "$RES/startup.json" "${args[@]}" >&2
 
 # 4.2 N trivial scripts against the dash and bash loops.
@@ -270,9 +286,7 @@ if [ "${#init_paths[@]}" -gt 0 ]; then
     mark init
     log "--init start-up against tini and dumb-init"
     args=()
-    for i in "${!init_paths[@]}"; do
-        args+=(-n "${init_labels[$i]} --init" "$(q "${init_paths[$i]}") --init -e $QE -x $QE -- true")
-    done
+    add_init_commands
     args+=(-n "tini -- true" "tini -- true")
     command -v tini-static >/dev/null 2>&1 && args+=(-n "tini-static -- true" "tini-static -- true")
     args+=(-n "dumb-init true" "dumb-init true")
@@ -305,21 +319,15 @@ mark paired
 # gives one ratio per pair, and the report takes the median over the rounds.
 log "paired start-up ratios: $PAIRED_ROUNDS rounds of $PAIRED_RUNS runs per command"
 args=()
-for i in "${!BUILD_PATHS[@]}"; do
-    args+=(-n "${BUILD_LABELS[$i]}" "$(q "${BUILD_PATHS[$i]}") -e $QE -x $QE -- true")
-done
-for i in "${!init_paths[@]}"; do
-    args+=(-n "${init_labels[$i]} --init" "$(q "${init_paths[$i]}") --init -e $QE -x $QE -- true")
-done
+add_startup_commands
+add_init_commands
 args+=(-n "env true" "env true" -n "tini -- true" "tini -- true")
 # For the breakdown of start-up: envharness's work without the exec, and the two floors.
 for i in "${!BUILD_PATHS[@]}"; do
     args+=(-n "${BUILD_LABELS[$i]} --print" "$(q "${BUILD_PATHS[$i]}") -e $QE -x $QE --print")
 done
 args+=(-n true true)
-if dpkg -s busybox-static >/dev/null 2>&1; then
-    args+=(-n "busybox true" "/bin/busybox true")
-fi
+add_static_floor
 for ((r = 1; r <= PAIRED_ROUNDS; r++)); do
     "${HF[@]}" --warmup 5 --runs "$PAIRED_RUNS" --export-json "$RES/paired_$r.json" "${args[@]}" >/dev/null 2>&1 \
         || die "paired round $r failed"

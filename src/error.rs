@@ -79,11 +79,6 @@ impl Error {
         }
     }
 
-    /// The one line on stderr that every failure ends with.
-    pub fn report(&self) {
-        eprintln!("envharness: {self}");
-    }
-
     pub fn entry(path: impl Into<PathBuf>, reason: impl Into<String>) -> Error {
         Error::Entry {
             path: path.into(),

@@ -29,6 +29,6 @@ fn main() {
 }
 
 fn fail(err: envharness::Error) -> ! {
-    err.report();
+    eprintln!("envharness: {err}");
     exit(err.exit_status())
 }

@@ -86,8 +86,8 @@ fn spawn(
     // Not posix_spawn: glibc and musl leave their internal real-time signals ignored in a
     // posix_spawn child (and refuse to reset them), and the command must start with the
     // dispositions the harness started with. Not fork or std's Command either: like
-    // posix_spawn, a CLONE_VM|CLONE_VFORK child copies no page tables and causes no
-    // copy-on-write faults, which is most of what --init costs over tini.
+    // posix_spawn's, a CLONE_VM|CLONE_VFORK child copies no page tables and causes no
+    // copy-on-write faults (the README's Performance section has the figures).
     let mut stack = vec![0u8; CHILD_STACK];
     let become_the_command: CloneCb = Box::new(|| become_the_command(&exec, startup, &exec_errno));
     // SAFETY: CLONE_VFORK suspends the harness until the child has exec'd or exited, so the

@@ -151,13 +151,8 @@ impl Runner<'_> {
             retries: Vec::new(),
             failed: false,
             stopped_by: None,
-            held: Vec::new(),
         };
         pool.run()?;
-        for signal in pool.held.drain(..) {
-            // Blocked, so raising it only leaves it pending, for the command under --init.
-            let _ = nix::sys::signal::raise(signal);
-        }
         if let Some(signal) = pool.stopped_by {
             return Err(Error::Interrupted { signal });
         }
@@ -266,8 +261,6 @@ struct Pool<'r, 'w> {
     /// A job failed for good: nothing more starts.
     failed: bool,
     stopped_by: Option<Signal>,
-    /// Signals other than SIGCHLD and the stop signals (only blocked under --init).
-    held: Vec<Signal>,
 }
 
 impl Pool<'_, '_> {
@@ -392,14 +385,11 @@ impl Pool<'_, '_> {
             .next()
             .map_err(|err| Error::io("signalfd", "reading signals", err))?
         {
+            // Any other signal is one that --init forwards, read during teardown: no command
+            // is left to take it.
             if signal == Signal::SIGCHLD {
                 self.reap();
-            } else if !STOP_SIGNALS.contains(&signal) {
-                // One that --init forwards: kept for the command.
-                if !self.held.contains(&signal) {
-                    self.held.push(signal);
-                }
-            } else if self.stopped_by.is_none() {
+            } else if STOP_SIGNALS.contains(&signal) && self.stopped_by.is_none() {
                 log::warn!("got {}: stopping the running scripts", signal.as_str());
                 self.stopped_by = Some(signal);
                 self.retries.clear();

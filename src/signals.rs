@@ -95,24 +95,33 @@ impl StartupState {
 /// `--init`, while it supervises).
 pub struct Watcher {
     fd: SignalFd,
+    /// What the signalfd reads: SIGCHLD and the stop signals the harness did not start with
+    /// ignored.
+    watched: SigSet,
+    /// Under `--init`, the other forwarded signals (not ignored at start): blocked from the
+    /// start, so none is lost, but read only once the supervisor can forward them.
+    forwarded: SigSet,
     startup: StartupState,
 }
 
 impl Watcher {
     /// Blocks SIGCHLD and the stop signals that are not ignored (with `supervising`, the other
     /// forwarded signals too, so that none is lost before the command starts), and opens the
-    /// signalfd.
+    /// signalfd for SIGCHLD and the stop signals.
     pub fn install(supervising: bool) -> io::Result<Watcher> {
         let mut watched = SigSet::empty();
         watched.add(Signal::SIGCHLD);
-        let forwarded = if supervising {
-            &FORWARDED_ONLY[..]
-        } else {
-            &[]
-        };
-        for signal in STOP_SIGNALS.iter().chain(forwarded) {
-            if !is_ignored(*signal) {
-                watched.add(*signal);
+        for signal in STOP_SIGNALS {
+            if !is_ignored(signal) {
+                watched.add(signal);
+            }
+        }
+        let mut forwarded = SigSet::empty();
+        if supervising {
+            for signal in FORWARDED_ONLY {
+                if !is_ignored(signal) {
+                    forwarded.add(signal);
+                }
             }
         }
         // With SIGCHLD ignored the kernel reaps children itself and waitpid never reports
@@ -126,12 +135,14 @@ impl Watcher {
         let mut original_mask = SigSet::empty();
         nix::sys::signal::pthread_sigmask(
             SigmaskHow::SIG_BLOCK,
-            Some(&watched),
+            Some(&(watched | forwarded)),
             Some(&mut original_mask),
         )?;
         let fd = SignalFd::with_flags(&watched, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
         Ok(Watcher {
             fd,
+            watched,
+            forwarded,
             startup: StartupState {
                 mask: original_mask,
                 sigpipe_ignored: SIGPIPE_IGNORED_AT_START.load(Ordering::Relaxed),
@@ -148,23 +159,21 @@ impl Watcher {
             .and_then(|info| Signal::try_from(info.ssi_signo as libc::c_int).ok()))
     }
 
-    /// Drains the pending signals and returns the first stop signal among them; any other
-    /// signal (one `--init` forwards) is raised again, so it stays pending for the supervisor.
+    /// Drains the pending signals and returns the first stop signal among them.
     pub fn pending_stop(&self) -> io::Result<Option<Signal>> {
-        let mut others = Vec::new();
         while let Some(signal) = self.next()? {
             if STOP_SIGNALS.contains(&signal) {
                 return Ok(Some(signal));
             }
-            if signal != Signal::SIGCHLD && !others.contains(&signal) {
-                others.push(signal);
-            }
-        }
-        for signal in others {
-            // Blocked, so this only makes it pending again.
-            nix::sys::signal::raise(signal)?;
         }
         Ok(None)
+    }
+
+    /// From now on the signalfd also reads the forwarded signals, those already pending too
+    /// (signalfd(2) reads the pending set): the supervisor is there to forward them.
+    pub fn watch_forwarded(&self) -> io::Result<()> {
+        self.fd.set_mask(&(self.watched | self.forwarded))?;
+        Ok(())
     }
 
     /// The signal state the harness started with; restore it right before any execve of

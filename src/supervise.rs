@@ -48,6 +48,9 @@ pub fn supervise(
     settings: Supervision,
 ) -> Result<i32, Error> {
     become_subreaper();
+    watcher
+        .watch_forwarded()
+        .map_err(|err| Error::io("signalfd", "watching signals", err))?;
     let child = spawn(command, env, watcher)?;
     log::debug!("started {} as pid {child}", display(&command[0]));
     let mut supervisor = Supervisor {

@@ -25,21 +25,44 @@ const DEFAULT_PATH: &str = "/bin:/usr/bin";
 
 /// Execs the command; returns only on failure, with the error to exit with.
 pub fn exec(command: &[OsString], env: &[(OsString, OsString)], watcher: &Watcher) -> Error {
-    let program = display(&command[0]);
-    let path = match resolve(&command[0], env) {
-        Some(path) => path,
-        None => return Error::CommandNotFound { program },
+    let prepared = match Prepared::new(command, env) {
+        Ok(prepared) => prepared,
+        Err(err) => return err,
     };
-    let args = ExecArgs::new(&path, command, env);
     if let Err(err) = watcher.startup_state().restore() {
-        return Error::io(path, "restoring the signal mask", err);
+        return Error::io(prepared.path, "restoring the signal mask", err);
     }
-    let err = args.execve();
-    not_executed(
-        program,
-        &path,
-        Errno::from_raw(err.raw_os_error().unwrap_or(0)),
-    )
+    let errno = prepared.args.execve();
+    prepared.not_executed(errno)
+}
+
+/// The command resolved in the final PATH, with execve's arguments ready: what exec mode and
+/// `--init` both need before the call.
+pub struct Prepared {
+    pub program: String,
+    pub path: PathBuf,
+    pub args: ExecArgs,
+}
+
+impl Prepared {
+    /// Fails with 127 when the command is not found.
+    pub fn new(command: &[OsString], env: &[(OsString, OsString)]) -> Result<Prepared, Error> {
+        let program = display(&command[0]);
+        let Some(path) = resolve(&command[0], env) else {
+            return Err(Error::CommandNotFound { program });
+        };
+        let args = ExecArgs::new(&path, command, env);
+        Ok(Prepared {
+            program,
+            path,
+            args,
+        })
+    }
+
+    /// The error for an execve of this command that failed with `errno`.
+    pub fn not_executed(self, errno: Errno) -> Error {
+        not_executed(self.program, &self.path, errno)
+    }
 }
 
 /// The command's path: as given when it has a `/`; else, as execvp(3) searches, the first
@@ -75,7 +98,7 @@ pub fn resolve(program: &OsStr, env: &[(OsString, OsString)]) -> Option<PathBuf>
 }
 
 /// The error for a command that the kernel refused to execute.
-pub fn not_executed(program: String, path: &Path, errno: Errno) -> Error {
+fn not_executed(program: String, path: &Path, errno: Errno) -> Error {
     // Following symlinks: a dangling link is a command that is not there (127), while an
     // existing file that gives ENOENT names a missing interpreter (126).
     if errno == Errno::ENOENT && std::fs::metadata(path).is_err() {
@@ -101,10 +124,7 @@ pub struct ExecArgs {
 impl ExecArgs {
     pub fn new(path: &Path, command: &[OsString], env: &[(OsString, OsString)]) -> ExecArgs {
         let argv: Vec<CString> = command.iter().map(|arg| c_string(arg.as_bytes())).collect();
-        let envp: Vec<CString> = env
-            .iter()
-            .map(|(name, value)| c_string(&[name.as_bytes(), b"=", value.as_bytes()].concat()))
-            .collect();
+        let envp = env_strings(env);
         let pointers = |strings: &[CString]| {
             let mut pointers: Vec<_> = strings.iter().map(|s| s.as_ptr()).collect();
             pointers.push(std::ptr::null());
@@ -118,17 +138,24 @@ impl ExecArgs {
         }
     }
 
-    /// Returns only on failure.
-    pub fn execve(&self) -> std::io::Error {
+    /// Returns only on failure, with execve's errno.
+    pub fn execve(&self) -> Errno {
         // SAFETY: every pointer points into `_strings`, owned by self, and both arrays end
         // with a null pointer, as execve(2) requires.
         unsafe { libc::execve(self.path.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr()) };
-        std::io::Error::last_os_error()
+        Errno::last()
     }
 }
 
-fn c_string(bytes: &[u8]) -> CString {
-    CString::new(bytes).expect("arguments and checked environment values contain no NUL byte")
+/// execve's `NAME=VALUE` strings.
+pub fn env_strings(env: &[(OsString, OsString)]) -> Vec<CString> {
+    env.iter()
+        .map(|(name, value)| c_string(&[name.as_bytes(), b"=", value.as_bytes()].concat()))
+        .collect()
+}
+
+pub fn c_string(bytes: &[u8]) -> CString {
+    CString::new(bytes).expect("paths, arguments and checked environment strings contain no NUL")
 }
 
 pub fn display(program: &OsStr) -> String {

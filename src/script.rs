@@ -17,7 +17,7 @@
 //! failure (retries used up) the other running scripts get SIGTERM and the failure of the
 //! lexically first job that failed by itself is reported.
 
-use std::ffi::{CString, OsString};
+use std::ffi::OsString;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -35,6 +35,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::error::Error;
+use crate::exec::{c_string, env_strings};
 use crate::plan::Limits;
 use crate::procfs;
 use crate::shebang::explain_exec_error;
@@ -627,11 +628,7 @@ fn spawn(job: &Job, pipe_stderr: bool) -> io::Result<Spawned> {
     default.add(Signal::SIGPIPE);
     attr.set_sigdefault(&default)?;
     let path = c_string(job.path.as_os_str().as_bytes());
-    let envp: Vec<CString> = job
-        .env
-        .iter()
-        .map(|(name, value)| c_string(&[name.as_bytes(), b"=", value.as_bytes()].concat()))
-        .collect();
+    let envp = env_strings(&job.env);
     let pid = posix_spawn(path.as_c_str(), &actions, &attr, &[&path], &envp)?;
     // Our copies of the child's ends must close, or its stdout never reaches EOF.
     drop((stdin, child_stdout, child_stderr));
@@ -644,10 +641,6 @@ fn spawn(job: &Job, pipe_stderr: bool) -> io::Result<Spawned> {
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?)
-}
-
-fn c_string(bytes: &[u8]) -> CString {
-    CString::new(bytes).expect("paths and checked environment strings contain no NUL byte")
 }
 
 /// /dev/null, or an empty pipe where there is none (a bare chroot): either reads as EOF.

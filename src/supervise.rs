@@ -34,7 +34,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{setpgid, Pid};
 
 use crate::error::Error;
-use crate::exec::{display, not_executed, resolve, ExecArgs};
+use crate::exec::{display, ExecArgs, Prepared};
 use crate::plan::Supervision;
 use crate::procfs;
 use crate::signals::{poll_timeout_until, StartupState, Watcher, FORWARDED_ONLY, STOP_SIGNALS};
@@ -79,11 +79,7 @@ fn spawn(
     env: &[(OsString, OsString)],
     watcher: &Watcher,
 ) -> Result<Pid, Error> {
-    let program = display(&command[0]);
-    let Some(path) = resolve(&command[0], env) else {
-        return Err(Error::CommandNotFound { program });
-    };
-    let exec = ExecArgs::new(&path, command, env);
+    let prepared = Prepared::new(command, env)?;
     let startup = watcher.startup_state();
     let exec_errno = AtomicI32::new(0);
     // Not posix_spawn: glibc and musl leave their internal real-time signals ignored in a
@@ -92,7 +88,8 @@ fn spawn(
     // posix_spawn's, a CLONE_VM|CLONE_VFORK child copies no page tables and causes no
     // copy-on-write faults (the README's Performance section has the figures).
     let mut stack = vec![0u8; CHILD_STACK];
-    let become_the_command: CloneCb = Box::new(|| become_the_command(&exec, startup, &exec_errno));
+    let become_the_command: CloneCb =
+        Box::new(|| become_the_command(&prepared.args, startup, &exec_errno));
     // SAFETY: CLONE_VFORK suspends the harness until the child has exec'd or exited, so the
     // memory they share has one user at a time, and everything the closure borrows outlives
     // the child's use of it. The child runs on `stack` and makes a few plain system calls.
@@ -104,12 +101,13 @@ fn spawn(
             Some(libc::SIGCHLD),
         )
     };
-    let child = spawned.map_err(|err| Error::io(&path, "starting the command", err.into()))?;
+    let child =
+        spawned.map_err(|err| Error::io(&prepared.path, "starting the command", err.into()))?;
     match exec_errno.load(Ordering::SeqCst) {
         0 => Ok(child),
         errno => {
             let _ = waitpid(child, None);
-            Err(not_executed(program, &path, Errno::from_raw(errno)))
+            Err(prepared.not_executed(Errno::from_raw(errno)))
         }
     }
 }
@@ -125,11 +123,11 @@ const CHILD_STACK: usize = 128 * 1024;
 fn become_the_command(exec: &ExecArgs, startup: StartupState, exec_errno: &AtomicI32) -> ! {
     let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
     take_the_terminal();
-    let err = match startup.restore() {
+    let errno = match startup.restore() {
         Ok(()) => exec.execve(),
-        Err(err) => err,
+        Err(err) => Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO)),
     };
-    exec_errno.store(err.raw_os_error().unwrap_or(libc::EIO), Ordering::SeqCst);
+    exec_errno.store(errno as i32, Ordering::SeqCst);
     // SAFETY: _exit ends the child without running exit handlers or flushing buffers, which
     // belong to the harness.
     unsafe { libc::_exit(127) }

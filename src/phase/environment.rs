@@ -67,10 +67,14 @@ impl Discovery<'_, '_> {
         if let Some(err) = listed.iter().find_map(Entry::error) {
             return Err(err);
         }
-        let mut ran_at_once = self.run_scripts_at_once(&listed)?;
+        let mut done = self.run_scripts_at_once(&listed)?;
         for entry in &listed {
-            let ran = ran_at_once.remove(&entry.name);
-            self.apply_entry(entry, ran)?;
+            let produced = match done.remove(&entry.name) {
+                Some(Done::Read(produced)) => produced,
+                Some(Done::Ran(ran)) => self.values(entry, Some(ran))?,
+                None => self.values(entry, None)?,
+            };
+            self.apply_entry(entry, produced)?;
         }
         Ok(())
     }
@@ -79,11 +83,13 @@ impl Discovery<'_, '_> {
     /// Each sees what it would see sequentially except other scripts' output: the variables
     /// set so far plus this directory's literals and static `.env` files that sort before it.
     /// Scripts after a static entry in error are not run (sequential mode stops there, and
-    /// its bad value must not reach a script's environment). If a script failed, the
-    /// lexically first failure is the phase's error.
-    fn run_scripts_at_once(&self, listed: &[Entry]) -> Result<HashMap<OsString, Ran>, Error> {
+    /// its bad value must not reach a script's environment; it is found again when the
+    /// entries are applied in order). If a script failed, the lexically first failure is the
+    /// phase's error.
+    fn run_scripts_at_once(&self, listed: &[Entry]) -> Result<HashMap<OsString, Done>, Error> {
+        let mut done = HashMap::new();
         if self.jobs == 1 {
-            return Ok(HashMap::new());
+            return Ok(done);
         }
         let mut visible = self.vars.clone();
         let mut scripts = Vec::new();
@@ -104,20 +110,20 @@ impl Discovery<'_, '_> {
             {
                 break;
             }
-            for (name, value) in produced.set {
-                visible.set(&name, value);
+            for (name, value) in &produced.set {
+                visible.set(name, value.clone());
             }
+            done.insert(entry.name.clone(), Done::Read(produced));
         }
-        let mut ran = HashMap::new();
         for (name, outcome) in scripts
             .into_iter()
             .zip(self.runner.run_all(jobs, self.jobs)?)
         {
             if let Some(outcome) = outcome {
-                ran.insert(name, outcome?);
+                done.insert(name, Done::Ran(outcome?));
             }
         }
-        Ok(ran)
+        Ok(done)
     }
 
     fn will_run(&self, entry: &Entry) -> bool {
@@ -145,11 +151,11 @@ impl Discovery<'_, '_> {
         self.no_clobber && self.harness_env.iter().any(|(n, _)| n == name)
     }
 
-    fn apply_entry(&mut self, entry: &Entry, ran: Option<Ran>) -> Result<(), Error> {
+    fn apply_entry(&mut self, entry: &Entry, produced: Produced) -> Result<(), Error> {
         if let Kind::Skipped(reason) = entry.kind {
             log::warn!("{}: {reason}, skipped", entry.path.display());
         }
-        let Produced { set, kept, how } = self.values(entry, ran)?;
+        let Produced { set, kept, how } = produced;
         let what = match entry.kind {
             Kind::Dotenv { .. } => "line ignored",
             _ => "skipped",
@@ -218,6 +224,13 @@ impl Discovery<'_, '_> {
         let how = format!("ran in {:.1} ms", ran.elapsed.as_secs_f64() * 1000.0);
         Ok((ran.output, how))
     }
+}
+
+/// What the `--jobs` pass already has for an entry: a script's run, or a literal's or static
+/// `.env` file's values.
+enum Done {
+    Ran(Ran),
+    Read(Produced),
 }
 
 /// What an entry gives: the pairs to set, the names `--no-clobber` kept, how (for the log).

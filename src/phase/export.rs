@@ -56,29 +56,35 @@ fn run(entry: &Entry, runner: &Runner, env: &Environment) -> Result<(), Error> {
 /// Runs `teardown` after a supervised command has exited (SPEC.md 6), with the final
 /// environment. It cannot change the exit status any more, so a failure is only logged.
 pub fn teardown(dir: &Directory, runner: &Runner, env: &Environment) {
-    let result = entries::directory_exists(&dir.path)
-        .and_then(|exists| {
-            if exists {
-                entries::export_entries(&dir.path)
-            } else {
-                Ok(Vec::new())
-            }
-        })
-        .and_then(|listed| {
-            let Some(entry) = listed.into_iter().find(|e| e.name == TEARDOWN) else {
-                return Ok(());
-            };
-            if let Some(err) = entry.error() {
-                return Err(err);
-            }
-            if entry.kind != Kind::Run {
-                log::warn!("{}: not executable, not run", entry.path.display());
-                return Ok(());
-            }
-            run(&entry, runner, env)
-        });
+    let result = match find_teardown(dir) {
+        Ok(Some(entry)) if entry.kind == Kind::Run => run(&entry, runner, env),
+        Ok(Some(entry)) => {
+            log::warn!("{}: not executable, not run", entry.path.display());
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(err) => Err(err),
+    };
     if let Err(err) = result {
         log::error!("teardown failed (the exit status stays the command's): {err}");
+    }
+}
+
+/// The export directory's `teardown` as it is now (the command may have changed it), or None;
+/// an entry that cannot be run as a script is an error.
+fn find_teardown(dir: &Directory) -> Result<Option<Entry>, Error> {
+    if !entries::directory_exists(&dir.path)? {
+        return Ok(None);
+    }
+    let Some(entry) = entries::export_entries(&dir.path)?
+        .into_iter()
+        .find(|entry| entry.name == TEARDOWN)
+    else {
+        return Ok(None);
+    };
+    match entry.error() {
+        Some(err) => Err(err),
+        None => Ok(Some(entry)),
     }
 }
 

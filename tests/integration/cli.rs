@@ -47,12 +47,15 @@ fn bad_number_is_a_usage_error_naming_the_option() {
 
 #[test]
 fn boolean_variable_with_another_word_is_a_usage_error() {
-    let mut t = Test::new();
-    t.env("ENVHARNESS_NO_CLOBBER", "maybe")
-        .args(&["--", "true"]);
-    t.run()
-        .status(125)
-        .error_line(&["ENVHARNESS_NO_CLOBBER", "not a boolean"]);
+    for variable in [
+        "ENVHARNESS_NO_CLOBBER",
+        "ENVHARNESS_INIT",
+        "ENVHARNESS_GROUP",
+    ] {
+        let mut t = Test::new();
+        t.env(variable, "maybe").args(&["--", "true"]);
+        t.run().status(125).error_line(&[variable, "not a boolean"]);
+    }
 }
 
 #[test]

@@ -24,10 +24,6 @@ touch finished
 echo late
 ";
 
-fn send(child: &std::process::Child, signal: Signal) {
-    kill(Pid::from_raw(child.id() as i32), signal).expect("signalling envharness");
-}
-
 /// The script and its grandchild are gone (not even left running as orphans).
 #[track_caller]
 fn both_gone(t: &Test) {
@@ -47,7 +43,7 @@ fn stopped_during_the_environment_phase(signal: Signal) {
     t.script("env/SLOW", SLOW);
     t.script("env/ZZ_AFTER", "#!/bin/sh\ntouch after-ran\necho x\n");
     t.args(&["-e", "env", "--", "touch", "command-ran"]);
-    let (child, started) = t.spawn_with_ignored(&[]);
+    let (child, started) = t.spawn();
     t.wait_for("ready");
     let signalled = Instant::now();
     send(&child, signal);
@@ -98,7 +94,7 @@ fn sigterm_during_the_export_phase_runs_no_environment_script() {
     t.script("export/bootstrap", SLOW);
     t.script("env/NAME", "#!/bin/sh\ntouch env-ran\necho x\n");
     t.args(&["-x", "export", "-e", "env", "--", "touch", "command-ran"]);
-    let (child, started) = t.spawn_with_ignored(&[]);
+    let (child, started) = t.spawn();
     t.wait_for("ready");
     send(&child, Signal::SIGTERM);
     t.finish(child, started)
@@ -121,7 +117,7 @@ fn a_script_that_ignores_the_stop_signal_is_killed_two_seconds_later() {
         "#!/bin/sh\ntrap '' TERM\necho $$ > script.pid\nsleep 30 &\necho $! > grandchild.pid\ntouch ready\nwait\n",
     );
     t.args(&["-e", "env", "--", "touch", "command-ran"]);
-    let (child, started) = t.spawn_with_ignored(&[]);
+    let (child, started) = t.spawn();
     t.wait_for("ready");
     let signalled = Instant::now();
     send(&child, Signal::SIGTERM);
@@ -155,7 +151,7 @@ fn a_stop_signal_during_the_retry_interval_ends_the_run_at_once() {
         "touch",
         "command-ran",
     ]);
-    let (child, started) = t.spawn_with_ignored(&[]);
+    let (child, started) = t.spawn();
     t.wait_for("ready");
     send(&child, Signal::SIGTERM);
     t.finish(child, started)
@@ -262,19 +258,6 @@ fn a_stop_signal_the_harness_was_started_ignoring_stays_ignored() {
 }
 
 // --- the signal state scripts start with
-
-/// The bits of a `/proc/*/status` mask line such as `SigBlk:\t0000000000014001`.
-fn mask(status: &str, field: &str) -> u64 {
-    let line = status
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .unwrap_or_else(|| panic!("no {field} in {status}"));
-    u64::from_str_radix(line.trim_start_matches(':').trim(), 16).expect("a hex mask")
-}
-
-fn bit(signal: Signal) -> u64 {
-    1 << (signal as i32 - 1)
-}
 
 /// The harness blocks these to read them from a signalfd; a script must not inherit that,
 /// or a timeout's SIGTERM would never reach a program that does not unblock it itself.

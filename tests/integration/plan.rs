@@ -344,14 +344,3 @@ fn without_no_clobber_the_entries_win() {
     run.success().stdout_has("HOST=from-script\n");
     assert!(t.exists("ran-HOST"));
 }
-
-#[test]
-fn a_bad_envharness_no_clobber_is_a_usage_error() {
-    let mut t = Test::new();
-    t.dir("env");
-    t.env("ENVHARNESS_NO_CLOBBER", "maybe")
-        .args(&["-e", "env", "--", "true"]);
-    t.run()
-        .status(125)
-        .error_line(&["ENVHARNESS_NO_CLOBBER", "not a boolean"]);
-}

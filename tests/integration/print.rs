@@ -65,16 +65,13 @@ fn shell_output_is_safe_for_eval() {
     assert!(printed.stdout().starts_with("export BACKSLASH='"));
     t.file("printed.sh", &printed.stdout);
     for (name, value) in sorted_nasty() {
-        let output = output(
-            std::process::Command::new("/bin/sh")
-                .arg("-c")
-                .arg(format!(". ./printed.sh && printf %s \"${name}\""))
-                .current_dir(t.root())
-                .env_clear(),
-        )
-        .expect("running sh");
-        assert!(output.status.success());
-        assert_eq!(output.stdout, value, "{name}");
+        let mut sh = t.external("/bin/sh");
+        sh.arg("-c")
+            .arg(format!(". ./printed.sh && printf %s \"${name}\""))
+            .env_clear();
+        let run = t.run_command(sh);
+        run.success();
+        assert_eq!(run.stdout, value, "{name}");
     }
 }
 

@@ -16,10 +16,6 @@ fn init(t: &mut Test, extra: &[&str], command: &str) {
         .args(&["--", "/bin/sh", "-c", command]);
 }
 
-fn signal(child: &std::process::Child, signal: Signal) {
-    kill(Pid::from_raw(child.id() as i32), signal).expect("signalling envharness");
-}
-
 fn wait_for_line(t: &Test, file: &str, line: &str) {
     let limit = Instant::now() + Duration::from_secs(10);
     loop {
@@ -59,7 +55,7 @@ fn every_forwarded_signal_reaches_the_command() {
         (Signal::SIGCONT, "CONT"),
         (Signal::SIGTERM, "TERM"),
     ] {
-        signal(&child, sig);
+        send(&child, sig);
         wait_for_line(&t, "record", name);
     }
     t.finish(child, started).success();
@@ -81,7 +77,7 @@ fn sigterm_without_a_handler_ends_the_command_and_gives_143() {
     init(&mut t, &[], "touch ready; exec sleep 30");
     let (child, started) = t.spawn();
     t.wait_for("ready");
-    signal(&child, Signal::SIGTERM);
+    send(&child, Signal::SIGTERM);
     t.finish(child, started)
         .status(143)
         .faster_than(Duration::from_secs(5));
@@ -95,7 +91,7 @@ fn orphans_are_adopted_and_reaped_while_the_command_runs() {
     init(
         &mut t,
         &[],
-        "for i in 1 2 3; do (sleep 0.2 & echo $! >> orphans); done; touch ready; sleep 3",
+        "for i in 1 2 3; do (sleep 1 & echo $! >> orphans); done; touch ready; sleep 3",
     );
     let (child, started) = t.spawn();
     t.wait_for("ready");
@@ -107,16 +103,17 @@ fn orphans_are_adopted_and_reaped_while_the_command_runs() {
         .collect();
     assert_eq!(orphans.len(), 3);
     for pid in &orphans {
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            let ppid = stat
-                .rsplit(')')
-                .next()
-                .unwrap()
-                .split_whitespace()
-                .nth(1)
-                .unwrap();
-            assert_eq!(ppid, harness, "orphan {pid} was not adopted by the harness");
-        }
+        // They sleep for a second: still there, as orphans of the command.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_else(|_| panic!("orphan {pid} is already gone"));
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap();
+        assert_eq!(ppid, harness, "orphan {pid} was not adopted by the harness");
     }
     for pid in &orphans {
         let limit = Instant::now() + Duration::from_secs(5);
@@ -128,7 +125,7 @@ fn orphans_are_adopted_and_reaped_while_the_command_runs() {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    signal(&child, Signal::SIGTERM);
+    send(&child, Signal::SIGTERM);
     t.finish(child, started).status(143);
 }
 
@@ -143,7 +140,7 @@ fn a_command_that_ignores_sigterm_is_killed_after_the_stop_timeout() {
     let (child, started) = t.spawn();
     t.wait_for("ready");
     let signalled = Instant::now();
-    signal(&child, Signal::SIGTERM);
+    send(&child, Signal::SIGTERM);
     let run = t.finish(child, started);
     run.status(128 + 9).error_line(&["SIGKILL"]);
     let took = signalled.elapsed();
@@ -162,7 +159,7 @@ fn stop_timeout_variable_is_honoured() {
     t.env("ENVHARNESS_STOP_TIMEOUT", "0.3");
     let (child, started) = t.spawn();
     t.wait_for("ready");
-    signal(&child, Signal::SIGINT);
+    send(&child, Signal::SIGINT);
     t.finish(child, started)
         .status(137)
         .faster_than(Duration::from_secs(5));
@@ -185,10 +182,10 @@ fn group_sends_signals_to_the_whole_process_group() {
     init(&mut t, &["--group"], WITH_GRANDCHILD);
     let (child, started) = t.spawn();
     t.wait_for("ready");
-    signal(&child, Signal::SIGUSR1);
+    send(&child, Signal::SIGUSR1);
     wait_for_line(&t, "record", "grandchild");
     wait_for_line(&t, "record", "child");
-    signal(&child, Signal::SIGTERM);
+    send(&child, Signal::SIGTERM);
     t.finish(child, started).success();
 }
 
@@ -199,9 +196,9 @@ fn without_group_only_the_command_gets_the_signal() {
     init(&mut t, &[], WITH_GRANDCHILD);
     let (child, started) = t.spawn();
     t.wait_for("ready");
-    signal(&child, Signal::SIGUSR1);
+    send(&child, Signal::SIGUSR1);
     wait_for_line(&t, "record", "child");
-    signal(&child, Signal::SIGTERM);
+    send(&child, Signal::SIGTERM);
     t.finish(child, started).success();
     assert_eq!(t.read("record"), "child\n");
 }
@@ -324,7 +321,7 @@ fn an_idle_supervisor_uses_no_cpu() {
     let before = cpu_ticks(child.id());
     std::thread::sleep(Duration::from_millis(1000));
     let after = cpu_ticks(child.id());
-    signal(&child, Signal::SIGTERM);
+    send(&child, Signal::SIGTERM);
     t.finish(child, started).status(143);
     assert!(
         after - before <= 1,
@@ -394,7 +391,7 @@ fn a_signal_that_arrives_before_the_command_starts_is_delivered_to_it() {
     ]);
     let (child, started) = t.spawn();
     t.wait_for("slow-ready");
-    signal(&child, Signal::SIGUSR1);
+    send(&child, Signal::SIGUSR1);
     std::fs::write(t.path("go"), "").unwrap();
     t.finish(child, started)
         .status(128 + 10)
@@ -404,7 +401,7 @@ fn a_signal_that_arrives_before_the_command_starts_is_delivered_to_it() {
 #[test]
 fn envharness_init_variable_turns_supervision_on() {
     // Under --init the command is the harness's child; without it, the harness has become it.
-    for (value, expected) in [("1", "child of"), ("no", "is")] {
+    for (value, supervised) in [("1", true), ("no", false)] {
         let mut t = Test::new();
         t.dir("env").dir("export");
         t.env("ENVHARNESS_INIT", value).args(&[
@@ -421,15 +418,11 @@ fn envharness_init_variable_turns_supervision_on() {
         let harness = child.id();
         let run = t.finish(child, started);
         run.success();
-        let is = format!("pid {harness} parent");
-        let child_of = format!("parent {harness}\n");
         let seen = run.stdout();
-        match expected {
-            "child of" => assert!(
-                seen.ends_with(&child_of) && !seen.starts_with(&is),
-                "{seen}"
-            ),
-            _ => assert!(seen.starts_with(&is), "{seen}"),
+        if supervised {
+            assert!(seen.ends_with(&format!("parent {harness}\n")), "{seen}");
+        } else {
+            assert!(seen.starts_with(&format!("pid {harness} parent")), "{seen}");
         }
     }
 }
@@ -491,5 +484,6 @@ fn with_a_terminal_ctrl_z_stops_envharness_too_and_continuing_it_continues_the_c
 
     kill(Pid::from_raw(harness), Signal::SIGTERM).expect("stopping envharness");
     t.finish(script, started)
+        .status(143)
         .faster_than(Duration::from_secs(10));
 }

@@ -13,7 +13,8 @@ use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use nix::libc;
-use nix::sys::signal::{SigHandler, Signal};
+use nix::sys::signal::{kill, SigHandler, Signal};
+use nix::unistd::Pid;
 use wait_timeout::ChildExt;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_envharness");
@@ -40,6 +41,25 @@ pub fn output(command: &mut Command) -> std::io::Result<Output> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     spawn(command)?.wait_with_output()
+}
+
+/// The bits of a `/proc/*/status` mask line such as `SigBlk:\t0000000000014001`.
+pub fn mask(status: &str, field: &str) -> u64 {
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .unwrap_or_else(|| panic!("no {field} in {status}"));
+    u64::from_str_radix(line.trim_start_matches(':').trim(), 16).expect("a hex mask")
+}
+
+/// `signal`'s bit in such a mask.
+pub fn bit(signal: Signal) -> u64 {
+    1 << (signal as i32 - 1)
+}
+
+/// Sends `signal` to a process this test started.
+pub fn send(child: &Child, signal: Signal) {
+    kill(Pid::from_raw(child.id() as i32), signal).expect("signalling envharness");
 }
 
 /// Runs `write`, which opens files for writing, while no spawn is under way; see [`spawn`].
@@ -177,10 +197,10 @@ impl Test {
         self.finish(child, started)
     }
 
-    /// Starts the binary without waiting (for signal tests); finish with [`Test::finish`].
+    /// Starts the binary without waiting, with the stop signals at their default disposition
+    /// (for signal tests); finish with [`Test::finish`].
     pub fn spawn(&self) -> (Child, Instant) {
-        let child = spawn(&mut self.command()).expect("spawning envharness");
-        (child, Instant::now())
+        self.spawn_with_ignored(&[])
     }
 
     /// Starts the binary with the stop signals at their default disposition except those in

@@ -106,6 +106,8 @@ fn not_executed(program: String, path: &Path, errno: Errno) -> Error {
     }
     let reason = match errno {
         Errno::E2BIG => "the arguments and environment are too large for execve".into(),
+        // execve says EACCES, "permission denied", which does not tell what is wrong.
+        Errno::EACCES if path.is_dir() => "is a directory".into(),
         _ => explain_exec_error(path, &std::io::Error::from(errno)),
     };
     Error::CommandNotExecutable { program, reason }
@@ -158,6 +160,10 @@ pub fn c_string(bytes: &[u8]) -> CString {
     CString::new(bytes).expect("paths, arguments and checked environment strings contain no NUL")
 }
 
+/// The command's name for messages; an empty one shows as `''`.
 pub fn display(program: &OsStr) -> String {
+    if program.is_empty() {
+        return "''".into();
+    }
     program.to_string_lossy().into_owned()
 }

@@ -256,15 +256,21 @@ fn read_bounded(entry: &Entry) -> Result<Vec<u8>, Error> {
     let read_error = |err| Error::io(&entry.path, "reading the file", err);
     let file = std::fs::File::open(&entry.path).map_err(read_error)?;
     let size = file.metadata().map_err(read_error)?.len();
-    let limit = match entry.kind {
-        Kind::Dotenv { .. } => DOTENV_OUTPUT_LIMIT,
-        // Room for the one trailing newline that is dropped.
-        _ => ENV_STRING_LIMIT + 2,
+    let (limit, refused) = match entry.kind {
+        Kind::Dotenv { .. } => (
+            DOTENV_OUTPUT_LIMIT,
+            format!("over the {DOTENV_OUTPUT_LIMIT}-byte limit for a .env file"),
+        ),
+        // Room for the one trailing newline (or \r\n) that is dropped.
+        _ => (
+            ENV_STRING_LIMIT + 2,
+            format!("more than one environment string can hold ({ENV_STRING_LIMIT} bytes)"),
+        ),
     };
     if size > limit as u64 {
         return Err(Error::entry(
             &entry.path,
-            format!("the file is {size} bytes, over the {limit}-byte limit"),
+            format!("the file is {size} bytes, {refused}"),
         ));
     }
     let mut content = Vec::with_capacity(size as usize);

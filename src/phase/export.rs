@@ -23,16 +23,18 @@ pub fn announce(
     if !entries::directory_exists(&dir.path)? {
         return missing(dir);
     }
-    for entry in run_order(entries::export_entries(&dir.path)?)? {
-        if entry.name == TEARDOWN {
-            if !supervised {
-                log::warn!(
-                    "{}: teardown runs only under --init; ignored",
-                    entry.path.display()
-                );
-            }
-            continue;
-        }
+    // teardown is not part of this phase: without --init it only draws a warning, and under
+    // --init it is looked at, and any fault in it logged, when it runs.
+    let (teardown, others): (Vec<Entry>, Vec<Entry>) = entries::export_entries(&dir.path)?
+        .into_iter()
+        .partition(|entry| entry.name == TEARDOWN);
+    if let (Some(entry), false) = (teardown.first(), supervised) {
+        log::warn!(
+            "{}: teardown runs only under --init; ignored",
+            entry.path.display()
+        );
+    }
+    for entry in run_order(others)? {
         run(&entry, runner, env)?;
     }
     Ok(())

@@ -202,3 +202,88 @@ fn print_with_a_command_is_a_usage_error() {
     t.args(&["-e", "env", "-x", "env", "--print", "--", "true"]);
     t.run().status(125).error_line(&["--print", "command"]);
 }
+
+#[test]
+fn bad_job_counts_are_usage_errors() {
+    for (args, variable, named) in [
+        (["-j", "x"], None, ["--jobs", "'x'"]),
+        (["-j", "-1"], None, ["-1", "unexpected"]),
+        (["-e", "env"], Some("x"), ["--jobs", "'x'"]),
+    ] {
+        let mut t = Test::new();
+        t.dir("env");
+        if let Some(value) = variable {
+            t.env("ENVHARNESS_JOBS", value);
+        }
+        t.args(&args).args(&["-e", "env", "--", "true"]);
+        t.run().status(125).error_line(&named);
+    }
+}
+
+#[test]
+fn an_unknown_print_format_is_a_usage_error() {
+    let mut t = Test::new();
+    t.dir("env");
+    t.args(&["-e", "env", "--print", "yaml"]);
+    t.run().status(125).error_line(&["--print", "'yaml'"]);
+}
+
+#[test]
+fn duration_variables_that_are_not_numbers_are_usage_errors() {
+    for (variable, value, option) in [
+        ("ENVHARNESS_TIMEOUT", "soon", "--timeout"),
+        ("ENVHARNESS_RETRY_INTERVAL", "-1", "--retry-interval"),
+        ("ENVHARNESS_STOP_TIMEOUT", "x", "--stop-timeout"),
+    ] {
+        let mut t = Test::new();
+        t.env(variable, value).args(&["--init", "--", "true"]);
+        t.run()
+            .status(125)
+            .error_line(&[option, &format!("'{value}'"), "not a number of seconds"]);
+    }
+}
+
+#[test]
+fn an_export_directory_named_by_the_flag_must_be_a_directory() {
+    let mut t = Test::new();
+    t.dir("env");
+    t.args(&["-x", "nowhere", "-e", "env", "--", "touch", "ran"]);
+    t.run()
+        .status(125)
+        .error_line(&["nowhere", "no such directory"]);
+    assert!(!t.exists("ran"));
+
+    let mut t = Test::new();
+    t.dir("env").file("plain", "");
+    t.args(&["-x", "plain", "-e", "env", "--", "true"]);
+    t.run()
+        .status(125)
+        .error_line(&["plain", "not a directory"]);
+}
+
+#[test]
+fn missing_values_and_conflicting_options_are_usage_errors() {
+    for (args, named) in [
+        (&["-e"][..], &["--environment", "a value is required"][..]),
+        (
+            &["--plan", "--print"],
+            &["--plan", "--print", "cannot be used"],
+        ),
+        (&["-v", "-q", "--", "true"], &["--verbose", "--quiet"]),
+    ] {
+        let mut t = Test::new();
+        t.args(args);
+        t.run().status(125).error_line(named);
+    }
+}
+
+#[test]
+fn a_shebang_line_with_an_unbalanced_quote_is_a_usage_error() {
+    let t = Test::new();
+    t.dir("env");
+    t.script("tool", &format!("#!{BIN} -e 'env -- /bin/sh\necho ran\n"));
+    t.run_command(t.external(t.path("tool")))
+        .status(125)
+        .error_line(&["shebang", "missing closing quote"])
+        .stdout_is("");
+}

@@ -303,3 +303,34 @@ fn an_entry_that_is_not_a_regular_file_is_an_error() {
         .status(125)
         .error_line(&["env/PIPE", "not a regular file"]);
 }
+
+#[test]
+fn malformed_and_nul_holding_env_files_are_errors_naming_the_file() {
+    for (content, named) in [
+        (
+            &b"1BAD=x\n"[..],
+            &["env/a.env", "line 1", "not a valid variable name"][..],
+        ),
+        (
+            b"GOOD=x\nQ='open\n",
+            &["env/a.env", "line 2", "unterminated single quote"],
+        ),
+        (b"V=a\0b\n", &["env/a.env", "V", "NUL byte"]),
+    ] {
+        let mut t = Test::new();
+        t.file("env/a.env", content);
+        print_env(&mut t)
+            .status(125)
+            .error_line(named)
+            .stdout_is("");
+    }
+}
+
+#[test]
+fn an_oversize_literal_is_refused_by_its_size_without_reading_it() {
+    let mut t = Test::new();
+    t.file("env/HUGE", vec![b'v'; 200_000]);
+    print_env(&mut t)
+        .status(125)
+        .error_line(&["env/HUGE", "200000 bytes", "131072 bytes"]);
+}

@@ -210,3 +210,21 @@ fn started_with_sigchld_ignored_it_still_waits_for_scripts_and_the_command_gets_
         );
     }
 }
+
+#[test]
+fn a_directory_is_126_and_an_empty_command_127() {
+    for flags in MODES {
+        let mut t = Test::new();
+        t.dir("tools");
+        t.args(flags);
+        with_empty_dirs(&mut t).args(&["./tools"]);
+        t.run()
+            .status(126)
+            .error_line(&["./tools", "is a directory"]);
+
+        let mut t = Test::new();
+        t.args(flags);
+        with_empty_dirs(&mut t).args(&[""]);
+        t.run().status(127).error_line(&["''", "command not found"]);
+    }
+}

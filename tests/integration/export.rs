@@ -91,3 +91,88 @@ fn non_executable_files_in_export_are_skipped_with_a_warning_unless_they_lost_th
         .status(125)
         .error_line(&["export/register", "chmod +x"]);
 }
+
+#[test]
+fn an_export_script_that_keeps_failing_stops_everything_with_its_tries() {
+    let mut t = Test::new();
+    t.script("export/register", "#!/bin/sh\necho try >> tries\nexit 3\n");
+    t.dir("env");
+    t.args(&[
+        "-x",
+        "export",
+        "-e",
+        "env",
+        "--retries",
+        "1",
+        "--retry-interval",
+        "0",
+        "--",
+        "touch",
+        "command-ran",
+    ]);
+    t.run()
+        .status(125)
+        .error_line(&["export/register", "exited with status 3 (after 2 tries)"]);
+    assert_eq!(t.read("tries"), "try\ntry\n");
+    assert!(!t.exists("command-ran"));
+}
+
+#[test]
+fn an_export_script_past_its_timeout_stops_everything() {
+    let mut t = Test::new();
+    t.script("export/register", "#!/bin/sh\nexec sleep 30\n");
+    t.dir("env");
+    t.args(&[
+        "-x",
+        "export",
+        "-e",
+        "env",
+        "--timeout",
+        "0.2",
+        "--",
+        "touch",
+        "command-ran",
+    ]);
+    t.run()
+        .status(125)
+        .error_line(&["export/register", "timed out after 0.2s"])
+        .faster_than(std::time::Duration::from_secs(2));
+    assert!(!t.exists("command-ran"));
+}
+
+#[test]
+fn export_entries_that_cannot_be_run_stop_everything_and_say_why() {
+    for (body, reason) in [
+        (CRLF, "Windows line endings"),
+        (NO_INTERPRETER, "/nonexistent/sh"),
+    ] {
+        let mut t = Test::new();
+        t.script("export/register", body);
+        t.dir("env");
+        t.args(&["-x", "export", "-e", "env", "--", "touch", "command-ran"]);
+        t.run().status(125).error_line(&["export/register", reason]);
+        assert!(!t.exists("command-ran"));
+    }
+    let mut t = Test::new();
+    t.symlink("export/register", "../nowhere");
+    t.dir("env");
+    t.args(&["-x", "export", "-e", "env", "--", "touch", "command-ran"]);
+    t.run()
+        .status(125)
+        .error_line(&["export/register", "broken symbolic link"]);
+    assert!(!t.exists("command-ran"));
+}
+
+#[test]
+fn a_broken_teardown_is_only_a_warning_without_init() {
+    // Not run without --init (SPEC.md 3.2), so a fault in it stops nothing.
+    let mut t = Test::new();
+    t.file("export/teardown", "#!/bin/sh\ntouch torn-down\n");
+    t.dir("env");
+    t.args(&["-x", "export", "-e", "env", "--", "touch", "command-ran"]);
+    t.run()
+        .success()
+        .error_line(&["export/teardown", "only under --init"]);
+    assert!(t.exists("command-ran"));
+    assert!(!t.exists("torn-down"));
+}

@@ -361,3 +361,47 @@ fn with_jobs_a_background_process_holding_stdout_does_not_hang() {
         .error_line(&["env/STUCK", "kept stdout open"])
         .faster_than(Duration::from_secs(1));
 }
+
+#[test]
+fn with_jobs_a_script_that_cannot_be_run_is_reported_like_in_sequential_mode() {
+    for (body, reason) in [
+        (NO_SHEBANG, "no #! line"),
+        (CRLF, "Windows line endings"),
+        (NO_INTERPRETER, "/nonexistent/sh"),
+    ] {
+        let mut t = Test::new();
+        t.script("env/A", body);
+        t.script("env/B", "#!/bin/sh\necho b\n");
+        t.args(&["-j", "2", "-e", "env", "--", "touch", "command-ran"]);
+        t.run().status(125).error_line(&["env/A", reason]);
+        assert!(!t.exists("ran"), "{reason}: run through a shell");
+        assert!(!t.exists("command-ran"));
+    }
+}
+
+#[test]
+fn with_jobs_a_stop_signal_reaches_every_running_script() {
+    let mut t = Test::new();
+    for name in ["A", "B"] {
+        t.script(
+            &format!("env/{name}"),
+            &format!("#!/bin/sh\necho $$ > {name}.pid\ntouch {name}.ready\nexec sleep 30\n"),
+        );
+    }
+    t.args(&["-j", "2", "-e", "env", "--", "touch", "command-ran"]);
+    let (child, started) = t.spawn();
+    t.wait_for("A.ready");
+    t.wait_for("B.ready");
+    send(&child, nix::sys::signal::Signal::SIGTERM);
+    t.finish(child, started)
+        .status(143)
+        .faster_than(Duration::from_secs(3));
+    for name in ["A", "B"] {
+        let pid = t.pid(&format!("{name}.pid"));
+        assert!(
+            gone_within(pid, Duration::from_secs(2)),
+            "script {name} survived"
+        );
+    }
+    assert!(!t.exists("command-ran"));
+}

@@ -396,10 +396,6 @@ fn output_written_before_the_script_exits_is_kept_when_a_background_process_hold
 
 // --- files that cannot be executed: scripts (125), the command (126, 127)
 
-const NO_SHEBANG: &str = "touch ran\necho value\n";
-const CRLF: &str = "#!/bin/sh\r\necho value\r\n";
-const NO_INTERPRETER: &str = "#!/nonexistent/sh\necho value\n";
-
 #[test]
 fn a_script_without_a_shebang_line_is_not_run_through_sh() {
     let mut t = Test::new();

@@ -487,3 +487,46 @@ fn with_a_terminal_ctrl_z_stops_envharness_too_and_continuing_it_continues_the_c
         .status(143)
         .faster_than(Duration::from_secs(10));
 }
+
+#[test]
+fn a_stop_signal_during_the_phases_under_init_starts_no_command() {
+    let mut t = Test::new();
+    t.script(
+        "env/SLOW",
+        "#!/bin/sh\necho $$ > slow.pid\ntouch slow.ready\nexec sleep 30\n",
+    );
+    t.dir("export");
+    t.args(&[
+        "--init",
+        "-x",
+        "export",
+        "-e",
+        "env",
+        "--",
+        "touch",
+        "command-ran",
+    ]);
+    let (child, started) = t.spawn();
+    t.wait_for("slow.ready");
+    send(&child, Signal::SIGTERM);
+    t.finish(child, started)
+        .status(143)
+        .error_line(&["stopped by SIGTERM"])
+        .faster_than(Duration::from_secs(3));
+    assert!(gone_within(t.pid("slow.pid"), Duration::from_secs(2)));
+    assert!(!t.exists("command-ran"));
+}
+
+#[test]
+fn a_broken_teardown_under_init_is_logged_and_the_status_stays_the_commands() {
+    let mut t = Test::new();
+    t.file("export/teardown", "#!/bin/sh\ntouch torn-down\n");
+    t.dir("env");
+    init(&mut t, &[], "exit 4");
+    t.run().status(4).error_line(&[
+        "teardown failed",
+        "export/teardown",
+        "without exec permission",
+    ]);
+    assert!(!t.exists("torn-down"));
+}

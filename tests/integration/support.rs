@@ -19,6 +19,11 @@ use wait_timeout::ChildExt;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_envharness");
 pub const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+/// Executables the kernel refuses (SPEC.md 3.4 and 4): no `#!` line (run through a shell it
+/// would touch `ran`), Windows line endings, an interpreter that does not exist.
+pub const NO_SHEBANG: &str = "touch ran\necho value\n";
+pub const CRLF: &str = "#!/bin/sh\r\necho value\r\n";
+pub const NO_INTERPRETER: &str = "#!/nonexistent/sh\necho value\n";
 /// No single run in this suite should come near this.
 pub const RUN_LIMIT: Duration = Duration::from_secs(20);
 

@@ -21,8 +21,8 @@ build: toolchain
 release: toolchain
 	$(CARGO) build --release
 
-# The scratch-root test runs the static binary, so it is built first.
-test: deps static
+# The scratch-root test runs the static binary, so it is built first (after deps).
+test: static
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	ENVHARNESS_STATIC_BIN=$(CURDIR)/$(STATIC_BIN) $(CARGO) test

@@ -44,7 +44,6 @@ command -v tini      >/dev/null 2>&1 || missing+=(tini)
 command -v dumb-init >/dev/null 2>&1 || missing+=(dumb-init)
 [ -x /usr/bin/time ]                 || missing+=(time)     # `time` alone is bash's keyword
 command -v python3   >/dev/null 2>&1 || missing+=(python3)
-command -v bash      >/dev/null 2>&1 || missing+=(bash)
 # A static program that does nothing: the floor of any static start-up (the report's reference).
 if command -v dpkg >/dev/null 2>&1 && ! dpkg -s busybox-static >/dev/null 2>&1; then
     missing+=(busybox-static)
@@ -177,12 +176,13 @@ mark() { # SECTION-NAME
 
 median_of() { sort -n | awk '{a[NR]=$1} END {if (NR == 0) exit 1; print (NR % 2) ? a[(NR+1)/2] : int((a[NR/2] + a[NR/2+1]) / 2)}'; }
 
-# hyperfine arguments, appended to `args`: each build's start-up with empty directories, the
-# same under --init (for the builds in init_paths), and a static program that does nothing.
-add_startup_commands() {
-    local i
+# hyperfine arguments, appended to `args`: each build's start-up with the environment
+# directory ENV_DIR (quoted; default the empty one), the same under --init with empty
+# directories (for the builds in init_paths), and a static program that does nothing.
+add_startup_commands() { # [ENV_DIR]
+    local i env_dir=${1:-$QE}
     for i in "${!BUILD_PATHS[@]}"; do
-        args+=(-n "${BUILD_LABELS[$i]}" "$(q "${BUILD_PATHS[$i]}") -e $QE -x $QE -- true")
+        args+=(-n "${BUILD_LABELS[$i]}" "$(q "${BUILD_PATHS[$i]}") -e $env_dir -x $QE -- true")
     done
 }
 add_init_commands() {
@@ -212,9 +212,7 @@ for n in 1 10 100; do
     mark "n$n"
     D=$(q "$W/d$n")
     args=()
-    for i in "${!BUILD_PATHS[@]}"; do
-        args+=(-n "${BUILD_LABELS[$i]}" "$(q "${BUILD_PATHS[$i]}") -e $D -x $QE -- true")
-    done
+    add_startup_commands "$D"
     args+=(-n "dash loop" "dash $QL $D true" -n "bash loop" "bash $QL $D true")
     "${HF[@]}" "${FAST[@]}" --export-json "$RES/n$n.json" "${args[@]}" >&2
 done

@@ -334,3 +334,15 @@ fn an_oversize_literal_is_refused_by_its_size_without_reading_it() {
         .status(125)
         .error_line(&["env/HUGE", "200000 bytes", "131072 bytes"]);
 }
+
+#[test]
+fn an_error_in_a_dotenv_file_never_shows_its_values() {
+    // SPEC.md 5: values never appear in logs, even at -v and even when the file is wrong.
+    let mut t = Test::new();
+    t.file("env/a.env", "TOKEN=sup3rsecret\nBAD LINE\n");
+    t.args(&["-v"]);
+    print_env(&mut t)
+        .status(125)
+        .error_line(&["env/a.env", "line 2", "expected KEY=VALUE"])
+        .stderr_lacks("sup3rsecret");
+}

@@ -176,3 +176,16 @@ fn a_broken_teardown_is_only_a_warning_without_init() {
     assert!(t.exists("command-ran"));
     assert!(!t.exists("torn-down"));
 }
+
+#[test]
+fn a_subdirectory_in_the_export_directory_is_skipped_with_a_warning() {
+    let mut t = Test::new();
+    t.script("export/sub/bootstrap", "#!/bin/sh\ntouch nested-ran\n");
+    t.dir("env");
+    t.args(&["-x", "export", "-e", "env", "--", "touch", "command-ran"]);
+    t.run()
+        .success()
+        .error_line(&["export/sub", "subdirectory, skipped"]);
+    assert!(!t.exists("nested-ran"));
+    assert!(t.exists("command-ran"));
+}

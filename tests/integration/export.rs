@@ -2,6 +2,12 @@
 
 use crate::support::*;
 
+/// An empty environment directory and `-x export -e env -- touch command-ran`.
+fn then_touch_command_ran(t: &mut Test) {
+    t.dir("env");
+    t.args(&["-x", "export", "-e", "env", "--", "touch", "command-ran"]);
+}
+
 fn logging_script(name: &str) -> String {
     format!("#!/bin/sh\necho {name} >> \"$LOG\"\necho \"{name} says hi\"\n")
 }
@@ -148,15 +154,13 @@ fn export_entries_that_cannot_be_run_stop_everything_and_say_why() {
     ] {
         let mut t = Test::new();
         t.script("export/register", body);
-        t.dir("env");
-        t.args(&["-x", "export", "-e", "env", "--", "touch", "command-ran"]);
+        then_touch_command_ran(&mut t);
         t.run().status(125).error_line(&["export/register", reason]);
         assert!(!t.exists("command-ran"));
     }
     let mut t = Test::new();
     t.symlink("export/register", "../nowhere");
-    t.dir("env");
-    t.args(&["-x", "export", "-e", "env", "--", "touch", "command-ran"]);
+    then_touch_command_ran(&mut t);
     t.run()
         .status(125)
         .error_line(&["export/register", "broken symbolic link"]);
@@ -168,8 +172,7 @@ fn a_broken_teardown_is_only_a_warning_without_init() {
     // Not run without --init (SPEC.md 3.2), so a fault in it stops nothing.
     let mut t = Test::new();
     t.file("export/teardown", "#!/bin/sh\ntouch torn-down\n");
-    t.dir("env");
-    t.args(&["-x", "export", "-e", "env", "--", "touch", "command-ran"]);
+    then_touch_command_ran(&mut t);
     t.run()
         .success()
         .error_line(&["export/teardown", "only under --init"]);
@@ -181,8 +184,7 @@ fn a_broken_teardown_is_only_a_warning_without_init() {
 fn a_subdirectory_in_the_export_directory_is_skipped_with_a_warning() {
     let mut t = Test::new();
     t.script("export/sub/bootstrap", "#!/bin/sh\ntouch nested-ran\n");
-    t.dir("env");
-    t.args(&["-x", "export", "-e", "env", "--", "touch", "command-ran"]);
+    then_touch_command_ran(&mut t);
     t.run()
         .success()
         .error_line(&["export/sub", "subdirectory, skipped"]);

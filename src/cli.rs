@@ -90,6 +90,29 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", env = "ENVHARNESS_STOP_TIMEOUT", hide_env_values = true, value_parser = parse_seconds)]
     pub stop_timeout: Option<Duration>,
 
+    /// With --init: re-run discovery every SECS; 0: only on SIGHUP or a registry change
+    /// [env: ENVHARNESS_WATCH]
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub watch: Option<Duration>,
+
+    /// With --watch: restart, or a signal to send (HUP, SIGUSR1, 15, ...) [default: restart]
+    #[arg(
+        long,
+        value_name = "ACTION",
+        env = "ENVHARNESS_ON_CHANGE",
+        hide_env_values = true
+    )]
+    pub on_change: Option<String>,
+
+    /// NAME must end up non-empty (and match REGEX, anchored); repeatable
+    /// [env: ENVHARNESS_REQUIRE (whitespace-separated)]
+    #[arg(long, value_name = "NAME[=REGEX]")]
+    pub require: Vec<String>,
+
+    /// While a requirement is unmet, re-run discovery for up to SECS [default: 0]
+    #[arg(long, value_name = "SECS", env = "ENVHARNESS_WAIT", hide_env_values = true, value_parser = parse_seconds)]
+    pub wait: Option<Duration>,
+
     /// Print the variables instead of running a command
     #[arg(long, value_name = "FORMAT", num_args = 0..=1, default_missing_value = "dotenv")]
     pub print: Option<Format>,
@@ -181,7 +204,7 @@ pub fn split_shebang_options(mut args: Vec<OsString>) -> Result<Vec<OsString>, E
 const MAX_SECONDS: f64 = 1e9;
 
 /// Seconds as a non-negative decimal number (`1`, `0.25`).
-fn parse_seconds(text: &str) -> Result<Duration, String> {
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
     let seconds: f64 = text
         .trim()
         .parse()

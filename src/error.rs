@@ -4,12 +4,12 @@
 //! lower-case line that starts with the thing that failed, so `main` prints
 //! `envharness: <message>` and nothing else.
 
+use std::fmt;
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
-
-use crate::script::Failure;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -58,6 +58,57 @@ pub enum Error {
     /// The harness received a terminating signal while running the phases (128+N).
     #[error("stopped by {} while running the phases", signal.as_str())]
     Interrupted { signal: Signal },
+
+    /// A re-run under `--watch` was given up because the command exited or a stop signal
+    /// came; the supervisor goes on with its shutdown, nothing reports this.
+    #[error("the re-run was cancelled")]
+    Cancelled,
+
+    /// A `--require` that the final environment does not meet.
+    #[error("{name}: {}", unmet_reason(rule.as_deref()))]
+    Unmet { name: String, rule: Option<String> },
+}
+
+fn unmet_reason(rule: Option<&str>) -> String {
+    match rule {
+        None => "required but not set".into(),
+        Some(regex) => format!("required to match '{regex}', and does not"),
+    }
+}
+
+/// Why a run of a script failed.
+#[derive(Debug)]
+pub enum Failure {
+    Exited(i32),
+    Killed(Signal),
+    TimedOut(Duration),
+    OutputTooLarge(usize),
+    /// The script could not be executed at all; the reason says why (see `shebang`).
+    NotExecutable(String),
+}
+
+impl Failure {
+    /// Only failures that another try might not repeat are retried.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Failure::Exited(_) | Failure::Killed(_) | Failure::TimedOut(_)
+        )
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Exited(code) => write!(f, "exited with status {code}"),
+            Failure::Killed(signal) => write!(f, "killed by {}", signal.as_str()),
+            Failure::TimedOut(limit) => write!(f, "timed out after {}s", limit.as_secs_f64()),
+            Failure::OutputTooLarge(limit) => {
+                write!(f, "output passed {limit} bytes, the limit; stopped it")
+            }
+            Failure::NotExecutable(reason) => f.write_str(reason),
+        }
+    }
 }
 
 fn tries_suffix(tries: u32) -> String {

@@ -17,19 +17,19 @@ use nix::errno::Errno;
 use nix::libc;
 
 use crate::error::Error;
+use crate::init::signals::Signals;
 use crate::shebang::explain_exec_error;
-use crate::signals::Watcher;
 
 /// What execvp uses when PATH is unset (confstr(_CS_PATH) on glibc and musl).
 const DEFAULT_PATH: &str = "/bin:/usr/bin";
 
 /// Execs the command; returns only on failure, with the error to exit with.
-pub fn exec(command: &[OsString], env: &[(OsString, OsString)], watcher: &Watcher) -> Error {
+pub fn exec(command: &[OsString], env: &[(OsString, OsString)], signals: &Signals) -> Error {
     let prepared = match Prepared::new(command, env) {
         Ok(prepared) => prepared,
         Err(err) => return err,
     };
-    if let Err(err) = watcher.startup_state().restore() {
+    if let Err(err) = signals.startup_state().restore() {
         return Error::io(prepared.path, "restoring the signal mask", err);
     }
     let errno = prepared.args.execve();

@@ -1,11 +1,16 @@
 //! Logs go to stderr, one line each, starting `envharness:` (stdout belongs to the command and
 //! to `--print`). The level is warnings by default; `-v` shows each script with its duration
 //! and the variables it set (never a value), `-vv` debug, `-q` errors only. Without `-v`/`-q`,
-//! RUST_LOG decides.
+//! RUST_LOG decides. A `--watch` change is one line at the default level, not a warning
+//! (see [`NOTICE`]).
 
 use std::io::Write;
 
 use log::{Level, LevelFilter};
+
+/// The target of lines that show at the default level without being warnings (a `--watch`
+/// change): logged with `log::warn!(target: NOTICE, ...)` and written without `warning: `.
+pub const NOTICE: &str = "envharness::notice";
 
 pub fn init(verbose: u8, quiet: bool) {
     let flag_level = match (quiet, verbose) {
@@ -26,6 +31,7 @@ pub fn init(verbose: u8, quiet: bool) {
     builder.format(|out, record| {
         let level = match record.level() {
             Level::Error => "error: ",
+            Level::Warn if record.target() == NOTICE => "",
             Level::Warn => "warning: ",
             _ => "",
         };

@@ -10,7 +10,7 @@ static ALLOCATOR: envharness::arena::Arena<{ 256 * 1024 }> = envharness::arena::
 #[used]
 #[link_section = ".init_array"]
 static RECORD_STARTUP_DISPOSITIONS: extern "C" fn() =
-    envharness::signals::record_startup_dispositions;
+    envharness::init::signals::record_startup_dispositions;
 
 fn main() {
     let cli = match cli::parse(std::env::args_os()) {

@@ -7,8 +7,14 @@ use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{Cli, Format};
+use nix::sys::signal::Signal;
+
+use crate::cli::{parse_seconds, Cli, Format};
 use crate::error::Error;
+use crate::init::Supervision;
+use crate::require::Requirement;
+use crate::runner::Limits;
+use crate::watch::{OnChange, WatchSettings};
 
 pub const DEFAULT_ENVIRONMENT: &str = "/environment";
 pub const DEFAULT_EXPORT: &str = "/export";
@@ -18,14 +24,6 @@ pub const DEFAULT_EXPORT: &str = "/export";
 pub struct Directory {
     pub path: PathBuf,
     pub named: bool,
-}
-
-/// How scripts are run: a limit per run, and how failures are retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    pub timeout: Option<Duration>,
-    pub retries: u32,
-    pub retry_interval: Duration,
 }
 
 /// What happens after the phases.
@@ -39,13 +37,6 @@ pub enum Mode {
     Explain { command: Vec<OsString> },
 }
 
-/// `--init` settings (SPEC.md section 6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Supervision {
-    pub group: bool,
-    pub stop_timeout: Duration,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     pub export: Directory,
@@ -55,6 +46,11 @@ pub struct Plan {
     pub jobs: usize,
     pub no_clobber: bool,
     pub supervision: Option<Supervision>,
+    /// `--watch` (needs `--init`).
+    pub watch: Option<WatchSettings>,
+    pub requirements: Vec<Requirement>,
+    /// `--wait`: how long unmet requirements are waited for before the command starts.
+    pub wait: Option<Duration>,
     pub mode: Mode,
 }
 
@@ -65,6 +61,18 @@ impl Plan {
         let group = cli.group || boolean_variable(&var, "ENVHARNESS_GROUP")?;
         let no_clobber = cli.no_clobber || boolean_variable(&var, "ENVHARNESS_NO_CLOBBER")?;
         let mode = choose_mode(&cli)?;
+        let on_change = on_change(cli.on_change.as_deref())?;
+        let watch = watch_interval(cli.watch, &var)?;
+        if watch.is_some() && !init {
+            return Err(Error::Usage(
+                "--watch needs --init: only a supervising harness can re-run discovery".into(),
+            ));
+        }
+        let requirements = requirements(&cli.require, &var)?;
+        let wait = cli.wait.filter(|wait| !wait.is_zero());
+        if wait.is_some() && requirements.is_empty() {
+            log::warn!("--wait has no effect without --require: nothing to wait for");
+        }
         Ok(Plan {
             // An empty variable counts as unset, as for ENVHARNESS_ENVIRONMENT.
             export: export_directory(cli.export.filter(|dir| !dir.is_empty())),
@@ -80,9 +88,84 @@ impl Plan {
                 group,
                 stop_timeout: cli.stop_timeout.unwrap_or(Duration::from_secs(10)),
             }),
+            watch: watch.map(|every| WatchSettings {
+                every: Some(every).filter(|every| !every.is_zero()),
+                on_change,
+            }),
+            requirements,
+            wait,
             mode,
         })
     }
+}
+
+/// `--watch SECS`, else `ENVHARNESS_WATCH` (empty: off).
+fn watch_interval(
+    flag: Option<Duration>,
+    var: impl Fn(&str) -> Option<OsString>,
+) -> Result<Option<Duration>, Error> {
+    if flag.is_some() {
+        return Ok(flag);
+    }
+    let Some(value) = var("ENVHARNESS_WATCH").filter(|value| !value.is_empty()) else {
+        return Ok(None);
+    };
+    parse_seconds(&value.to_string_lossy())
+        .map(Some)
+        .map_err(|reason| Error::Usage(format!("ENVHARNESS_WATCH: {reason}")))
+}
+
+/// `--on-change restart|SIGNAL`; checked even without `--watch`, where it has no effect.
+fn on_change(action: Option<&str>) -> Result<OnChange, Error> {
+    let Some(action) = action.filter(|action| !action.is_empty()) else {
+        return Ok(OnChange::Restart);
+    };
+    if action.eq_ignore_ascii_case("restart") {
+        return Ok(OnChange::Restart);
+    }
+    let signal = parse_signal(action).ok_or_else(|| {
+        Error::Usage(format!(
+            "--on-change {action:?}: not `restart` nor a signal (HUP, SIGUSR1, 15, ...)"
+        ))
+    })?;
+    if matches!(signal, Signal::SIGKILL | Signal::SIGSTOP) {
+        return Err(Error::Usage(format!(
+            "--on-change {action}: {} cannot be caught, so the command could not react to it; use restart",
+            signal.as_str()
+        )));
+    }
+    Ok(OnChange::Signal(signal))
+}
+
+/// `HUP`, `SIGHUP`, `hup` or `1`.
+fn parse_signal(text: &str) -> Option<Signal> {
+    if let Ok(number) = text.parse::<i32>() {
+        return Signal::try_from(number).ok();
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse().ok()
+}
+
+/// `--require` flags, else `ENVHARNESS_REQUIRE` split at whitespace.
+fn requirements(
+    flags: &[String],
+    var: impl Fn(&str) -> Option<OsString>,
+) -> Result<Vec<Requirement>, Error> {
+    let from_variable;
+    let texts: Vec<&str> = if flags.is_empty() {
+        from_variable = var("ENVHARNESS_REQUIRE")
+            .map(|value| value.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        from_variable.split_whitespace().collect()
+    } else {
+        flags.iter().map(String::as_str).collect()
+    };
+    texts.into_iter().map(Requirement::parse).collect()
 }
 
 fn choose_mode(cli: &Cli) -> Result<Mode, Error> {

@@ -21,7 +21,7 @@ use crate::entries::{self, Entry, Kind};
 use crate::error::Error;
 use crate::phase::export::missing;
 use crate::plan::{Directory, Plan};
-use crate::script::{Job, Ran, Runner, Stdout};
+use crate::runner::{self, Host, Job, Ran, Stdout};
 use crate::variables::{Environment, Variables};
 
 /// The kernel's limit for one `NAME=VALUE` string, its terminating NUL included
@@ -34,11 +34,11 @@ pub const DOTENV_OUTPUT_LIMIT: usize = 2 * 1024 * 1024;
 /// Runs every environment directory and returns the variables they set.
 pub fn discover(
     plan: &Plan,
-    runner: &Runner,
+    host: &mut dyn Host,
     harness_env: &Environment,
 ) -> Result<Variables, Error> {
     let mut discovery = Discovery {
-        runner,
+        host,
         harness_env,
         jobs: plan.jobs,
         no_clobber: plan.no_clobber,
@@ -50,15 +50,15 @@ pub fn discover(
     Ok(discovery.vars)
 }
 
-struct Discovery<'a, 'r> {
-    runner: &'a Runner<'r>,
+struct Discovery<'a> {
+    host: &'a mut dyn Host,
     harness_env: &'a Environment,
     jobs: usize,
     no_clobber: bool,
     vars: Variables,
 }
 
-impl Discovery<'_, '_> {
+impl Discovery<'_> {
     fn apply_directory(&mut self, dir: &Directory) -> Result<(), Error> {
         if !entries::directory_exists(&dir.path)? {
             return missing(dir);
@@ -86,7 +86,7 @@ impl Discovery<'_, '_> {
     /// its bad value must not reach a script's environment; it is found again when the
     /// entries are applied in order). If a script failed, the lexically first failure is the
     /// phase's error.
-    fn run_scripts_at_once(&self, listed: &[Entry]) -> Result<HashMap<OsString, Done>, Error> {
+    fn run_scripts_at_once(&mut self, listed: &[Entry]) -> Result<HashMap<OsString, Done>, Error> {
         let mut done = HashMap::new();
         if self.jobs == 1 {
             return Ok(done);
@@ -117,7 +117,7 @@ impl Discovery<'_, '_> {
         }
         for (name, outcome) in scripts
             .into_iter()
-            .zip(self.runner.run_all(jobs, self.jobs)?)
+            .zip(runner::run_all(self.host, jobs, self.jobs)?)
         {
             if let Some(outcome) = outcome {
                 done.insert(name, Done::Ran(outcome?));
@@ -181,7 +181,7 @@ impl Discovery<'_, '_> {
 
     /// The (NAME, VALUE) pairs an entry gives, in order, without those `--no-clobber`
     /// keeps. Values are not checked yet.
-    fn values(&self, entry: &Entry, ran: Option<Ran>) -> Result<Produced, Error> {
+    fn values(&mut self, entry: &Entry, ran: Option<Ran>) -> Result<Produced, Error> {
         match entry.kind {
             Kind::Run | Kind::Literal => {
                 let name = entry.variable_name().to_owned();
@@ -212,14 +212,17 @@ impl Discovery<'_, '_> {
 
     /// The entry's bytes: a script's stdout (run now, unless it already ran) or the file's
     /// content; and how they were produced, for the log.
-    fn produce(&self, entry: &Entry, ran: Option<Ran>) -> Result<(Vec<u8>, String), Error> {
+    fn produce(&mut self, entry: &Entry, ran: Option<Ran>) -> Result<(Vec<u8>, String), Error> {
         let executable = matches!(entry.kind, Kind::Run | Kind::Dotenv { executable: true });
         if !executable {
             return Ok((read_bounded(entry)?, "read".into()));
         }
         let ran = match ran {
             Some(ran) => ran,
-            None => self.runner.run_one(self.job(entry, &self.vars))?,
+            None => {
+                let job = self.job(entry, &self.vars);
+                runner::run_one(self.host, job)?
+            }
         };
         let how = format!("ran in {:.1} ms", ran.elapsed.as_secs_f64() * 1000.0);
         Ok((ran.output, how))

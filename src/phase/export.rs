@@ -7,7 +7,7 @@
 use crate::entries::{self, Entry, Kind};
 use crate::error::Error;
 use crate::plan::Directory;
-use crate::script::{Job, Runner, Stdout};
+use crate::runner::{self, Host, Job, Stdout};
 use crate::variables::Environment;
 
 pub const BOOTSTRAP: &str = "bootstrap";
@@ -16,7 +16,7 @@ pub const TEARDOWN: &str = "teardown";
 /// Runs the export scripts. `supervised` says whether a `teardown` will run later (`--init`).
 pub fn announce(
     dir: &Directory,
-    runner: &Runner,
+    host: &mut dyn Host,
     env: &Environment,
     supervised: bool,
 ) -> Result<(), Error> {
@@ -35,18 +35,21 @@ pub fn announce(
         );
     }
     for entry in run_order(others)? {
-        run(&entry, runner, env)?;
+        run(&entry, host, env)?;
     }
     Ok(())
 }
 
 /// Runs one export script with its output on the harness's stderr.
-fn run(entry: &Entry, runner: &Runner, env: &Environment) -> Result<(), Error> {
-    let ran = runner.run_one(Job {
-        path: entry.path.clone(),
-        env: env.clone(),
-        stdout: Stdout::ToStderr,
-    })?;
+fn run(entry: &Entry, host: &mut dyn Host, env: &Environment) -> Result<(), Error> {
+    let ran = runner::run_one(
+        host,
+        Job {
+            path: entry.path.clone(),
+            env: env.clone(),
+            stdout: Stdout::ToStderr,
+        },
+    )?;
     log::info!(
         "{}: ran ({:.1} ms)",
         entry.path.display(),
@@ -57,9 +60,9 @@ fn run(entry: &Entry, runner: &Runner, env: &Environment) -> Result<(), Error> {
 
 /// Runs `teardown` after a supervised command has exited (SPEC.md 6), with the final
 /// environment. It cannot change the exit status any more, so a failure is only logged.
-pub fn teardown(dir: &Directory, runner: &Runner, env: &Environment) {
+pub fn teardown(dir: &Directory, host: &mut dyn Host, env: &Environment) {
     let result = match find_teardown(dir) {
-        Ok(Some(entry)) if entry.kind == Kind::Run => run(&entry, runner, env),
+        Ok(Some(entry)) if entry.kind == Kind::Run => run(&entry, host, env),
         Ok(Some(entry)) => {
             log::warn!("{}: not executable, not run", entry.path.display());
             Ok(())

@@ -2,9 +2,10 @@
 //! was started with.
 //!
 //! During the phases the harness blocks SIGCHLD and the stop signals (SIGTERM, SIGINT, SIGHUP,
-//! SIGQUIT) and reads them from a signalfd, so the script runner can wait on "a child exited",
-//! "a pipe has data" and "we were told to stop" in one `poll`, and a signal that arrives between
-//! two scripts stays pending instead of being lost. A stop signal that was ignored when the
+//! SIGQUIT) and reads them from a signalfd, so the loop that drives the scripts can wait on "a
+//! child exited", "a pipe has data" and "we were told to stop" in one `poll`, and a signal that
+//! arrives between two scripts stays pending instead of being lost. Under `--watch`, SIGHUP is
+//! read the same way but means "re-run discovery", never "stop". A stop signal that was ignored when the
 //! harness started (`nohup`, a shell's `&`) stays ignored: it is not watched.
 //!
 //! Before the final execve the original mask is restored, and SIGPIPE gets back the disposition
@@ -93,7 +94,7 @@ impl StartupState {
 
 /// Signals blocked and readable from a signalfd while the harness runs its phases (and, under
 /// `--init`, while it supervises).
-pub struct Watcher {
+pub struct Signals {
     fd: SignalFd,
     /// What the signalfd reads: SIGCHLD and the stop signals the harness did not start with
     /// ignored.
@@ -101,14 +102,16 @@ pub struct Watcher {
     /// Under `--init`, the other forwarded signals (not ignored at start): blocked from the
     /// start, so none is lost, but read only once the supervisor can forward them.
     forwarded: SigSet,
+    /// `--watch`: SIGHUP asks for a re-run and stops nothing (SPEC.md 7).
+    hup_reruns: bool,
     startup: StartupState,
 }
 
-impl Watcher {
+impl Signals {
     /// Blocks SIGCHLD and the stop signals that are not ignored (with `supervising`, the other
     /// forwarded signals too, so that none is lost before the command starts), and opens the
     /// signalfd for SIGCHLD and the stop signals.
-    pub fn install(supervising: bool) -> io::Result<Watcher> {
+    pub fn install(supervising: bool, hup_reruns: bool) -> io::Result<Signals> {
         let mut watched = SigSet::empty();
         watched.add(Signal::SIGCHLD);
         for signal in STOP_SIGNALS {
@@ -139,8 +142,9 @@ impl Watcher {
             Some(&mut original_mask),
         )?;
         let fd = SignalFd::with_flags(&watched, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
-        Ok(Watcher {
+        Ok(Signals {
             fd,
+            hup_reruns,
             watched,
             forwarded,
             startup: StartupState {
@@ -159,14 +163,15 @@ impl Watcher {
             .and_then(|info| Signal::try_from(info.ssi_signo as libc::c_int).ok()))
     }
 
-    /// Drains the pending signals and returns the first stop signal among them.
-    pub fn pending_stop(&self) -> io::Result<Option<Signal>> {
-        while let Some(signal) = self.next()? {
-            if STOP_SIGNALS.contains(&signal) {
-                return Ok(Some(signal));
-            }
-        }
-        Ok(None)
+    /// Whether `signal` stops the phases and a re-run's scripts: a stop signal, except
+    /// SIGHUP under `--watch`.
+    pub fn is_stop(&self, signal: Signal) -> bool {
+        STOP_SIGNALS.contains(&signal) && !self.is_rerun_request(signal)
+    }
+
+    /// Whether `signal` is `--watch`'s "re-run now".
+    pub fn is_rerun_request(&self, signal: Signal) -> bool {
+        self.hup_reruns && signal == Signal::SIGHUP
     }
 
     /// From now on the signalfd also reads the forwarded signals, those already pending too
@@ -194,7 +199,7 @@ pub fn poll_timeout_until(deadline: Option<Instant>) -> PollTimeout {
     PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX)
 }
 
-impl AsFd for Watcher {
+impl AsFd for Signals {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }

@@ -1,0 +1,478 @@
+//! The running scripts of one run, as a state machine that a [`super::Host`]'s loop drives:
+//! [`Pool::pipes`] to poll, [`Pool::read`] when one is ready, [`Pool::exited`] for each reaped
+//! child, [`Pool::tick`] after every wake-up and [`Pool::deadline`] for the poll's timeout.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+
+use super::spawn::spawn;
+use super::{Job, Limits, Outcomes, Ran, Stdout, KILL_GRACE, PIPE_GRACE};
+use crate::error::{Error, Failure};
+use crate::init::procfs;
+use crate::shebang::explain_exec_error;
+
+/// While the rest of a stopped script's group has its grace period, how often to ask whether
+/// it is gone (its members are not our children, so nothing tells us).
+const GROUP_CHECK: Duration = Duration::from_millis(20);
+/// With `--jobs`, a stderr line longer than this is written in pieces.
+const LONGEST_LABELLED_LINE: usize = 4096;
+
+/// One of a running script's pipes, as [`Pool::pipes`] names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pipe {
+    Stdout(usize),
+    Stderr(usize),
+}
+
+/// A script that has been started and not yet fully collected.
+struct Running {
+    index: usize,
+    tries: u32,
+    /// The script's pid, which is also its process group's id.
+    group: Pid,
+    stdout: Option<File>,
+    stderr: Option<File>,
+    output: Vec<u8>,
+    stderr_line: Vec<u8>,
+    started: Instant,
+    /// Why we stopped it, when we did (timeout, too much output).
+    failure: Option<Failure>,
+    timeout_at: Option<Instant>,
+    kill_at: Option<Instant>,
+    /// We stopped it because another script failed: its result does not count.
+    abandoned: bool,
+    exit: Option<WaitStatus>,
+    pipes_close_at: Option<Instant>,
+}
+
+impl Running {
+    /// Exited, pipes closed, and (when we were stopping it) its group gone or killed.
+    fn is_collected(&self) -> bool {
+        self.exit.is_some()
+            && self.stdout.is_none()
+            && self.stderr.is_none()
+            && self.kill_at.is_none()
+    }
+
+    /// Whether any process of the script's group still runs. `killpg(0)` alone would count
+    /// zombies that an init has not reaped yet, so /proc is asked when it says yes.
+    fn group_alive(&self) -> bool {
+        killpg(self.group, None).is_ok() && group_has_a_living_member(self.group)
+    }
+
+    fn signal_group(&self, signal: Signal) {
+        // ESRCH just means the group is already gone.
+        let _ = killpg(self.group, signal);
+    }
+
+    /// `signal` now (SIGTERM, or the stop signal), SIGKILL after [`KILL_GRACE`] if the
+    /// script is still there.
+    fn stop(&mut self, signal: Signal, now: Instant) {
+        self.signal_group(signal);
+        self.kill_at.get_or_insert(now + KILL_GRACE);
+        self.timeout_at = None;
+    }
+
+    fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        // A stopped script that has exited leaves its group a grace period; whether the group
+        // is gone can only be asked, so ask again soon.
+        let group_check =
+            (self.exit.is_some() && self.kill_at.is_some()).then(|| now + GROUP_CHECK);
+        [
+            self.timeout_at,
+            self.kill_at,
+            self.pipes_close_at,
+            group_check,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
+pub struct Pool {
+    limits: Limits,
+    jobs: Vec<Job>,
+    parallel: usize,
+    label_stderr: bool,
+    next: usize,
+    running: Vec<Running>,
+    /// (job index, tries so far, not before)
+    retries: Vec<(usize, u32, Instant)>,
+    /// Per job: its result, or its last failure and the number of tries.
+    outcomes: Vec<Option<Result<Ran, (Failure, u32)>>>,
+    /// A job failed for good: nothing more starts.
+    failed: bool,
+    /// Stopped by a stop signal, or cancelled (None inside): nothing more starts and no
+    /// result counts.
+    stopped: Option<Option<Signal>>,
+}
+
+impl Pool {
+    /// A pool for `jobs`, at most `parallel` at once (0: all at once). Nothing starts before
+    /// the first [`Pool::tick`].
+    pub fn new(jobs: Vec<Job>, parallel: usize, limits: Limits) -> Pool {
+        let parallel = if parallel == 0 {
+            jobs.len().max(1)
+        } else {
+            parallel
+        };
+        Pool {
+            limits,
+            label_stderr: parallel > 1 && jobs.len() > 1,
+            outcomes: jobs.iter().map(|_| None).collect(),
+            jobs,
+            parallel,
+            next: 0,
+            running: Vec::new(),
+            retries: Vec::new(),
+            failed: false,
+            stopped: None,
+        }
+    }
+
+    /// Nothing runs and nothing is left to start.
+    pub fn is_finished(&self) -> bool {
+        self.running.is_empty() && !self.has_work_left()
+    }
+
+    /// The signal that stopped the pool, if one did.
+    pub fn stopped_by(&self) -> Option<Signal> {
+        self.stopped.flatten()
+    }
+
+    /// The outcomes in the jobs' order; a stop signal is the error of the whole run.
+    pub fn into_outcomes(self) -> Result<Outcomes, Error> {
+        match self.stopped {
+            Some(Some(signal)) => return Err(Error::Interrupted { signal }),
+            Some(None) => return Err(Error::Cancelled),
+            None => {}
+        }
+        let paths = self.jobs.into_iter().map(|job| job.path);
+        Ok(self
+            .outcomes
+            .into_iter()
+            .zip(paths)
+            .map(|(outcome, path)| {
+                outcome.map(|outcome| {
+                    outcome.map_err(|(failure, tries)| Error::Script {
+                        path,
+                        failure,
+                        tries,
+                    })
+                })
+            })
+            .collect())
+    }
+
+    /// The pipes to poll for reading.
+    pub fn pipes(&self) -> Vec<(BorrowedFd<'_>, Pipe)> {
+        let mut pipes = Vec::new();
+        for (slot, running) in self.running.iter().enumerate() {
+            if let Some(stdout) = &running.stdout {
+                pipes.push((stdout.as_fd(), Pipe::Stdout(slot)));
+            }
+            if let Some(stderr) = &running.stderr {
+                pipes.push((stderr.as_fd(), Pipe::Stderr(slot)));
+            }
+        }
+        pipes
+    }
+
+    /// The nearest moment [`Pool::tick`] has something to do.
+    pub fn deadline(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let retry_at = self.retries.iter().map(|(_, _, at)| *at);
+        self.running
+            .iter()
+            .filter_map(|running| running.next_deadline(now))
+            .chain(retry_at)
+            .min()
+    }
+
+    /// Handles what is due: timeouts, kills, closing pipes, collecting finished scripts, and
+    /// starting the scripts that may start.
+    pub fn tick(&mut self) {
+        let now = Instant::now();
+        self.handle_deadlines(now);
+        self.collect_finished();
+        self.start_due_jobs();
+    }
+
+    /// A stop signal: it goes to every running script's group, nothing more starts, and the
+    /// run's result is [`Error::Interrupted`].
+    pub fn stop(&mut self, signal: Signal) {
+        if self.stopped.is_some() {
+            return;
+        }
+        log::warn!("got {}: stopping the running scripts", signal.as_str());
+        self.halt(Some(signal), signal);
+    }
+
+    /// Gives the run up: the running scripts get SIGTERM, nothing more starts, and the
+    /// result is [`Error::Cancelled`].
+    pub fn cancel(&mut self) {
+        if self.stopped.is_none() {
+            self.halt(None, Signal::SIGTERM);
+        }
+    }
+
+    fn halt(&mut self, cause: Option<Signal>, signal: Signal) {
+        self.stopped = Some(cause);
+        self.retries.clear();
+        let now = Instant::now();
+        for running in &mut self.running {
+            running.stop(signal, now);
+        }
+    }
+
+    /// A reaped child: returns whether it was one of this pool's scripts.
+    pub fn exited(&mut self, pid: Pid, status: WaitStatus) -> bool {
+        let Some(running) = self.running.iter_mut().find(|r| r.group == pid) else {
+            return false;
+        };
+        running.exit = Some(status);
+        running.timeout_at = None;
+        if running.stdout.is_some() || running.stderr.is_some() {
+            running.pipes_close_at = Some(Instant::now() + PIPE_GRACE);
+        }
+        true
+    }
+
+    /// Reads what is ready on `pipe`.
+    pub fn read(&mut self, pipe: Pipe) {
+        match pipe {
+            Pipe::Stdout(slot) => self.read_stdout(slot),
+            Pipe::Stderr(slot) => self.read_stderr(slot),
+        }
+    }
+
+    /// Whether jobs may still start (or start again).
+    fn accepting(&self) -> bool {
+        self.stopped.is_none() && !self.failed
+    }
+
+    fn has_work_left(&self) -> bool {
+        self.accepting() && (self.next < self.jobs.len() || !self.retries.is_empty())
+    }
+
+    fn start_due_jobs(&mut self) {
+        let now = Instant::now();
+        while self.running.len() < self.parallel {
+            if let Some(pos) = self.retries.iter().position(|(_, _, at)| *at <= now) {
+                let (index, tries, _) = self.retries.remove(pos);
+                self.start(index, tries + 1);
+            } else if self.accepting() && self.next < self.jobs.len() {
+                self.next += 1;
+                self.start(self.next - 1, 1);
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn start(&mut self, index: usize, tries: u32) {
+        let job = &self.jobs[index];
+        match spawn(job, self.label_stderr) {
+            Ok(spawned) => {
+                let started = Instant::now();
+                self.running.push(Running {
+                    index,
+                    tries,
+                    group: spawned.pid,
+                    stdout: spawned.stdout,
+                    stderr: spawned.stderr,
+                    output: Vec::new(),
+                    stderr_line: Vec::new(),
+                    started,
+                    failure: None,
+                    timeout_at: self.limits.timeout.map(|limit| started + limit),
+                    kill_at: None,
+                    abandoned: false,
+                    exit: None,
+                    pipes_close_at: None,
+                });
+            }
+            Err(err) => {
+                let reason = explain_exec_error(&job.path, &err);
+                self.fail(index, Failure::NotExecutable(reason), tries);
+            }
+        }
+    }
+
+    fn read_stdout(&mut self, slot: usize) {
+        let Stdout::Capture { limit } = self.jobs[self.running[slot].index].stdout else {
+            return;
+        };
+        let running = &mut self.running[slot];
+        let Some(stdout) = &mut running.stdout else {
+            return;
+        };
+        let mut chunk = [0u8; 16 * 1024];
+        match stdout.read(&mut chunk) {
+            Ok(0) | Err(_) => running.stdout = None,
+            Ok(len) => {
+                running.output.extend_from_slice(&chunk[..len]);
+                if running.output.len() > limit && running.failure.is_none() {
+                    running.failure = Some(Failure::OutputTooLarge(limit));
+                    running.signal_group(Signal::SIGKILL);
+                    running.stdout = None;
+                }
+            }
+        }
+    }
+
+    fn read_stderr(&mut self, slot: usize) {
+        let running = &mut self.running[slot];
+        let Some(stderr) = &mut running.stderr else {
+            return;
+        };
+        let mut chunk = [0u8; 8 * 1024];
+        let label = file_name(&self.jobs[running.index].path);
+        match stderr.read(&mut chunk) {
+            Ok(0) | Err(_) => {
+                running.stderr = None;
+                if !running.stderr_line.is_empty() {
+                    running.stderr_line.push(b'\n');
+                    write_labelled(&label, &running.stderr_line);
+                    running.stderr_line.clear();
+                }
+            }
+            Ok(len) => {
+                running.stderr_line.extend_from_slice(&chunk[..len]);
+                while let Some(end) = running.stderr_line.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = running.stderr_line.drain(..=end).collect();
+                    write_labelled(&label, &line);
+                }
+                // A line without end is written in pieces rather than held without bound.
+                if running.stderr_line.len() > LONGEST_LABELLED_LINE {
+                    running.stderr_line.push(b'\n');
+                    write_labelled(&label, &running.stderr_line);
+                    running.stderr_line.clear();
+                }
+            }
+        }
+    }
+
+    fn handle_deadlines(&mut self, now: Instant) {
+        for running in &mut self.running {
+            if running.timeout_at.is_some_and(|at| at <= now) {
+                let limit = self.limits.timeout.unwrap_or_default();
+                running.failure.get_or_insert(Failure::TimedOut(limit));
+                running.stop(Signal::SIGTERM, now);
+            }
+            if running.kill_at.is_some_and(|at| at <= now) {
+                running.signal_group(Signal::SIGKILL);
+                running.kill_at = None;
+            } else if running.exit.is_some() && running.kill_at.is_some() && !running.group_alive()
+            {
+                running.kill_at = None;
+            }
+            if running.pipes_close_at.is_some_and(|at| at <= now) {
+                if running.stdout.is_some() {
+                    log::warn!(
+                        "{}: a background process kept stdout open; redirect its output (e.g. `cmd >/dev/null &`)",
+                        self.jobs[running.index].path.display()
+                    );
+                }
+                running.stdout = None;
+                running.stderr = None;
+                running.pipes_close_at = None;
+            }
+        }
+    }
+
+    fn collect_finished(&mut self) {
+        while let Some(slot) = self.running.iter().position(Running::is_collected) {
+            let running = self.running.swap_remove(slot);
+            self.finish(running);
+        }
+    }
+
+    fn finish(&mut self, running: Running) {
+        if running.abandoned || self.stopped.is_some() {
+            return;
+        }
+        let status = running.exit.expect("collected scripts have exited");
+        let elapsed = running.started.elapsed();
+        let failure = running.failure.or_else(|| failure_of(status));
+        match failure {
+            None => {
+                self.outcomes[running.index] = Some(Ok(Ran {
+                    output: running.output,
+                    elapsed,
+                }));
+            }
+            Some(failure) => self.fail(running.index, failure, running.tries),
+        }
+    }
+
+    /// Retries the job if it may be, else records the failure and stops the others.
+    fn fail(&mut self, index: usize, failure: Failure, tries: u32) {
+        let path = &self.jobs[index].path;
+        let limits = self.limits;
+        if failure.is_retryable() && tries <= limits.retries && self.accepting() {
+            log::warn!(
+                "{}: {failure}; trying again in {}s (try {} of {})",
+                path.display(),
+                limits.retry_interval.as_secs_f64(),
+                tries + 1,
+                limits.retries + 1
+            );
+            self.retries
+                .push((index, tries, Instant::now() + limits.retry_interval));
+            return;
+        }
+        self.outcomes[index] = Some(Err((failure, tries)));
+        self.failed = true;
+        self.retries.clear();
+        let now = Instant::now();
+        for running in &mut self.running {
+            if running.exit.is_none() && !running.abandoned {
+                running.abandoned = true;
+                running.stop(Signal::SIGTERM, now);
+            }
+        }
+    }
+}
+
+/// Whether /proc lists a process of group `group` that has not exited. Only asked during a
+/// stopped script's grace period; without /proc, assume so (SIGKILL comes on time anyway).
+fn group_has_a_living_member(group: Pid) -> bool {
+    procfs::processes().is_none_or(|processes| {
+        processes
+            .iter()
+            .any(|process| process.group == group && !process.exited)
+    })
+}
+
+fn failure_of(status: WaitStatus) -> Option<Failure> {
+    match status {
+        WaitStatus::Exited(_, 0) => None,
+        WaitStatus::Exited(_, code) => Some(Failure::Exited(code)),
+        WaitStatus::Signaled(_, signal, _) => Some(Failure::Killed(signal)),
+        other => unreachable!("only exits are recorded, not {other:?}"),
+    }
+}
+
+fn file_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .unwrap_or(path.as_os_str())
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// One write per line, so lines of scripts running at once do not interleave mid-line.
+fn write_labelled(label: &str, line: &[u8]) {
+    let mut labelled = Vec::with_capacity(label.len() + 2 + line.len());
+    labelled.extend_from_slice(label.as_bytes());
+    labelled.extend_from_slice(b"| ");
+    labelled.extend_from_slice(line);
+    let _ = io::stderr().lock().write_all(&labelled);
+}

@@ -1,0 +1,179 @@
+//! `--watch` (SPEC.md 7): re-running discovery under `--init` and deciding what changed.
+//!
+//! A re-run is the environment phase again, from the environment the harness was started
+//! with (not the previous result), then the requirements. Its variables are compared, as a
+//! map of names to values, with the last result that was applied: a value changed, a name
+//! added or gone is a change; the order they were set in is not. A re-run that fails (a
+//! script, a value, a requirement) changes nothing and warns; the next trigger tries again.
+//! The supervisor decides when a re-run starts (the timer, SIGHUP) and drives its scripts;
+//! this module decides what a re-run does and what a change is.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::error::Error;
+use crate::logging::NOTICE;
+use crate::phase::environment::discover;
+use crate::plan::Plan;
+use crate::require;
+use crate::runner::Host;
+use crate::variables::{Environment, Variables};
+
+/// What a change does to the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnChange {
+    /// Stop it as on SIGTERM and start it again with the new environment.
+    Restart,
+    /// Send it this signal; it keeps its environment.
+    Signal(Signal),
+}
+
+/// `--watch` and `--on-change`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchSettings {
+    /// The timer; None for `--watch 0` (only SIGHUP and registry changes).
+    pub every: Option<Duration>,
+    pub on_change: OnChange,
+}
+
+/// The state of `--watch` while the command runs.
+pub struct Watching<'a> {
+    plan: &'a Plan,
+    harness_env: &'a Environment,
+    settings: WatchSettings,
+    /// The variables of the last result that was applied.
+    applied: BTreeMap<String, Vec<u8>>,
+    next_at: Option<Instant>,
+}
+
+/// A re-run's result that differs from the applied one.
+pub struct Change {
+    /// What changed: variables by name, in byte order.
+    pub names: Vec<String>,
+    /// The command's new environment.
+    pub env: Environment,
+}
+
+impl Change {
+    /// The one line SPEC.md 7 asks for at the default log level: names, never values.
+    pub fn announce(&self, action: &str) {
+        log::warn!(target: NOTICE, "{} changed; {action}", self.names.join(", "));
+    }
+}
+
+impl<'a> Watching<'a> {
+    /// Starts watching after the first discovery gave `applied`; the first timed re-run is
+    /// due one interval from now.
+    pub fn new(
+        plan: &'a Plan,
+        harness_env: &'a Environment,
+        settings: WatchSettings,
+        applied: &Variables,
+    ) -> Watching<'a> {
+        Watching {
+            plan,
+            harness_env,
+            settings,
+            applied: as_map(applied),
+            next_at: settings.every.map(|every| Instant::now() + every),
+        }
+    }
+
+    pub fn on_change(&self) -> OnChange {
+        self.settings.on_change
+    }
+
+    /// When the timer asks for the next re-run.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.next_at
+    }
+
+    pub fn is_due(&self, now: Instant) -> bool {
+        self.next_at.is_some_and(|at| at <= now)
+    }
+
+    /// Re-runs discovery with `host` driving the scripts; returns the change to apply, if
+    /// any. The timer starts again from the end of the re-run, so re-runs never overlap.
+    pub fn rerun(&mut self, host: &mut dyn Host) -> Option<Change> {
+        log::debug!("re-running discovery");
+        let result = self.rediscover(host);
+        self.next_at = self.settings.every.map(|every| Instant::now() + every);
+        let vars = match result {
+            Ok(vars) => vars,
+            // The command exited or a stop signal came: the supervisor is shutting down.
+            Err(Error::Cancelled | Error::Interrupted { .. }) => return None,
+            Err(err) => {
+                log::warn!("re-run failed, nothing changed: {err}");
+                return None;
+            }
+        };
+        let now = as_map(&vars);
+        let names = changed_names(&self.applied, &now);
+        if names.is_empty() {
+            log::debug!("re-run: no change");
+            return None;
+        }
+        self.applied = now;
+        Some(Change {
+            names,
+            env: vars.over(self.harness_env),
+        })
+    }
+
+    fn rediscover(&self, host: &mut dyn Host) -> Result<Variables, Error> {
+        let vars = discover(self.plan, host, self.harness_env)?;
+        require::check(&self.plan.requirements, &vars, self.harness_env)?;
+        Ok(vars)
+    }
+}
+
+fn as_map(vars: &Variables) -> BTreeMap<String, Vec<u8>> {
+    vars.iter()
+        .map(|(name, value)| (name.to_owned(), value.to_vec()))
+        .collect()
+}
+
+/// The names whose value differs, that appeared or that are gone, in byte order.
+fn changed_names(
+    before: &BTreeMap<String, Vec<u8>>,
+    after: &BTreeMap<String, Vec<u8>>,
+) -> Vec<String> {
+    let mut names: Vec<String> = after
+        .iter()
+        .filter(|(name, value)| before.get(*name) != Some(value))
+        .map(|(name, _)| name.clone())
+        .chain(
+            before
+                .keys()
+                .filter(|name| !after.contains_key(*name))
+                .cloned(),
+        )
+        .collect();
+    names.sort();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn order_does_not_count_values_and_names_do() {
+        let before = map(&[("A", "1"), ("B", "2")]);
+        assert!(changed_names(&before, &map(&[("B", "2"), ("A", "1")])).is_empty());
+        assert_eq!(
+            changed_names(&before, &map(&[("A", "1"), ("B", "3"), ("C", "")])),
+            ["B", "C"]
+        );
+        assert_eq!(changed_names(&before, &map(&[("B", "2")])), ["A"]);
+    }
+}

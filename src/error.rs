@@ -64,9 +64,31 @@ pub enum Error {
     #[error("the re-run was cancelled")]
     Cancelled,
 
+    /// A registry store failed or cannot be reached; `url` never holds credentials.
+    #[error("{url}: {reason}")]
+    Store { url: String, reason: String },
+
+    /// A registry key or value that breaks the rules of SPEC.md 11.1.
+    #[error("{key}: {reason}")]
+    Key { key: String, reason: String },
+
+    /// `envharness kv get|list` found nothing (exit 1), after waiting `waited` if it did.
+    #[error("{key}: not found{}", waited_suffix(*waited))]
+    NotFound {
+        key: String,
+        waited: Option<Duration>,
+    },
+
     /// A `--require` that the final environment does not meet.
     #[error("{name}: {}", unmet_reason(rule.as_deref()))]
     Unmet { name: String, rule: Option<String> },
+}
+
+fn waited_suffix(waited: Option<Duration>) -> String {
+    match waited {
+        Some(waited) => format!(" after {} s", waited.as_secs_f64()),
+        None => String::new(),
+    }
 }
 
 fn unmet_reason(rule: Option<&str>) -> String {
@@ -126,6 +148,7 @@ impl Error {
             Error::CommandNotFound { .. } => 127,
             Error::CommandNotExecutable { .. } => 126,
             Error::Interrupted { signal } => 128 + *signal as i32,
+            Error::NotFound { .. } => 1,
             _ => 125,
         }
     }

@@ -30,6 +30,7 @@ pub mod logging;
 pub mod phase;
 pub mod plan;
 pub mod print;
+pub mod registry;
 pub mod require;
 pub mod runner;
 pub mod shebang;

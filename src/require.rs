@@ -131,7 +131,12 @@ mod tests {
     fn a_regex_must_match_the_whole_value() {
         let req = Requirement::parse("PORT=\\d+").unwrap();
         assert!(check(std::slice::from_ref(&req), &vars(&[("PORT", b"8080")]), &[]).is_ok());
-        assert!(check(std::slice::from_ref(&req), &vars(&[("PORT", b"8080x")]), &[]).is_err());
+        assert!(check(
+            std::slice::from_ref(&req),
+            &vars(&[("PORT", b"8080x")]),
+            &[]
+        )
+        .is_err());
         assert!(check(&[req], &vars(&[("PORT", b"\xff1")]), &[]).is_err());
     }
 

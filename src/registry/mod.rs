@@ -10,7 +10,9 @@
 //! becomes readable when a key under its prefix may have changed, plus a deadline for what no
 //! write announces (a lease running out), so a poll loop can wait on it with everything else.
 
+use std::ffi::OsString;
 use std::os::fd::BorrowedFd;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
@@ -84,6 +86,64 @@ pub fn check_value(key: &str, value: &[u8]) -> Result<(), Error> {
         });
     }
     Ok(())
+}
+
+/// etcd's user authentication (SPEC.md 11.1): `ENVHARNESS_KV_USER` with
+/// `ENVHARNESS_KV_PASSWORD` or `ENVHARNESS_KV_PASSWORD_FILE`. Never logged; its Debug hides
+/// the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Credentials {{ user: {:?}, password: <hidden> }}",
+            self.user
+        )
+    }
+}
+
+impl Credentials {
+    /// Reads the variables through `var`; None without `ENVHARNESS_KV_USER`. A user without
+    /// a password (or a password without a user) is a usage error.
+    pub fn from_env(var: impl Fn(&str) -> Option<OsString>) -> Result<Option<Credentials>, Error> {
+        let text = |name: &str| {
+            var(name)
+                .filter(|value| !value.is_empty())
+                .map(|value| value.to_string_lossy().into_owned())
+        };
+        let user = text("ENVHARNESS_KV_USER");
+        let password = match (
+            text("ENVHARNESS_KV_PASSWORD"),
+            text("ENVHARNESS_KV_PASSWORD_FILE"),
+        ) {
+            (Some(password), _) => Some(password),
+            (None, Some(file)) => Some(read_password_file(&PathBuf::from(file))?),
+            (None, None) => None,
+        };
+        match (user, password) {
+            (Some(user), Some(password)) => Ok(Some(Credentials { user, password })),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(Error::Usage(
+                "ENVHARNESS_KV_USER is set without ENVHARNESS_KV_PASSWORD or ENVHARNESS_KV_PASSWORD_FILE".into(),
+            )),
+            (None, Some(_)) => Err(Error::Usage(
+                "a registry password is set without ENVHARNESS_KV_USER".into(),
+            )),
+        }
+    }
+}
+
+/// The password file's content minus one trailing newline (as a Docker secret is written).
+fn read_password_file(path: &std::path::Path) -> Result<String, Error> {
+    let content = std::fs::read(path)
+        .map_err(|err| Error::io(path, "reading ENVHARNESS_KV_PASSWORD_FILE", err))?;
+    let content = crate::phase::environment::strip_one_newline(content);
+    String::from_utf8(content).map_err(|_| Error::entry(path, "the registry password is not UTF-8"))
 }
 
 /// A lease: keys put with it disappear when it runs out or is revoked.

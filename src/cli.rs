@@ -92,7 +92,7 @@ pub struct Cli {
 
     /// With --init: re-run discovery every SECS; 0: only on SIGHUP or a registry change
     /// [env: ENVHARNESS_WATCH]
-    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = parse_seconds)]
     pub watch: Option<Duration>,
 
     /// With --watch: restart, or a signal to send (HUP, SIGUSR1, 15, ...) [default: restart]
@@ -110,7 +110,7 @@ pub struct Cli {
     pub require: Vec<String>,
 
     /// While a requirement is unmet, re-run discovery for up to SECS [default: 0]
-    #[arg(long, value_name = "SECS", env = "ENVHARNESS_WAIT", hide_env_values = true, value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", env = "ENVHARNESS_WAIT", hide_env_values = true, allow_negative_numbers = true, value_parser = parse_seconds)]
     pub wait: Option<Duration>,
 
     /// Print the variables instead of running a command

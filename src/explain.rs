@@ -1,7 +1,9 @@
 //! `--plan` (SPEC.md 5): run nothing; for the export directory and then each environment
 //! directory, show every entry and what it would do, then the command with its path resolved
-//! in the current PATH (scripts are not run, so they cannot change it). Every entry is listed
-//! even after an error; the first error decides the exit status (125) and the stderr line.
+//! in the current PATH (scripts are not run, so they cannot change it). The requirements are
+//! listed too (their regexes were checked by the plan; values cannot be). Every entry is
+//! listed even after an error; the first error decides the exit status (125) and the stderr
+//! line.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -33,6 +35,9 @@ pub fn explain(
         report.directory("environment", dir, entries::environment_entries, |entry| {
             environment_action(entry, plan.no_clobber, harness_env)
         })?;
+    }
+    for requirement in &plan.requirements {
+        report.line(requirement.describe())?;
     }
     report.command(command, harness_env)?;
     match report.first_error {

@@ -12,6 +12,8 @@ mod jobs;
 mod misbehaving;
 mod plan;
 mod print;
+mod require;
 mod scratch;
 mod scripts;
 mod supervise;
+mod watch;

@@ -131,6 +131,15 @@ impl Test {
         self.write(relative, content.as_ref(), 0o644)
     }
 
+    /// Replaces a plain file at once (write a temporary file, then rename), as the kubelet
+    /// swaps a ConfigMap: a harness re-running discovery sees the old content or the new.
+    pub fn replace(&self, relative: &str, content: impl AsRef<[u8]>) -> &Self {
+        let temporary = format!("{relative}.new~");
+        self.file(&temporary, content);
+        fs::rename(self.path(&temporary), self.path(relative)).expect("renaming a test file");
+        self
+    }
+
     pub fn dir(&self, relative: &str) -> &Self {
         fs::create_dir_all(self.path(relative)).expect("mkdir -p");
         self
@@ -309,6 +318,41 @@ impl Test {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Waits until `condition` holds, failing after a bound; `what` names it in the failure.
+    pub fn wait_until(&self, what: &str, condition: impl Fn() -> bool) {
+        let limit = Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(
+                Instant::now() < limit,
+                "{what}: never happened\n{}\n--- stderr so far\n{}",
+                self.describe(),
+                self.stderr_so_far()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits until the running binary's stderr contains `text`.
+    pub fn wait_for_stderr(&self, text: &str) {
+        self.wait_until(&format!("stderr containing {text:?}"), || {
+            self.stderr_so_far().contains(text)
+        });
+    }
+
+    /// What the binary started by [`Test::spawn`] has written to stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        fs::read_to_string(self.path(".stderr")).unwrap_or_default()
+    }
+
+    /// The lines of `relative`, none when it does not exist (yet).
+    pub fn lines(&self, relative: &str) -> Vec<String> {
+        fs::read_to_string(self.path(relative))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     fn describe(&self) -> String {

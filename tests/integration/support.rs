@@ -371,6 +371,27 @@ impl Test {
     }
 }
 
+impl Drop for Test {
+    /// Whatever a test left running (a command that ignores SIGTERM, a harness a failed
+    /// assertion never stopped) is killed: every process this suite starts runs in the test
+    /// directory, so a process whose current directory is in it is one of ours.
+    fn drop(&mut self) {
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            let in_test = fs::read_link(entry.path().join("cwd"))
+                .is_ok_and(|cwd| cwd.starts_with(self.root()));
+            if in_test {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
 fn shell_words_join(args: &[OsString]) -> String {
     args.iter()
         .map(|a| format!("'{}'", a.to_string_lossy()))

@@ -24,6 +24,8 @@ pub const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 pub const NO_SHEBANG: &str = "touch ran\necho value\n";
 pub const CRLF: &str = "#!/bin/sh\r\necho value\r\n";
 pub const NO_INTERPRETER: &str = "#!/nonexistent/sh\necho value\n";
+/// A static busybox (Debian's busybox-static), the `/bin/sh` of the scratch roots and images.
+pub const BUSYBOX: &str = "/bin/busybox";
 /// No single run in this suite should come near this.
 pub const RUN_LIMIT: Duration = Duration::from_secs(20);
 
@@ -196,10 +198,13 @@ impl Test {
         self.run_command(self.command())
     }
 
+    /// Runs `command` to completion (bounded by [`RUN_LIMIT`]); a failure shows `command`
+    /// itself, whatever program it runs.
     pub fn run_command(&self, mut command: Command) -> Run {
+        let context = self.describe_command(&command);
         let started = Instant::now();
-        let child = spawn(&mut command).expect("spawning envharness");
-        self.finish(child, started)
+        let child = spawn(&mut command).expect("spawning the command");
+        self.finish_with(child, started, context)
     }
 
     /// Starts the binary without waiting, with the stop signals at their default disposition
@@ -274,19 +279,22 @@ impl Test {
             .unwrap_or_else(|_| panic!("{relative} does not hold a pid: {text:?}"))
     }
 
-    pub fn finish(&self, mut child: Child, started: Instant) -> Run {
+    pub fn finish(&self, child: Child, started: Instant) -> Run {
+        self.finish_with(child, started, self.describe())
+    }
+
+    /// Like [`Test::finish`], for a child started from some other command; `context` is what
+    /// a failure shows about it (see [`Test::describe_command`]).
+    pub fn finish_with(&self, mut child: Child, started: Instant, context: String) -> Run {
         let status = match child
             .wait_timeout(RUN_LIMIT)
-            .expect("waiting for envharness")
+            .expect("waiting for the command")
         {
             Some(status) => status,
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!(
-                    "envharness did not finish within {RUN_LIMIT:?}\n{}",
-                    self.describe()
-                );
+                panic!("the command did not finish within {RUN_LIMIT:?}\n{context}");
             }
         };
         Run {
@@ -294,7 +302,7 @@ impl Test {
             elapsed: started.elapsed(),
             stdout: fs::read(self.path(".stdout")).unwrap_or_default(),
             stderr: fs::read_to_string(self.path(".stderr")).unwrap_or_default(),
-            context: self.describe(),
+            context,
         }
     }
 
@@ -309,6 +317,27 @@ impl Test {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Waits until the file `relative` (such as `.stdout`) contains `text`, failing after a
+    /// bound.
+    pub fn wait_for_text(&self, relative: &str, text: &str) {
+        let limit = Instant::now() + Duration::from_secs(10);
+        while !fs::read_to_string(self.path(relative)).is_ok_and(|content| content.contains(text)) {
+            assert!(
+                Instant::now() < limit,
+                "{relative} never contained {text:?}\n--- {relative}\n{}\n{}",
+                fs::read_to_string(self.path(relative)).unwrap_or_default(),
+                self.describe()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// What a failure of `command` shows: the program, its arguments, environment and
+    /// directory (as `Command`'s Debug writes them), and the directory tree.
+    pub fn describe_command(&self, command: &Command) -> String {
+        format!("command: {command:?}\ntree:\n{}", self.tree())
     }
 
     fn describe(&self) -> String {
@@ -540,6 +569,23 @@ pub fn direct_and_through_harness(
     let through = t.run_command(through);
     through.success();
     (direct.stdout, through.stdout)
+}
+
+/// The static envharness that `make static` builds, named by `ENVHARNESS_STATIC_BIN` (as
+/// `make test` does) or found where `make static` puts it.
+pub fn static_binary() -> PathBuf {
+    let path = std::env::var_os("ENVHARNESS_STATIC_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/x86_64-unknown-linux-musl/release/envharness")
+        });
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `make static` (`make test` does)",
+        path.display()
+    );
+    path
 }
 
 /// Whether this machine lets us make a PID namespace (`unshare --fork --pid --mount-proc`);

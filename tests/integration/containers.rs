@@ -448,14 +448,13 @@ fn podman_stop_ends_the_default_command_by_sigterm_and_teardown_runs() {
     let t = Test::new();
     let container = scratch.container("stop-default");
     let mut run = scratch.run(&t, &container, &["-v", &development()], &[]);
-    let context = t.describe_command(&run);
     let started = Instant::now();
     let podman = spawn(&mut run).expect("running podman");
     // The default CMD prints this, then becomes `sleep 3600`.
     let printed = format!("development: {DEVELOPMENT_URL}\n");
     t.wait_for_text(".stdout", &printed);
     let stop = scratch.stop(&container);
-    let run = t.finish_with(podman, started, context);
+    let run = t.finish_command(podman, started, &run);
     // 143 = 128 + SIGTERM: sleep died of the signal envharness forwarded; a SIGKILL after
     // podman's 10 s would be 137.
     run.status(143)
@@ -481,12 +480,11 @@ fn podman_stop_delivers_sigterm_to_the_command_and_the_status_is_the_commands() 
             "trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.05; done",
         ],
     );
-    let context = t.describe_command(&run);
     let started = Instant::now();
     let podman = spawn(&mut run).expect("running podman");
     t.wait_for_text(".stdout", "ready\n");
     let stop = scratch.stop(&container);
-    let run = t.finish_with(podman, started, context);
+    let run = t.finish_command(podman, started, &run);
     run.status(3)
         .stdout_is("ready\ngot TERM\n")
         .stderr_has(&format!("teardown: {HOSTNAME} stopping"));

@@ -201,10 +201,9 @@ impl Test {
     /// Runs `command` to completion (bounded by [`RUN_LIMIT`]); a failure shows `command`
     /// itself, whatever program it runs.
     pub fn run_command(&self, mut command: Command) -> Run {
-        let context = self.describe_command(&command);
         let started = Instant::now();
         let child = spawn(&mut command).expect("spawning the command");
-        self.finish_with(child, started, context)
+        self.finish_command(child, started, &command)
     }
 
     /// Starts the binary without waiting, with the stop signals at their default disposition
@@ -280,12 +279,17 @@ impl Test {
     }
 
     pub fn finish(&self, child: Child, started: Instant) -> Run {
-        self.finish_with(child, started, self.describe())
+        self.finish_with(child, started, || self.describe())
     }
 
-    /// Like [`Test::finish`], for a child started from some other command; `context` is what
-    /// a failure shows about it (see [`Test::describe_command`]).
-    pub fn finish_with(&self, mut child: Child, started: Instant, context: String) -> Run {
+    /// Like [`Test::finish`], for a child started from `command`, whatever program it runs: a
+    /// failure shows that command.
+    pub fn finish_command(&self, child: Child, started: Instant, command: &Command) -> Run {
+        self.finish_with(child, started, || self.describe_command(command))
+    }
+
+    /// `context` says what ran, with the directory tree as the run left it.
+    fn finish_with(&self, mut child: Child, started: Instant, context: impl Fn() -> String) -> Run {
         let status = match child
             .wait_timeout(RUN_LIMIT)
             .expect("waiting for the command")
@@ -294,7 +298,10 @@ impl Test {
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("the command did not finish within {RUN_LIMIT:?}\n{context}");
+                panic!(
+                    "the command did not finish within {RUN_LIMIT:?}\n{}",
+                    context()
+                );
             }
         };
         Run {
@@ -302,7 +309,7 @@ impl Test {
             elapsed: started.elapsed(),
             stdout: fs::read(self.path(".stdout")).unwrap_or_default(),
             stderr: fs::read_to_string(self.path(".stderr")).unwrap_or_default(),
-            context,
+            context: context(),
         }
     }
 
@@ -326,9 +333,9 @@ impl Test {
         while !fs::read_to_string(self.path(relative)).is_ok_and(|content| content.contains(text)) {
             assert!(
                 Instant::now() < limit,
-                "{relative} never contained {text:?}\n--- {relative}\n{}\n{}",
+                "{relative} never contained {text:?}\n--- {relative}\n{}\n--- tree\n{}",
                 fs::read_to_string(self.path(relative)).unwrap_or_default(),
-                self.describe()
+                self.tree()
             );
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -336,7 +343,7 @@ impl Test {
 
     /// What a failure of `command` shows: the program, its arguments, environment and
     /// directory (as `Command`'s Debug writes them), and the directory tree.
-    pub fn describe_command(&self, command: &Command) -> String {
+    fn describe_command(&self, command: &Command) -> String {
         format!("command: {command:?}\ntree:\n{}", self.tree())
     }
 

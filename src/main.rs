@@ -3,7 +3,7 @@ use std::process::exit;
 use envharness::cli::{self, Parsed};
 
 #[global_allocator]
-static ALLOCATOR: envharness::arena::Arena<{ 256 * 1024 }> = envharness::arena::Arena::new();
+static ALLOCATOR: envharness::arena::StartupAllocator = envharness::arena::StartupAllocator;
 
 // Runs before the Rust runtime sets SIGPIPE to SIG_IGN, so the command can get back the
 // disposition the harness was started with (see signals.rs).

@@ -67,6 +67,9 @@ pub fn supervise(
         .map_err(|err| Error::io("signalfd", "watching signals", err))?;
     let child = spawn(command, env, signals)?;
     log::debug!("started {} as pid {child}", display(&command[0]));
+    // From here on the harness runs for as long as the command: memory it frees must be
+    // reused, which the start-up arena does not do.
+    crate::arena::end_startup();
     let mut supervisor = Supervisor {
         signals,
         settings,

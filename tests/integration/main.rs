@@ -9,6 +9,8 @@ mod examples;
 mod exec;
 mod export;
 mod jobs;
+mod kv;
+mod kv_stores;
 mod misbehaving;
 mod plan;
 mod print;

@@ -873,6 +873,127 @@ mod tests {
         assert!(parse_record(Vec::new()).is_err());
     }
 
+    fn store() -> (tempfile::TempDir, FileStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open("file:///test", dir.path().join("store")).unwrap();
+        (dir, store)
+    }
+
+    fn key(text: &str) -> Key {
+        Key::parse(text).unwrap()
+    }
+
+    /// Whether the watch's descriptor is readable right now.
+    fn readable(watch: &dyn Watch) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut fds = [PollFd::new(watch.fd(), PollFlags::POLLIN)];
+        poll(&mut fds, PollTimeout::ZERO).unwrap() == 1
+    }
+
+    /// Moves the lease's last renewal `ago` into the past, as if its holder had stopped then.
+    fn renewed_ago(store: &FileStore, lease: LeaseId, ago: Duration) {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(store.layout.lease_path(lease))
+            .unwrap();
+        file.set_modified(SystemTime::now() - ago).unwrap();
+    }
+
+    #[test]
+    fn a_watch_wakes_for_changes_under_its_prefix_only() {
+        let (_dir, mut store) = store();
+        let mut watch = store.watch("web/").unwrap();
+        assert!(!readable(watch.as_ref()));
+        store.put(&key("other"), b"x", None).unwrap();
+        assert!(readable(watch.as_ref()));
+        assert!(!watch.drain(), "a put outside the prefix is no change");
+        assert!(!readable(watch.as_ref()), "drain consumes everything");
+        store.put(&key("web/a"), b"x", None).unwrap();
+        assert!(watch.drain());
+        store.delete(&key("web/a")).unwrap();
+        assert!(watch.drain());
+        store.delete(&key("web/a")).unwrap();
+        assert!(!watch.drain(), "deleting an absent key changes nothing");
+    }
+
+    #[test]
+    fn renewals_wake_no_watcher_and_the_deadline_follows_them() {
+        let (_dir, mut store) = store();
+        let lease = store.grant(Duration::from_secs(2)).unwrap();
+        store.put(&key("web/a"), b"x", Some(lease)).unwrap();
+        renewed_ago(&store, lease, Duration::from_millis(1700));
+        let mut watch = store.watch("web/").unwrap();
+        let left = watch.deadline().unwrap() - Instant::now();
+        assert!(left <= Duration::from_millis(300), "{left:?}");
+        assert!(store.keep_alive(lease).unwrap());
+        assert!(!readable(watch.as_ref()), "a renewal woke the watch");
+        // Once the old deadline has passed, the watch finds the renewal.
+        std::thread::sleep(left);
+        let left = watch.deadline().unwrap() - Instant::now();
+        assert!(
+            left > Duration::from_millis(1500) && left <= Duration::from_secs(2),
+            "{left:?}"
+        );
+        assert!(!watch.drain());
+        assert_eq!(
+            store.get(&key("web/a")).unwrap().as_deref(),
+            Some(&b"x"[..])
+        );
+    }
+
+    #[test]
+    fn a_lease_nobody_renews_takes_its_keys_with_it() {
+        let (_dir, mut store) = store();
+        let lease = store.grant(Duration::from_secs(2)).unwrap();
+        store.put(&key("svc/a"), b"leased", Some(lease)).unwrap();
+        store.put(&key("svc/b"), b"kept", None).unwrap();
+        assert!(store.watch("svc/").unwrap().deadline().is_some());
+        renewed_ago(&store, lease, Duration::from_secs(3));
+        assert_eq!(store.get(&key("svc/a")).unwrap(), None);
+        let listed = store.list("svc/").unwrap();
+        assert_eq!(listed, vec![("svc/b".to_owned(), b"kept".to_vec())]);
+        assert!(
+            !store.keep_alive(lease).unwrap(),
+            "an expired lease renewed"
+        );
+        // Nothing under the prefix is leased any more: no deadline.
+        assert_eq!(store.watch("svc/").unwrap().deadline(), None);
+        let err = store.put(&key("svc/c"), b"x", Some(lease)).unwrap_err();
+        assert!(err.to_string().contains("not found"), "{err}");
+    }
+
+    #[test]
+    fn revoke_removes_the_lease_and_only_its_keys() {
+        let (_dir, mut store) = store();
+        let lease = store.grant(Duration::from_secs(30)).unwrap();
+        let other = store.grant(Duration::from_secs(30)).unwrap();
+        assert_ne!(lease, other);
+        store.put(&key("a"), b"1", Some(lease)).unwrap();
+        store.put(&key("b"), b"2", Some(other)).unwrap();
+        store.put(&key("c"), b"3", None).unwrap();
+        let mut watch = store.watch("").unwrap();
+        store.revoke(lease).unwrap();
+        assert!(watch.drain());
+        let keys: Vec<String> = store
+            .list("")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, ["b", "c"]);
+        assert!(!store.keep_alive(lease).unwrap());
+        assert!(store.keep_alive(other).unwrap());
+        store.revoke(lease).unwrap();
+    }
+
+    #[test]
+    fn a_lease_is_whole_seconds_of_at_least_2() {
+        let (_dir, mut store) = store();
+        for ttl in [Duration::from_secs(1), Duration::from_millis(2500)] {
+            assert!(matches!(store.grant(ttl), Err(Error::Usage(_))), "{ttl:?}");
+        }
+    }
+
     #[test]
     fn file_urls_are_absolute_paths() {
         let dir = |rest| directory_of("u", rest);

@@ -53,7 +53,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
-use super::{check_value, Key, LeaseId, Store, Watch, VALUE_LIMIT};
+use super::{check_value, Key, LeaseId, Store, Watch, REACH_TIMEOUT, VALUE_LIMIT};
 use crate::error::Error;
 
 const KEYS: &str = "keys";
@@ -126,9 +126,10 @@ impl FileStore {
             file_mode: 0o600 | (mode & 0o044),
         };
         // The subdirectories take the directory's own mode, so a store made group-writable
-        // beforehand stays writable by the group.
+        // (and setgid) beforehand stays writable by the group; not its sticky bit, which
+        // would keep the group's writers from replacing one another's values.
         for dir in [&layout.keys, &layout.leases, &layout.tmp] {
-            create_directory(dir, mode & 0o777, false)?;
+            create_directory(dir, mode & 0o2777, false)?;
         }
         fs::read_dir(&layout.keys)
             .map_err(|err| Error::io(&layout.keys, "reading the registry directory", err))?;
@@ -164,17 +165,41 @@ impl Layout {
         self.leases.join(lease.0.to_string())
     }
 
-    /// The exclusive lock every rename and removal in `keys/` holds (see the module comment).
+    /// The exclusive lock every rename and removal in `keys/` holds (see the module comment),
+    /// waited for at most [`REACH_TIMEOUT`]: a holder stopped with SIGSTOP must not hang
+    /// every writer of the machine. Holders keep it for a rename or a few removals, so the
+    /// retries start at 0.1 ms.
     fn lock(&self) -> Result<Flock<File>, Error> {
-        let dir = File::open(&self.keys)
-            .map_err(|err| Error::io(&self.keys, "locking the registry directory", err))?;
-        Flock::lock(dir, FlockArg::LockExclusive).map_err(|(_, errno)| {
-            Error::io(
-                &self.keys,
-                "locking the registry directory",
-                io::Error::from(errno),
-            )
-        })
+        let failed = |err| Error::io(&self.keys, "locking the registry directory", err);
+        let give_up = Instant::now() + REACH_TIMEOUT;
+        let mut pause = Duration::from_micros(100);
+        let mut dir = File::open(&self.keys).map_err(failed)?;
+        loop {
+            match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => return Ok(lock),
+                Err((file, Errno::EWOULDBLOCK)) if Instant::now() < give_up => {
+                    dir = file;
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(5));
+                }
+                Err((_, Errno::EWOULDBLOCK)) => {
+                    return Err(failed(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "another process has held the lock for {} s",
+                            REACH_TIMEOUT.as_secs()
+                        ),
+                    )))
+                }
+                Err((_, errno)) => return Err(failed(errno.into())),
+            }
+        }
+    }
+
+    /// The lock if nobody holds it now, for work that can be left to the next one.
+    fn try_lock(&self) -> Option<Flock<File>> {
+        let dir = File::open(&self.keys).ok()?;
+        Flock::lock(dir, FlockArg::LockExclusiveNonblock).ok()
     }
 
     /// The file at `path` as a record of `key` (`key` None: any key), or None when it is
@@ -183,6 +208,17 @@ impl Layout {
         let bytes = match read_bounded(path, VALUE_LIMIT + HEADER_LIMIT) {
             Ok(bytes) => bytes,
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+            // Too large, or a directory: not something a writer of the store left.
+            Err(err)
+                if err.kind() == io::ErrorKind::InvalidData
+                    || err.raw_os_error() == Some(nix::libc::EISDIR) =>
+            {
+                log::warn!(
+                    "{}: not a value of the file store ({err}); ignored",
+                    path.display()
+                );
+                return Ok(None);
+            }
             Err(err) => return Err(Error::io(path, "reading a value", err)),
         };
         let record = match parse_record(bytes) {
@@ -258,10 +294,12 @@ impl Layout {
 
     /// Removes the key file at `path` if it still belongs to `lease` and the lease is still
     /// dead, under the lock so that no fresh value is removed. Best effort: a reader that may
-    /// not write the store leaves it to others.
+    /// not write the store, or finds the lock taken, leaves it to the next one.
     fn remove_expired(&self, path: &Path, lease: LeaseId) {
         let removed = (|| -> Result<(), Error> {
-            let _lock = self.lock()?;
+            let Some(_lock) = self.try_lock() else {
+                return Ok(());
+            };
             let still_dead = !matches!(self.lease_state(lease)?, LeaseState::Live { .. });
             let record = self.read_record(path, None)?;
             if still_dead && record.is_some_and(|record| record.lease == Some(lease)) {
@@ -278,7 +316,7 @@ impl Layout {
     fn live_records(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
         let mut found = Vec::new();
         let mut leases = HashMap::new();
-        for (path, _) in self.key_files(prefix)? {
+        for path in self.key_files(prefix)? {
             let Some(record) = self.read_record(&path, None)? else {
                 continue;
             };
@@ -298,7 +336,7 @@ impl Layout {
     }
 
     /// The files of `keys/` whose name may hold a key that starts with `prefix`.
-    fn key_files(&self, prefix: &str) -> Result<Vec<(PathBuf, String)>, Error> {
+    fn key_files(&self, prefix: &str) -> Result<Vec<PathBuf>, Error> {
         let entries = fs::read_dir(&self.keys)
             .map_err(|err| Error::io(&self.keys, "reading the registry directory", err))?;
         let mut files = Vec::new();
@@ -307,9 +345,7 @@ impl Layout {
                 .map_err(|err| Error::io(&self.keys, "reading the registry directory", err))?;
             let name = entry.file_name();
             match parse_name(&name) {
-                Some(shown) if may_start_with(&shown, prefix) => {
-                    files.push((entry.path(), shown.key));
-                }
+                Some(shown) if may_start_with(&shown, prefix) => files.push(entry.path()),
                 Some(_) => {}
                 None => log::warn!(
                     "{}: not a key of the file store; ignored",
@@ -538,7 +574,7 @@ impl Store for FileStore {
         let path = layout.lease_path(lease);
         let _lock = layout.lock()?;
         remove_if_present(&path).map_err(|err| Error::io(&path, "revoking a lease", err))?;
-        for (file, _) in layout.key_files("")? {
+        for file in layout.key_files("")? {
             let record = layout.read_record(&file, None)?;
             if record.is_some_and(|record| record.lease == Some(lease)) {
                 remove_if_present(&file).map_err(|err| Error::io(&file, "removing a key", err))?;
@@ -595,7 +631,7 @@ impl FileWatch {
     fn next_expiry(&self) -> Result<Option<Instant>, Error> {
         let mut leases = HashMap::new();
         let mut earliest: Option<SystemTime> = None;
-        for (path, _) in self.layout.key_files(&self.prefix)? {
+        for path in self.layout.key_files(&self.prefix)? {
             let record = self.layout.read_record(&path, None)?;
             let Some(lease) = record
                 .filter(|record| record.key.starts_with(&self.prefix))

@@ -898,3 +898,28 @@ impl KvStore for FileUrl {
         self.0.clone()
     }
 }
+
+#[test]
+fn file_store_writers_give_up_on_a_lock_held_too_long_and_readers_never_wait() {
+    use nix::fcntl::{Flock, FlockArg};
+    let store = FileStore::new();
+    let c = Client::new(&store);
+    c.put("k", "v");
+    // What a writer stopped with SIGSTOP in the middle of a put would hold.
+    let keys = fs::File::open(store.file("keys")).expect("opening keys/");
+    let _held = Flock::lock(keys, FlockArg::LockExclusive).expect("flock");
+    c.run(&["get", "k"])
+        .success()
+        .stdout_is("v")
+        .faster_than(Duration::from_secs(2));
+    c.run(&["put", "k", "w"])
+        .status(125)
+        .error_line(&[
+            "keys",
+            "locking the registry directory",
+            "held the lock for 5 s",
+        ])
+        .slower_than(Duration::from_secs(5))
+        .faster_than(Duration::from_secs(10));
+    c.run(&["get", "k"]).success().stdout_is("v");
+}

@@ -15,6 +15,13 @@ static RECORD_STARTUP_DISPOSITIONS: extern "C" fn() =
 fn main() {
     let cli = match cli::parse(std::env::args_os()) {
         Ok(Parsed::Run(cli)) => cli,
+        Ok(Parsed::Kv(kv)) => {
+            envharness::logging::init(0, false);
+            match envharness::registry::cli::run(*kv, |name| std::env::var_os(name)) {
+                Ok(status) => exit(status),
+                Err(err) => fail(err),
+            }
+        }
         Ok(Parsed::Show(text)) => {
             print!("{text}");
             exit(0);

@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 
+pub mod cli;
+pub mod file;
+
 /// The largest value a key may hold (SPEC.md 11.1).
 pub const VALUE_LIMIT: usize = 131_071;
 /// The longest key, in bytes.
@@ -201,6 +204,27 @@ pub trait Watch: Send {
     /// When to look again although nothing was announced: a change no write announces, such
     /// as a lease running out. None when nothing is pending.
     fn deadline(&self) -> Option<Instant>;
+}
+
+/// Opens the store a `--kv` URL names: `file:///DIR` (the embedded store, [`file`]); any other
+/// scheme, or a URL without one, is a usage error naming it. `credentials` are for the stores
+/// that log in; the file store has none to check.
+pub fn open(url: &str, credentials: Option<Credentials>) -> Result<Box<dyn Store>, Error> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(Error::Usage(format!(
+            "{url}: not a registry URL (file:///DIR or etcd://HOST:PORT)"
+        )));
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "file" => {
+            drop(credentials);
+            let dir = file::directory_of(url, rest)?;
+            Ok(Box::new(file::FileStore::open(url, dir)?))
+        }
+        _ => Err(Error::Usage(format!(
+            "{url}: unknown registry scheme '{scheme}' (file:///DIR or etcd://HOST:PORT)"
+        ))),
+    }
 }
 
 /// When a blocking wait for `watch` should end: at `until`, or earlier at its own deadline.

@@ -10,6 +10,8 @@ mod examples;
 mod exec;
 mod export;
 mod jobs;
+mod kv;
+mod kv_stores;
 mod misbehaving;
 mod plan;
 mod print;

@@ -17,18 +17,23 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags};
 
-use super::{check_value, Credentials, Key, Store, VALUE_LIMIT};
+use super::{
+    check_value, get_or_first_under, reads, Credentials, Key, Lookup, Seen, Store, VALUE_LIMIT,
+};
 use crate::cli::parse_seconds;
 use crate::error::Error;
 use crate::init::signals::poll_timeout_until;
 
 /// The only variables `envharness kv` reads (besides RUST_LOG, which the logger reads).
-pub const VARIABLES: [&str; 5] = [
+/// The last one is not the user's: the harness sets it for its environment scripts only, so
+/// that their reads trigger re-runs under `--watch` (see `registry::reads`).
+pub const VARIABLES: [&str; 6] = [
     "ENVHARNESS_KV",
     "ENVHARNESS_KV_USER",
     "ENVHARNESS_KV_PASSWORD",
     "ENVHARNESS_KV_PASSWORD_FILE",
     "ENVHARNESS_INSTANCE",
+    super::reads::READS_VARIABLE,
 ];
 
 pub const HELP: &str = "\
@@ -249,7 +254,7 @@ pub fn run(kv: Kv, var: impl Fn(&str) -> Option<OsString>) -> Result<i32, Error>
         })?;
     let credentials = Credentials::from_env(var)?;
     let mut store = super::open(&url, credentials)?;
-    request.run(store.as_mut())
+    request.run(store.as_mut(), var)
 }
 
 /// The call with its key checked and its value read.
@@ -320,14 +325,20 @@ impl Request {
         })
     }
 
-    fn run(self, store: &mut dyn Store) -> Result<i32, Error> {
+    fn run(
+        self,
+        store: &mut dyn Store,
+        var: impl Fn(&str) -> Option<OsString>,
+    ) -> Result<i32, Error> {
         match self {
             Request::Get { key, wait } => {
                 // A watch of KEY covers its `KEY/…` keys too: they start with KEY.
-                let value = wait_for(store, key.as_str(), key.as_str(), wait, |store| {
-                    find(store, &key)
-                })?;
-                write_stdout(&value)?;
+                let found = wait_for(store, key.as_str(), key.as_str(), wait, |store| {
+                    get_or_first_under(store, &key)
+                });
+                let seen = Seen::Value(found.as_ref().ok().cloned());
+                reads::record(&var, &Lookup::Get(key), &seen);
+                write_stdout(&found?)?;
             }
             Request::Put { key, value, ttl } => {
                 let lease = ttl.map(|ttl| store.grant(ttl)).transpose()?;
@@ -340,7 +351,7 @@ impl Request {
                 output,
             } => {
                 let found = match wait {
-                    None => store.list(&prefix)?,
+                    None => store.list(&prefix),
                     Some(_) => {
                         let shown = if prefix.is_empty() {
                             "(any key)"
@@ -350,23 +361,16 @@ impl Request {
                         wait_for(store, &prefix, shown, wait, |store| {
                             let found = store.list(&prefix)?;
                             Ok((!found.is_empty()).then_some(found))
-                        })?
+                        })
                     }
                 };
-                write_stdout(&render_list(found, output)?)?;
+                let seen = Seen::Pairs(found.as_ref().cloned().unwrap_or_default());
+                reads::record(&var, &Lookup::List(prefix), &seen);
+                write_stdout(&render_list(found?, output)?)?;
             }
         }
         Ok(0)
     }
-}
-
-/// KEY's value, else the first live `KEY/…` one in byte order (SPEC.md 11.2).
-fn find(store: &mut dyn Store, key: &Key) -> Result<Option<Vec<u8>>, Error> {
-    if let Some(value) = store.get(key)? {
-        return Ok(Some(value));
-    }
-    let under = store.list(&format!("{key}/"))?;
-    Ok(under.into_iter().next().map(|(_, value)| value))
 }
 
 /// `look` once, or with `wait` until it finds something or the wait is over (NotFound naming

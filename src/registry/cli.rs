@@ -228,7 +228,7 @@ pub fn parse(url: Option<String>, args: &[OsString]) -> Result<Parsed, Error> {
 
 /// `--ttl`: whole seconds, at least 2 (etcd's floor, and what a lease needs to be renewed
 /// in time).
-fn parse_ttl(text: &str) -> Result<Duration, String> {
+pub fn parse_ttl(text: &str) -> Result<Duration, String> {
     match text.trim().parse::<u64>() {
         Ok(seconds) if (2..=1_000_000_000).contains(&seconds) => Ok(Duration::from_secs(seconds)),
         _ => Err(format!(

@@ -15,6 +15,7 @@ mod kv_stores;
 mod misbehaving;
 mod plan;
 mod print;
+mod publish;
 mod require;
 mod scratch;
 mod scripts;

@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod containers;
+mod discovery;
 mod environment;
 mod examples;
 mod exec;

@@ -17,18 +17,21 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags};
 
-use super::{check_value, Credentials, Key, Store, VALUE_LIMIT};
+use super::reads::{self, READS_VARIABLE};
+use super::{check_value, get_or_first_under, Credentials, Key, Lookup, Seen, Store, VALUE_LIMIT};
 use crate::cli::parse_seconds;
 use crate::error::Error;
 use crate::init::signals::poll_timeout_until;
 
-/// The only variables `envharness kv` reads (besides RUST_LOG, which the logger reads).
-pub const VARIABLES: [&str; 5] = [
+/// The only variables `envharness kv` reads (besides RUST_LOG, which the logger reads): SPEC.md
+/// 11.1's, and the path a harness gives its environment scripts to record their reads in.
+pub const VARIABLES: [&str; 6] = [
     "ENVHARNESS_KV",
     "ENVHARNESS_KV_USER",
     "ENVHARNESS_KV_PASSWORD",
     "ENVHARNESS_KV_PASSWORD_FILE",
     "ENVHARNESS_INSTANCE",
+    READS_VARIABLE,
 ];
 
 pub const HELP: &str = "\
@@ -249,7 +252,7 @@ pub fn run(kv: Kv, var: impl Fn(&str) -> Option<OsString>) -> Result<i32, Error>
         })?;
     let credentials = Credentials::from_env(var)?;
     let mut store = super::open(&url, credentials)?;
-    request.run(store.as_mut())
+    request.run(store.as_mut(), var)
 }
 
 /// The call with its key checked and its value read.
@@ -320,14 +323,21 @@ impl Request {
         })
     }
 
-    fn run(self, store: &mut dyn Store) -> Result<i32, Error> {
+    /// Runs the request; `var` is for recording what `get` and `list` saw (see [`reads`]).
+    fn run(
+        self,
+        store: &mut dyn Store,
+        var: impl Fn(&str) -> Option<OsString>,
+    ) -> Result<i32, Error> {
         match self {
             Request::Get { key, wait } => {
                 // A watch of KEY covers its `KEY/…` keys too: they start with KEY.
-                let value = wait_for(store, key.as_str(), key.as_str(), wait, |store| {
-                    find(store, &key)
-                })?;
-                write_stdout(&value)?;
+                let found = wait_for(store, key.as_str(), key.as_str(), wait, |store| {
+                    get_or_first_under(store, &key)
+                });
+                let seen = found.as_ref().ok().cloned();
+                record(&var, &found, Lookup::Get(key), Seen::Value(seen));
+                write_stdout(&found?)?;
             }
             Request::Put { key, value, ttl } => {
                 let lease = ttl.map(|ttl| store.grant(ttl)).transpose()?;
@@ -339,34 +349,44 @@ impl Request {
                 wait,
                 output,
             } => {
-                let found = match wait {
-                    None => store.list(&prefix)?,
-                    Some(_) => {
-                        let shown = if prefix.is_empty() {
-                            "(any key)"
-                        } else {
-                            &prefix
-                        };
-                        wait_for(store, &prefix, shown, wait, |store| {
-                            let found = store.list(&prefix)?;
-                            Ok((!found.is_empty()).then_some(found))
-                        })?
-                    }
+                let shown = if prefix.is_empty() {
+                    "(any key)"
+                } else {
+                    &prefix
                 };
-                write_stdout(&render_list(found, output)?)?;
+                let found = match wait {
+                    None => store.list(&prefix),
+                    Some(_) => wait_for(store, &prefix, shown, wait, |store| {
+                        let found = store.list(&prefix)?;
+                        Ok((!found.is_empty()).then_some(found))
+                    }),
+                };
+                let seen = found.as_ref().map(Vec::clone).unwrap_or_default();
+                record(
+                    &var,
+                    &found,
+                    Lookup::List(prefix.clone()),
+                    Seen::Pairs(seen),
+                );
+                write_stdout(&render_list(found?, output)?)?;
             }
         }
         Ok(0)
     }
 }
 
-/// KEY's value, else the first live `KEY/…` one in byte order (SPEC.md 11.2).
-fn find(store: &mut dyn Store, key: &Key) -> Result<Option<Vec<u8>>, Error> {
-    if let Some(value) = store.get(key)? {
-        return Ok(Some(value));
+/// Records a read for the harness that ran this script (SPEC.md 11.5), found or not: a key
+/// that a script found missing is watched too, so its appearance re-runs discovery. A store
+/// that failed recorded nothing to compare with.
+fn record<T>(
+    var: impl Fn(&str) -> Option<OsString>,
+    outcome: &Result<T, Error>,
+    lookup: Lookup,
+    seen: Seen,
+) {
+    if matches!(outcome, Ok(_) | Err(Error::NotFound { .. })) {
+        reads::record(var, &lookup, &seen);
     }
-    let under = store.list(&format!("{key}/"))?;
-    Ok(under.into_iter().next().map(|(_, value)| value))
 }
 
 /// `look` once, or with `wait` until it finds something or the wait is over (NotFound naming

@@ -254,10 +254,8 @@ impl Registration {
         let (_, pending) = self.in_flight.remove(at);
         match (pending, answer) {
             (Pending::Publish, Answer::Done(result)) => self.published_or_not(result),
-            (Pending::Withdraw, Answer::Done(result)) => {
-                if let Err(err) = result {
-                    log::warn!("withdrawing the published keys failed: {err}");
-                }
+            (Pending::Withdraw, Answer::Done(Err(err))) => {
+                log::warn!("withdrawing the published keys failed: {err}");
             }
             (Pending::Watch, Answer::Watching(result)) => match result {
                 Ok(watch) => {

@@ -50,6 +50,7 @@ every_store!(
     values_may_start_with_a_dash,
     the_kv_flag_beats_the_variable,
     concurrent_writers_never_tear_a_value,
+    reads_are_recorded_for_the_harness_without_their_values,
 );
 
 // ---- every store ---------------------------------------------------------------------------
@@ -539,6 +540,41 @@ fn concurrent_writers_never_tear_a_value(store: &dyn KvStore) {
     });
     assert!(reads.into_inner() > 0, "no read happened");
     assert!(is_whole(&first.get("shared")));
+}
+
+fn reads_are_recorded_for_the_harness_without_their_values(store: &dyn KvStore) {
+    let c = Client::new(store);
+    c.put("db/url", "secret-url");
+    let log = c.t.path("reads");
+    fs::write(&log, "").expect("creating the read log");
+    let c = c.env("ENVHARNESS_KV_READS", &log.display().to_string());
+    c.run(&["get", "db"]).success().stdout_is("secret-url");
+    c.run(&["get", "missing"]).status(1);
+    c.run(&["list", "db/", "--keys"]).success();
+    c.run(&["put", "other", "v"]).success();
+    c.run(&["get", "--wait", "0.2", "late"]).status(1);
+    let text = fs::read_to_string(&log).expect("reading the read log");
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
+    let ops: Vec<(&str, &str)> = lines.iter().map(|f| (f[0], f[1])).collect();
+    assert_eq!(
+        ops,
+        [
+            ("get", "db"),
+            ("get", "missing"),
+            ("list", "db/"),
+            ("get", "late")
+        ],
+        "{text}"
+    );
+    assert_eq!(lines[1][2], "-", "a missing key's digest");
+    assert_ne!(lines[0][2], "-");
+    assert!(!text.contains("secret"), "a value in the read log: {text}");
+    // A log that cannot be written to costs the read nothing.
+    let c = Client::new(store).env("ENVHARNESS_KV_READS", "/nonexistent/reads");
+    c.run(&["get", "db"])
+        .success()
+        .stdout_is("secret-url")
+        .stderr_lacks("envharness");
 }
 
 // ---- the harness's command line ------------------------------------------------------------

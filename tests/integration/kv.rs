@@ -959,3 +959,33 @@ fn file_store_writers_give_up_on_a_lock_held_too_long_and_readers_never_wait() {
         .faster_than(Duration::from_secs(10));
     c.run(&["get", "k"]).success().stdout_is("v");
 }
+
+/// The README's `kv` session, run: each `$ ` line through sh (stderr with stdout) with
+/// `envharness` on PATH and a fresh file store, the whole transcript compared.
+#[test]
+fn the_readme_kv_session_is_what_kv_does() {
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("reading README.md");
+    let block = readme
+        .split_once("<!-- kv session -->\n```\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block)
+        .expect("README.md has a kv session block");
+    let mut script = String::from("exec 2>&1\n");
+    let mut expected = String::new();
+    for line in block.lines() {
+        match line.strip_prefix("$ ") {
+            Some(command) => script.push_str(&format!("{command}\n")),
+            None => expected.push_str(&format!("{line}\n")),
+        }
+    }
+    let store = FileStore::new();
+    let t = Test::new();
+    t.symlink("bin/envharness", BIN);
+    let mut command = t.external("sh");
+    command
+        .args(["-c", &script])
+        .env("PATH", format!("{}:{PATH}", t.p("bin")))
+        .env("ENVHARNESS_KV", store.kv_url());
+    t.run_command(command).success().stdout_is(&expected);
+}

@@ -489,7 +489,7 @@ fn is_whole(value: &[u8]) -> bool {
 fn concurrent_writers_never_tear_a_value(store: &dyn KvStore) {
     const WRITERS: usize = 8;
     const ROUNDS: usize = 6;
-    const READERS: usize = 4;
+    const READERS: usize = 8;
     let first = Client::new(store);
     first.put("shared", stamped(0, 0, 100_000));
     let done = std::sync::atomic::AtomicBool::new(false);

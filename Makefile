@@ -3,7 +3,7 @@
 #   make test     format check, clippy and every test, podman's containers included;
 #                 installs what is missing on Debian
 #   make build    debug build            make release   optimized build
-#   make static   static musl binary     make bench     benchmarks (bench/run.sh)
+#   make static   static musl binary     make bench     benchmarks (bench/run.sh, bench/watch.py)
 
 CARGO ?= cargo
 MUSL_TARGET := x86_64-unknown-linux-musl
@@ -36,6 +36,7 @@ demo: toolchain
 
 bench: static
 	bash bench/run.sh
+	python3 bench/watch.py
 
 # Non-PIE and fully static: `file` says "statically linked", and start-up skips the
 # self-relocation a static-pie binary does.

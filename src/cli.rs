@@ -141,6 +141,23 @@ pub struct Cli {
     )]
     pub kv: Option<String>,
 
+    /// This instance's name in published keys [default: the hostname]
+    #[arg(
+        long,
+        value_name = "ID",
+        env = "ENVHARNESS_INSTANCE",
+        hide_env_values = true
+    )]
+    pub instance: Option<String>,
+
+    /// With --init: lease of published keys, whole seconds, at least 2 [default: 10]
+    #[arg(long, value_name = "SECS", env = "ENVHARNESS_TTL", hide_env_values = true, value_parser = crate::registry::cli::parse_ttl)]
+    pub ttl: Option<Duration>,
+
+    /// With --init: how often the export directory's health check runs [default: 10]
+    #[arg(long, value_name = "SECS", env = "ENVHARNESS_HEALTH_INTERVAL", hide_env_values = true, value_parser = parse_seconds)]
+    pub health_interval: Option<Duration>,
+
     /// The command and its arguments (everything after `--` is the command)
     #[arg(value_name = "COMMAND", trailing_var_arg = true)]
     pub command: Vec<OsString>,

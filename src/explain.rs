@@ -12,7 +12,7 @@ use std::path::Path;
 use crate::entries::{self, Entry, Kind};
 use crate::error::Error;
 use crate::exec::resolve;
-use crate::phase::export::{BOOTSTRAP, TEARDOWN};
+use crate::phase::export::{publish_key, publishes, BOOTSTRAP, HEALTH, TEARDOWN};
 use crate::plan::{Directory, Plan};
 use crate::variables::Environment;
 
@@ -28,8 +28,12 @@ pub fn explain(
         out,
         first_error: None,
     };
+    let instance = plan
+        .registry
+        .as_ref()
+        .map(|registry| registry.instance.as_str());
     report.directory("export", &plan.export, entries::export_entries, |entry| {
-        export_action(entry, plan.supervision.is_some())
+        export_action(entry, plan.supervision.is_some(), instance)
     })?;
     for dir in &plan.environments {
         report.directory("environment", dir, entries::environment_entries, |entry| {
@@ -120,11 +124,22 @@ impl<W: Write> Report<'_, W> {
     }
 }
 
-fn export_action(entry: &Entry, supervised: bool) -> String {
+fn export_action(entry: &Entry, supervised: bool, instance: Option<&str>) -> String {
     match &entry.kind {
         Kind::Run if entry.name == BOOTSTRAP => "run (first)".into(),
         Kind::Run if entry.name == TEARDOWN && supervised => "run at teardown (--init)".into(),
         Kind::Run if entry.name == TEARDOWN => "ignored (teardown runs only under --init)".into(),
+        Kind::Run if entry.name == HEALTH && supervised => {
+            "run as the health check (--init)".into()
+        }
+        Kind::Run if entry.name == HEALTH => "ignored (health runs only under --init)".into(),
+        Kind::Run => match instance.filter(|_| publishes(entry)) {
+            Some(instance) => match publish_key(entry, instance) {
+                Ok(key) => format!("run; publish {key}"),
+                Err(err) => format!("error ({err})"),
+            },
+            None => "run".into(),
+        },
         other => describe(other),
     }
 }

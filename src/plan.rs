@@ -12,6 +12,7 @@ use nix::sys::signal::Signal;
 use crate::cli::{parse_seconds, Cli, Format};
 use crate::error::Error;
 use crate::init::Supervision;
+use crate::registry::Key;
 use crate::require::Requirement;
 use crate::runner::Limits;
 use crate::watch::{OnChange, WatchSettings};
@@ -24,6 +25,16 @@ pub const DEFAULT_EXPORT: &str = "/export";
 pub struct Directory {
     pub path: PathBuf,
     pub named: bool,
+}
+
+/// The registry (SPEC.md 11): where it is, and how this instance appears in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryPlan {
+    pub url: String,
+    /// This instance's segment of the published keys (`NAME/INSTANCE`).
+    pub instance: String,
+    /// The lease of published keys under `--init`.
+    pub ttl: Duration,
 }
 
 /// What happens after the phases.
@@ -51,6 +62,8 @@ pub struct Plan {
     pub requirements: Vec<Requirement>,
     /// `--wait`: how long unmet requirements are waited for before the command starts.
     pub wait: Option<Duration>,
+    /// `--kv` and what goes with it.
+    pub registry: Option<RegistryPlan>,
     pub mode: Mode,
 }
 
@@ -69,6 +82,13 @@ impl Plan {
             ));
         }
         let requirements = requirements(&cli.require, &var)?;
+        let registry = registry(&cli)?;
+        let health_interval = cli.health_interval.unwrap_or(Duration::from_secs(10));
+        if health_interval.is_zero() {
+            return Err(Error::Usage(
+                "--health-interval 0: the health check needs a pause between runs".into(),
+            ));
+        }
         let wait = cli.wait.filter(|wait| !wait.is_zero());
         if wait.is_some() && requirements.is_empty() {
             log::warn!("--wait has no effect without --require: nothing to wait for");
@@ -87,6 +107,7 @@ impl Plan {
             supervision: init.then(|| Supervision {
                 group,
                 stop_timeout: cli.stop_timeout.unwrap_or(Duration::from_secs(10)),
+                health_interval,
             }),
             watch: watch.map(|every| WatchSettings {
                 every: Some(every).filter(|every| !every.is_zero()),
@@ -94,9 +115,38 @@ impl Plan {
             }),
             requirements,
             wait,
+            registry,
             mode,
         })
     }
+}
+
+/// `--kv URL` and its companions; None without a URL (an empty one counts as none).
+fn registry(cli: &Cli) -> Result<Option<RegistryPlan>, Error> {
+    let Some(url) = cli.kv.clone().filter(|url| !url.is_empty()) else {
+        return Ok(None);
+    };
+    let instance = match cli.instance.clone().filter(|id| !id.is_empty()) {
+        Some(instance) => instance,
+        None => hostname()?,
+    };
+    if instance.contains('/') || Key::parse(&instance).is_err() {
+        return Err(Error::Usage(format!(
+            "--instance {instance:?}: not a key segment (A-Z, a-z, 0-9, '_', '.', '-')"
+        )));
+    }
+    Ok(Some(RegistryPlan {
+        url,
+        instance,
+        ttl: cli.ttl.unwrap_or(Duration::from_secs(10)),
+    }))
+}
+
+/// The kernel's host name (`uname -n`).
+pub fn hostname() -> Result<String, Error> {
+    let name = nix::unistd::gethostname()
+        .map_err(|err| Error::io("gethostname", "reading the host name", err.into()))?;
+    Ok(name.to_string_lossy().into_owned())
 }
 
 /// `--watch SECS`, else `ENVHARNESS_WATCH` (empty: off).

@@ -17,21 +17,23 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags};
 
-use super::reads::{self, READS_VARIABLE};
-use super::{check_value, get_or_first_under, Credentials, Key, Lookup, Seen, Store, VALUE_LIMIT};
+use super::{
+    check_value, get_or_first_under, reads, Credentials, Key, Lookup, Seen, Store, VALUE_LIMIT,
+};
 use crate::cli::parse_seconds;
 use crate::error::Error;
 use crate::init::signals::poll_timeout_until;
 
-/// The only variables `envharness kv` reads (besides RUST_LOG, which the logger reads): SPEC.md
-/// 11.1's, and the path a harness gives its environment scripts to record their reads in.
+/// The only variables `envharness kv` reads (besides RUST_LOG, which the logger reads).
+/// The last one is not the user's: the harness sets it for its environment scripts only, so
+/// that their reads trigger re-runs under `--watch` (see `registry::reads`).
 pub const VARIABLES: [&str; 6] = [
     "ENVHARNESS_KV",
     "ENVHARNESS_KV_USER",
     "ENVHARNESS_KV_PASSWORD",
     "ENVHARNESS_KV_PASSWORD_FILE",
     "ENVHARNESS_INSTANCE",
-    READS_VARIABLE,
+    super::reads::READS_VARIABLE,
 ];
 
 pub const HELP: &str = "\
@@ -229,7 +231,7 @@ pub fn parse(url: Option<String>, args: &[OsString]) -> Result<Parsed, Error> {
 
 /// `--ttl`: whole seconds, at least 2 (etcd's floor, and what a lease needs to be renewed
 /// in time).
-fn parse_ttl(text: &str) -> Result<Duration, String> {
+pub fn parse_ttl(text: &str) -> Result<Duration, String> {
     match text.trim().parse::<u64>() {
         Ok(seconds) if (2..=1_000_000_000).contains(&seconds) => Ok(Duration::from_secs(seconds)),
         _ => Err(format!(
@@ -326,7 +328,6 @@ impl Request {
         })
     }
 
-    /// Runs the request; `var` is for recording what `get` and `list` saw (see [`reads`]).
     fn run(
         self,
         store: &mut dyn Store,
@@ -338,8 +339,8 @@ impl Request {
                 let found = wait_for(store, key.as_str(), key.as_str(), wait, |store| {
                     get_or_first_under(store, &key)
                 });
-                let seen = found.as_ref().ok().cloned();
-                record(&var, &found, Lookup::Get(key), Seen::Value(seen));
+                let seen = Seen::Value(found.as_ref().ok().cloned());
+                reads::record(&var, &Lookup::Get(key), &seen);
                 write_stdout(&found?)?;
             }
             Request::Put { key, value, ttl } => {
@@ -352,43 +353,26 @@ impl Request {
                 wait,
                 output,
             } => {
-                let shown = if prefix.is_empty() {
-                    "(any key)"
-                } else {
-                    &prefix
-                };
                 let found = match wait {
                     None => store.list(&prefix),
-                    Some(_) => wait_for(store, &prefix, shown, wait, |store| {
-                        let found = store.list(&prefix)?;
-                        Ok((!found.is_empty()).then_some(found))
-                    }),
+                    Some(_) => {
+                        let shown = if prefix.is_empty() {
+                            "(any key)"
+                        } else {
+                            &prefix
+                        };
+                        wait_for(store, &prefix, shown, wait, |store| {
+                            let found = store.list(&prefix)?;
+                            Ok((!found.is_empty()).then_some(found))
+                        })
+                    }
                 };
-                let seen = found.as_ref().map(Vec::clone).unwrap_or_default();
-                record(
-                    &var,
-                    &found,
-                    Lookup::List(prefix.clone()),
-                    Seen::Pairs(seen),
-                );
+                let seen = Seen::Pairs(found.as_ref().cloned().unwrap_or_default());
+                reads::record(&var, &Lookup::List(prefix), &seen);
                 write_stdout(&render_list(found?, output)?)?;
             }
         }
         Ok(0)
-    }
-}
-
-/// Records a read for the harness that ran this script (SPEC.md 11.5), found or not: a key
-/// that a script found missing is watched too, so its appearance re-runs discovery. A store
-/// that failed recorded nothing to compare with.
-fn record<T>(
-    var: impl Fn(&str) -> Option<OsString>,
-    outcome: &Result<T, Error>,
-    lookup: Lookup,
-    seen: Seen,
-) {
-    if matches!(outcome, Ok(_) | Err(Error::NotFound { .. })) {
-        reads::record(var, &lookup, &seen);
     }
 }
 

@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod containers;
+mod discovery;
 mod environment;
 mod examples;
 mod exec;
@@ -15,6 +16,7 @@ mod kv_stores;
 mod misbehaving;
 mod plan;
 mod print;
+mod publish;
 mod require;
 mod scratch;
 mod scripts;

@@ -231,6 +231,7 @@ impl Supervisor<'_> {
             }
             OnChange::Signal(signal) => {
                 change.announce(&format!("sending {}", signal.as_str()));
+                change.write_templates();
                 self.signal_command(signal);
                 Ok(())
             }
@@ -251,6 +252,7 @@ impl Supervisor<'_> {
             return Ok(());
         }
         self.kill_at = None;
+        change.write_templates();
         *self.env = change.env;
         self.child = spawn(self.command, self.env, self.signals)?;
         self.status = None;

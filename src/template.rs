@@ -471,7 +471,7 @@ fn occurrences(line: &str, name: &str) -> Vec<usize> {
 /// Whether the text after a name makes it safe to be undefined (`X | default(...)`,
 /// `env["X"] is defined`, ...).
 fn guarded(after: &str) -> bool {
-    let rest = after.trim_start_matches(|c: char| c == '"' || c == '\'' || c == ']' || c == ' ');
+    let rest = after.trim_start_matches(['"', '\'', ']', ' ']);
     let filtered = rest.strip_prefix('|').map(str::trim_start);
     if let Some(filter) = filtered {
         return filter.starts_with("default") || filter.starts_with("d(");

@@ -15,3 +15,4 @@ mod print;
 mod scratch;
 mod scripts;
 mod supervise;
+mod templates;

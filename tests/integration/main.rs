@@ -8,6 +8,7 @@ mod environment;
 mod examples;
 mod exec;
 mod export;
+mod hosts;
 mod jobs;
 mod misbehaving;
 mod plan;

@@ -2,7 +2,8 @@
 #   make demo     print the variables of environments/development (builds first)
 #   make test     format check, clippy and every test; installs what is missing on Debian
 #   make build    debug build            make release   optimized build
-#   make static   static musl binary     make bench     benchmarks (bench/run.sh)
+#   make static   static musl binary     make bench     benchmarks (bench/run.sh, bench/templates.sh)
+#   make bench-templates                 only the templates and --environment-root benchmark
 
 CARGO ?= cargo
 MUSL_TARGET := x86_64-unknown-linux-musl
@@ -11,7 +12,7 @@ STATIC_BIN := target/$(MUSL_TARGET)/release/envharness
 # rustup installs cargo here; make it visible to the recipes even in a fresh shell.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build release test demo bench static deps toolchain clean
+.PHONY: all build release test demo bench bench-templates static deps toolchain clean
 
 all: build
 
@@ -32,6 +33,10 @@ demo: toolchain
 
 bench: static
 	bash bench/run.sh
+	bash bench/templates.sh
+
+bench-templates: static
+	bash bench/templates.sh
 
 # Non-PIE and fully static: `file` says "statically linked", and start-up skips the
 # self-relocation a static-pie binary does.

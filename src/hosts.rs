@@ -71,13 +71,17 @@ pub fn choose(dir: &Path, hostname: &str) -> Result<EnvironmentRoot, Error> {
     let mut names = Vec::new();
     for entry in fs::read_dir(dir).map_err(reading)? {
         let name = entry.map_err(reading)?.file_name();
-        // Symlinks are followed, as everywhere (a ConfigMap's keys are symlinks).
-        if !name.as_encoded_bytes().starts_with(b".") && dir.join(&name).is_dir() {
+        if !name.as_encoded_bytes().starts_with(b".") {
             names.push(name);
         }
     }
     names.sort_unstable();
-    let chosen = best_match(&names, hostname).ok_or_else(|| {
+    // Only the candidates are looked at, best first, until one is a directory (symlinks
+    // followed, as everywhere): no stat for the hundred patterns that do not match.
+    let chosen = ranked(&names, hostname)
+        .into_iter()
+        .find(|name| dir.join(name).is_dir())
+        .ok_or_else(|| {
         Error::entry(
             dir,
             format!("no subdirectory matches {hostname}, and there is no {DEFAULT}"),
@@ -90,27 +94,30 @@ pub fn choose(dir: &Path, hostname: &str) -> Result<EnvironmentRoot, Error> {
     })
 }
 
-/// The exact name, else the most specific matching pattern (the first in `names`' byte order
-/// on a tie), else `default`.
-fn best_match<'n>(names: &'n [OsString], hostname: &str) -> Option<&'n OsString> {
+/// The names (sorted) that may be chosen for `hostname`, best first: the exact name, then the
+/// matching patterns by most characters that are not `*` (a tie in byte order), then
+/// `default`.
+fn ranked<'n>(names: &'n [OsString], hostname: &str) -> Vec<&'n OsString> {
     let host = hostname.as_bytes();
-    if let Some(exact) = names.iter().find(|name| name.as_encoded_bytes() == host) {
-        return Some(exact);
-    }
-    let mut best: Option<(&OsString, usize)> = None;
-    for name in names {
-        let pattern = name.as_encoded_bytes();
-        if !pattern.contains(&b'*') || !matches(pattern, host) {
-            continue;
-        }
-        let literal = pattern.iter().filter(|byte| **byte != b'*').count();
-        // Strictly more: on a tie the earlier name (byte order) stays.
-        if best.is_none_or(|(_, most)| literal > most) {
-            best = Some((name, literal));
-        }
-    }
-    best.map(|(name, _)| name)
-        .or_else(|| names.iter().find(|name| *name == DEFAULT))
+    let exact = names.iter().filter(|name| name.as_encoded_bytes() == host);
+    let mut patterns: Vec<(usize, &OsString)> = names
+        .iter()
+        .filter(|name| {
+            let pattern = name.as_encoded_bytes();
+            pattern.contains(&b'*') && matches(pattern, host)
+        })
+        .map(|name| {
+            let literal = name.as_encoded_bytes().iter().filter(|b| **b != b'*').count();
+            (literal, name)
+        })
+        .collect();
+    // Stable: names of equal rank keep their byte order.
+    patterns.sort_by(|a, b| b.0.cmp(&a.0));
+    let default = names.iter().filter(|name| *name == DEFAULT);
+    exact
+        .chain(patterns.into_iter().map(|(_, name)| name))
+        .chain(default)
+        .collect()
 }
 
 /// Whether `pattern` (in which `*` matches any run of bytes) matches all of `name`.
@@ -147,7 +154,9 @@ mod tests {
     }
 
     fn pick(list: &[&str], host: &str) -> Option<String> {
-        best_match(&names(list), host).map(|name| name.to_string_lossy().into_owned())
+        let names = names(list);
+        let ranked = ranked(&names, host);
+        ranked.first().map(|name| name.to_string_lossy().into_owned())
     }
 
     #[test]

@@ -82,11 +82,11 @@ pub fn choose(dir: &Path, hostname: &str) -> Result<EnvironmentRoot, Error> {
         .into_iter()
         .find(|name| dir.join(name).is_dir())
         .ok_or_else(|| {
-        Error::entry(
-            dir,
-            format!("no subdirectory matches {hostname}, and there is no {DEFAULT}"),
-        )
-    })?;
+            Error::entry(
+                dir,
+                format!("no subdirectory matches {hostname}, and there is no {DEFAULT}"),
+            )
+        })?;
     Ok(EnvironmentRoot {
         dir: dir.to_owned(),
         hostname: hostname.to_owned(),
@@ -107,12 +107,16 @@ fn ranked<'n>(names: &'n [OsString], hostname: &str) -> Vec<&'n OsString> {
             pattern.contains(&b'*') && matches(pattern, host)
         })
         .map(|name| {
-            let literal = name.as_encoded_bytes().iter().filter(|b| **b != b'*').count();
+            let literal = name
+                .as_encoded_bytes()
+                .iter()
+                .filter(|b| **b != b'*')
+                .count();
             (literal, name)
         })
         .collect();
     // Stable: names of equal rank keep their byte order.
-    patterns.sort_by(|a, b| b.0.cmp(&a.0));
+    patterns.sort_by_key(|(literal, _)| std::cmp::Reverse(*literal));
     let default = names.iter().filter(|name| *name == DEFAULT);
     exact
         .chain(patterns.into_iter().map(|(_, name)| name))
@@ -156,7 +160,9 @@ mod tests {
     fn pick(list: &[&str], host: &str) -> Option<String> {
         let names = names(list);
         let ranked = ranked(&names, host);
-        ranked.first().map(|name| name.to_string_lossy().into_owned())
+        ranked
+            .first()
+            .map(|name| name.to_string_lossy().into_owned())
     }
 
     #[test]

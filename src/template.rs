@@ -122,38 +122,59 @@ impl Rendered {
             .collect()
     }
 
-    /// Writes every output that differs from its DEST now: all are staged as temporary files
-    /// first, then renamed; when one cannot be staged, none is renamed and the temporary files
-    /// are removed.
+    /// Writes every output that differs from its DEST now ([`Rendered::stage`], then
+    /// [`Staged::commit`]).
     pub fn write(&self) -> Result<(), Error> {
-        let mut staged: Vec<(PathBuf, &Output)> = Vec::new();
+        self.stage()?.commit()
+    }
+
+    /// Writes every output that differs from its DEST now to a temporary file next to it;
+    /// when one cannot be written, the others are removed and nothing is left behind.
+    pub fn stage(&self) -> Result<Staged, Error> {
+        let mut staged = Staged::default();
         for output in &self.outputs {
-            if same_content(&output.dest, &output.content) {
-                continue;
-            }
-            match stage(output) {
-                Ok(temporary) => staged.push((temporary, output)),
-                Err(err) => {
-                    for (temporary, _) in &staged {
-                        let _ = fs::remove_file(temporary);
-                    }
-                    return Err(err);
-                }
+            if !same_content(&output.dest, &output.content) {
+                // On an error, dropping `staged` removes the files staged so far.
+                let temporary = stage(output)?;
+                staged.files.push((temporary, output.dest.clone()));
             }
         }
-        let mut result = Ok(());
-        for (temporary, output) in staged {
-            if result.is_ok() {
-                if let Err(err) = fs::rename(&temporary, &output.dest) {
-                    result = Err(Error::io(&output.dest, "replacing it", err));
-                } else {
-                    log::debug!("wrote {}", output.dest.display());
-                    continue;
-                }
+        Ok(staged)
+    }
+}
+
+/// Temporary files that hold the outputs, each in its DEST's directory, not yet renamed over
+/// their DESTs. Dropped uncommitted (a restart that was cancelled), they are removed.
+#[derive(Debug, Default)]
+pub struct Staged {
+    /// (temporary file, DEST)
+    files: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Staged {
+    /// Renames each temporary file over its DEST. A rename within one directory fails only
+    /// when the directory changed under envharness; the rest are then removed.
+    pub fn commit(&mut self) -> Result<(), Error> {
+        for (temporary, dest) in std::mem::take(&mut self.files) {
+            if let Err(err) = fs::rename(&temporary, &dest) {
+                let _ = fs::remove_file(&temporary);
+                return Err(Error::io(
+                    &dest,
+                    "replacing it with the rendered template",
+                    err,
+                ));
             }
-            let _ = fs::remove_file(&temporary);
+            log::debug!("wrote {}", dest.display());
         }
-        result
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        for (temporary, _) in &self.files {
+            let _ = fs::remove_file(temporary);
+        }
     }
 }
 

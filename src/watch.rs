@@ -22,7 +22,7 @@ use crate::phase::environment::discover;
 use crate::plan::Plan;
 use crate::require;
 use crate::runner::Host;
-use crate::template::{self, Rendered};
+use crate::template::{self, Rendered, Staged};
 use crate::variables::{Environment, Variables};
 
 /// What a change does to the command.
@@ -58,8 +58,10 @@ pub struct Change {
     pub names: Vec<String>,
     /// The command's new environment.
     pub env: Environment,
-    /// The templates' outputs, to write when the change is applied.
-    pub rendered: Rendered,
+    /// The templates' changed outputs, written next to their DESTs already (so a DEST that
+    /// cannot be written fails the re-run, not the restart), renamed over them when the
+    /// change is applied.
+    pub staged: Staged,
 }
 
 impl Change {
@@ -68,10 +70,11 @@ impl Change {
         log::warn!(target: NOTICE, "{} changed; {action}", self.names.join(", "));
     }
 
-    /// Writes the templates whose output changed. A failure is a warning: the change is
-    /// applied all the same, and the next re-run finds the DEST still different.
-    pub fn write_templates(&self) {
-        if let Err(err) = self.rendered.write() {
+    /// Puts the templates' changed outputs in place. A failure (the directory changed since
+    /// the re-run) is a warning: the change is applied all the same, and the next re-run
+    /// finds the DEST still different.
+    pub fn write_templates(&mut self) {
+        if let Err(err) = self.staged.commit() {
             log::warn!("templates not written: {err}");
         }
     }
@@ -135,12 +138,15 @@ impl<'a> Watching<'a> {
             log::debug!("re-run: no change");
             return None;
         }
+        let staged = match rendered.stage() {
+            Ok(staged) => staged,
+            Err(err) => {
+                log::warn!("re-run failed, nothing changed: {err}");
+                return None;
+            }
+        };
         self.applied = now;
-        Some(Change {
-            names,
-            env,
-            rendered,
-        })
+        Some(Change { names, env, staged })
     }
 
     fn rediscover(&self, host: &mut dyn Host) -> Result<(Variables, Environment, Rendered), Error> {

@@ -363,6 +363,26 @@ fn is_root() -> bool {
     unsafe { nix::libc::geteuid() == 0 }
 }
 
+/// The test's command, run as nobody when the tests run as root (who ignores permissions), from
+/// a copy of the binary (the build directory may not be open to nobody); the test directory
+/// gets `mode`.
+fn unprivileged(t: &Test, mode: u32) -> Command {
+    let command = t.command();
+    if !is_root() {
+        return command;
+    }
+    fs::set_permissions(t.root(), fs::Permissions::from_mode(mode)).unwrap();
+    let copy = t.path("envharness");
+    while_not_forking(|| fs::copy(BIN, &copy)).unwrap();
+    let mut setpriv = t.external("setpriv");
+    setpriv
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&copy)
+        .args(command.get_args())
+        .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))));
+    setpriv
+}
+
 #[test]
 fn an_unwritable_dest_directory_is_an_error_and_leaves_nothing_half_written() {
     let mut t = with_env(&[("V", "new")]);
@@ -377,27 +397,10 @@ fn an_unwritable_dest_directory_is_an_error_and_leaves_nothing_half_written() {
         "--",
         "true",
     ]);
-    let mut command = t.command();
-    if is_root() {
-        // Root ignores permissions: run as nobody, who may read and run but not write there.
-        // A copy of the binary, since the build directory may not be open to nobody.
-        fs::set_permissions(t.root(), fs::Permissions::from_mode(0o755)).unwrap();
-        fs::set_permissions(t.path("writable"), fs::Permissions::from_mode(0o777)).unwrap();
-        let copy = t.path("envharness");
-        while_not_forking(|| fs::copy(BIN, &copy)).unwrap();
-        let mut setpriv = t.external("setpriv");
-        setpriv
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(&copy)
-            .args(command.get_args())
-            .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))));
-        command = setpriv;
-    }
-    t.run_command(command).status(125).error_line(&[
-        "ro/a",
-        "writing the rendered template",
-        "ermission denied",
-    ]);
+    fs::set_permissions(t.path("writable"), fs::Permissions::from_mode(0o777)).unwrap();
+    t.run_command(unprivileged(&t, 0o755))
+        .status(125)
+        .error_line(&["ro/a", "writing the rendered template", "ermission denied"]);
     assert_eq!(t.read("ro/a"), "old");
     assert!(others_in(&t, "ro", &["a"]).is_empty());
     assert!(
@@ -631,4 +634,30 @@ fn under_watch_no_change_writes_nothing() {
     );
     send(&child, Signal::SIGTERM);
     t.finish(child, started).success();
+}
+
+#[test]
+fn under_watch_an_unwritable_dest_fails_the_re_run_and_the_command_keeps_running() {
+    let t = watching(&[]);
+    fs::set_permissions(t.path("out"), fs::Permissions::from_mode(0o777)).unwrap();
+    let mut command = unprivileged(&t, 0o777);
+    let started = Instant::now();
+    let child = spawn(&mut command).expect("spawning envharness");
+    wait_for_line(&t, "log", "start v=1");
+    fs::set_permissions(t.path("out"), fs::Permissions::from_mode(0o555)).unwrap();
+    t.file("app.conf.j2", "w={{ V }}\n");
+    send(&child, Signal::SIGHUP);
+    wait_for_stderr(&t, "re-run failed, nothing changed");
+    assert_eq!(t.read("out/app.conf"), "v=1\n");
+    assert!(others_in(&t, "out", &["app.conf"]).is_empty());
+    send(&child, Signal::SIGTERM);
+    let run = t.finish(child, started);
+    run.success()
+        .error_line(&[
+            "out/app.conf",
+            "writing the rendered template",
+            "ermission denied",
+        ])
+        .stderr_lacks("restarting the command");
+    assert_eq!(t.read("log").matches("start").count(), 1);
 }

@@ -13,7 +13,8 @@
 # Tunables (environment): BENCH_WARMUP (default 20), BENCH_MIN_RUNS (default 30) for the fast
 # comparisons, BENCH_SLEEP_RUNS (default 3) for the 20 x `sleep 0.2` fixture, BENCH_RSS_RUNS
 # (default 5) for the peak-RSS medians, BENCH_PAIRED_ROUNDS (default 30) and BENCH_PAIRED_RUNS
-# (default 100) for the paired ratios that the start-up goals are judged on.
+# (default 100) for the paired ratios that the start-up goals are judged on; BENCH_KV_ROUNDS and
+# BENCH_KV_RUNS for bench/kv.sh (the kv section, which also runs alone).
 set -euo pipefail
 
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -330,6 +331,13 @@ for ((r = 1; r <= PAIRED_ROUNDS; r++)); do
     "${HF[@]}" --warmup 5 --runs "$PAIRED_RUNS" --export-json "$RES/paired_$r.json" "${args[@]}" >/dev/null 2>&1 \
         || die "paired round $r failed"
 done
+
+mark kv
+# 4.7 envharness kv get/put against cat (issue 10): bench/kv.sh, whose section the report
+# includes and whose goals join the summary.
+kv_builds=()
+for i in "${!BUILD_PATHS[@]}"; do kv_builds+=("${BUILD_LABELS[$i]}=${BUILD_PATHS[$i]}"); done
+BENCH_KV_GOALS="$RES/kv_goals.tsv" bash "$ROOT/bench/kv.sh" "${kv_builds[@]}" >"$RES/kv.md"
 
 mark end
 LOAD_AFTER=$(loadavg)
@@ -666,6 +674,14 @@ for b in init_builds:
     x = paired(f"{b} --init", "tini -- true")[0]
     goal(f"{b} --init ≤ 1.0 × `tini -- true`", f"{x:.2f}×", x <= 1.0)
 p("")
+
+# --- kv (bench/kv.sh) -------------------------------------------------------------------------
+if os.path.exists(os.path.join(res, "kv.md")):
+    p(open(os.path.join(res, "kv.md")).read().rstrip("\n"))
+    p("")
+    noise("kv")
+    for line in open(os.path.join(res, "kv_goals.tsv")):
+        verdicts.append(tuple(line.rstrip("\n").split("\t")))
 
 # --- summary ----------------------------------------------------------------------------------
 p("## Goals")

@@ -9,7 +9,8 @@
 //! over. No choice is exit 125 naming DIR and the hostname.
 //!
 //! The choice is made once, when the plan is made ([`choose`] reads DIR's listing and nothing
-//! else), so `--plan` can show it and `--watch` re-runs read the same directory.
+//! else), so `--plan` can show it and `--watch` re-runs read the same directory. The hostname
+//! is [`crate::plan::hostname`], also the default `--instance`.
 
 use std::ffi::OsString;
 use std::fs;
@@ -45,19 +46,6 @@ impl EnvironmentRoot {
             self.chosen.to_string_lossy()
         )
     }
-}
-
-/// The kernel's hostname (`uname -n`), the default of `--hostname`.
-pub fn kernel_hostname() -> Result<String, Error> {
-    nix::unistd::gethostname()
-        .map(|name| name.to_string_lossy().into_owned())
-        .map_err(|errno| {
-            Error::io(
-                "gethostname",
-                "reading the hostname (give --hostname)",
-                errno.into(),
-            )
-        })
 }
 
 /// Chooses DIR's subdirectory for `hostname`.

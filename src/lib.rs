@@ -50,6 +50,8 @@ use cli::Cli;
 use init::signals::Signals;
 use init::PhaseHost;
 use plan::{Mode, Plan};
+use registry::publish::Registration;
+use registry::reads::ReadLog;
 use variables::{Environment, Variables};
 use watch::Watching;
 
@@ -57,47 +59,112 @@ use watch::Watching;
 /// `--init` the command's), and never returns after a successful exec.
 pub fn run(cli: Cli) -> Result<i32, Error> {
     let plan = Plan::from_cli(cli, |name| std::env::var_os(name))?;
-    let harness_env: Environment = std::env::vars_os().collect();
+    let harness_env = with_registry_variables(std::env::vars_os().collect(), &plan);
     if let Mode::Explain { command } = &plan.mode {
         explain::explain(&plan, command, &harness_env, &mut std::io::stdout().lock())?;
         return Ok(0);
     }
-    let signals = Signals::install(plan.supervision.is_some(), plan.watch.is_some())
+    let supervised = plan.supervision.is_some();
+    let signals = Signals::install(supervised, plan.watch.is_some())
         .map_err(|err| Error::io("signalfd", "watching signals", err))?;
     let mut host = PhaseHost::new(&signals, plan.limits);
-    phase::export::announce(
-        &plan.export,
-        &mut host,
-        &harness_env,
-        plan.supervision.is_some(),
-    )?;
-    let vars = discover_until_required(&plan, &mut host, &harness_env)?;
+    let instance = plan
+        .registry
+        .as_ref()
+        .map(|registry| registry.instance.as_str());
+    let announced =
+        phase::export::announce(&plan.export, &mut host, &harness_env, supervised, instance)?;
+    // Under --watch with a registry, what the scripts read through `envharness kv` is watched.
+    let mut reads = match (&plan.registry, plan.watch) {
+        (Some(_), Some(_)) => Some(ReadLog::create()?),
+        _ => None,
+    };
+    let mut script_env = harness_env.clone();
+    script_env.extend(reads.as_ref().map(ReadLog::variable));
+    let vars = discover_until_required(&plan, &mut host, &script_env)?;
     host.check_stop()?;
     let mut env = vars.over(&harness_env);
     template::render_all(&plan.templates, &env)?.write()?;
     match &plan.mode {
-        Mode::Print { format } => print_variables(&vars, *format),
+        Mode::Print { format } => {
+            publish_unleased(&plan, &announced)?;
+            print_variables(&vars, *format)
+        }
         Mode::Exec { command } => {
             let Some(settings) = plan.supervision else {
-                return Err(exec::exec(command, &env, &signals));
+                return Err(exec::exec(command, &env, &signals, || {
+                    publish_unleased(&plan, &announced)
+                }));
             };
-            let watching = plan
-                .watch
-                .map(|watch| Watching::new(&plan, &harness_env, watch, &vars));
+            let first_reads = reads.as_mut().map(ReadLog::take).unwrap_or_default();
+            let registration = register(&plan, announced, !first_reads.is_empty())?;
+            let watching = plan.watch.map(|watch| {
+                Watching::new(&plan, &harness_env, script_env.clone(), watch, &vars, reads)
+            });
             let status = init::supervise(
+                &plan,
                 command,
                 &mut env,
                 &signals,
                 settings,
-                plan.limits,
-                watching,
-                host.rerun_requested(),
+                init::Extras {
+                    watching,
+                    registration,
+                    first_reads,
+                    rerun_requested: host.rerun_requested(),
+                },
             );
             phase::export::teardown(&plan.export, &mut host, &env);
             status
         }
         Mode::Explain { .. } => unreachable!("--plan returned above"),
     }
+}
+
+/// With a registry, every script and the command get `ENVHARNESS_KV` and
+/// `ENVHARNESS_INSTANCE`, so that `envharness kv` there reaches the same store (SPEC.md 11.1).
+fn with_registry_variables(mut env: Environment, plan: &Plan) -> Environment {
+    let Some(registry) = &plan.registry else {
+        return env;
+    };
+    for (name, value) in [
+        ("ENVHARNESS_KV", &registry.url),
+        ("ENVHARNESS_INSTANCE", &registry.instance),
+    ] {
+        env.retain(|(existing, _)| existing != name);
+        env.push((name.into(), value.into()));
+    }
+    env
+}
+
+/// Exec mode and `--print`: what the export phase announced, put without a lease.
+fn publish_unleased(plan: &Plan, announced: &phase::export::Announced) -> Result<(), Error> {
+    let Some(registry) = plan.registry.as_ref().filter(|_| !announced.is_empty()) else {
+        return Ok(());
+    };
+    let mut store = registry::open(&registry.url, credentials()?)?;
+    registry::publish::publish_unleased(store.as_mut(), announced)
+}
+
+/// Under `--init`: the registration that publishes what the export phase announced and
+/// watches what the scripts read; none when there is neither (the store is not contacted).
+fn register(
+    plan: &Plan,
+    announced: phase::export::Announced,
+    scripts_read: bool,
+) -> Result<Option<Registration>, Error> {
+    let Some(registry) = &plan.registry else {
+        return Ok(None);
+    };
+    if announced.is_empty() && !scripts_read {
+        return Ok(None);
+    }
+    let store = registry::open(&registry.url, credentials()?)?;
+    Registration::start(store, announced, registry.ttl).map(Some)
+}
+
+fn credentials() -> Result<Option<registry::Credentials>, Error> {
+    registry::Credentials::from_env(|name| std::env::var_os(name))
 }
 
 /// The environment phase, then the requirements; with `--wait`, the phase runs again every

@@ -13,6 +13,7 @@ use crate::cli::{parse_seconds, Cli, Format};
 use crate::error::Error;
 use crate::hosts::{self, EnvironmentRoot};
 use crate::init::Supervision;
+use crate::registry::Key;
 use crate::require::Requirement;
 use crate::runner::Limits;
 use crate::template::Template;
@@ -26,6 +27,16 @@ pub const DEFAULT_EXPORT: &str = "/export";
 pub struct Directory {
     pub path: PathBuf,
     pub named: bool,
+}
+
+/// The registry (SPEC.md 11): where it is, and how this instance appears in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryPlan {
+    pub url: String,
+    /// This instance's segment of the published keys (`NAME/INSTANCE`).
+    pub instance: String,
+    /// The lease of published keys under `--init`.
+    pub ttl: Duration,
 }
 
 /// What happens after the phases.
@@ -57,6 +68,8 @@ pub struct Plan {
     pub templates: Vec<Template>,
     /// `--environment-root` and its choice, the first of `environments`.
     pub environment_root: Option<EnvironmentRoot>,
+    /// `--kv` and what goes with it.
+    pub registry: Option<RegistryPlan>,
     pub mode: Mode,
 }
 
@@ -75,12 +88,19 @@ impl Plan {
             ));
         }
         let requirements = requirements(&cli.require, &var)?;
+        let registry = registry(&cli)?;
+        let health_interval = cli.health_interval.unwrap_or(Duration::from_secs(10));
+        if health_interval.is_zero() {
+            return Err(Error::Usage(
+                "--health-interval 0: the health check needs a pause between runs".into(),
+            ));
+        }
         let wait = cli.wait.filter(|wait| !wait.is_zero());
         if wait.is_some() && requirements.is_empty() {
             log::warn!("--wait has no effect without --require: nothing to wait for");
         }
         let templates = templates(&cli.template, &var)?;
-        let environment_root = environment_root(cli.environment_root, cli.hostname)?;
+        let environment_root = environment_root(cli.environment_root, cli.hostname.as_deref())?;
         Ok(Plan {
             // An empty variable counts as unset, as for ENVHARNESS_ENVIRONMENT.
             export: export_directory(cli.export.filter(|dir| !dir.is_empty())),
@@ -95,6 +115,7 @@ impl Plan {
             supervision: init.then(|| Supervision {
                 group,
                 stop_timeout: cli.stop_timeout.unwrap_or(Duration::from_secs(10)),
+                health_interval,
             }),
             watch: watch.map(|every| WatchSettings {
                 every: Some(every).filter(|every| !every.is_zero()),
@@ -104,9 +125,42 @@ impl Plan {
             wait,
             templates,
             environment_root,
+            registry,
             mode,
         })
     }
+}
+
+/// `--kv URL` and its companions; None without a URL (an empty one counts as none).
+fn registry(cli: &Cli) -> Result<Option<RegistryPlan>, Error> {
+    let Some(url) = cli.kv.clone().filter(|url| !url.is_empty()) else {
+        return Ok(None);
+    };
+    let instance = match cli.instance.clone().filter(|id| !id.is_empty()) {
+        Some(instance) => instance,
+        None => hostname(cli.hostname.as_deref())?,
+    };
+    if instance.contains('/') || Key::parse(&instance).is_err() {
+        return Err(Error::Usage(format!(
+            "--instance {instance:?}: not a key segment (A-Z, a-z, 0-9, '_', '.', '-')"
+        )));
+    }
+    Ok(Some(RegistryPlan {
+        url,
+        instance,
+        ttl: cli.ttl.unwrap_or(Duration::from_secs(10)),
+    }))
+}
+
+/// The hostname: `--hostname` (or `ENVHARNESS_HOSTNAME`; empty counts as unset), else the
+/// kernel's (`uname -n`). It is what `--environment-root` matches and the default `--instance`.
+pub fn hostname(given: Option<&str>) -> Result<String, Error> {
+    if let Some(name) = given.filter(|name| !name.is_empty()) {
+        return Ok(name.to_owned());
+    }
+    let name = nix::unistd::gethostname()
+        .map_err(|err| Error::io("gethostname", "reading the host name", err.into()))?;
+    Ok(name.to_string_lossy().into_owned())
 }
 
 /// `--watch SECS`, else `ENVHARNESS_WATCH` (empty: off).
@@ -204,16 +258,12 @@ fn templates(
 /// shows it) and stays the same for `--watch` re-runs.
 fn environment_root(
     dir: Option<OsString>,
-    hostname: Option<String>,
+    hostname_flag: Option<&str>,
 ) -> Result<Option<EnvironmentRoot>, Error> {
     let Some(dir) = dir.filter(|dir| !dir.is_empty()) else {
         return Ok(None);
     };
-    let hostname = match hostname.filter(|name| !name.is_empty()) {
-        Some(name) => name,
-        None => hosts::kernel_hostname()?,
-    };
-    hosts::choose(Path::new(&dir), &hostname).map(Some)
+    hosts::choose(Path::new(&dir), &hostname(hostname_flag)?).map(Some)
 }
 
 fn choose_mode(cli: &Cli) -> Result<Mode, Error> {

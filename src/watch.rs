@@ -20,6 +20,8 @@ use crate::error::Error;
 use crate::logging::NOTICE;
 use crate::phase::environment::discover;
 use crate::plan::Plan;
+use crate::registry::reads::ReadLog;
+use crate::registry::Lookup;
 use crate::require;
 use crate::runner::Host;
 use crate::template::{self, Rendered, Staged};
@@ -46,6 +48,9 @@ pub struct WatchSettings {
 pub struct Watching<'a> {
     plan: &'a Plan,
     harness_env: &'a Environment,
+    /// What the scripts get: the harness's environment, plus where to record registry reads.
+    script_env: Environment,
+    reads: Option<ReadLog>,
     settings: WatchSettings,
     /// The variables of the last result that was applied.
     applied: BTreeMap<String, Vec<u8>>,
@@ -86,12 +91,16 @@ impl<'a> Watching<'a> {
     pub fn new(
         plan: &'a Plan,
         harness_env: &'a Environment,
+        script_env: Environment,
         settings: WatchSettings,
         applied: &Variables,
+        reads: Option<ReadLog>,
     ) -> Watching<'a> {
         Watching {
             plan,
             harness_env,
+            script_env,
+            reads,
             settings,
             applied: as_map(applied),
             next_at: settings.every.map(|every| Instant::now() + every),
@@ -149,8 +158,13 @@ impl<'a> Watching<'a> {
         Some(Change { names, env, staged })
     }
 
+    /// What the last re-run's scripts read through `envharness kv` (SPEC.md 11.5).
+    pub fn take_reads(&mut self) -> Vec<(Lookup, String)> {
+        self.reads.as_mut().map(ReadLog::take).unwrap_or_default()
+    }
+
     fn rediscover(&self, host: &mut dyn Host) -> Result<(Variables, Environment, Rendered), Error> {
-        let vars = discover(self.plan, host, self.harness_env)?;
+        let vars = discover(self.plan, host, &self.script_env)?;
         require::check(&self.plan.requirements, &vars, self.harness_env)?;
         let env = vars.over(self.harness_env);
         let rendered = template::render_all(&self.plan.templates, &env)?;

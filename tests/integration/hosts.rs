@@ -227,3 +227,26 @@ fn the_readme_plan_for_hosts_is_what_plan_prints() {
         "README.md's --environment-root plan is out of date"
     );
 }
+
+#[test]
+fn the_hostname_is_also_the_default_instance() {
+    let mut t = hosts(&[]);
+    t.script("export/db", "#!/bin/sh\necho postgres://db:5432\n")
+        .dir("env");
+    let url = format!("file://{}", t.p("store"));
+    t.args(&[
+        "--kv",
+        &url,
+        "--hostname",
+        "db-7",
+        "-x",
+        "export",
+        "-e",
+        "env",
+    ])
+    .args(&["--", "true"]);
+    t.run().success();
+    let mut get = t.external(BIN);
+    get.args(["--kv", &url, "kv", "get", "db/db-7"]);
+    t.run_command(get).success().stdout_is("postgres://db:5432");
+}

@@ -4,16 +4,23 @@
 mod support;
 
 mod cli;
+mod containers;
+mod discovery;
 mod environment;
 mod examples;
 mod exec;
 mod export;
 mod hosts;
 mod jobs;
+mod kv;
+mod kv_stores;
 mod misbehaving;
 mod plan;
 mod print;
+mod publish;
+mod require;
 mod scratch;
 mod scripts;
 mod supervise;
 mod templates;
+mod watch;

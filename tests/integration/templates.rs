@@ -503,36 +503,11 @@ fn the_nginx_example_renders_as_the_readme_shows() {
     assert!(run.stdout().contains("server app-2:8080 max_fails=3;"));
 }
 
-/// Polls `relative` until it holds a line equal to `line` (bounded).
+/// Waits (bounded) until `relative` holds a line equal to `line`.
 fn wait_for_line(t: &Test, relative: &str, line: &str) {
-    let limit = Instant::now() + Duration::from_secs(10);
-    loop {
-        let content = fs::read_to_string(t.path(relative)).unwrap_or_default();
-        if content.lines().any(|l| l == line) {
-            return;
-        }
-        assert!(
-            Instant::now() < limit,
-            "{line:?} never appeared in {relative}: {content:?}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Polls stderr until it contains `text` (bounded).
-fn wait_for_stderr(t: &Test, text: &str) {
-    let limit = Instant::now() + Duration::from_secs(10);
-    loop {
-        let stderr = fs::read_to_string(t.path(".stderr")).unwrap_or_default();
-        if stderr.contains(text) {
-            return;
-        }
-        assert!(
-            Instant::now() < limit,
-            "{text:?} never appeared on stderr: {stderr}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    t.wait_until(&format!("{line:?} in {relative}"), || {
+        t.lines(relative).iter().any(|l| l == line)
+    });
 }
 
 /// A command that logs `start CONTENT` of out/app.conf when it starts, `stop CONTENT` on
@@ -604,7 +579,7 @@ fn under_watch_a_failing_render_warns_and_changes_nothing() {
     t.file("env/V", "2");
     t.file("app.conf.j2", "{{ V\n");
     send(&child, Signal::SIGHUP);
-    wait_for_stderr(&t, "re-run failed, nothing changed");
+    t.wait_for_stderr("re-run failed, nothing changed");
     assert_eq!(t.read("out/app.conf"), "v=1\n");
     assert_eq!(fs::metadata(t.path("out/app.conf")).unwrap().ino(), before);
     // The next trigger tries again.
@@ -626,7 +601,7 @@ fn under_watch_no_change_writes_nothing() {
     wait_for_line(&t, "log", "start v=1");
     let meta = fs::metadata(t.path("out/app.conf")).unwrap();
     send(&child, Signal::SIGHUP);
-    wait_for_stderr(&t, "re-run: no change");
+    t.wait_for_stderr("re-run: no change");
     let after = fs::metadata(t.path("out/app.conf")).unwrap();
     assert_eq!(
         (after.ino(), after.modified().unwrap()),
@@ -647,7 +622,7 @@ fn under_watch_an_unwritable_dest_fails_the_re_run_and_the_command_keeps_running
     fs::set_permissions(t.path("out"), fs::Permissions::from_mode(0o555)).unwrap();
     t.file("app.conf.j2", "w={{ V }}\n");
     send(&child, Signal::SIGHUP);
-    wait_for_stderr(&t, "re-run failed, nothing changed");
+    t.wait_for_stderr("re-run failed, nothing changed");
     assert_eq!(t.read("out/app.conf"), "v=1\n");
     assert!(others_in(&t, "out", &["app.conf"]).is_empty());
     send(&child, Signal::SIGTERM);

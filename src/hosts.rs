@@ -56,19 +56,20 @@ pub fn choose(dir: &Path, hostname: &str) -> Result<EnvironmentRoot, Error> {
         });
     }
     let reading = |err| Error::io(dir, "reading the directory", err);
-    let mut names = Vec::new();
+    // Only the names that could be chosen are kept (the rest are dropped at once, which gives
+    // their memory back to the start-up arena), and only those are looked at, best first,
+    // until one is a directory (symlinks followed, as everywhere).
+    let mut candidates: Vec<(Rank, OsString)> = Vec::new();
     for entry in fs::read_dir(dir).map_err(reading)? {
         let name = entry.map_err(reading)?.file_name();
-        if !name.as_encoded_bytes().starts_with(b".") {
-            names.push(name);
+        if let Some(rank) = rank(name.as_encoded_bytes(), hostname.as_bytes()) {
+            candidates.push((rank, name));
         }
     }
-    names.sort_unstable();
-    // Only the candidates are looked at, best first, until one is a directory (symlinks
-    // followed, as everywhere): no stat for the hundred patterns that do not match.
-    let chosen = ranked(&names, hostname)
+    candidates.sort_unstable();
+    let (_, chosen) = candidates
         .into_iter()
-        .find(|name| dir.join(name).is_dir())
+        .find(|(_, name)| dir.join(name).is_dir())
         .ok_or_else(|| {
             Error::entry(
                 dir,
@@ -78,38 +79,33 @@ pub fn choose(dir: &Path, hostname: &str) -> Result<EnvironmentRoot, Error> {
     Ok(EnvironmentRoot {
         dir: dir.to_owned(),
         hostname: hostname.to_owned(),
-        chosen: chosen.clone(),
+        chosen,
     })
 }
 
-/// The names (sorted) that may be chosen for `hostname`, best first: the exact name, then the
-/// matching patterns by most characters that are not `*` (a tie in byte order), then
-/// `default`.
-fn ranked<'n>(names: &'n [OsString], hostname: &str) -> Vec<&'n OsString> {
-    let host = hostname.as_bytes();
-    let exact = names.iter().filter(|name| name.as_encoded_bytes() == host);
-    let mut patterns: Vec<(usize, &OsString)> = names
-        .iter()
-        .filter(|name| {
-            let pattern = name.as_encoded_bytes();
-            pattern.contains(&b'*') && matches(pattern, host)
-        })
-        .map(|name| {
-            let literal = name
-                .as_encoded_bytes()
-                .iter()
-                .filter(|b| **b != b'*')
-                .count();
-            (literal, name)
-        })
-        .collect();
-    // Stable: names of equal rank keep their byte order.
-    patterns.sort_by_key(|(literal, _)| std::cmp::Reverse(*literal));
-    let default = names.iter().filter(|name| *name == DEFAULT);
-    exact
-        .chain(patterns.into_iter().map(|(_, name)| name))
-        .chain(default)
-        .collect()
+/// How good a name is for a hostname, best first: the exact name, then the matching patterns
+/// by most characters that are not `*`, then `default`. Equal ranks are ordered by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Rank {
+    Exact,
+    Pattern(std::cmp::Reverse<usize>),
+    Default,
+}
+
+/// `name`'s rank for `host`; None when it cannot be chosen (no match, a dot-name).
+fn rank(name: &[u8], host: &[u8]) -> Option<Rank> {
+    if name.starts_with(b".") {
+        None
+    } else if name == host {
+        Some(Rank::Exact)
+    } else if name.contains(&b'*') && matches(name, host) {
+        let literal = name.iter().filter(|byte| **byte != b'*').count();
+        Some(Rank::Pattern(std::cmp::Reverse(literal)))
+    } else if name == DEFAULT.as_bytes() {
+        Some(Rank::Default)
+    } else {
+        None
+    }
 }
 
 /// Whether `pattern` (in which `*` matches any run of bytes) matches all of `name`.
@@ -139,18 +135,13 @@ fn matches(pattern: &[u8], name: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    fn names(list: &[&str]) -> Vec<OsString> {
-        let mut names: Vec<OsString> = list.iter().map(OsString::from).collect();
-        names.sort_unstable();
-        names
-    }
-
     fn pick(list: &[&str], host: &str) -> Option<String> {
-        let names = names(list);
-        let ranked = ranked(&names, host);
-        ranked
-            .first()
-            .map(|name| name.to_string_lossy().into_owned())
+        let mut ranked: Vec<(Rank, &str)> = list
+            .iter()
+            .filter_map(|name| Some((rank(name.as_bytes(), host.as_bytes())?, *name)))
+            .collect();
+        ranked.sort_unstable();
+        ranked.first().map(|(_, name)| name.to_string())
     }
 
     #[test]

@@ -3,7 +3,8 @@
 #   make test     format check, clippy and every test, podman's containers included;
 #                 installs what is missing on Debian
 #   make build    debug build            make release   optimized build
-#   make static   static musl binary     make bench     benchmarks (bench/run.sh, bench/templates.sh)
+#   make static   static musl binary     make bench     benchmarks (bench/run.sh, bench/watch.py,
+#                                        bench/templates.sh)
 #   make bench-templates                 only the templates and --environment-root benchmark
 
 CARGO ?= cargo
@@ -37,6 +38,7 @@ demo: toolchain
 
 bench: static
 	bash bench/run.sh
+	python3 bench/watch.py
 	bash bench/templates.sh
 
 bench-templates: static

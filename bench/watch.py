@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmarks of reacting to change (issue 8): `make bench` runs this after bench/run.sh, or
+"""Benchmarks of reacting to change (issue 8) and of the registry's harness side (issue 10): `make bench` runs this after bench/run.sh, or
 run it alone: `python3 bench/watch.py` (after `make static`). Writes a Markdown report to
 stdout and to bench/results-watch.md.
 
@@ -11,6 +11,10 @@ stdout and to bench/results-watch.md.
   BENCH_IDLE_SECS (default 30) seconds after a warm-up of 20 re-runs.
 - require: `--require` on start-up, paired against the same run without it: rounds of
   back-to-back runs, the median of the per-round ratios.
+- put → HUP: `envharness kv put` of a key a watching harness's script read, to the SIGHUP
+  (`--on-change HUP`) reaching its command, on the file store, median of 20.
+- lease: an `--init` harness publishing one key under a lease, its CPU and RSS over
+  BENCH_LEASE_SECS (default 60) seconds.
 """
 
 import os
@@ -27,26 +31,35 @@ BIN = os.environ.get(
     os.path.join(ROOT, "target/x86_64-unknown-linux-musl/release/envharness"),
 )
 IDLE_SECS = float(os.environ.get("BENCH_IDLE_SECS", "30"))
+LEASE_SECS = float(os.environ.get("BENCH_LEASE_SECS", "60"))
 WARMUP_RERUNS = 20
 ROUNDS = int(os.environ.get("BENCH_PAIRED_ROUNDS", "30"))
 RUNS = int(os.environ.get("BENCH_PAIRED_RUNS", "100"))
 
 STAMP_C = r"""
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-int main(int argc, char **argv) {
+static const char *out;
+static void stamp(void) {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     char line[64];
     int len = snprintf(line, sizeof line, "%lld\n",
                        (long long)now.tv_sec * 1000000000LL + now.tv_nsec);
-    int fd = open(argv[1], O_WRONLY | O_CREAT | O_APPEND, 0644);
+    int fd = open(out, O_WRONLY | O_CREAT | O_APPEND, 0644);
     write(fd, line, len);
     close(fd);
+}
+static void on_hup(int signal) { (void)signal; stamp(); }
+int main(int argc, char **argv) {
+    out = argv[1];
+    stamp();
     if (argc > 2) return 0;
+    signal(SIGHUP, on_hup);
     for (;;) pause();
 }
 """
@@ -177,6 +190,57 @@ def idle_cost(w, stamp, empty):
     }
 
 
+def put_to_hup(w, stamp, empty):
+    """kv put -> --on-change HUP at a watching harness's command, on the file store."""
+    store = "file://" + os.path.join(w, "store-hup")
+    env = os.path.join(w, "hup-env")
+    os.mkdir(env)
+    with open(os.path.join(env, "DATABASE_URL"), "w") as f:
+        f.write(f"#!/bin/sh\nexec {BIN} kv get db\n")
+    os.chmod(os.path.join(env, "DATABASE_URL"), 0o755)
+    subprocess.run([BIN, "--kv", store, "kv", "put", "db/x", "v0"], check=True)
+    out = os.path.join(w, "hup.out")
+    proc = spawn([BIN, "--init", "--watch", "0", "--on-change", "HUP", "--kv", store,
+                  "-x", empty, "-e", env, "--", stamp, out])
+    wait_lines(out, 1)
+    time.sleep(0.3)  # the harness's watch is set up once the command runs
+    deltas = []
+    for i in range(1, 21):
+        args = [BIN, "--kv", store, "kv", "put", "db/x", f"v{i}"]
+        t0 = time.monotonic_ns()
+        pid = os.posix_spawn(BIN, args, {"PATH": "/usr/bin:/bin"})
+        got = wait_lines(out, i + 1)
+        os.waitpid(pid, 0)
+        deltas.append((int(got[i]) - t0) / 1e6)
+    stop(proc)
+    return deltas
+
+
+def lease_holding(w, stamp, empty):
+    """--init publishing one key (default --ttl 10: a renewal every 3.3 s) for LEASE_SECS."""
+    store = "file://" + os.path.join(w, "store-lease")
+    export = os.path.join(w, "lease-export")
+    os.mkdir(export)
+    with open(os.path.join(export, "db"), "w") as f:
+        f.write("#!/bin/sh\necho postgres://db:5432/app\n")
+    os.chmod(os.path.join(export, "db"), 0o755)
+    out = os.path.join(w, "lease.out")
+    proc = spawn([BIN, "--init", "--kv", store, "--instance", "bench", "-x", export, "-e", empty,
+                  "--", stamp, out])
+    wait_lines(out, 1)
+    time.sleep(1)
+    cpu0, rss0, t0 = proc_cpu_seconds(proc.pid), proc_rss_kib(proc.pid), time.monotonic()
+    peak = rss0
+    log(f"lease: holding for {LEASE_SECS:.0f} s")
+    while time.monotonic() - t0 < LEASE_SECS:
+        time.sleep(1)
+        peak = max(peak, proc_rss_kib(proc.pid))
+    cpu1, rss1, t1 = proc_cpu_seconds(proc.pid), proc_rss_kib(proc.pid), time.monotonic()
+    stop(proc)
+    return {"cpu_percent": 100 * (cpu1 - cpu0) / (t1 - t0), "rss_start": rss0, "rss_end": rss1,
+            "rss_peak": peak, "secs": t1 - t0}
+
+
 def timed_batch(args, runs):
     start = time.monotonic_ns()
     for _ in range(runs):
@@ -226,6 +290,9 @@ def main():
         log(f"--require paired: {ROUNDS} rounds of {RUNS} runs")
         ratios = require_ratio(w, empty)
         idle = idle_cost(w, stamp, empty)
+        log("kv put -> HUP at a watching harness's command (20 puts)")
+        hup = put_to_hup(w, stamp, empty)
+        lease = lease_holding(w, stamp, empty)
 
     r_med, p_med = statistics.median(restart), statistics.median(plain)
     over = r_med - p_med
@@ -253,6 +320,14 @@ def main():
         f"| `--require` ×2 on start-up ÷ the same without, paired, median of {ROUNDS} rounds "
         f"[10th–90th] | {req:.3f}× [{percentile(ratios, 0.1):.3f}–{percentile(ratios, 0.9):.3f}] "
         f"| ≤ 1.02× | {'pass' if req <= 1.02 else 'miss'} |",
+        f"| `kv put` (whole process) → `--on-change HUP` at a watching harness's command, "
+        f"file store, median of 20 [max] | {statistics.median(hup):.2f} ms [{max(hup):.2f}] | "
+        f"≤ 100 ms | {'pass' if statistics.median(hup) <= 100 else 'miss'} |",
+        f"| `--init` holding a lease (`--ttl 10`), {lease['secs']:.0f} s: CPU | "
+        f"{lease['cpu_percent']:.3f}% of one core | | |",
+        f"| the same: RSS (start → end, peak) | {lease['rss_start']} → {lease['rss_end']} KiB, "
+        f"peak {lease['rss_peak'] / 1024:.2f} MiB | ≤ 1.5 MiB, no growth | "
+        f"{'pass' if lease['rss_peak'] <= 1536 and lease['rss_end'] <= lease['rss_start'] else 'miss'} |",
         "",
         f"Restart latencies (ms): {', '.join(f'{d:.2f}' for d in restart)}",
         "",

@@ -23,6 +23,8 @@ Examples:
                                              show the variables instead of running anything
   #!/usr/local/bin/envharness -e /app/env -- /usr/bin/python3
                                              as a shebang line
+  envharness kv get --wait 30 DATABASE_URL
+                                             the registry, for scripts (envharness kv --help)
 
 Exit status: the command's own; 125 envharness failed; 126 the command could not be executed;
 127 the command was not found; 128+N stopped by signal N.";

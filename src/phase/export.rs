@@ -10,10 +10,10 @@
 
 use crate::entries::{self, Entry, Kind};
 use crate::error::Error;
-use crate::phase::environment::strip_one_newline;
 use crate::plan::Directory;
 use crate::registry::{Key, VALUE_LIMIT};
 use crate::runner::{self, Host, Job, Stdout};
+use crate::variables::strip_one_newline;
 use crate::variables::Environment;
 
 pub const BOOTSTRAP: &str = "bootstrap";

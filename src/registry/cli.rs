@@ -176,7 +176,11 @@ pub fn parse(url: Option<String>, args: &[OsString]) -> Result<Parsed, Error> {
                     parse_ttl(&argument()?).map_err(|reason| usage(format!("--ttl: {reason}")))?,
                 )
             }
-            "--keys" | "--json" => {
+            // The only options left: --keys and --json, which take no value.
+            _ => {
+                if inline.is_some() {
+                    return Err(usage(format!("{option} takes no value")));
+                }
                 let chosen = if option == "--keys" {
                     ListOutput::Keys
                 } else {
@@ -187,7 +191,6 @@ pub fn parse(url: Option<String>, args: &[OsString]) -> Result<Parsed, Error> {
                 }
                 output = chosen;
             }
-            _ => unreachable!("only the options listed above are recognised"),
         }
     }
     let mut given = given.into_iter();
@@ -574,6 +577,7 @@ mod tests {
             &["put", "K", "v", "--ttl", "2.5"],
             &["get", "K", "--wait"],
             &["list", "--keys", "--json"],
+            &["list", "--keys=yes"],
             &["del", "K", "--wait", "1"],
             &["frob"],
         ] {

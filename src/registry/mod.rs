@@ -151,7 +151,7 @@ impl Credentials {
 fn read_password_file(path: &std::path::Path) -> Result<String, Error> {
     let content = std::fs::read(path)
         .map_err(|err| Error::io(path, "reading ENVHARNESS_KV_PASSWORD_FILE", err))?;
-    let content = crate::phase::environment::strip_one_newline(content);
+    let content = crate::variables::strip_one_newline(content);
     String::from_utf8(content).map_err(|_| Error::entry(path, "the registry password is not UTF-8"))
 }
 

@@ -15,6 +15,7 @@
 //! change (or a watched lease may have run out), it looks them up again and owes a re-run if
 //! any differs. A store failure while the command runs is a warning, once per failing stretch.
 
+use std::cell::Cell;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
@@ -65,6 +66,9 @@ pub struct Registration {
     failing: bool,
     watch: Option<Box<dyn Watch>>,
     watching: bool,
+    /// The watch's deadline as last handed to the loop: once it has passed, look again. (The
+    /// watch itself moves its deadline on as soon as it is asked after it passed.)
+    watch_wake: Cell<Option<Instant>>,
     /// What the scripts of the last run read, and the digest of what each saw.
     reads: Vec<(Lookup, String)>,
     /// A change was seen since the last [`Registration::take_change`].
@@ -89,6 +93,7 @@ impl Registration {
             failing: false,
             watch: None,
             watching: false,
+            watch_wake: Cell::new(None),
             reads: Vec::new(),
             changed: false,
         })
@@ -108,6 +113,7 @@ impl Registration {
             .as_ref()
             .filter(|_| !self.reads.is_empty())
             .and_then(|watch| watch.deadline());
+        self.watch_wake.set(watch_deadline);
         [self.renew_at.filter(|_| self.wanted), watch_deadline]
             .into_iter()
             .flatten()
@@ -124,7 +130,10 @@ impl Registration {
         let mut look = false;
         if let Some(watch) = self.watch.as_mut() {
             look |= watch.drain();
-            look |= watch.deadline().is_some_and(|at| at <= now);
+        }
+        if self.watch_wake.get().is_some_and(|at| at <= now) {
+            self.watch_wake.set(None);
+            look = true;
         }
         if look && !self.reads.is_empty() {
             self.look();

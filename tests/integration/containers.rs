@@ -515,3 +515,101 @@ fn a_container_without_environment_skips_it() {
         assert!(!names.contains(name), "{name} is set:\n{stdout}");
     }
 }
+
+/// A named volume of one test, removed when the test ends.
+struct Volume {
+    engine: &'static Engine,
+    name: String,
+}
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        let _ = bounded(
+            self.engine
+                .command()
+                .args(["volume", "rm", "--force", &self.name]),
+        );
+    }
+}
+
+/// examples/discovery in two containers sharing a named volume as the store: `app` waits for
+/// `db`, `podman stop db` withdraws db's key, and the watching `app` sees it go.
+#[test]
+fn discovery_across_two_containers_sharing_a_volume() {
+    let Some(scratch) = Scratch::get() else {
+        return;
+    };
+    let volume = Volume {
+        engine: scratch.engine,
+        name: format!("envharness-test-registry-{}", scratch.engine.suffix),
+    };
+    let store = format!("{}:/registry", volume.name);
+    let example = |part: &str| format!("{ROOT}/examples/discovery/{part}");
+    let app_t = Test::new();
+    let app = scratch.container("discovery-app");
+    let mut app_run = scratch.run(
+        &app_t,
+        &app,
+        &[
+            "-v",
+            &store,
+            "-v",
+            &format!("{}:/environment:ro", example("app/environment")),
+            "-e",
+            "ENVHARNESS_KV=file:///registry",
+            "-e",
+            "DISCOVERY_WAIT=2",
+            "--entrypoint",
+            "envharness",
+        ],
+        &[
+            "--init",
+            "--watch",
+            "0",
+            "--",
+            "sh",
+            "-c",
+            "echo \"app: using $DATABASE_URL\"; trap 'exit 0' TERM; while :; do sleep 0.05; done",
+        ],
+    );
+    let app_started = Instant::now();
+    let app_podman = spawn(&mut app_run).expect("running the app container");
+
+    let db_t = Test::new();
+    let db = scratch.container("discovery-db");
+    let mut db_run = scratch.run(
+        &db_t,
+        &db,
+        &[
+            "-v",
+            &store,
+            "-v",
+            &format!("{}:/export:ro", example("db/export")),
+            "-e",
+            "ENVHARNESS_KV=file:///registry",
+            "-e",
+            "ENVHARNESS_INSTANCE=db-1",
+            "-e",
+            "DB_ADDRESS=db-1.internal",
+        ],
+        &[
+            "sh",
+            "-c",
+            "echo 'db: serving'; trap 'exit 0' TERM; while :; do sleep 0.05; done",
+        ],
+    );
+    let db_started = Instant::now();
+    let db_podman = spawn(&mut db_run).expect("running the db container");
+    db_t.wait_for_text(".stdout", "db: serving\n");
+    app_t.wait_for_text(".stdout", "app: using postgres://db-1.internal:5432/app\n");
+
+    scratch.stop(&db);
+    db_t.finish_command(db_podman, db_started, &db_run)
+        .success();
+    app_t.wait_for_text(".stderr", "re-run failed, nothing changed");
+    app_t.wait_for_text(".stderr", "DATABASE_URL: not found after 2 s");
+    scratch.stop(&app);
+    let run = app_t.finish_command(app_podman, app_started, &app_run);
+    run.success()
+        .stdout_is("app: using postgres://db-1.internal:5432/app\n");
+}

@@ -50,6 +50,7 @@ every_store!(
     values_may_start_with_a_dash,
     the_kv_flag_beats_the_variable,
     concurrent_writers_never_tear_a_value,
+    reads_are_recorded_for_the_harness_without_their_values,
 );
 
 // ---- every store ---------------------------------------------------------------------------
@@ -487,8 +488,8 @@ fn is_whole(value: &[u8]) -> bool {
 
 fn concurrent_writers_never_tear_a_value(store: &dyn KvStore) {
     const WRITERS: usize = 8;
-    const ROUNDS: usize = 6;
-    const READERS: usize = 4;
+    const ROUNDS: usize = 20;
+    const READERS: usize = 8;
     let first = Client::new(store);
     first.put("shared", stamped(0, 0, 100_000));
     let done = std::sync::atomic::AtomicBool::new(false);
@@ -537,8 +538,48 @@ fn concurrent_writers_never_tear_a_value(store: &dyn KvStore) {
         }
         done.store(true, std::sync::atomic::Ordering::Relaxed);
     });
-    assert!(reads.into_inner() > 0, "no read happened");
+    let reads = reads.into_inner();
+    eprintln!("{reads} reads during {} puts", WRITERS * ROUNDS);
+    assert!(
+        reads >= READERS,
+        "too few reads overlapped the writes: {reads}"
+    );
     assert!(is_whole(&first.get("shared")));
+}
+
+fn reads_are_recorded_for_the_harness_without_their_values(store: &dyn KvStore) {
+    let c = Client::new(store);
+    c.put("db/url", "secret-url");
+    let log = c.t.path("reads");
+    fs::write(&log, "").expect("creating the read log");
+    let c = c.env("ENVHARNESS_KV_READS", &log.display().to_string());
+    c.run(&["get", "db"]).success().stdout_is("secret-url");
+    c.run(&["get", "missing"]).status(1);
+    c.run(&["list", "db/", "--keys"]).success();
+    c.run(&["put", "other", "v"]).success();
+    c.run(&["get", "--wait", "0.2", "late"]).status(1);
+    let text = fs::read_to_string(&log).expect("reading the read log");
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
+    let ops: Vec<(&str, &str)> = lines.iter().map(|f| (f[0], f[1])).collect();
+    assert_eq!(
+        ops,
+        [
+            ("get", "db"),
+            ("get", "missing"),
+            ("list", "db/"),
+            ("get", "late")
+        ],
+        "{text}"
+    );
+    assert_eq!(lines[1][2], "-", "a missing key's digest");
+    assert_ne!(lines[0][2], "-");
+    assert!(!text.contains("secret"), "a value in the read log: {text}");
+    // A log that cannot be written to costs the read nothing.
+    let c = Client::new(store).env("ENVHARNESS_KV_READS", "/nonexistent/reads");
+    c.run(&["get", "db"])
+        .success()
+        .stdout_is("secret-url")
+        .stderr_lacks("envharness");
 }
 
 // ---- the harness's command line ------------------------------------------------------------
@@ -922,4 +963,34 @@ fn file_store_writers_give_up_on_a_lock_held_too_long_and_readers_never_wait() {
         .slower_than(Duration::from_secs(5))
         .faster_than(Duration::from_secs(10));
     c.run(&["get", "k"]).success().stdout_is("v");
+}
+
+/// The README's `kv` session, run: each `$ ` line through sh (stderr with stdout) with
+/// `envharness` on PATH and a fresh file store, the whole transcript compared.
+#[test]
+fn the_readme_kv_session_is_what_kv_does() {
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("reading README.md");
+    let block = readme
+        .split_once("<!-- kv session -->\n```\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block)
+        .expect("README.md has a kv session block");
+    let mut script = String::from("exec 2>&1\n");
+    let mut expected = String::new();
+    for line in block.lines() {
+        match line.strip_prefix("$ ") {
+            Some(command) => script.push_str(&format!("{command}\n")),
+            None => expected.push_str(&format!("{line}\n")),
+        }
+    }
+    let store = FileStore::new();
+    let t = Test::new();
+    t.symlink("bin/envharness", BIN);
+    let mut command = t.external("sh");
+    command
+        .args(["-c", &script])
+        .env("PATH", format!("{}:{PATH}", t.p("bin")))
+        .env("ENVHARNESS_KV", store.kv_url());
+    t.run_command(command).success().stdout_is(&expected);
 }

@@ -34,6 +34,7 @@ every_store!(
     a_changed_key_that_a_script_read_re_runs_discovery,
     a_key_gone_makes_the_re_run_fail_and_the_command_keep_running,
     keys_outside_what_scripts_read_trigger_nothing,
+    a_lease_running_out_unannounced_re_runs_discovery,
 );
 
 /// A test directory whose PATH has `envharness` (for scripts calling `envharness kv`).
@@ -366,6 +367,38 @@ fn keys_outside_what_scripts_read_trigger_nothing(store: &dyn KvStore) {
         2,
         "{:?}",
         t.lines("discoveries")
+    );
+}
+
+fn a_lease_running_out_unannounced_re_runs_discovery(store: &dyn KvStore) {
+    let client = Client::new(store);
+    let put = Instant::now();
+    client.run(&["put", "db/x", "one", "--ttl", "2"]).success();
+    let mut t = harness_test(store);
+    t.script("env/DATABASE_URL", DISCOVER)
+        .script("cmd", RECORDS);
+    let cmd = t.p("cmd");
+    t.args(&[
+        "--init",
+        "--watch",
+        "0",
+        "-x",
+        "export",
+        "-e",
+        "env",
+        "--",
+        cmd.as_str(),
+    ]);
+    let (child, started) = t.spawn();
+    t.wait_for("ready-one");
+    // Nothing writes when the lease runs out: the harness must notice by itself.
+    t.wait_for_stderr("re-run failed, nothing changed");
+    let took = put.elapsed();
+    send(&child, Signal::SIGTERM);
+    t.finish(child, started).success();
+    assert!(
+        took < Duration::from_millis(3500),
+        "noticed {took:?} after a put with --ttl 2"
     );
 }
 

@@ -3,7 +3,9 @@
 #   make test     format check, clippy and every test, podman's containers included;
 #                 installs what is missing on Debian
 #   make build    debug build            make release   optimized build
-#   make static   static musl binary     make bench     benchmarks (bench/run.sh, bench/watch.py)
+#   make static   static musl binary     make bench     benchmarks (bench/run.sh, bench/watch.py,
+#                                        bench/templates.sh)
+#   make bench-templates                 only the templates and --environment-root benchmark
 
 CARGO ?= cargo
 MUSL_TARGET := x86_64-unknown-linux-musl
@@ -12,7 +14,7 @@ STATIC_BIN := target/$(MUSL_TARGET)/release/envharness
 # rustup installs cargo here; make it visible to the recipes even in a fresh shell.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build release test demo bench static deps engine toolchain clean
+.PHONY: all build release test demo bench bench-templates static deps engine toolchain clean
 
 all: build
 
@@ -37,6 +39,10 @@ demo: toolchain
 bench: static
 	bash bench/run.sh
 	python3 bench/watch.py
+	bash bench/templates.sh
+
+bench-templates: static
+	bash bench/templates.sh
 
 # Non-PIE and fully static: `file` says "statically linked", and start-up skips the
 # self-relocation a static-pie binary does.

@@ -116,6 +116,29 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", env = "ENVHARNESS_WAIT", hide_env_values = true, allow_negative_numbers = true, value_parser = parse_seconds)]
     pub wait: Option<Duration>,
 
+    /// Render SRC to DEST with the final environment (Jinja syntax); repeatable
+    /// [env: ENVHARNESS_TEMPLATE (whitespace-separated)]
+    #[arg(short = 't', long = "template", value_name = "SRC:DEST")]
+    pub template: Vec<OsString>,
+
+    /// Use DIR's subdirectory that matches the hostname as the first environment directory
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "ENVHARNESS_ENVIRONMENT_ROOT",
+        hide_env_values = true
+    )]
+    pub environment_root: Option<OsString>,
+
+    /// The name --environment-root matches [default: the kernel's hostname]
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "ENVHARNESS_HOSTNAME",
+        hide_env_values = true
+    )]
+    pub hostname: Option<String>,
+
     /// Print the variables instead of running a command
     #[arg(long, value_name = "FORMAT", num_args = 0..=1, default_missing_value = "dotenv")]
     pub print: Option<Format>,

@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::exec::resolve;
 use crate::phase::export::{publish_key, publishes, BOOTSTRAP, HEALTH, TEARDOWN};
 use crate::plan::{Directory, Plan};
+use crate::template;
 use crate::variables::Environment;
 
 /// Writes the plan to `out`; the first error found, if any, is returned after everything was
@@ -35,6 +36,9 @@ pub fn explain(
     report.directory("export", &plan.export, entries::export_entries, |entry| {
         export_action(entry, plan.supervision.is_some(), instance)
     })?;
+    if let Some(root) = &plan.environment_root {
+        report.line(root.describe())?;
+    }
     for dir in &plan.environments {
         report.directory("environment", dir, entries::environment_entries, |entry| {
             environment_action(entry, plan.no_clobber, harness_env)
@@ -42,6 +46,12 @@ pub fn explain(
     }
     for requirement in &plan.requirements {
         report.line(requirement.describe())?;
+    }
+    for (line, err) in template::plan(&plan.templates) {
+        report.line(line)?;
+        if let Some(err) = err {
+            report.error(err);
+        }
     }
     report.command(command, harness_env)?;
     match report.first_error {

@@ -7,11 +7,13 @@
 //!    no signal is lost and one loop can wait on scripts, children and signals at once;
 //! 3. [`phase::export`]: announce the service by running the export scripts;
 //! 4. [`phase::environment`]: turn each environment directory's entries into variables, and
-//!    check the [`require`]ments (again every `--retry-interval` while `--wait` allows);
+//!    check the [`require`]ments (again every `--retry-interval` while `--wait` allows); then
+//!    render every [`template`] with the final environment, and write those that changed;
 //! 5. [`exec`] the command with the final environment, or [`print`] the variables; under
 //!    `--init`, [`init::supervise`] it instead and then run the export directory's `teardown`.
 //! 6. Under `--init --watch`, the supervisor's loop re-runs step 4 on a timer or SIGHUP while
-//!    the command runs ([`watch`]), and restarts or signals the command when the result changes.
+//!    the command runs ([`watch`]), and restarts or signals the command when the result changes
+//!    (a variable, or a template's output).
 //!
 //! Scripts run in a [`runner::Pool`] that owns no loop: before the command starts the phases'
 //! loop drives it ([`init::PhaseHost`]), during a re-run the supervisor's own.
@@ -25,6 +27,7 @@ pub mod entries;
 pub mod error;
 pub mod exec;
 pub mod explain;
+pub mod hosts;
 pub mod init;
 pub mod logging;
 pub mod phase;
@@ -34,6 +37,7 @@ pub mod registry;
 pub mod require;
 pub mod runner;
 pub mod shebang;
+pub mod template;
 pub mod variables;
 pub mod watch;
 
@@ -79,13 +83,14 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
     script_env.extend(reads.as_ref().map(ReadLog::variable));
     let vars = discover_until_required(&plan, &mut host, &script_env)?;
     host.check_stop()?;
+    let mut env = vars.over(&harness_env);
+    template::render_all(&plan.templates, &env)?.write()?;
     match &plan.mode {
         Mode::Print { format } => {
             publish_unleased(&plan, &announced)?;
             print_variables(&vars, *format)
         }
         Mode::Exec { command } => {
-            let mut env = vars.over(&harness_env);
             let Some(settings) = plan.supervision else {
                 return Err(exec::exec(command, &env, &signals, || {
                     publish_unleased(&plan, &announced)

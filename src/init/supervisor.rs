@@ -342,7 +342,7 @@ impl Supervisor<'_> {
         if self.status.is_some() || self.stopping {
             return Ok(());
         }
-        let Some(change) = change else {
+        let Some(mut change) = change else {
             return Ok(());
         };
         match watching.on_change() {
@@ -352,6 +352,7 @@ impl Supervisor<'_> {
             }
             OnChange::Signal(signal) => {
                 change.announce(&format!("sending {}", signal.as_str()));
+                change.write_templates();
                 self.signal_command(signal);
                 Ok(())
             }
@@ -361,7 +362,7 @@ impl Supervisor<'_> {
     /// Stops the command as SIGTERM would and starts it again with the new environment.
     /// A SIGTERM or SIGINT that comes meanwhile cancels the restart: the old command's
     /// status is the harness's.
-    fn restart(&mut self, change: Change) -> Result<(), Error> {
+    fn restart(&mut self, mut change: Change) -> Result<(), Error> {
         self.signal_command(Signal::SIGTERM);
         self.kill_at
             .get_or_insert(Instant::now() + self.settings.stop_timeout);
@@ -372,6 +373,7 @@ impl Supervisor<'_> {
             return Ok(());
         }
         self.kill_at = None;
+        change.write_templates();
         *self.env = change.env;
         self.child = spawn(self.command, self.env, self.signals)?;
         self.status = None;

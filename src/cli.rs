@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::duration::parse_seconds;
 use crate::error::Error;
 use crate::registry::cli as kv;
 
@@ -304,24 +305,6 @@ pub fn split_shebang_options(mut args: Vec<OsString>) -> Result<Vec<OsString>, E
     Ok(args)
 }
 
-/// The longest duration an option accepts (about 31 years): enough for "never", and far
-/// from overflowing a deadline computed from it.
-const MAX_SECONDS: f64 = 1e9;
-
-/// Seconds as a non-negative decimal number (`1`, `0.25`).
-pub fn parse_seconds(text: &str) -> Result<Duration, String> {
-    let seconds: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    if seconds > MAX_SECONDS {
-        return Err(format!(
-            "{text:?} is too long (at most {MAX_SECONDS} seconds)"
-        ));
-    }
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is not a number of seconds"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,16 +379,5 @@ mod tests {
         }
         let err = kind(&["envharness", "-e", "env", "kv", "get", "K"]).unwrap_err();
         assert!(err.to_string().contains("comes first"), "{err}");
-    }
-
-    #[test]
-    fn seconds_accept_fractions_and_reject_garbage() {
-        assert_eq!(parse_seconds("0.25"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_seconds("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_seconds("-1").is_err());
-        assert!(parse_seconds("soon").is_err());
-        assert!(parse_seconds("inf").is_err());
-        assert!(parse_seconds("1e19").is_err());
-        assert!(parse_seconds("1e9").is_ok());
     }
 }

@@ -55,10 +55,13 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Fails with 127 when the command is not found.
+    /// Fails with 127 when the command is not found (a path included: a dangling symlink
+    /// is not found, as execve says).
     pub fn new(command: &[OsString], env: &[(OsString, OsString)]) -> Result<Prepared, Error> {
         let program = display(&command[0]);
-        let Some(path) = resolve(&command[0], env) else {
+        // A path that is not there is not found either, before anything is announced for
+        // it (exec mode publishes between this and the execve).
+        let Some(path) = resolve(&command[0], env).filter(|path| path.exists()) else {
             return Err(Error::CommandNotFound { program });
         };
         let args = ExecArgs::new(&path, command, env);

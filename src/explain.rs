@@ -38,10 +38,13 @@ pub fn explain(
     })?;
     if let Some(root) = &plan.environment_root {
         report.line(root.describe())?;
+        if let Some(err) = root.unmatched() {
+            report.error(err);
+        }
     }
     for dir in &plan.environments {
         report.directory("environment", dir, entries::environment_entries, |entry| {
-            environment_action(entry, plan.no_clobber, harness_env)
+            Ok(environment_action(entry, plan.no_clobber, harness_env))
         })?;
     }
     for requirement in &plan.requirements {
@@ -79,7 +82,7 @@ impl<W: Write> Report<'_, W> {
         role: &str,
         dir: &Directory,
         list: fn(&Path) -> Result<Vec<Entry>, Error>,
-        action: impl Fn(&Entry) -> String,
+        action: impl Fn(&Entry) -> Result<String, Error>,
     ) -> Result<(), Error> {
         let path = dir.path.display();
         let listed = match entries::directory_exists(&dir.path) {
@@ -112,7 +115,18 @@ impl<W: Write> Report<'_, W> {
                 self.error(err);
             }
             let name = entry.name.to_string_lossy();
-            self.line(format!("  {name:width$}  {}", action(entry)))?;
+            let what = match action(entry) {
+                Ok(what) => what,
+                Err(err) => {
+                    let what = match &err {
+                        Error::Entry { reason, .. } => format!("error ({reason})"),
+                        other => format!("error ({other})"),
+                    };
+                    self.error(err);
+                    what
+                }
+            };
+            self.line(format!("  {name:width$}  {what}"))?;
         }
         Ok(())
     }
@@ -134,8 +148,8 @@ impl<W: Write> Report<'_, W> {
     }
 }
 
-fn export_action(entry: &Entry, supervised: bool, instance: Option<&str>) -> String {
-    match &entry.kind {
+fn export_action(entry: &Entry, supervised: bool, instance: Option<&str>) -> Result<String, Error> {
+    Ok(match &entry.kind {
         Kind::Run if entry.name == BOOTSTRAP => "run (first)".into(),
         Kind::Run if entry.name == TEARDOWN && supervised => "run at teardown (--init)".into(),
         Kind::Run if entry.name == TEARDOWN => "ignored (teardown runs only under --init)".into(),
@@ -144,14 +158,11 @@ fn export_action(entry: &Entry, supervised: bool, instance: Option<&str>) -> Str
         }
         Kind::Run if entry.name == HEALTH => "ignored (health runs only under --init)".into(),
         Kind::Run => match instance.filter(|_| publishes(entry)) {
-            Some(instance) => match publish_key(entry, instance) {
-                Ok(key) => format!("run; publish {key}"),
-                Err(err) => format!("error ({err})"),
-            },
+            Some(instance) => format!("run; publish {}", publish_key(entry, instance)?),
             None => "run".into(),
         },
         other => describe(other),
-    }
+    })
 }
 
 fn environment_action(entry: &Entry, no_clobber: bool, harness_env: &Environment) -> String {

@@ -27,23 +27,40 @@ pub const DEFAULT: &str = "default";
 pub struct EnvironmentRoot {
     pub dir: PathBuf,
     pub hostname: String,
-    /// The chosen subdirectory's name.
-    pub chosen: OsString,
+    /// The chosen subdirectory's name; None when no subdirectory matches and there is no
+    /// `default` (an error, which `--plan` shows among the rest rather than stopping at it).
+    pub chosen: Option<OsString>,
 }
 
 impl EnvironmentRoot {
     /// The chosen environment directory.
-    pub fn path(&self) -> PathBuf {
-        self.dir.join(&self.chosen)
+    pub fn path(&self) -> Option<PathBuf> {
+        self.chosen.as_ref().map(|chosen| self.dir.join(chosen))
+    }
+
+    /// The error when nothing was chosen (SPEC.md 10).
+    pub fn unmatched(&self) -> Option<Error> {
+        self.chosen.is_none().then(|| {
+            Error::entry(
+                &self.dir,
+                format!(
+                    "no subdirectory matches {}, and there is no {DEFAULT}",
+                    self.hostname
+                ),
+            )
+        })
     }
 
     /// `--plan`'s line.
     pub fn describe(&self) -> String {
+        let chosen = match &self.chosen {
+            Some(chosen) => chosen.to_string_lossy().into_owned(),
+            None => format!("error (no subdirectory matches, and there is no {DEFAULT})"),
+        };
         format!(
-            "environment-root {}: {} -> {}",
+            "environment-root {}: {} -> {chosen}",
             self.dir.display(),
-            self.hostname,
-            self.chosen.to_string_lossy()
+            self.hostname
         )
     }
 }
@@ -67,15 +84,10 @@ pub fn choose(dir: &Path, hostname: &str) -> Result<EnvironmentRoot, Error> {
         }
     }
     candidates.sort_unstable();
-    let (_, chosen) = candidates
+    let chosen = candidates
         .into_iter()
         .find(|(_, name)| dir.join(name).is_dir())
-        .ok_or_else(|| {
-            Error::entry(
-                dir,
-                format!("no subdirectory matches {hostname}, and there is no {DEFAULT}"),
-            )
-        })?;
+        .map(|(_, name)| name);
     Ok(EnvironmentRoot {
         dir: dir.to_owned(),
         hostname: hostname.to_owned(),

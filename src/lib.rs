@@ -23,6 +23,7 @@
 pub mod arena;
 pub mod cli;
 pub mod dotenv;
+pub mod duration;
 pub mod entries;
 pub mod error;
 pub mod exec;
@@ -47,6 +48,7 @@ use std::time::Instant;
 pub use error::Error;
 
 use cli::Cli;
+use hosts::EnvironmentRoot;
 use init::signals::Signals;
 use init::PhaseHost;
 use plan::{Mode, Plan};
@@ -60,9 +62,20 @@ use watch::Watching;
 pub fn run(cli: Cli) -> Result<i32, Error> {
     let plan = Plan::from_cli(cli, |name| std::env::var_os(name))?;
     let harness_env = with_registry_variables(std::env::vars_os().collect(), &plan);
-    if let Mode::Explain { command } = &plan.mode {
-        explain::explain(&plan, command, &harness_env, &mut std::io::stdout().lock())?;
-        return Ok(0);
+    let then = match &plan.mode {
+        Mode::Explain { command } => {
+            explain::explain(&plan, command, &harness_env, &mut std::io::stdout().lock())?;
+            return Ok(0);
+        }
+        Mode::Print { format } => Then::Print(*format),
+        Mode::Exec { command } => Then::Exec(command),
+    };
+    if let Some(unmatched) = plan
+        .environment_root
+        .as_ref()
+        .and_then(EnvironmentRoot::unmatched)
+    {
+        return Err(unmatched);
     }
     let supervised = plan.supervision.is_some();
     let signals = Signals::install(supervised, plan.watch.is_some())
@@ -85,19 +98,19 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
     host.check_stop()?;
     let mut env = vars.over(&harness_env);
     template::render_all(&plan.templates, &env)?.write()?;
-    match &plan.mode {
-        Mode::Print { format } => {
+    match then {
+        Then::Print(format) => {
             publish_unleased(&plan, &announced)?;
-            print_variables(&vars, *format)
+            print_variables(&vars, format)
         }
-        Mode::Exec { command } => {
+        Then::Exec(command) => {
             let Some(settings) = plan.supervision else {
                 return Err(exec::exec(command, &env, &signals, || {
                     publish_unleased(&plan, &announced)
                 }));
             };
             let first_reads = reads.as_mut().map(ReadLog::take).unwrap_or_default();
-            let registration = register(&plan, announced, !first_reads.is_empty())?;
+            let registration = register(&plan, announced)?;
             let watching = plan.watch.map(|watch| {
                 Watching::new(&plan, &harness_env, script_env.clone(), watch, &vars, reads)
             });
@@ -117,8 +130,13 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
             phase::export::teardown(&plan.export, &mut host, &env);
             status
         }
-        Mode::Explain { .. } => unreachable!("--plan returned above"),
     }
+}
+
+/// What follows the phases (`--plan` runs none).
+enum Then<'p> {
+    Print(cli::Format),
+    Exec(&'p [std::ffi::OsString]),
 }
 
 /// With a registry, every script and the command get `ENVHARNESS_KV` and
@@ -146,21 +164,22 @@ fn publish_unleased(plan: &Plan, announced: &phase::export::Announced) -> Result
     registry::publish::publish_unleased(store.as_mut(), announced)
 }
 
-/// Under `--init`: the registration that publishes what the export phase announced and
-/// watches what the scripts read; none when there is neither (the store is not contacted).
+/// Under `--init`: the registration that publishes what the export phase announced and, under
+/// `--watch`, watches what the scripts read; none when it can have nothing to do. The store is
+/// opened by the registration's thread at its first request, not here.
 fn register(
     plan: &Plan,
     announced: phase::export::Announced,
-    scripts_read: bool,
 ) -> Result<Option<Registration>, Error> {
     let Some(registry) = &plan.registry else {
         return Ok(None);
     };
-    if announced.is_empty() && !scripts_read {
+    if announced.is_empty() && plan.watch.is_none() {
         return Ok(None);
     }
-    let store = registry::open(&registry.url, credentials()?)?;
-    Registration::start(store, announced, registry.ttl).map(Some)
+    let url = registry.url.clone();
+    let open: registry::worker::Opener = Box::new(move || registry::open(&url, credentials()?));
+    Registration::start(&registry.url, open, announced, registry.ttl).map(Some)
 }
 
 fn credentials() -> Result<Option<registry::Credentials>, Error> {

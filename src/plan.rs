@@ -1,7 +1,8 @@
 //! From a parsed [`Cli`] to a [`Plan`]: every decision the options imply, made once and with
-//! no side effects (the one read: `--environment-root`'s listing, see [`environment_root`]). Flags beat their `ENVHARNESS_*` variables; a directory the user named must
-//! exist later, a default one may be missing; boolean variables accept `1/true/yes` and
-//! `0/false/no/empty` and nothing else.
+//! no side effects (the one read: `--environment-root`'s listing, see [`environment_root`]).
+//! Flags beat their `ENVHARNESS_*` variables; a directory the user named must exist later, a
+//! default one may be missing; boolean variables accept `1/true/yes` and `0/false/no/empty`
+//! and nothing else.
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -9,7 +10,8 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::cli::{parse_seconds, Cli, Format};
+use crate::cli::{Cli, Format};
+use crate::duration::parse_seconds;
 use crate::error::Error;
 use crate::hosts::{self, EnvironmentRoot};
 use crate::init::Supervision;
@@ -315,11 +317,10 @@ fn environment_directories(
     } else {
         flags.into_iter().map(PathBuf::from).collect()
     };
-    let chosen = root.map(|root| Directory {
-        path: root.path(),
-        named: true,
-    });
-    if named.is_empty() && chosen.is_none() {
+    let chosen = root
+        .and_then(EnvironmentRoot::path)
+        .map(|path| Directory { path, named: true });
+    if named.is_empty() && root.is_none() {
         return vec![Directory {
             path: DEFAULT_ENVIRONMENT.into(),
             named: false,

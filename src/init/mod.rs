@@ -19,8 +19,8 @@ use nix::poll::{poll, PollFd, PollFlags};
 pub use phases::PhaseHost;
 pub use supervisor::{supervise, Extras, Supervision};
 
+use crate::duration::poll_timeout_until;
 use crate::error::Error;
-use signals::poll_timeout_until;
 
 /// Sleeps until one of `fds` is readable or `deadline` passes; returns the indexes of the
 /// readable ones (a hang-up or error counts as readable: the read then says what it is).

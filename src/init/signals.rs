@@ -19,10 +19,8 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
 use nix::libc;
-use nix::poll::PollTimeout;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
@@ -186,17 +184,6 @@ impl Signals {
     pub fn startup_state(&self) -> StartupState {
         self.startup
     }
-}
-
-/// poll(2)'s timeout for waiting until `deadline` (None: no deadline), rounded up to the next
-/// millisecond so that the deadline has passed when poll returns, rather than waking a moment
-/// early and spinning.
-pub fn poll_timeout_until(deadline: Option<Instant>) -> PollTimeout {
-    let Some(at) = deadline else {
-        return PollTimeout::NONE;
-    };
-    let wait = at.saturating_duration_since(Instant::now()) + Duration::from_micros(999);
-    PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX)
 }
 
 impl AsFd for Signals {

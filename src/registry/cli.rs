@@ -20,9 +20,9 @@ use nix::poll::{poll, PollFd, PollFlags};
 use super::{
     check_value, get_or_first_under, reads, Credentials, Key, Lookup, Seen, Store, VALUE_LIMIT,
 };
-use crate::cli::parse_seconds;
+use crate::duration::parse_seconds;
+use crate::duration::poll_timeout_until;
 use crate::error::Error;
-use crate::init::signals::poll_timeout_until;
 
 /// The only variables `envharness kv` reads (besides RUST_LOG, which the logger reads).
 /// The last one is not the user's: the harness sets it for its environment scripts only, so

@@ -141,17 +141,26 @@ impl FileStore {
 }
 
 /// `mkdir` with exactly `mode` (whatever the umask) unless it exists; with `parents`, the
-/// missing parents first (with the umask's mode, as `mkdir -p -m` does).
+/// missing parents first, with mode 0700 too (SPEC.md 11.1: the store is created "with its
+/// missing parents" 0700; a parent that exists keeps its mode).
 fn create_directory(path: &Path, mode: u32, parents: bool) -> Result<(), Error> {
     let failed = |err| Error::io(path, "creating the registry directory", err);
     if parents {
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(failed)?;
+        if let Some(parent) = path.parent().filter(|parent| !parent.is_dir()) {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(failed)?;
         }
     }
     match fs::DirBuilder::new().mode(mode).create(path) {
         Ok(()) => fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(failed),
         Err(err) if err.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Err(Error::entry(
+            path,
+            "not a directory: the registry must be a directory",
+        )),
         Err(err) => Err(failed(err)),
     }
 }

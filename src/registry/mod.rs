@@ -219,11 +219,31 @@ pub fn open(url: &str, credentials: Option<Credentials>) -> Result<Box<dyn Store
         "file" => {
             drop(credentials);
             let dir = file::directory_of(url, rest)?;
-            Ok(Box::new(file::FileStore::open(url, dir)?))
+            let store = file::FileStore::open(url, dir).map_err(|err| unusable(url, err))?;
+            Ok(Box::new(store))
         }
         _ => Err(Error::Usage(format!(
             "{url}: unknown registry scheme '{scheme}' (file:///DIR or etcd://HOST:PORT)"
         ))),
+    }
+}
+
+/// A store that cannot be opened is named by its URL (SPEC.md 11.1), with what failed.
+fn unusable(url: &str, err: Error) -> Error {
+    match err {
+        Error::Io { path, about, err } => Error::Store {
+            url: url.to_owned(),
+            reason: format!(
+                "{about} {}: {}",
+                path.display(),
+                err.to_string().to_lowercase()
+            ),
+        },
+        Error::Entry { path, reason } => Error::Store {
+            url: url.to_owned(),
+            reason: format!("{}: {reason}", path.display()),
+        },
+        other => other,
     }
 }
 

@@ -19,7 +19,7 @@ use std::cell::Cell;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-use super::worker::{Answer, Request, Worker};
+use super::worker::{Answer, Opener, Request, Worker};
 use super::{Key, Lookup, Store, Watch};
 use crate::error::Error;
 
@@ -76,14 +76,16 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// Starts the worker over `store`; `keys` are what the export phase announced.
+    /// Starts the worker for the store at `url`, which `open` opens at the first request;
+    /// `keys` are what the export phase announced.
     pub fn start(
-        store: Box<dyn Store>,
+        url: &str,
+        open: Opener,
         keys: Vec<(Key, Vec<u8>)>,
         ttl: Duration,
     ) -> Result<Registration, Error> {
         Ok(Registration {
-            worker: Worker::start(store)?,
+            worker: Worker::start(url, open)?,
             keys,
             ttl,
             wanted: false,

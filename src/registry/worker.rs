@@ -4,6 +4,11 @@
 //! meanwhile). Requests go over a channel; each answer comes back over another, and a byte
 //! on a pipe makes the loop's `poll` wake up for it.
 //!
+//! The thread opens the store itself, at the first request: the harness contacts the store
+//! only when it has something to publish or to watch, and an etcd that is slow to log in to
+//! does not hold up the start either. An open that fails answers that request with the error
+//! and is tried again at the next one.
+//!
 //! The thread is started by [`Worker::start`] only, from the supervisor, after the harness's
 //! signal mask is in place: it inherits that mask, so no signal the supervisor reads from its
 //! signalfd can be delivered to this thread instead (with its default action).
@@ -50,6 +55,9 @@ pub enum Answer {
     Looked(Result<Vec<String>, Error>),
 }
 
+/// Opens the store, on the worker's thread.
+pub type Opener = Box<dyn FnMut() -> Result<Box<dyn Store>, Error> + Send>;
+
 pub struct Worker {
     url: String,
     requests: Sender<(u64, Request)>,
@@ -60,9 +68,9 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Starts the thread that owns `store`.
-    pub fn start(store: Box<dyn Store>) -> Result<Worker, Error> {
-        let url = store.url().to_owned();
+    /// Starts the thread that opens the store at `url` with `open` and owns it.
+    pub fn start(url: &str, open: Opener) -> Result<Worker, Error> {
+        let url = url.to_owned();
         let (wake, wake_up) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
             .map_err(|err| Error::io("pipe", "starting the registry thread", err.into()))?;
         let (requests, inbox) = mpsc::channel::<(u64, Request)>();
@@ -70,7 +78,7 @@ impl Worker {
         let mut wake_up = File::from(wake_up);
         thread::Builder::new()
             .name("registry".into())
-            .spawn(move || serve(store, inbox, outbox, &mut wake_up))
+            .spawn(move || serve(open, inbox, outbox, &mut wake_up))
             .map_err(|err| Error::io("thread", "starting the registry thread", err))?;
         Ok(Worker {
             url,
@@ -124,10 +132,7 @@ impl Worker {
                 self.wake.as_fd(),
                 nix::poll::PollFlags::POLLIN,
             )];
-            let _ = nix::poll::poll(
-                &mut fds,
-                crate::init::signals::poll_timeout_until(Some(until)),
-            );
+            let _ = nix::poll::poll(&mut fds, crate::duration::poll_timeout_until(Some(until)));
         }
     }
 }
@@ -140,13 +145,27 @@ impl AsFd for Worker {
 
 /// The thread: one request at a time, in order.
 fn serve(
-    mut store: Box<dyn Store>,
+    mut open: Opener,
     inbox: Receiver<(u64, Request)>,
     outbox: Sender<(u64, Answer)>,
     wake_up: &mut File,
 ) {
+    let mut opened: Option<Box<dyn Store>> = None;
     let mut lease: Option<LeaseId> = None;
     for (number, request) in inbox {
+        let store = match opened.as_mut() {
+            Some(store) => store,
+            None => match open() {
+                Ok(store) => opened.insert(store),
+                Err(err) => {
+                    if outbox.send((number, failed(&request, err))).is_err() {
+                        return;
+                    }
+                    let _ = wake_up.write(&[1]);
+                    continue;
+                }
+            },
+        };
         let answer = match request {
             Request::Publish { keys, ttl } => {
                 Answer::Done(publish(store.as_mut(), &mut lease, &keys, ttl))
@@ -170,6 +189,15 @@ fn serve(
             return;
         }
         let _ = wake_up.write(&[1]);
+    }
+}
+
+/// The answer to `request` when the store could not be opened.
+fn failed(request: &Request, err: Error) -> Answer {
+    match request {
+        Request::Watch { .. } => Answer::Watching(Err(err)),
+        Request::Look(_) => Answer::Looked(Err(err)),
+        _ => Answer::Done(Err(err)),
     }
 }
 

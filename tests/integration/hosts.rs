@@ -80,6 +80,27 @@ fn no_match_and_no_default_is_an_error_naming_the_directory_and_the_hostname() {
 }
 
 #[test]
+fn plan_shows_a_failed_choice_and_goes_on_listing() {
+    let mut t = hosts(&["web-*"]);
+    t.file("env/A", "1\n");
+    t.args(&[
+        "--environment-root",
+        "root",
+        "--hostname",
+        "mail-1",
+        "-e",
+        "env",
+    ])
+    .args(&["--plan", "--", "true"]);
+    t.run()
+        .status(125)
+        .stdout_has("environment-root root: mail-1 -> error (no subdirectory matches, and there is no default)\n")
+        .stdout_has("environment env:\n  A  literal\n")
+        .stdout_has("command: true")
+        .error_line(&["root: no subdirectory matches mail-1, and there is no default"]);
+}
+
+#[test]
 fn a_missing_root_is_an_error() {
     let mut t = hosts(&[]);
     role(&mut t, Some("web-1"))

@@ -35,6 +35,7 @@ every_store!(
     a_key_gone_makes_the_re_run_fail_and_the_command_keep_running,
     keys_outside_what_scripts_read_trigger_nothing,
     a_lease_running_out_unannounced_re_runs_discovery,
+    reads_that_start_in_a_re_run_are_watched_too,
 );
 
 /// A test directory whose PATH has `envharness` (for scripts calling `envharness kv`).
@@ -75,11 +76,16 @@ fn exec_mode_publishes_without_a_lease_and_warns(store: &dyn KvStore) {
 }
 
 fn a_command_that_is_not_found_publishes_nothing(store: &dyn KvStore) {
-    let mut t = harness_test(store);
-    t.script("export/db", DB);
-    t.args(&["-x", "export", "-e", "env", "--", "no-such-command"]);
-    t.run().status(127);
-    assert!(!Client::new(store).has("db/i1"));
+    for command in ["no-such-command", "/no/such/path", "./dangling"] {
+        let mut t = harness_test(store);
+        t.script("export/db", DB).symlink("dangling", "nowhere");
+        t.args(&["-x", "export", "-e", "env", "--", command]);
+        t.run()
+            .status(127)
+            .error_line(&[command, "command not found"])
+            .stderr_lacks("published");
+        assert!(!Client::new(store).has("db/i1"), "{command}");
+    }
 }
 
 fn print_publishes_too(store: &dyn KvStore) {
@@ -402,6 +408,38 @@ fn a_lease_running_out_unannounced_re_runs_discovery(store: &dyn KvStore) {
     );
 }
 
+fn reads_that_start_in_a_re_run_are_watched_too(store: &dyn KvStore) {
+    let client = Client::new(store);
+    client.put("db/x", "one");
+    let mut t = harness_test(store);
+    t.script(
+        "env/DATABASE_URL",
+        "#!/bin/sh\nif [ -f go ]; then exec envharness kv get db; fi\necho none\n",
+    )
+    .script("cmd", RECORDS);
+    let cmd = t.p("cmd");
+    t.args(&[
+        "--init",
+        "--watch",
+        "0",
+        "-x",
+        "export",
+        "-e",
+        "env",
+        "--",
+        cmd.as_str(),
+    ]);
+    let (child, started) = t.spawn();
+    t.wait_for("ready-none");
+    t.file("go", "");
+    send(&child, Signal::SIGHUP);
+    t.wait_for("ready-one");
+    client.put("db/x", "two");
+    t.wait_for("ready-two");
+    send(&child, Signal::SIGTERM);
+    t.finish(child, started).success();
+}
+
 // ---- the harness's side, store-independent -----------------------------------------------
 
 #[test]
@@ -424,14 +462,47 @@ fn plan_shows_what_would_publish() {
 }
 
 #[test]
+fn plan_counts_a_script_that_cannot_publish_as_an_error() {
+    let store = FileStore::new();
+    let mut t = harness_test(&store);
+    t.script("export/web+db", DB);
+    t.args(&["--plan", "-x", "export", "-e", "env", "--", "true"]);
+    t.run()
+        .status(125)
+        .stdout_has("  web+db  error (its name cannot be a registry key segment")
+        .error_line(&["export/web+db", "cannot be a registry key segment"]);
+    // Without a store the same script only runs.
+    let mut t = Test::new();
+    t.script("export/web+db", DB).dir("env");
+    t.args(&["--plan", "-x", "export", "-e", "env", "--", "true"]);
+    t.run().success().stdout_has("  web+db  run\n");
+}
+
+#[test]
+fn under_init_a_store_that_cannot_be_used_is_a_warning_and_the_command_runs() {
+    let mut t = Test::new();
+    t.script("export/db", DB).dir("env");
+    t.env("ENVHARNESS_KV", "file:///proc/envharness-store");
+    t.args(&[
+        "--init", "-x", "export", "-e", "env", "--", "sh", "-c", "exit 3",
+    ]);
+    t.run()
+        .status(3)
+        .error_line(&["warning: cannot publish", "file:///proc/envharness-store"]);
+}
+
+#[test]
 fn health_and_teardown_without_init_draw_one_warning_each() {
     let store = FileStore::new();
     let mut t = harness_test(&store);
-    t.script("export/health", "#!/bin/sh\ntouch ran\n");
+    t.script("export/health", "#!/bin/sh\ntouch ran\n")
+        .script("export/teardown", "#!/bin/sh\ntouch ran\n");
     t.args(&["-x", "export", "-e", "env", "--", "true"]);
-    t.run()
-        .success()
-        .error_line(&["export/health: health runs only under --init; ignored"]);
+    let run = t.run();
+    run.success()
+        .error_line(&["export/health: health runs only under --init; ignored"])
+        .error_line(&["export/teardown: teardown runs only under --init; ignored"]);
+    assert_eq!(run.stderr_lines_with("runs only under --init").len(), 2);
     assert!(!t.exists("ran"));
 }
 

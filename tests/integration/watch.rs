@@ -108,9 +108,13 @@ fn a_name_added_or_gone_is_a_change_and_order_is_not() {
 fn sighup_is_a_re_run_trigger_and_never_reaches_the_command() {
     let mut t = Test::new();
     watched(&mut t, &["--watch", "0"]);
+    t.script("env/C", "#!/bin/sh\necho run >> c-runs\n");
     let (child, started) = t.spawn();
     t.wait_for("ready-1");
     send(&child, Signal::SIGHUP);
+    t.wait_until("the re-run SIGHUP asked for", || {
+        t.lines("c-runs").len() == 2
+    });
     send(&child, Signal::SIGUSR1);
     t.wait_until("USR1 at the command", || {
         t.lines("signals").contains(&"USR1".to_owned())
@@ -549,4 +553,131 @@ fn an_empty_watch_variable_means_off_and_on_change_accepts_signal_spellings() {
         ]);
         t.run().success();
     }
+}
+
+#[test]
+fn sighups_during_a_re_run_give_exactly_one_more() {
+    let mut t = Test::new();
+    watched(&mut t, &["--watch", "0"]);
+    t.script(
+        "env/S",
+        "#!/bin/sh\necho run >> s-runs\nn=$(wc -l < s-runs)\n\
+         if [ \"$n\" -eq 2 ]; then touch rerun-ready; while [ ! -f go ]; do sleep 0.01; done; fi\necho s\n",
+    );
+    let (child, started) = t.spawn();
+    t.wait_for("ready-1");
+    send(&child, Signal::SIGHUP);
+    t.wait_for("rerun-ready");
+    // kill(2) returns once the signal is pending: all four are, before the re-run ends.
+    for _ in 0..4 {
+        send(&child, Signal::SIGHUP);
+    }
+    t.file("go", "");
+    t.wait_until("the one re-run after", || t.lines("s-runs").len() == 3);
+    // And no other: a re-run that would follow comes at once, well within this.
+    std::thread::sleep(Duration::from_millis(300));
+    send(&child, Signal::SIGTERM);
+    t.finish(child, started).success();
+    assert_eq!(t.lines("s-runs").len(), 3, "{:?}", t.lines("s-runs"));
+}
+
+#[test]
+fn sigterm_while_a_restart_stops_the_command_cancels_the_restart() {
+    let mut t = Test::new();
+    t.file("env/A", "1\n").dir("export").script(
+        "cmd",
+        "#!/bin/sh\necho \"$$ $A\" >> runs\n\
+         trap 'echo term >> got; touch stopping; while [ ! -f go ]; do sleep 0.01; done; exit 7' TERM\n\
+         touch ready-$A\nwhile :; do sleep 0.05; done\n",
+    );
+    let cmd = t.p("cmd");
+    t.args(&[
+        "--init", "--watch", "0", "-vv", "-x", "export", "-e", "env", "--",
+    ])
+    .args(&[cmd.as_str()]);
+    let (child, started) = t.spawn();
+    t.wait_for("ready-1");
+    t.replace("env/A", "2\n");
+    send(&child, Signal::SIGHUP);
+    t.wait_for("stopping");
+    send(&child, Signal::SIGTERM);
+    // The harness has taken it in once it forwards it.
+    t.wait_for_stderr("forwarding SIGTERM");
+    t.file("go", "");
+    t.finish(child, started).status(7);
+    assert_eq!(t.lines("runs").len(), 1, "the restart was cancelled");
+}
+
+#[test]
+fn the_timer_counts_from_the_end_of_the_previous_re_run() {
+    let mut t = Test::new();
+    watched(&mut t, &["--watch", "0.3"]);
+    t.script(
+        "env/SLOW",
+        "#!/bin/sh\necho \"start $(date +%s%N)\" >> log\nsleep 0.4\necho \"end $(date +%s%N)\" >> log\n",
+    );
+    let (child, started) = t.spawn();
+    t.wait_until("three runs", || {
+        t.lines("log")
+            .iter()
+            .filter(|l| l.starts_with("end"))
+            .count()
+            >= 3
+    });
+    send(&child, Signal::SIGTERM);
+    t.finish(child, started).success();
+    let stamps: Vec<(String, u128)> = t
+        .lines("log")
+        .iter()
+        .map(|line| {
+            let (what, ns) = line.split_once(' ').expect("what time");
+            (what.to_owned(), ns.parse().expect("nanoseconds"))
+        })
+        .collect();
+    for pair in stamps.windows(2) {
+        if pair[0].0 == "end" && pair[1].0 == "start" {
+            let gap = Duration::from_nanos((pair[1].1 - pair[0].1) as u64);
+            assert!(
+                gap >= Duration::from_millis(290),
+                "a re-run {gap:?} after the last ended"
+            );
+        }
+    }
+}
+
+#[test]
+fn no_re_run_starts_after_sigterm() {
+    let mut t = Test::new();
+    t.file("env/A", "1\n")
+        .script("env/C", "#!/bin/sh\necho run >> c-runs\n")
+        .dir("export")
+        .script(
+            "cmd",
+            "#!/bin/sh\ntrap 'touch stopping; sleep 0.5; exit 0' TERM\ntouch ready\nwhile :; do sleep 0.02; done\n",
+        );
+    let cmd = t.p("cmd");
+    t.args(&[
+        "--init",
+        "--watch",
+        "0.02",
+        "-x",
+        "export",
+        "-e",
+        "env",
+        "--",
+        cmd.as_str(),
+    ]);
+    let (child, started) = t.spawn();
+    t.wait_for("ready");
+    t.wait_until("a few re-runs", || t.lines("c-runs").len() >= 3);
+    send(&child, Signal::SIGTERM);
+    t.wait_for("stopping");
+    let at_term = t.lines("c-runs").len();
+    t.finish(child, started).success();
+    // One re-run may have been under way when SIGTERM came; none starts after it.
+    assert!(
+        t.lines("c-runs").len() <= at_term + 1,
+        "{at_term} then {:?}",
+        t.lines("c-runs")
+    );
 }

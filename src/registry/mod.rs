@@ -233,11 +233,7 @@ fn unusable(url: &str, err: Error) -> Error {
     match err {
         Error::Io { path, about, err } => Error::Store {
             url: url.to_owned(),
-            reason: format!(
-                "{about} {}: {}",
-                path.display(),
-                err.to_string().to_lowercase()
-            ),
+            reason: format!("{about} {}: {err}", path.display()),
         },
         Error::Entry { path, reason } => Error::Store {
             url: url.to_owned(),

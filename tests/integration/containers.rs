@@ -569,7 +569,7 @@ fn discovery_across_two_containers_sharing_a_volume() {
             "--",
             "sh",
             "-c",
-            "echo \"app: using $DATABASE_URL\"; trap 'exit 0' TERM; while :; do sleep 0.05; done",
+            "trap 'exit 0' TERM; echo \"app: using $DATABASE_URL\"; while :; do sleep 0.05; done",
         ],
     );
     let app_started = Instant::now();
@@ -595,7 +595,7 @@ fn discovery_across_two_containers_sharing_a_volume() {
         &[
             "sh",
             "-c",
-            "echo 'db: serving'; trap 'exit 0' TERM; while :; do sleep 0.05; done",
+            "trap 'exit 0' TERM; echo 'db: serving'; while :; do sleep 0.05; done",
         ],
     );
     let db_started = Instant::now();

@@ -56,7 +56,7 @@ fn app_waits_for_db_and_follows_it() {
     let empty = app.p("empty");
     app.args(&["--init", "--watch", "0", "-x", &empty])
         .args(&["-e", &example("app/environment"), "--", "sh", "-c"])
-        .args(&["echo \"$DATABASE_URL\" >> got; trap 'exit 0' TERM; while :; do sleep 0.05; done"]);
+        .args(&["trap 'exit 0' TERM; echo \"$DATABASE_URL\" >> got; while :; do sleep 0.05; done"]);
     let (app_child, app_started) = app.spawn();
     assert!(
         app.lines("got").is_empty(),

@@ -274,9 +274,8 @@ fn health_decides_when_the_keys_are_published(store: &dyn KvStore) {
 const DISCOVER: &str = "#!/bin/sh\necho run >> discoveries\nexec envharness kv get db\n";
 
 /// The command: records the value it got and waits.
-const RECORDS: &str =
-    "#!/bin/sh\necho \"$$ $DATABASE_URL\" >> runs\ntouch \"ready-$(echo $DATABASE_URL | tr -c 'a-z0-9\\n' _)\"\n\
-     trap 'exit 0' TERM\nwhile :; do sleep 0.05; done\n";
+const RECORDS: &str = "#!/bin/sh\ntrap 'exit 0' TERM\necho \"$$ $DATABASE_URL\" >> runs\n\
+     touch \"ready-$(echo $DATABASE_URL | tr -c 'a-z0-9\\n' _)\"\nwhile :; do sleep 0.05; done\n";
 
 fn a_changed_key_that_a_script_read_re_runs_discovery(store: &dyn KvStore) {
     let client = Client::new(store);

@@ -10,6 +10,8 @@
 //! becomes readable when a key under its prefix may have changed, plus a deadline for what no
 //! write announces (a lease running out), so a poll loop can wait on it with everything else.
 
+pub mod etcd;
+
 use std::ffi::OsString;
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;

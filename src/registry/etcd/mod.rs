@@ -62,6 +62,7 @@ pub fn open(url: &str, credentials: Option<Credentials>) -> Result<EtcdStore, Er
         client: Client {
             url: url.to_owned(),
             endpoints,
+            login_needed: credentials.is_some(),
             credentials,
             token: None,
             current: 0,
@@ -287,6 +288,8 @@ struct Client {
     credentials: Option<Credentials>,
     /// The token etcd gave at login; None before it, and while etcd has auth disabled.
     token: Option<String>,
+    /// With credentials, before the first login (later ones follow a refused token).
+    login_needed: bool,
     /// The endpoint to try first: the one that answered last.
     current: usize,
     /// A kept connection to `endpoints[current]`.
@@ -307,6 +310,7 @@ impl Client {
             endpoints: self.endpoints.clone(),
             credentials: self.credentials.clone(),
             token: self.token.clone(),
+            login_needed: self.login_needed,
             current: self.current,
             connection: None,
         }
@@ -332,7 +336,7 @@ impl Client {
         let deadline = Instant::now() + REACH_TIMEOUT;
         let body = request.to_string().into_bytes();
         let mut logged_in = false;
-        if self.credentials.is_some() && self.token.is_none() {
+        if self.login_needed {
             self.log_in(deadline)?;
             logged_in = true;
         }
@@ -386,6 +390,7 @@ impl Client {
             match reply["token"].as_str() {
                 Some(token) if !token.is_empty() => {
                     self.token = Some(token.to_owned());
+                    self.login_needed = false;
                     log::debug!("{}: logged in", self.url);
                     return Ok(());
                 }
@@ -395,6 +400,7 @@ impl Client {
         let message = error_message(&reply);
         if message.contains("authentication is not enabled") {
             log::debug!("{}: etcd has authentication disabled", self.url);
+            self.login_needed = false;
             return Ok(());
         }
         if message.contains("authentication failed") {
@@ -498,7 +504,7 @@ impl Client {
         let deadline = Instant::now() + REACH_TIMEOUT;
         let body = request.to_string().into_bytes();
         let mut logged_in = false;
-        if self.credentials.is_some() && self.token.is_none() {
+        if self.login_needed {
             self.log_in(deadline)?;
             logged_in = true;
         }

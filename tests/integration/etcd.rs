@@ -528,3 +528,35 @@ fn auth_turned_off_after_login_is_followed() {
     assert_eq!(asked, 1, "{:?}", logged(&url));
     assert_no_secret_logged();
 }
+
+#[test]
+fn a_request_takes_a_round_trip_not_a_nagle_delay() {
+    let Some(etcd) = Etcd::start() else { return };
+    let mut s = store(&etcd.url("speed"));
+    s.put(&key("k"), b"v", None).unwrap();
+    let mut time = |mut op: Box<dyn FnMut(&mut EtcdStore)>| {
+        let mut took: Vec<Duration> = (0..100)
+            .map(|_| {
+                let started = Instant::now();
+                op(&mut s);
+                started.elapsed()
+            })
+            .collect();
+        took.sort();
+        took[took.len() / 2]
+    };
+    let get = time(Box::new(|s| drop(s.get(&key("k")).unwrap())));
+    let put = time(Box::new(|s| s.put(&key("k"), b"v", None).unwrap()));
+    let fresh = time(Box::new(|s| {
+        let mut new = store(s.url());
+        new.get(&key("k")).unwrap();
+    }));
+    eprintln!("etcd round trips (median of 100): get {get:?}, put {put:?}, get on a new connection {fresh:?}");
+    // A request held back by Nagle's algorithm against a delayed ACK waits 40 ms.
+    for took in [get, put, fresh] {
+        assert!(
+            took < Duration::from_millis(20),
+            "{get:?} {put:?} {fresh:?}"
+        );
+    }
+}

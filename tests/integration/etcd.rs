@@ -310,6 +310,7 @@ fn a_frozen_etcd_is_an_error_within_5_s_and_then_recovers() {
     let url = etcd.url("frozen");
     let mut s = store(&url);
     s.put(&key("k"), b"v", None).unwrap();
+    let mut watch = s.watch("k").unwrap();
     etcd.freeze();
     // On the kept connection, and on a new one (the kernel still accepts it).
     for _ in 0..2 {
@@ -325,6 +326,10 @@ fn a_frozen_etcd_is_an_error_within_5_s_and_then_recovers() {
     assert!(started.elapsed() < Duration::from_millis(5500));
     etcd.thaw();
     assert_eq!(s.get(&key("k")).unwrap().as_deref(), Some(&b"v"[..]));
+    // The watch waited through it.
+    s.put(&key("k"), b"w", None).unwrap();
+    assert!(readable_within(&*watch, Duration::from_millis(100)));
+    assert!(watch.drain());
 }
 
 #[test]
@@ -559,4 +564,103 @@ fn a_request_takes_a_round_trip_not_a_nagle_delay() {
             "{get:?} {put:?} {fresh:?}"
         );
     }
+}
+
+#[test]
+fn dropping_a_watch_ends_its_stream() {
+    let Some(etcd) = Etcd::start() else { return };
+    let mut s = store(&etcd.url("drop"));
+    let wait_for = |count: u64| {
+        let limit = Instant::now() + Duration::from_secs(5);
+        while etcd.watchers() != count {
+            assert!(
+                Instant::now() < limit,
+                "etcd has {} watchers, not {count}",
+                etcd.watchers()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let watches: Vec<_> = (0..3).map(|_| s.watch("a/").unwrap()).collect();
+    wait_for(3);
+    drop(watches);
+    wait_for(0);
+}
+
+#[test]
+fn a_watch_logs_in_again_when_it_reconnects() {
+    let Some(mut etcd) = Etcd::with_args(&["--auth-token-ttl=1"]) else {
+        return;
+    };
+    let password = "watch-test-password";
+    let root_token = etcd.enable_auth(password);
+    capture_logs(&[password, &root_token]);
+    let url = etcd.url("rewatch");
+    let mut s = login(&url, password);
+    let mut watch = s.watch("svc/").unwrap();
+    // The token the watch was opened with expires; then etcd restarts.
+    std::thread::sleep(Duration::from_millis(2500));
+    etcd.restart();
+    assert!(
+        readable_within(&*watch, Duration::from_secs(10)),
+        "no reconnect\n{}",
+        etcd.log()
+    );
+    assert!(watch.drain());
+    s.put(&key("svc/a"), b"x", None).unwrap();
+    assert!(readable_within(&*watch, Duration::from_millis(100)));
+    let lines = logged(&url);
+    // The watch's login, the watch thread's after the restart, the store's for the put.
+    let logins = lines.iter().filter(|l| l.ends_with("logged in")).count();
+    assert_eq!(logins, 3, "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("the watch was lost")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.ends_with("watching again")),
+        "{lines:?}"
+    );
+    assert_no_secret_logged();
+}
+
+#[test]
+fn with_auth_a_wiped_etcd_is_logged_in_to_again() {
+    let Some(mut etcd) = Etcd::start() else {
+        return;
+    };
+    let password = "wipe-test-password";
+    let root_token = etcd.enable_auth(password);
+    // Raise etcd's index: a simple token names the index it was issued at, and etcd holds a
+    // request with a token from ahead of its own index until it gets there.
+    for _ in 0..30 {
+        let body = r#"{"key":"eA==","value":"MQ=="}"#;
+        let (status, answer) = etcd.post("/v3/kv/put", body, Some(&root_token));
+        assert_eq!(status, 200, "{answer}");
+    }
+    capture_logs(&[password, &root_token]);
+    let url = etcd.url("wiped");
+    let mut s = login(&url, password);
+    s.put(&key("k"), b"1", None).unwrap();
+    let mut watch = s.watch("").unwrap();
+    etcd.wipe();
+    etcd.enable_auth(password);
+    // The old token now stalls a request, which costs at most this one call.
+    let started = Instant::now();
+    if let Err(err) = s.get(&key("k")) {
+        assert!(err.to_string().contains("no answer within 5 s"), "{err}");
+    }
+    assert!(started.elapsed() < Duration::from_millis(5500));
+    assert_eq!(s.get(&key("k")).unwrap(), None);
+    s.put(&key("k"), b"2", None).unwrap();
+    // The watch came back too, and sees changes.
+    assert!(
+        readable_within(&*watch, Duration::from_secs(10)),
+        "{}",
+        etcd.log()
+    );
+    watch.drain();
+    s.put(&key("k"), b"3", None).unwrap();
+    assert!(readable_within(&*watch, Duration::from_millis(100)));
+    assert_no_secret_logged();
 }

@@ -221,6 +221,28 @@ impl Etcd {
     }
 
     fn post_once(&self, path: &str, body: &str, token: Option<&str>) -> Option<(u16, String)> {
+        self.request("POST", path, body, token)
+    }
+
+    /// How many watchers etcd has (its `etcd_debugging_mvcc_watcher_total` metric).
+    pub fn watchers(&self) -> u64 {
+        let (_, metrics) = self
+            .request("GET", "/metrics", "", None)
+            .unwrap_or_else(|| panic!("etcd did not answer /metrics\n{}", self.log()));
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("etcd_debugging_mvcc_watcher_total "))
+            .and_then(|count| count.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no watcher count in /metrics"))
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        token: Option<&str>,
+    ) -> Option<(u16, String)> {
         let mut stream = TcpStream::connect(self.endpoint()).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         let auth = token
@@ -228,7 +250,7 @@ impl Etcd {
             .unwrap_or_default();
         write!(
             stream,
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n{auth}\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n{auth}\r\n{body}",
             self.endpoint(),
             body.len()
         )

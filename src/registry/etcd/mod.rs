@@ -20,7 +20,11 @@
 //! token (it expired: `--auth-token-ttl`, or etcd restarted), the store logs in again once and
 //! repeats the request. A wrong user or password is `authentication failed`; the password and
 //! the token never appear in a message, a log line or `Debug` output. When etcd says auth is
-//! not enabled, requests go without a token (etcd refuses any token then).
+//! not enabled, requests go without a token (etcd refuses any token then). After a call that
+//! found the cluster unreachable the token is dropped and the next call logs in first: a
+//! restarted or wiped etcd may not refuse an old token but stall on it (a simple token names
+//! the raft index it was issued at, and etcd 3.4 holds a request until its own index gets
+//! there), so one call may time out after a wipe, never all of them.
 //!
 //! # Threads
 //! Every call runs in the caller's thread. [`Store::watch`] is the only place that starts a
@@ -439,7 +443,18 @@ impl Client {
                 }
             }
         }
-        let reason = match failures.as_slice() {
+        Err(self.unreachable(&failures))
+    }
+
+    /// `unreachable: REASON`, or with several endpoints each one's; also forgets the token.
+    /// etcd may have restarted or been wiped meanwhile, and a token from a wiped etcd does not
+    /// get refused: etcd holds a request whose token names a raft index ahead of its own until
+    /// it gets there (measured on 3.4: minutes). So the next call logs in again.
+    fn unreachable(&mut self, failures: &[(usize, String)]) -> Error {
+        if self.token.take().is_some() {
+            self.login_needed = true;
+        }
+        let reason = match failures {
             [(_, reason)] => reason.clone(),
             _ => failures
                 .iter()
@@ -447,7 +462,14 @@ impl Client {
                 .collect::<Vec<_>>()
                 .join("; "),
         };
-        Err(self.error(format!("unreachable: {reason}")))
+        self.error(format!("unreachable: {reason}"))
+    }
+
+    /// Forgets the token, so the next call logs in first (the watch thread does so before it
+    /// reconnects: the etcd it finds may not be the one that issued the token).
+    fn forget_token(&mut self) {
+        self.token = None;
+        self.login_needed = self.credentials.is_some();
     }
 
     /// One endpoint, on the kept connection when it is to this endpoint, else a new one.
@@ -574,15 +596,7 @@ impl Client {
             };
             failures.push((index, failure.replace("{share}", &http::seconds(share))));
         }
-        let reason = match failures.as_slice() {
-            [(_, reason)] => reason.clone(),
-            _ => failures
-                .iter()
-                .map(|(index, reason)| format!("{}: {reason}", self.endpoints[*index]))
-                .collect::<Vec<_>>()
-                .join("; "),
-        };
-        Err(self.error(format!("unreachable: {reason}")))
+        Err(self.unreachable(&failures))
     }
 }
 

@@ -6,7 +6,8 @@
 //! start. It blocks reading the stream and adds 1 to the eventfd for each answer that carries
 //! events (a put, a delete, a lease that ran out: etcd reports each as an event). When the
 //! stream breaks (etcd restarted, the connection dropped, etcd cancelled the watch), the thread
-//! opens a new one, waiting 0.1 s, then twice as long each time up to 5 s, and once it is back
+//! logs in afresh (with credentials) and opens a new one, waiting 0.1 s, then twice as long
+//! each time up to 5 s, and once it is back
 //! it signals a possible change, since whatever happened meanwhile was not seen. One warning
 //! says the watch was lost; a debug line names each failed try.
 //!
@@ -174,6 +175,7 @@ fn read(mut client: Client, request: Value, mut lines: Lines, events: &EventFd, 
             if stopped() {
                 return;
             }
+            client.forget_token();
             match open(&mut client, &request) {
                 Ok(lines) => break lines,
                 Err(err) => log::debug!("watch: {err}"),

@@ -296,8 +296,8 @@ struct Client {
     login_needed: bool,
     /// The endpoint to try first: the one that answered last.
     current: usize,
-    /// A kept connection to `endpoints[current]`.
-    connection: Option<Connection>,
+    /// A kept connection, with the index of its endpoint.
+    connection: Option<(usize, Connection)>,
 }
 
 /// What one endpoint said, or why it said nothing.
@@ -481,10 +481,10 @@ impl Client {
         token: Option<&str>,
         deadline: Instant,
     ) -> Attempt {
-        let kept = if index == self.current {
-            self.connection.take()
-        } else {
-            None
+        let kept = match self.connection.take() {
+            Some((kept_for, connection)) if kept_for == index => Some(connection),
+            // One to another endpoint is dropped: the next request goes where this one does.
+            _ => None,
         };
         let fresh = kept.is_none();
         let mut connection = match kept {
@@ -506,7 +506,7 @@ impl Client {
         match result {
             Ok((answer, reusable)) => {
                 if reusable {
-                    self.connection = Some(connection);
+                    self.connection = Some((index, connection));
                 }
                 Attempt::Answer(answer)
             }

@@ -664,3 +664,50 @@ fn with_auth_a_wiped_etcd_is_logged_in_to_again() {
     assert!(readable_within(&*watch, Duration::from_millis(100)));
     assert_no_secret_logged();
 }
+
+#[test]
+fn a_three_member_cluster_serves_while_a_member_is_down() {
+    let Some(mut members) = Etcd::cluster(3) else {
+        return;
+    };
+    let endpoints: Vec<_> = members.iter().map(|m| m.endpoint()).collect();
+    let url = format!("etcd://{}/c", endpoints.join(","));
+    let mut s = store(&url);
+    s.put(&key("k"), b"1", None).unwrap();
+    let lease = s.grant(Duration::from_secs(10)).unwrap();
+    s.put(&key("svc/a"), b"x", Some(lease)).unwrap();
+    // The watch's stream is on the first member, which then goes away.
+    let mut watch = s.watch("svc/").unwrap();
+    members[0].stop();
+    let started = Instant::now();
+    assert_eq!(s.get(&key("k")).unwrap().as_deref(), Some(&b"1"[..]));
+    assert!(s.keep_alive(lease).unwrap());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        readable_within(&*watch, Duration::from_secs(10)),
+        "the watch did not move on"
+    );
+    assert!(watch.drain());
+    let mut writer = store(&format!("etcd://{}/c", endpoints[2]));
+    writer.put(&key("svc/b"), b"y", None).unwrap();
+    assert!(readable_within(&*watch, Duration::from_millis(100)));
+    assert!(watch.drain());
+    // Two of three down: no quorum, an error within 5 s naming the URL.
+    members[1].stop();
+    let started = Instant::now();
+    let err = store_error(s.put(&key("k"), b"2", None));
+    assert!(
+        started.elapsed() < Duration::from_millis(5500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(err.starts_with(&format!("{url}: ")), "{err}");
+    // Back to a quorum: served again.
+    members[0].restart();
+    s.put(&key("k"), b"3", None).unwrap();
+    assert_eq!(s.get(&key("k")).unwrap().as_deref(), Some(&b"3"[..]));
+}

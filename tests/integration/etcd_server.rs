@@ -32,6 +32,9 @@ pub struct Etcd {
     pub client_port: u16,
     peer_port: u16,
     extra: Vec<String>,
+    /// The member's name and `--initial-cluster`: itself alone, or the members of a cluster.
+    name: String,
+    cluster: Option<String>,
 }
 
 /// The etcd binary, or None (after saying why) where it is not installed and not required.
@@ -78,6 +81,8 @@ impl Etcd {
             client_port: 0,
             peer_port: 0,
             extra: extra.iter().map(|arg| arg.to_string()).collect(),
+            name: "test".into(),
+            cluster: None,
         };
         // Another test may take a port between our probe and etcd's bind: try new ones.
         for _ in 0..3 {
@@ -113,8 +118,55 @@ impl Etcd {
         std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
     }
 
+    /// A cluster of `size` members on free ports, each ready (a leader elected); None only
+    /// where etcd is not installed.
+    pub fn cluster(size: usize) -> Option<Vec<Etcd>> {
+        let binary = binary()?;
+        let mut members: Vec<Etcd> = (0..size)
+            .map(|n| Etcd {
+                child: None,
+                dir: tempfile::Builder::new()
+                    .prefix("envharness-etcd.")
+                    .tempdir()
+                    .expect("creating etcd's directory"),
+                binary: binary.clone(),
+                client_port: free_port(),
+                peer_port: free_port(),
+                extra: Vec::new(),
+                name: format!("m{n}"),
+                cluster: None,
+            })
+            .collect();
+        let cluster = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        // A token of its own, so members of another test's cluster never join this one.
+        let token = format!("test-{}-{}", std::process::id(), members[0].peer_port);
+        for member in &mut members {
+            member.cluster = Some(cluster.clone());
+            member.extra = vec![format!("--initial-cluster-token={token}")];
+            member.spawn_process();
+        }
+        // No member answers before a quorum has started.
+        for member in &mut members {
+            assert!(
+                member.wait_ready(),
+                "a member did not start\n{}",
+                member.log()
+            );
+        }
+        Some(members)
+    }
+
     /// Starts etcd on the ports chosen and waits until it answers; false if it exited.
     fn launch(&mut self) -> bool {
+        self.spawn_process();
+        self.wait_ready()
+    }
+
+    fn spawn_process(&mut self) {
         let client = format!("http://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::OpenOptions::new()
@@ -124,14 +176,19 @@ impl Etcd {
             .expect("creating etcd's log");
         let mut command = Command::new(&self.binary);
         command
-            .arg("--name=test")
+            .arg(format!("--name={}", self.name))
             .arg(format!("--data-dir={}", self.data().display()))
             .arg(format!("--listen-client-urls={client}"))
             .arg(format!("--advertise-client-urls={client}"))
             // Without it etcd takes port 2380, which a parallel test's etcd may hold.
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=test={peer}"))
+            .arg(format!(
+                "--initial-cluster={}",
+                self.cluster
+                    .clone()
+                    .unwrap_or_else(|| format!("{}={peer}", self.name))
+            ))
             .args(["--heartbeat-interval=10", "--election-timeout=100"])
             .args(["--logger=zap", "--log-outputs=stderr"])
             .args(&self.extra)
@@ -151,6 +208,10 @@ impl Etcd {
         }
         let child = support::spawn(&mut command).expect("starting etcd");
         self.child = Some(child);
+    }
+
+    /// Waits until the etcd just spawned answers; false if it exited.
+    fn wait_ready(&mut self) -> bool {
         let limit = Instant::now() + READY_LIMIT;
         while Instant::now() < limit {
             let child = self.child.as_mut().expect("just started");

@@ -68,6 +68,7 @@ pub fn open(url: &str, credentials: Option<Credentials>) -> Result<EtcdStore, Er
             endpoints,
             login_needed: credentials.is_some(),
             credentials,
+            limit: REACH_TIMEOUT,
             token: None,
             current: 0,
             connection: None,
@@ -153,6 +154,14 @@ fn parse_endpoint(member: &str) -> Result<Endpoint, String> {
 }
 
 impl EtcdStore {
+    /// Bounds every later call by `limit` instead of [`REACH_TIMEOUT`] (at least 0.1 s): for
+    /// a caller that must not wait long, such as a withdrawal before a forwarded SIGTERM
+    /// (SPEC.md 11.3: at most 2 s). Establishing a watch (and each of its reconnects) is
+    /// bounded the same way.
+    pub fn set_timeout(&mut self, limit: Duration) {
+        self.client.limit = limit.max(Duration::from_millis(100));
+    }
+
     fn etcd_key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
@@ -294,6 +303,8 @@ struct Client {
     token: Option<String>,
     /// With credentials, before the first login (later ones follow a refused token).
     login_needed: bool,
+    /// How long one call may take in all.
+    limit: Duration,
     /// The endpoint to try first: the one that answered last.
     current: usize,
     /// A kept connection, with the index of its endpoint.
@@ -315,6 +326,7 @@ impl Client {
             credentials: self.credentials.clone(),
             token: self.token.clone(),
             login_needed: self.login_needed,
+            limit: self.limit,
             current: self.current,
             connection: None,
         }
@@ -337,7 +349,7 @@ impl Client {
 
     /// One request: logs in first if needed, and once more if etcd refuses the token.
     fn call(&mut self, path: &str, request: &Value) -> Result<Value, Error> {
-        let deadline = Instant::now() + REACH_TIMEOUT;
+        let deadline = Instant::now() + self.limit;
         let body = request.to_string().into_bytes();
         let mut logged_in = false;
         if self.login_needed {
@@ -523,7 +535,7 @@ impl Client {
         request: &Value,
         accept: impl Fn(&Value) -> Result<(), String>,
     ) -> Result<http::Lines, Error> {
-        let deadline = Instant::now() + REACH_TIMEOUT;
+        let deadline = Instant::now() + self.limit;
         let body = request.to_string().into_bytes();
         let mut logged_in = false;
         if self.login_needed {

@@ -1,8 +1,11 @@
 # envharness: build, test and try it.
 #   make demo     print the variables of environments/development (builds first)
-#   make test     format check, clippy and every test; installs what is missing on Debian
+#   make test     format check, clippy and every test, podman's containers included;
+#                 installs what is missing on Debian
 #   make build    debug build            make release   optimized build
-#   make static   static musl binary     make bench     benchmarks (bench/run.sh)
+#   make static   static musl binary     make bench     benchmarks (bench/run.sh, bench/watch.py,
+#                                        bench/templates.sh)
+#   make bench-templates                 only the templates and --environment-root benchmark
 
 CARGO ?= cargo
 MUSL_TARGET := x86_64-unknown-linux-musl
@@ -11,7 +14,7 @@ STATIC_BIN := target/$(MUSL_TARGET)/release/envharness
 # rustup installs cargo here; make it visible to the recipes even in a fresh shell.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build release test demo bench static deps toolchain clean
+.PHONY: all build release test demo bench bench-templates static deps engine toolchain clean
 
 all: build
 
@@ -21,18 +24,26 @@ build: toolchain
 release: toolchain
 	$(CARGO) build --release
 
-# The scratch-root test runs the static binary, so it is built first (after deps). deps
-# installed etcd, so the etcd tests must run, not skip.
-test: static
+# The scratch-root and container tests run the static binary, so it is built first (after
+# deps). --nocapture because libtest hides what a passing test prints, and the container tests
+# print whether podman ran ("containers: podman built ...") or why they skipped ("skipped: ...");
+# the other tests print nothing unless they skip or fail. deps installed etcd, so the etcd
+# tests must run, not skip.
+test: static engine
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	ENVHARNESS_STATIC_BIN=$(CURDIR)/$(STATIC_BIN) ENVHARNESS_TEST_ETCD=required $(CARGO) test
+	ENVHARNESS_STATIC_BIN=$(CURDIR)/$(STATIC_BIN) ENVHARNESS_TEST_ETCD=required $(CARGO) test -- --nocapture
 
 demo: toolchain
 	$(CARGO) run -q -- -e environments/development -x examples/export --print
 
 bench: static
 	bash bench/run.sh
+	python3 bench/watch.py
+	bash bench/templates.sh
+
+bench-templates: static
+	bash bench/templates.sh
 
 # Non-PIE and fully static: `file` says "statically linked", and start-up skips the
 # self-relocation a static-pie binary does.
@@ -68,6 +79,19 @@ deps: toolchain
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
 	@rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET)
+
+# The container tests' engine, installed only when missing: podman builds examples/
+# Dockerfile.prebuilt (FROM scratch, nothing pulled) with buildah's code and runs it with runc.
+engine:
+	@missing=""; \
+	command -v podman >/dev/null 2>&1 || missing="$$missing podman"; \
+	command -v buildah >/dev/null 2>&1 || missing="$$missing buildah"; \
+	command -v runc >/dev/null 2>&1 || missing="$$missing runc"; \
+	dpkg -s busybox-static >/dev/null 2>&1 || missing="$$missing busybox-static"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
 
 clean:
 	$(CARGO) clean

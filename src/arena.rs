@@ -8,10 +8,43 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Blocks larger than this go to the system allocator even while the arena has room.
 const LARGEST_IN_ARENA: usize = 64 * 1024;
+
+/// The binary's arena; `main.rs` makes [`StartupAllocator`], which allocates from it, the
+/// global allocator.
+static STARTUP_ARENA: Arena<{ 256 * 1024 }> = Arena::new();
+
+/// The global allocator of the binary: [`STARTUP_ARENA`] while it is open, then the system's.
+pub struct StartupAllocator;
+
+// SAFETY: every call is passed on unchanged to the arena, a GlobalAlloc.
+unsafe impl GlobalAlloc for StartupAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        STARTUP_ARENA.alloc(layout)
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        STARTUP_ARENA.alloc_zeroed(layout)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        STARTUP_ARENA.dealloc(ptr, layout)
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        STARTUP_ARENA.realloc(ptr, layout, new_size)
+    }
+}
+
+/// Start-up is over: new blocks come from the system allocator, whose freed memory is
+/// reused. A long-running harness (`--init`, `--watch`) would otherwise touch new arena pages
+/// with every re-run until the arena is full, which shows as RSS growth.
+pub fn end_startup() {
+    STARTUP_ARENA.seal();
+}
 
 /// `SIZE` bytes handed out by bumping an offset, falling back to [`System`] when full.
 #[repr(C, align(4096))]
@@ -19,6 +52,8 @@ pub struct Arena<const SIZE: usize> {
     bytes: UnsafeCell<[u8; SIZE]>,
     /// Offset of the first free byte.
     top: AtomicUsize,
+    /// No new blocks (see [`Arena::seal`]).
+    sealed: AtomicBool,
 }
 
 // SAFETY: the bytes are only handed out in disjoint blocks, reserved by atomic updates of `top`;
@@ -30,6 +65,7 @@ impl<const SIZE: usize> Arena<SIZE> {
         Arena {
             bytes: UnsafeCell::new([0; SIZE]),
             top: AtomicUsize::new(0),
+            sealed: AtomicBool::new(false),
         }
     }
 
@@ -43,7 +79,7 @@ impl<const SIZE: usize> Arena<SIZE> {
 
     /// Reserves `layout` at the top, or None when it is too large or does not fit.
     fn bump(&self, layout: Layout) -> Option<*mut u8> {
-        if layout.size() > LARGEST_IN_ARENA {
+        if layout.size() > LARGEST_IN_ARENA || self.is_sealed() {
             return None;
         }
         let mut top = self.top.load(Ordering::Acquire);
@@ -61,6 +97,16 @@ impl<const SIZE: usize> Arena<SIZE> {
                 Err(now) => top = now,
             }
         }
+    }
+
+    /// From now on every new block, and every growth, comes from the system allocator;
+    /// blocks already in the arena stay valid and are freed as before.
+    pub fn seal(&self) {
+        self.sealed.store(true, Ordering::Release);
+    }
+
+    fn is_sealed(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
     }
 
     /// Moves the top when `ptr` (of `old` bytes) is the newest block and `new` bytes fit.
@@ -125,7 +171,10 @@ unsafe impl<const SIZE: usize> GlobalAlloc for Arena<SIZE> {
             self.resize_newest(ptr, layout.size(), new_size);
             return ptr;
         }
-        if new_size <= LARGEST_IN_ARENA && self.resize_newest(ptr, layout.size(), new_size) {
+        if new_size <= LARGEST_IN_ARENA
+            && !self.is_sealed()
+            && self.resize_newest(ptr, layout.size(), new_size)
+        {
             return ptr;
         }
         // SAFETY: the caller guarantees that new_size, rounded up to the alignment, does not
@@ -169,6 +218,29 @@ mod tests {
         }
         assert!(b as usize >= a as usize + 3);
         assert!(c as usize >= b as usize + 8);
+    }
+
+    #[test]
+    fn a_sealed_arena_hands_out_nothing_new_and_frees_what_it_gave() {
+        let arena = Box::new(Arena::<{ 4 * 4096 }>::new());
+        let before = alloc(&arena, 64, 8);
+        assert!(arena.contains(before));
+        arena.seal();
+        let after = alloc(&arena, 64, 8);
+        assert!(
+            !arena.contains(after),
+            "a block after seal comes from the system"
+        );
+        // SAFETY: both blocks were allocated above with this layout.
+        unsafe {
+            let grown = arena.realloc(before, layout(64, 8), 128);
+            assert!(
+                !arena.contains(grown),
+                "growth after seal moves to the system"
+            );
+            arena.dealloc(grown, layout(128, 8));
+            arena.dealloc(after, layout(64, 8));
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::error::Error;
+use crate::registry::cli as kv;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -22,6 +23,8 @@ Examples:
                                              show the variables instead of running anything
   #!/usr/local/bin/envharness -e /app/env -- /usr/bin/python3
                                              as a shebang line
+  envharness kv get --wait 30 DATABASE_URL
+                                             the registry, for scripts (envharness kv --help)
 
 Exit status: the command's own; 125 envharness failed; 126 the command could not be executed;
 127 the command was not found; 128+N stopped by signal N.";
@@ -92,7 +95,7 @@ pub struct Cli {
 
     /// With --init: re-run discovery every SECS; 0: only on SIGHUP or a registry change
     /// [env: ENVHARNESS_WATCH]
-    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = parse_seconds)]
     pub watch: Option<Duration>,
 
     /// With --watch: restart, or a signal to send (HUP, SIGUSR1, 15, ...) [default: restart]
@@ -110,8 +113,31 @@ pub struct Cli {
     pub require: Vec<String>,
 
     /// While a requirement is unmet, re-run discovery for up to SECS [default: 0]
-    #[arg(long, value_name = "SECS", env = "ENVHARNESS_WAIT", hide_env_values = true, value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", env = "ENVHARNESS_WAIT", hide_env_values = true, allow_negative_numbers = true, value_parser = parse_seconds)]
     pub wait: Option<Duration>,
+
+    /// Render SRC to DEST with the final environment (Jinja syntax); repeatable
+    /// [env: ENVHARNESS_TEMPLATE (whitespace-separated)]
+    #[arg(short = 't', long = "template", value_name = "SRC:DEST")]
+    pub template: Vec<OsString>,
+
+    /// Use DIR's subdirectory that matches the hostname as the first environment directory
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "ENVHARNESS_ENVIRONMENT_ROOT",
+        hide_env_values = true
+    )]
+    pub environment_root: Option<OsString>,
+
+    /// The name --environment-root matches [default: the kernel's hostname]
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "ENVHARNESS_HOSTNAME",
+        hide_env_values = true
+    )]
+    pub hostname: Option<String>,
 
     /// Print the variables instead of running a command
     #[arg(long, value_name = "FORMAT", num_args = 0..=1, default_missing_value = "dotenv")]
@@ -129,6 +155,32 @@ pub struct Cli {
     #[arg(short = 'q', long)]
     pub quiet: bool,
 
+    /// The registry: file:///DIR or etcd://HOST:PORT[,HOST:PORT...][/PREFIX]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "ENVHARNESS_KV",
+        hide_env_values = true
+    )]
+    pub kv: Option<String>,
+
+    /// This instance's name in published keys [default: the hostname]
+    #[arg(
+        long,
+        value_name = "ID",
+        env = "ENVHARNESS_INSTANCE",
+        hide_env_values = true
+    )]
+    pub instance: Option<String>,
+
+    /// With --init: lease of published keys, whole seconds, at least 2 [default: 10]
+    #[arg(long, value_name = "SECS", env = "ENVHARNESS_TTL", hide_env_values = true, value_parser = crate::registry::cli::parse_ttl)]
+    pub ttl: Option<Duration>,
+
+    /// With --init: how often the export directory's health check runs [default: 10]
+    #[arg(long, value_name = "SECS", env = "ENVHARNESS_HEALTH_INTERVAL", hide_env_values = true, value_parser = parse_seconds)]
+    pub health_interval: Option<Duration>,
+
     /// The command and its arguments (everything after `--` is the command)
     #[arg(value_name = "COMMAND", trailing_var_arg = true)]
     pub command: Vec<OsString>,
@@ -145,22 +197,28 @@ pub enum Format {
     Json,
 }
 
-/// What the arguments ask for: a run, or a text to show (`--help`, `--version`) and exit 0.
+/// What the arguments ask for: a run, a `kv` call, or a text to show (`--help`, `--version`)
+/// and exit 0.
 #[derive(Debug)]
 pub enum Parsed {
     Run(Box<Cli>),
+    Kv(Box<kv::Kv>),
     Show(String),
 }
 
 /// Parses argv (including argv[0]).
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Error> {
     let args = split_shebang_options(args.into_iter().collect())?;
-    if args.get(1).is_some_and(|first| first == "kv") {
-        return Err(Error::Usage(
-            "kv: the key/value helper is not part of this version (run a command named kv with `envharness -- kv`)".into(),
-        ));
+    if let Some(call) = kv_invocation(&args)? {
+        return match kv::parse(call.url, call.args)? {
+            kv::Parsed::Run(kv) => Ok(Parsed::Kv(Box::new(kv))),
+            kv::Parsed::Help => Ok(Parsed::Show(kv::HELP.into())),
+        };
     }
-    match Cli::try_parse_from(args) {
+    match Cli::try_parse_from(&args) {
+        Ok(cli) if names_kv_without_double_dash(&cli, &args) => Err(Error::Usage(
+            "kv: the kv subcommand comes first, after --kv URL at most (envharness [--kv URL] kv ...); a command named kv is `envharness ... -- kv`".into(),
+        )),
         Ok(cli) => Ok(Parsed::Run(Box::new(cli))),
         Err(err) => match err.kind() {
             clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
@@ -169,6 +227,53 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Error> 
             _ => Err(Error::Usage(one_line(&err))),
         },
     }
+}
+
+/// `envharness [--kv URL] kv ARGS...`: the URL given and ARGS.
+struct KvCall<'a> {
+    url: Option<String>,
+    args: &'a [OsString],
+}
+
+/// Recognises a `kv` call. Only `--kv` may come before `kv`: the harness's other options do
+/// not apply to the subcommand, and the environment variables clap would read for them must
+/// not be read at all (SPEC.md 11.1).
+fn kv_invocation(args: &[OsString]) -> Result<Option<KvCall<'_>>, Error> {
+    let mut url = None;
+    let mut index = 1;
+    while let Some(arg) = args.get(index) {
+        let text = arg.to_string_lossy();
+        if text == "kv" {
+            return Ok(Some(KvCall {
+                url,
+                args: &args[index + 1..],
+            }));
+        }
+        if text == "--kv" {
+            let value = args
+                .get(index + 1)
+                .ok_or_else(|| Error::Usage("--kv needs a value (see envharness --help)".into()))?;
+            url = Some(value.to_string_lossy().into_owned());
+            index += 2;
+        } else if let Some(value) = text.strip_prefix("--kv=") {
+            url = Some(value.to_owned());
+            index += 1;
+        } else {
+            return Ok(None);
+        }
+    }
+    Ok(None)
+}
+
+/// Whether the command clap found is `kv` without a `--` before it: the subcommand written
+/// after options that are not its own (`envharness -e env kv get K`).
+fn names_kv_without_double_dash(cli: &Cli, args: &[OsString]) -> bool {
+    if cli.command.first().is_none_or(|first| first != "kv") {
+        return false;
+    }
+    // The command is argv's tail, as clap keeps it whole after its first word.
+    let start = args.len() - cli.command.len();
+    start == 0 || args[start - 1] != "--"
 }
 
 /// Clap renders an error as a paragraph with usage; SPEC.md wants one line.
@@ -260,6 +365,37 @@ mod tests {
     fn unbalanced_quotes_in_a_shebang_are_a_usage_error() {
         let err = split_shebang_options(os(&["envharness", "-e 'x -- sh"])).unwrap_err();
         assert!(matches!(err, Error::Usage(_)));
+    }
+
+    fn kind(args: &[&str]) -> Result<Parsed, Error> {
+        parse(os(args))
+    }
+
+    #[test]
+    fn kv_is_the_subcommand_only_where_a_command_would_start_without_double_dash() {
+        for args in [
+            &["envharness", "kv", "get", "K"][..],
+            &["envharness", "--kv", "file:///r", "kv", "get", "K"],
+            &["envharness", "--kv=file:///r", "kv", "get", "--", "-k"],
+        ] {
+            assert!(matches!(kind(args), Ok(Parsed::Kv(_))), "{args:?}");
+        }
+        for args in [
+            &["envharness", "--", "kv"][..],
+            &["envharness", "--", "kv", "--", "x"],
+            &["envharness", "-e", "kv", "--", "true"],
+            &["envharness", "--kv", "file:///r", "--", "kv", "get"],
+        ] {
+            let Ok(Parsed::Run(cli)) = kind(args) else {
+                panic!("{args:?} is not a run");
+            };
+            assert!(cli
+                .command
+                .first()
+                .is_some_and(|c| c == "kv" || c == "true"));
+        }
+        let err = kind(&["envharness", "-e", "env", "kv", "get", "K"]).unwrap_err();
+        assert!(err.to_string().contains("comes first"), "{err}");
     }
 
     #[test]

@@ -89,6 +89,13 @@ pub fn export_entries(dir: &Path) -> Result<Vec<Entry>, Error> {
     list(dir, classify_export)
 }
 
+/// The entries of a directory of templates (SPEC.md 9), classified: files are `Literal`s.
+pub fn template_entries(dir: &Path) -> Result<Vec<Entry>, Error> {
+    list(dir, |_, path| {
+        common_kind(&inspect(path)).unwrap_or(Kind::Literal)
+    })
+}
+
 fn list(dir: &Path, classify: fn(&str, &Path) -> Kind) -> Result<Vec<Entry>, Error> {
     Ok(sorted_names(dir)?
         .into_iter()

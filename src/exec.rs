@@ -23,12 +23,22 @@ use crate::shebang::explain_exec_error;
 /// What execvp uses when PATH is unset (confstr(_CS_PATH) on glibc and musl).
 const DEFAULT_PATH: &str = "/bin:/usr/bin";
 
-/// Execs the command; returns only on failure, with the error to exit with.
-pub fn exec(command: &[OsString], env: &[(OsString, OsString)], signals: &Signals) -> Error {
+/// Execs the command; returns only on failure, with the error to exit with. `just_before`
+/// runs once the command has been found, right before the execve (SPEC.md 11.3: exec mode
+/// publishes there, so a service is not announced when its command does not exist).
+pub fn exec(
+    command: &[OsString],
+    env: &[(OsString, OsString)],
+    signals: &Signals,
+    just_before: impl FnOnce() -> Result<(), Error>,
+) -> Error {
     let prepared = match Prepared::new(command, env) {
         Ok(prepared) => prepared,
         Err(err) => return err,
     };
+    if let Err(err) = just_before() {
+        return err;
+    }
     if let Err(err) = signals.startup_state().restore() {
         return Error::io(prepared.path, "restoring the signal mask", err);
     }

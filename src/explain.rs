@@ -1,7 +1,9 @@
 //! `--plan` (SPEC.md 5): run nothing; for the export directory and then each environment
 //! directory, show every entry and what it would do, then the command with its path resolved
-//! in the current PATH (scripts are not run, so they cannot change it). Every entry is listed
-//! even after an error; the first error decides the exit status (125) and the stderr line.
+//! in the current PATH (scripts are not run, so they cannot change it). The requirements are
+//! listed too (their regexes were checked by the plan; values cannot be). Every entry is
+//! listed even after an error; the first error decides the exit status (125) and the stderr
+//! line.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -10,8 +12,9 @@ use std::path::Path;
 use crate::entries::{self, Entry, Kind};
 use crate::error::Error;
 use crate::exec::resolve;
-use crate::phase::export::{BOOTSTRAP, TEARDOWN};
+use crate::phase::export::{publish_key, publishes, BOOTSTRAP, HEALTH, TEARDOWN};
 use crate::plan::{Directory, Plan};
+use crate::template;
 use crate::variables::Environment;
 
 /// Writes the plan to `out`; the first error found, if any, is returned after everything was
@@ -26,13 +29,29 @@ pub fn explain(
         out,
         first_error: None,
     };
+    let instance = plan
+        .registry
+        .as_ref()
+        .map(|registry| registry.instance.as_str());
     report.directory("export", &plan.export, entries::export_entries, |entry| {
-        export_action(entry, plan.supervision.is_some())
+        export_action(entry, plan.supervision.is_some(), instance)
     })?;
+    if let Some(root) = &plan.environment_root {
+        report.line(root.describe())?;
+    }
     for dir in &plan.environments {
         report.directory("environment", dir, entries::environment_entries, |entry| {
             environment_action(entry, plan.no_clobber, harness_env)
         })?;
+    }
+    for requirement in &plan.requirements {
+        report.line(requirement.describe())?;
+    }
+    for (line, err) in template::plan(&plan.templates) {
+        report.line(line)?;
+        if let Some(err) = err {
+            report.error(err);
+        }
     }
     report.command(command, harness_env)?;
     match report.first_error {
@@ -115,11 +134,22 @@ impl<W: Write> Report<'_, W> {
     }
 }
 
-fn export_action(entry: &Entry, supervised: bool) -> String {
+fn export_action(entry: &Entry, supervised: bool, instance: Option<&str>) -> String {
     match &entry.kind {
         Kind::Run if entry.name == BOOTSTRAP => "run (first)".into(),
         Kind::Run if entry.name == TEARDOWN && supervised => "run at teardown (--init)".into(),
         Kind::Run if entry.name == TEARDOWN => "ignored (teardown runs only under --init)".into(),
+        Kind::Run if entry.name == HEALTH && supervised => {
+            "run as the health check (--init)".into()
+        }
+        Kind::Run if entry.name == HEALTH => "ignored (health runs only under --init)".into(),
+        Kind::Run => match instance.filter(|_| publishes(entry)) {
+            Some(instance) => match publish_key(entry, instance) {
+                Ok(key) => format!("run; publish {key}"),
+                Err(err) => format!("error ({err})"),
+            },
+            None => "run".into(),
+        },
         other => describe(other),
     }
 }

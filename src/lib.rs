@@ -7,11 +7,13 @@
 //!    no signal is lost and one loop can wait on scripts, children and signals at once;
 //! 3. [`phase::export`]: announce the service by running the export scripts;
 //! 4. [`phase::environment`]: turn each environment directory's entries into variables, and
-//!    check the [`require`]ments (again every `--retry-interval` while `--wait` allows);
+//!    check the [`require`]ments (again every `--retry-interval` while `--wait` allows); then
+//!    render every [`template`] with the final environment, and write those that changed;
 //! 5. [`exec`] the command with the final environment, or [`print`] the variables; under
 //!    `--init`, [`init::supervise`] it instead and then run the export directory's `teardown`.
 //! 6. Under `--init --watch`, the supervisor's loop re-runs step 4 on a timer or SIGHUP while
-//!    the command runs ([`watch`]), and restarts or signals the command when the result changes.
+//!    the command runs ([`watch`]), and restarts or signals the command when the result changes
+//!    (a variable, or a template's output).
 //!
 //! Scripts run in a [`runner::Pool`] that owns no loop: before the command starts the phases'
 //! loop drives it ([`init::PhaseHost`]), during a re-run the supervisor's own.
@@ -25,6 +27,7 @@ pub mod entries;
 pub mod error;
 pub mod exec;
 pub mod explain;
+pub mod hosts;
 pub mod init;
 pub mod logging;
 pub mod phase;
@@ -34,6 +37,7 @@ pub mod registry;
 pub mod require;
 pub mod runner;
 pub mod shebang;
+pub mod template;
 pub mod variables;
 pub mod watch;
 
@@ -46,6 +50,8 @@ use cli::Cli;
 use init::signals::Signals;
 use init::PhaseHost;
 use plan::{Mode, Plan};
+use registry::publish::Registration;
+use registry::reads::ReadLog;
 use variables::{Environment, Variables};
 use watch::Watching;
 
@@ -53,46 +59,112 @@ use watch::Watching;
 /// `--init` the command's), and never returns after a successful exec.
 pub fn run(cli: Cli) -> Result<i32, Error> {
     let plan = Plan::from_cli(cli, |name| std::env::var_os(name))?;
-    let harness_env: Environment = std::env::vars_os().collect();
+    let harness_env = with_registry_variables(std::env::vars_os().collect(), &plan);
     if let Mode::Explain { command } = &plan.mode {
         explain::explain(&plan, command, &harness_env, &mut std::io::stdout().lock())?;
         return Ok(0);
     }
-    let signals = Signals::install(plan.supervision.is_some(), plan.watch.is_some())
+    let supervised = plan.supervision.is_some();
+    let signals = Signals::install(supervised, plan.watch.is_some())
         .map_err(|err| Error::io("signalfd", "watching signals", err))?;
     let mut host = PhaseHost::new(&signals, plan.limits);
-    phase::export::announce(
-        &plan.export,
-        &mut host,
-        &harness_env,
-        plan.supervision.is_some(),
-    )?;
-    let vars = discover_until_required(&plan, &mut host, &harness_env)?;
+    let instance = plan
+        .registry
+        .as_ref()
+        .map(|registry| registry.instance.as_str());
+    let announced =
+        phase::export::announce(&plan.export, &mut host, &harness_env, supervised, instance)?;
+    // Under --watch with a registry, what the scripts read through `envharness kv` is watched.
+    let mut reads = match (&plan.registry, plan.watch) {
+        (Some(_), Some(_)) => Some(ReadLog::create()?),
+        _ => None,
+    };
+    let mut script_env = harness_env.clone();
+    script_env.extend(reads.as_ref().map(ReadLog::variable));
+    let vars = discover_until_required(&plan, &mut host, &script_env)?;
     host.check_stop()?;
+    let mut env = vars.over(&harness_env);
+    template::render_all(&plan.templates, &env)?.write()?;
     match &plan.mode {
-        Mode::Print { format } => print_variables(&vars, *format),
+        Mode::Print { format } => {
+            publish_unleased(&plan, &announced)?;
+            print_variables(&vars, *format)
+        }
         Mode::Exec { command } => {
-            let mut env = vars.over(&harness_env);
             let Some(settings) = plan.supervision else {
-                return Err(exec::exec(command, &env, &signals));
+                return Err(exec::exec(command, &env, &signals, || {
+                    publish_unleased(&plan, &announced)
+                }));
             };
-            let watching = plan
-                .watch
-                .map(|watch| Watching::new(&plan, &harness_env, watch, &vars));
+            let first_reads = reads.as_mut().map(ReadLog::take).unwrap_or_default();
+            let registration = register(&plan, announced, !first_reads.is_empty())?;
+            let watching = plan.watch.map(|watch| {
+                Watching::new(&plan, &harness_env, script_env.clone(), watch, &vars, reads)
+            });
             let status = init::supervise(
+                &plan,
                 command,
                 &mut env,
                 &signals,
                 settings,
-                plan.limits,
-                watching,
-                host.rerun_requested(),
+                init::Extras {
+                    watching,
+                    registration,
+                    first_reads,
+                    rerun_requested: host.rerun_requested(),
+                },
             );
             phase::export::teardown(&plan.export, &mut host, &env);
             status
         }
         Mode::Explain { .. } => unreachable!("--plan returned above"),
     }
+}
+
+/// With a registry, every script and the command get `ENVHARNESS_KV` and
+/// `ENVHARNESS_INSTANCE`, so that `envharness kv` there reaches the same store (SPEC.md 11.1).
+fn with_registry_variables(mut env: Environment, plan: &Plan) -> Environment {
+    let Some(registry) = &plan.registry else {
+        return env;
+    };
+    for (name, value) in [
+        ("ENVHARNESS_KV", &registry.url),
+        ("ENVHARNESS_INSTANCE", &registry.instance),
+    ] {
+        env.retain(|(existing, _)| existing != name);
+        env.push((name.into(), value.into()));
+    }
+    env
+}
+
+/// Exec mode and `--print`: what the export phase announced, put without a lease.
+fn publish_unleased(plan: &Plan, announced: &phase::export::Announced) -> Result<(), Error> {
+    let Some(registry) = plan.registry.as_ref().filter(|_| !announced.is_empty()) else {
+        return Ok(());
+    };
+    let mut store = registry::open(&registry.url, credentials()?)?;
+    registry::publish::publish_unleased(store.as_mut(), announced)
+}
+
+/// Under `--init`: the registration that publishes what the export phase announced and
+/// watches what the scripts read; none when there is neither (the store is not contacted).
+fn register(
+    plan: &Plan,
+    announced: phase::export::Announced,
+    scripts_read: bool,
+) -> Result<Option<Registration>, Error> {
+    let Some(registry) = &plan.registry else {
+        return Ok(None);
+    };
+    if announced.is_empty() && !scripts_read {
+        return Ok(None);
+    }
+    let store = registry::open(&registry.url, credentials()?)?;
+    Registration::start(store, announced, registry.ttl).map(Some)
+}
+
+fn credentials() -> Result<Option<registry::Credentials>, Error> {
+    registry::Credentials::from_env(|name| std::env::var_os(name))
 }
 
 /// The environment phase, then the requirements; with `--wait`, the phase runs again every

@@ -3,7 +3,7 @@ use std::process::exit;
 use envharness::cli::{self, Parsed};
 
 #[global_allocator]
-static ALLOCATOR: envharness::arena::Arena<{ 256 * 1024 }> = envharness::arena::Arena::new();
+static ALLOCATOR: envharness::arena::StartupAllocator = envharness::arena::StartupAllocator;
 
 // Runs before the Rust runtime sets SIGPIPE to SIG_IGN, so the command can get back the
 // disposition the harness was started with (see signals.rs).
@@ -15,6 +15,13 @@ static RECORD_STARTUP_DISPOSITIONS: extern "C" fn() =
 fn main() {
     let cli = match cli::parse(std::env::args_os()) {
         Ok(Parsed::Run(cli)) => cli,
+        Ok(Parsed::Kv(kv)) => {
+            envharness::logging::init(0, false);
+            match envharness::registry::cli::run(*kv, |name| std::env::var_os(name)) {
+                Ok(status) => exit(status),
+                Err(err) => fail(err),
+            }
+        }
         Ok(Parsed::Show(text)) => {
             print!("{text}");
             exit(0);

@@ -1,19 +1,22 @@
 //! From a parsed [`Cli`] to a [`Plan`]: every decision the options imply, made once and with
-//! no side effects. Flags beat their `ENVHARNESS_*` variables; a directory the user named must
+//! no side effects (the one read: `--environment-root`'s listing, see [`environment_root`]). Flags beat their `ENVHARNESS_*` variables; a directory the user named must
 //! exist later, a default one may be missing; boolean variables accept `1/true/yes` and
 //! `0/false/no/empty` and nothing else.
 
 use std::ffi::{OsStr, OsString};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
 use crate::cli::{parse_seconds, Cli, Format};
 use crate::error::Error;
+use crate::hosts::{self, EnvironmentRoot};
 use crate::init::Supervision;
+use crate::registry::Key;
 use crate::require::Requirement;
 use crate::runner::Limits;
+use crate::template::Template;
 use crate::watch::{OnChange, WatchSettings};
 
 pub const DEFAULT_ENVIRONMENT: &str = "/environment";
@@ -24,6 +27,16 @@ pub const DEFAULT_EXPORT: &str = "/export";
 pub struct Directory {
     pub path: PathBuf,
     pub named: bool,
+}
+
+/// The registry (SPEC.md 11): where it is, and how this instance appears in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryPlan {
+    pub url: String,
+    /// This instance's segment of the published keys (`NAME/INSTANCE`).
+    pub instance: String,
+    /// The lease of published keys under `--init`.
+    pub ttl: Duration,
 }
 
 /// What happens after the phases.
@@ -51,6 +64,12 @@ pub struct Plan {
     pub requirements: Vec<Requirement>,
     /// `--wait`: how long unmet requirements are waited for before the command starts.
     pub wait: Option<Duration>,
+    /// `-t SRC:DEST`, in the order given.
+    pub templates: Vec<Template>,
+    /// `--environment-root` and its choice, the first of `environments`.
+    pub environment_root: Option<EnvironmentRoot>,
+    /// `--kv` and what goes with it.
+    pub registry: Option<RegistryPlan>,
     pub mode: Mode,
 }
 
@@ -69,14 +88,23 @@ impl Plan {
             ));
         }
         let requirements = requirements(&cli.require, &var)?;
+        let registry = registry(&cli)?;
+        let health_interval = cli.health_interval.unwrap_or(Duration::from_secs(10));
+        if health_interval.is_zero() {
+            return Err(Error::Usage(
+                "--health-interval 0: the health check needs a pause between runs".into(),
+            ));
+        }
         let wait = cli.wait.filter(|wait| !wait.is_zero());
         if wait.is_some() && requirements.is_empty() {
             log::warn!("--wait has no effect without --require: nothing to wait for");
         }
+        let templates = templates(&cli.template, &var)?;
+        let environment_root = environment_root(cli.environment_root, cli.hostname.as_deref())?;
         Ok(Plan {
             // An empty variable counts as unset, as for ENVHARNESS_ENVIRONMENT.
             export: export_directory(cli.export.filter(|dir| !dir.is_empty())),
-            environments: environment_directories(cli.environment, &var),
+            environments: environment_directories(cli.environment, &var, environment_root.as_ref()),
             limits: Limits {
                 timeout: cli.timeout.filter(|limit| !limit.is_zero()),
                 retries: cli.retries.unwrap_or(0),
@@ -87,6 +115,7 @@ impl Plan {
             supervision: init.then(|| Supervision {
                 group,
                 stop_timeout: cli.stop_timeout.unwrap_or(Duration::from_secs(10)),
+                health_interval,
             }),
             watch: watch.map(|every| WatchSettings {
                 every: Some(every).filter(|every| !every.is_zero()),
@@ -94,9 +123,44 @@ impl Plan {
             }),
             requirements,
             wait,
+            templates,
+            environment_root,
+            registry,
             mode,
         })
     }
+}
+
+/// `--kv URL` and its companions; None without a URL (an empty one counts as none).
+fn registry(cli: &Cli) -> Result<Option<RegistryPlan>, Error> {
+    let Some(url) = cli.kv.clone().filter(|url| !url.is_empty()) else {
+        return Ok(None);
+    };
+    let instance = match cli.instance.clone().filter(|id| !id.is_empty()) {
+        Some(instance) => instance,
+        None => hostname(cli.hostname.as_deref())?,
+    };
+    if instance.contains('/') || Key::parse(&instance).is_err() {
+        return Err(Error::Usage(format!(
+            "--instance {instance:?}: not a key segment (A-Z, a-z, 0-9, '_', '.', '-')"
+        )));
+    }
+    Ok(Some(RegistryPlan {
+        url,
+        instance,
+        ttl: cli.ttl.unwrap_or(Duration::from_secs(10)),
+    }))
+}
+
+/// The hostname: `--hostname` (or `ENVHARNESS_HOSTNAME`; empty counts as unset), else the
+/// kernel's (`uname -n`). It is what `--environment-root` matches and the default `--instance`.
+pub fn hostname(given: Option<&str>) -> Result<String, Error> {
+    if let Some(name) = given.filter(|name| !name.is_empty()) {
+        return Ok(name.to_owned());
+    }
+    let name = nix::unistd::gethostname()
+        .map_err(|err| Error::io("gethostname", "reading the host name", err.into()))?;
+    Ok(name.to_string_lossy().into_owned())
 }
 
 /// `--watch SECS`, else `ENVHARNESS_WATCH` (empty: off).
@@ -168,6 +232,40 @@ fn requirements(
     texts.into_iter().map(Requirement::parse).collect()
 }
 
+/// `-t` flags, else `ENVHARNESS_TEMPLATE` split at whitespace.
+fn templates(
+    flags: &[OsString],
+    var: impl Fn(&str) -> Option<OsString>,
+) -> Result<Vec<Template>, Error> {
+    if !flags.is_empty() {
+        return flags.iter().map(|flag| Template::parse(flag)).collect();
+    }
+    let Some(list) = var("ENVHARNESS_TEMPLATE") else {
+        return Ok(Vec::new());
+    };
+    list.as_encoded_bytes()
+        .split(|byte| byte.is_ascii_whitespace())
+        .filter(|piece| !piece.is_empty())
+        .map(|piece| {
+            // SAFETY: split at ASCII bytes of a valid OsStr, which on Unix is any byte sequence.
+            Template::parse(unsafe { OsStr::from_encoded_bytes_unchecked(piece) })
+        })
+        .collect()
+}
+
+/// `--environment-root DIR` (an empty variable counts as unset): the one decision that reads
+/// the filesystem, DIR's listing, since the chosen directory is part of the plan (`--plan`
+/// shows it) and stays the same for `--watch` re-runs.
+fn environment_root(
+    dir: Option<OsString>,
+    hostname_flag: Option<&str>,
+) -> Result<Option<EnvironmentRoot>, Error> {
+    let Some(dir) = dir.filter(|dir| !dir.is_empty()) else {
+        return Ok(None);
+    };
+    hosts::choose(Path::new(&dir), &hostname(hostname_flag)?).map(Some)
+}
+
 fn choose_mode(cli: &Cli) -> Result<Mode, Error> {
     let command = cli.command.clone();
     if cli.plan {
@@ -203,9 +301,12 @@ fn export_directory(flag_or_variable: Option<OsString>) -> Directory {
     }
 }
 
+/// The environment directories: the `--environment-root` choice (in place of the default),
+/// then the named ones.
 fn environment_directories(
     flags: Vec<OsString>,
     var: impl Fn(&str) -> Option<OsString>,
+    root: Option<&EnvironmentRoot>,
 ) -> Vec<Directory> {
     let named: Vec<PathBuf> = if flags.is_empty() {
         var("ENVHARNESS_ENVIRONMENT")
@@ -214,15 +315,23 @@ fn environment_directories(
     } else {
         flags.into_iter().map(PathBuf::from).collect()
     };
-    if named.is_empty() {
+    let chosen = root.map(|root| Directory {
+        path: root.path(),
+        named: true,
+    });
+    if named.is_empty() && chosen.is_none() {
         return vec![Directory {
             path: DEFAULT_ENVIRONMENT.into(),
             named: false,
         }];
     }
-    named
+    chosen
         .into_iter()
-        .map(|path| Directory { path, named: true })
+        .chain(
+            named
+                .into_iter()
+                .map(|path| Directory { path, named: true }),
+        )
         .collect()
 }
 

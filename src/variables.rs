@@ -68,9 +68,28 @@ impl Variables {
     }
 }
 
+/// One trailing `\n` or `\r\n` goes; everything else stays.
+pub fn strip_one_newline(mut value: Vec<u8>) -> Vec<u8> {
+    if value.ends_with(b"\n") {
+        value.pop();
+        if value.ends_with(b"\r") {
+            value.pop();
+        }
+    }
+    value
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exactly_one_trailing_newline_goes() {
+        assert_eq!(strip_one_newline(b"x\n\n".to_vec()), b"x\n");
+        assert_eq!(strip_one_newline(b"x\r\n".to_vec()), b"x");
+        assert_eq!(strip_one_newline(b"x\r".to_vec()), b"x\r");
+        assert_eq!(strip_one_newline(b"x".to_vec()), b"x");
+    }
 
     #[test]
     fn later_definitions_override_but_keep_their_place() {

@@ -1,10 +1,13 @@
 //! `--watch` (SPEC.md 7): re-running discovery under `--init` and deciding what changed.
 //!
 //! A re-run is the environment phase again, from the environment the harness was started
-//! with (not the previous result), then the requirements. Its variables are compared, as a
-//! map of names to values, with the last result that was applied: a value changed, a name
-//! added or gone is a change; the order they were set in is not. A re-run that fails (a
-//! script, a value, a requirement) changes nothing and warns; the next trigger tries again.
+//! with (not the previous result), then the requirements, then the templates (rendered, not
+//! yet written). Its variables are compared, as a map of names to values, with the last
+//! result that was applied: a value changed, a name added or gone is a change; the order they
+//! were set in is not. A template whose output differs from its DEST's content is a change
+//! too; the supervisor writes the outputs when it applies the change (before the signal, or
+//! between the old command's exit and the new one's start). A re-run that fails (a script, a
+//! value, a requirement, a template) changes nothing and warns; the next trigger tries again.
 //! The supervisor decides when a re-run starts (the timer, SIGHUP) and drives its scripts;
 //! this module decides what a re-run does and what a change is.
 
@@ -17,8 +20,11 @@ use crate::error::Error;
 use crate::logging::NOTICE;
 use crate::phase::environment::discover;
 use crate::plan::Plan;
+use crate::registry::reads::ReadLog;
+use crate::registry::Lookup;
 use crate::require;
 use crate::runner::Host;
+use crate::template::{self, Rendered, Staged};
 use crate::variables::{Environment, Variables};
 
 /// What a change does to the command.
@@ -42,6 +48,9 @@ pub struct WatchSettings {
 pub struct Watching<'a> {
     plan: &'a Plan,
     harness_env: &'a Environment,
+    /// What the scripts get: the harness's environment, plus where to record registry reads.
+    script_env: Environment,
+    reads: Option<ReadLog>,
     settings: WatchSettings,
     /// The variables of the last result that was applied.
     applied: BTreeMap<String, Vec<u8>>,
@@ -50,16 +59,29 @@ pub struct Watching<'a> {
 
 /// A re-run's result that differs from the applied one.
 pub struct Change {
-    /// What changed: variables by name, in byte order.
+    /// What changed: variables by name, in byte order, then templates by DEST.
     pub names: Vec<String>,
     /// The command's new environment.
     pub env: Environment,
+    /// The templates' changed outputs, written next to their DESTs already (so a DEST that
+    /// cannot be written fails the re-run, not the restart), renamed over them when the
+    /// change is applied.
+    pub staged: Staged,
 }
 
 impl Change {
     /// The one line SPEC.md 7 asks for at the default log level: names, never values.
     pub fn announce(&self, action: &str) {
         log::warn!(target: NOTICE, "{} changed; {action}", self.names.join(", "));
+    }
+
+    /// Puts the templates' changed outputs in place. A failure (the directory changed since
+    /// the re-run) is a warning: the change is applied all the same, and the next re-run
+    /// finds the DEST still different.
+    pub fn write_templates(&mut self) {
+        if let Err(err) = self.staged.commit() {
+            log::warn!("templates not written: {err}");
+        }
     }
 }
 
@@ -69,12 +91,16 @@ impl<'a> Watching<'a> {
     pub fn new(
         plan: &'a Plan,
         harness_env: &'a Environment,
+        script_env: Environment,
         settings: WatchSettings,
         applied: &Variables,
+        reads: Option<ReadLog>,
     ) -> Watching<'a> {
         Watching {
             plan,
             harness_env,
+            script_env,
+            reads,
             settings,
             applied: as_map(applied),
             next_at: settings.every.map(|every| Instant::now() + every),
@@ -100,8 +126,8 @@ impl<'a> Watching<'a> {
         log::debug!("re-running discovery");
         let result = self.rediscover(host);
         self.next_at = self.settings.every.map(|every| Instant::now() + every);
-        let vars = match result {
-            Ok(vars) => vars,
+        let (vars, env, rendered) = match result {
+            Ok(result) => result,
             // The command exited or a stop signal came: the supervisor is shutting down.
             Err(Error::Cancelled | Error::Interrupted { .. }) => return None,
             Err(err) => {
@@ -110,22 +136,39 @@ impl<'a> Watching<'a> {
             }
         };
         let now = as_map(&vars);
-        let names = changed_names(&self.applied, &now);
+        let mut names = changed_names(&self.applied, &now);
+        names.extend(
+            rendered
+                .changed()
+                .iter()
+                .map(|dest| dest.display().to_string()),
+        );
         if names.is_empty() {
             log::debug!("re-run: no change");
             return None;
         }
+        let staged = match rendered.stage() {
+            Ok(staged) => staged,
+            Err(err) => {
+                log::warn!("re-run failed, nothing changed: {err}");
+                return None;
+            }
+        };
         self.applied = now;
-        Some(Change {
-            names,
-            env: vars.over(self.harness_env),
-        })
+        Some(Change { names, env, staged })
     }
 
-    fn rediscover(&self, host: &mut dyn Host) -> Result<Variables, Error> {
-        let vars = discover(self.plan, host, self.harness_env)?;
+    /// What the last re-run's scripts read through `envharness kv` (SPEC.md 11.5).
+    pub fn take_reads(&mut self) -> Vec<(Lookup, String)> {
+        self.reads.as_mut().map(ReadLog::take).unwrap_or_default()
+    }
+
+    fn rediscover(&self, host: &mut dyn Host) -> Result<(Variables, Environment, Rendered), Error> {
+        let vars = discover(self.plan, host, &self.script_env)?;
         require::check(&self.plan.requirements, &vars, self.harness_env)?;
-        Ok(vars)
+        let env = vars.over(self.harness_env);
+        let rendered = template::render_all(&self.plan.templates, &env)?;
+        Ok((vars, env, rendered))
     }
 }
 

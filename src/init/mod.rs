@@ -3,6 +3,7 @@
 //! `--init`'s supervisor ([`supervise`]), whose one poll loop also drives `--watch`'s re-runs.
 
 mod children;
+mod health;
 mod phases;
 pub mod procfs;
 pub mod signals;
@@ -16,7 +17,7 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags};
 
 pub use phases::PhaseHost;
-pub use supervisor::{supervise, Supervision};
+pub use supervisor::{supervise, Extras, Supervision};
 
 use crate::error::Error;
 use signals::poll_timeout_until;

@@ -32,9 +32,13 @@ pub fn spawn(
     let mut stack = vec![0u8; CHILD_STACK];
     let become_the_command: CloneCb =
         Box::new(|| become_the_command(&prepared.args, startup, &exec_errno));
-    // SAFETY: CLONE_VFORK suspends the harness until the child has exec'd or exited, so the
-    // memory they share has one user at a time, and everything the closure borrows outlives
-    // the child's use of it. The child runs on `stack` and makes a few plain system calls.
+    // SAFETY: CLONE_VFORK suspends this thread until the child has exec'd or exited, and
+    // everything the closure borrows outlives the child's use of it. The child runs on `stack`
+    // and makes a few plain system calls; it only reads `prepared` and `startup` and writes
+    // `exec_errno`, an atomic. Other threads of the harness (the registry's worker, an etcd
+    // watch reader) go on running meanwhile in the memory the child shares, but none of them
+    // touches those three, and the child takes no lock and allocates nothing, so it cannot
+    // wait on a lock a running thread holds or see the allocator's state change under it.
     let spawned = unsafe {
         clone(
             become_the_command,

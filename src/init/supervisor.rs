@@ -17,6 +17,12 @@
 //!   one `poll`, and a re-run's scripts are a [`Pool`] it drives between its other events, so
 //!   the command stays supervised while they run. SIGHUP then asks for a re-run and is not
 //!   forwarded; a change restarts or signals the command.
+//! - With a registry (SPEC.md 11), the same loop publishes what the export phase announced
+//!   once the command runs (and `health` passed), renews the lease, withdraws the keys before a
+//!   SIGTERM or SIGINT is forwarded and when the command exits, runs `health`
+//!   ([`Health`]) on its interval, and re-runs discovery when what the scripts read changed.
+//!   The store is reached through a thread ([`Registration`]): its answers are one more
+//!   descriptor of the poll.
 //! - It sleeps in `poll`, with a timeout only while a deadline is pending: an idle supervisor
 //!   uses no CPU.
 //!
@@ -33,12 +39,17 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::children::children;
+use super::health::{Health, Verdict};
 use super::signals::{Signals, FORWARDED_ONLY, STOP_SIGNALS};
 use super::start::{spawn, stdin_is_a_terminal};
 use super::wait_readable;
 use crate::error::Error;
 use crate::exec::display;
-use crate::runner::{Host, Limits, Pool};
+use crate::phase::export::find_health;
+use crate::plan::Plan;
+use crate::registry::publish::{Registration, WITHDRAW_WAIT};
+use crate::registry::Lookup;
+use crate::runner::{Host, Limits, Pipe, Pool};
 use crate::variables::Environment;
 use crate::watch::{Change, OnChange, Watching};
 
@@ -47,19 +58,32 @@ use crate::watch::{Change, OnChange, Watching};
 pub struct Supervision {
     pub group: bool,
     pub stop_timeout: Duration,
+    /// How often the export directory's `health` runs (SPEC.md 11.4).
+    pub health_interval: Duration,
+}
+
+/// What the supervisor does besides supervising, when asked for.
+pub struct Extras<'a> {
+    /// `--watch`.
+    pub watching: Option<Watching<'a>>,
+    /// The registry: what to publish, and the watch for re-runs.
+    pub registration: Option<Registration>,
+    /// What the first discovery's scripts read through `envharness kv`.
+    pub first_reads: Vec<(Lookup, String)>,
+    /// A SIGHUP came during the phases (under `--watch`).
+    pub rerun_requested: bool,
 }
 
 /// Starts the command, supervises it (re-running discovery under `--watch`) until it and
 /// every orphan are gone, and returns the command's exit status (128+N if signal N killed
 /// it). `env` ends as the environment of the command that ran last, for teardown.
 pub fn supervise(
+    plan: &Plan,
     command: &[OsString],
     env: &mut Environment,
     signals: &Signals,
     settings: Supervision,
-    limits: Limits,
-    mut watching: Option<Watching>,
-    rerun_requested: bool,
+    extras: Extras,
 ) -> Result<i32, Error> {
     become_subreaper();
     signals
@@ -67,19 +91,40 @@ pub fn supervise(
         .map_err(|err| Error::io("signalfd", "watching signals", err))?;
     let child = spawn(command, env, signals)?;
     log::debug!("started {} as pid {child}", display(&command[0]));
+    // From here on the harness runs for as long as the command: memory it frees must be
+    // reused, which the start-up arena does not do.
+    crate::arena::end_startup();
+    let Extras {
+        mut watching,
+        mut registration,
+        first_reads,
+        rerun_requested,
+    } = extras;
+    let health =
+        find_health(&plan.export).map(|entry| Health::new(entry.path, settings.health_interval));
+    if let Some(registration) = registration.as_mut() {
+        registration.set_reads(first_reads);
+        if health.is_none() {
+            registration.publish();
+        }
+    }
     let mut supervisor = Supervisor {
         signals,
         settings,
-        limits,
+        limits: plan.limits,
         command,
         env,
         child,
         status: None,
         kill_at: None,
         stopping: false,
-        rerun_requested: false,
+        rerun_requested,
+        registration,
+        health,
+        unhealthy: false,
     };
-    let status = supervisor.until_command_exits(watching.as_mut(), rerun_requested);
+    let status = supervisor.until_command_exits(watching.as_mut());
+    supervisor.withdraw();
     supervisor.stop_orphans()?;
     status
 }
@@ -109,26 +154,27 @@ struct Supervisor<'s> {
     kill_at: Option<Instant>,
     /// SIGTERM or SIGINT came: no re-run or restart starts any more.
     stopping: bool,
-    /// A SIGHUP under `--watch` that no re-run has answered yet.
+    /// A SIGHUP under `--watch` (or a registry change) that no re-run has answered yet.
     rerun_requested: bool,
+    registration: Option<Registration>,
+    health: Option<Health>,
+    /// `health`'s last run failed: its failing stretch was warned about.
+    unhealthy: bool,
 }
 
 impl Supervisor<'_> {
-    /// `rerun_requested`: a SIGHUP came during the phases (under `--watch`).
-    fn until_command_exits(
-        &mut self,
-        mut watching: Option<&mut Watching>,
-        mut rerun_requested: bool,
-    ) -> Result<i32, Error> {
+    fn until_command_exits(&mut self, mut watching: Option<&mut Watching>) -> Result<i32, Error> {
         loop {
             if let Some(status) = self.status {
                 return Ok(status);
             }
-            rerun_requested |= std::mem::take(&mut self.rerun_requested);
+            if let Some(registration) = self.registration.as_mut() {
+                self.rerun_requested |= registration.take_change();
+            }
             let watch_deadline = match watching.as_deref_mut() {
                 Some(watching) if !self.stopping => {
-                    if rerun_requested || watching.is_due(Instant::now()) {
-                        rerun_requested = false;
+                    if self.rerun_requested || watching.is_due(Instant::now()) {
+                        self.rerun_requested = false;
                         self.rerun(watching)?;
                         continue;
                     }
@@ -140,41 +186,68 @@ impl Supervisor<'_> {
         }
     }
 
-    /// One wake-up of the loop: sleeps in `poll` on the signalfd (and the pipes of `pool`, a
-    /// re-run's scripts) until something happens or a deadline passes, then handles it.
+    /// One wake-up of the loop: sleeps in `poll` on the signalfd, the pipes of the scripts
+    /// that run (a re-run's `pool`, a health check) and the registry's descriptors, until
+    /// something happens or a deadline passes, then handles it.
     fn turn(
         &mut self,
         mut pool: Option<&mut Pool>,
         deadline: Option<Instant>,
     ) -> Result<(), Error> {
+        self.check_health();
         let deadline = [
             deadline,
             self.kill_at,
             pool.as_ref().and_then(|p| p.deadline()),
+            self.health.as_ref().and_then(Health::deadline),
+            self.registration.as_ref().and_then(Registration::deadline),
         ]
         .into_iter()
         .flatten()
         .min();
-        let (pipes, signals_ready) = {
-            let pipes = pool.as_ref().map(|pool| pool.pipes()).unwrap_or_default();
+        let (rerun_pipes, health_pipes, signals_ready) = {
+            let rerun = pool.as_ref().map(|pool| pool.pipes()).unwrap_or_default();
+            let health = self
+                .health
+                .as_ref()
+                .and_then(Health::running_ref)
+                .map(Pool::pipes)
+                .unwrap_or_default();
             let mut fds = vec![self.signals.as_fd()];
-            fds.extend(pipes.iter().map(|(fd, _)| *fd));
+            fds.extend(rerun.iter().map(|(fd, _)| *fd));
+            fds.extend(health.iter().map(|(fd, _)| *fd));
+            if let Some(registration) = &self.registration {
+                fds.extend(registration.fds());
+            }
             let ready = wait_readable(&fds, deadline)?;
-            let signals_ready = ready.contains(&0);
-            let ready_pipes: Vec<_> = ready
-                .into_iter()
-                .filter(|at| *at > 0)
-                .map(|at| pipes[at - 1].1)
-                .collect();
-            (ready_pipes, signals_ready)
+            let pick = |pipes: &[(std::os::fd::BorrowedFd, Pipe)], offset: usize| -> Vec<Pipe> {
+                ready
+                    .iter()
+                    .filter(|at| (offset..offset + pipes.len()).contains(*at))
+                    .map(|at| pipes[at - offset].1)
+                    .collect()
+            };
+            (
+                pick(&rerun, 1),
+                pick(&health, 1 + rerun.len()),
+                ready.contains(&0),
+            )
         };
         if let Some(pool) = pool.as_deref_mut() {
-            for pipe in pipes {
+            for pipe in rerun_pipes {
                 pool.read(pipe);
+            }
+        }
+        if let Some(running) = self.health.as_mut().and_then(Health::running) {
+            for pipe in health_pipes {
+                running.read(pipe);
             }
         }
         if signals_ready {
             self.handle_signals(pool.as_deref_mut())?;
+        }
+        if let Some(registration) = self.registration.as_mut() {
+            registration.handle();
         }
         if self.status.is_some() {
             // The command is gone: a re-run's result could not be applied any more.
@@ -190,6 +263,51 @@ impl Supervisor<'_> {
             self.kill_at = None;
         }
         Ok(())
+    }
+
+    /// Moves `health` on: starts a due run, and acts on a finished one's verdict (SPEC.md
+    /// 11.4): the first pass publishes, a failure withdraws with one warning per failing
+    /// stretch, a pass after failures publishes again.
+    fn check_health(&mut self) {
+        if self.status.is_some() || self.stopping {
+            return;
+        }
+        let Some(health) = self.health.as_mut() else {
+            return;
+        };
+        let Some(verdict) = health.tick(self.env, self.limits) else {
+            return;
+        };
+        match verdict {
+            Verdict::Passed => {
+                if std::mem::take(&mut self.unhealthy) {
+                    log::warn!("health passes again; publishing the keys again");
+                }
+                if let Some(registration) = self.registration.as_mut() {
+                    registration.publish();
+                }
+            }
+            Verdict::Failed(err) => {
+                if !std::mem::replace(&mut self.unhealthy, true) {
+                    let what = if self.registration.is_some() {
+                        "withdrawing the published keys until it passes"
+                    } else {
+                        "the command keeps running"
+                    };
+                    log::warn!("{err}; {what}");
+                }
+                if let Some(registration) = self.registration.as_mut() {
+                    registration.withdraw(None);
+                }
+            }
+        }
+    }
+
+    /// The service goes away: its keys first, at most [`WITHDRAW_WAIT`].
+    fn withdraw(&mut self) {
+        if let Some(registration) = self.registration.as_mut() {
+            registration.withdraw(Some(WITHDRAW_WAIT));
+        }
     }
 
     fn handle_signals(&mut self, mut pool: Option<&mut Pool>) -> Result<(), Error> {
@@ -218,10 +336,13 @@ impl Supervisor<'_> {
     /// Re-runs discovery while the loop goes on, then applies a change (SPEC.md 7).
     fn rerun(&mut self, watching: &mut Watching) -> Result<(), Error> {
         let change = watching.rerun(&mut Rerunning { supervisor: self });
+        if let Some(registration) = self.registration.as_mut() {
+            registration.set_reads(watching.take_reads());
+        }
         if self.status.is_some() || self.stopping {
             return Ok(());
         }
-        let Some(change) = change else {
+        let Some(mut change) = change else {
             return Ok(());
         };
         match watching.on_change() {
@@ -231,6 +352,7 @@ impl Supervisor<'_> {
             }
             OnChange::Signal(signal) => {
                 change.announce(&format!("sending {}", signal.as_str()));
+                change.write_templates();
                 self.signal_command(signal);
                 Ok(())
             }
@@ -240,7 +362,7 @@ impl Supervisor<'_> {
     /// Stops the command as SIGTERM would and starts it again with the new environment.
     /// A SIGTERM or SIGINT that comes meanwhile cancels the restart: the old command's
     /// status is the harness's.
-    fn restart(&mut self, change: Change) -> Result<(), Error> {
+    fn restart(&mut self, mut change: Change) -> Result<(), Error> {
         self.signal_command(Signal::SIGTERM);
         self.kill_at
             .get_or_insert(Instant::now() + self.settings.stop_timeout);
@@ -251,6 +373,7 @@ impl Supervisor<'_> {
             return Ok(());
         }
         self.kill_at = None;
+        change.write_templates();
         *self.env = change.env;
         self.child = spawn(self.command, self.env, self.signals)?;
         self.status = None;
@@ -287,8 +410,13 @@ impl Supervisor<'_> {
             return;
         }
         log::debug!("forwarding {}", signal.as_str());
+        let stop = matches!(signal, Signal::SIGTERM | Signal::SIGINT);
+        if stop {
+            // Consumers stop using the service before it stops serving (SPEC.md 11.3).
+            self.withdraw();
+        }
         self.signal_command(signal);
-        if matches!(signal, Signal::SIGTERM | Signal::SIGINT) {
+        if stop {
             self.stopping = true;
             self.kill_at
                 .get_or_insert(Instant::now() + self.settings.stop_timeout);
@@ -315,8 +443,13 @@ impl Supervisor<'_> {
                 }
                 Ok(WaitStatus::Stopped(pid, _)) if pid == self.child => self.follow_stop(),
                 Ok(status @ (WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, ..))) => {
-                    if let Some(pool) = pool.as_deref_mut() {
-                        pool.exited(pid, status);
+                    let rerun = pool
+                        .as_deref_mut()
+                        .is_some_and(|pool| pool.exited(pid, status));
+                    if !rerun {
+                        if let Some(running) = self.health.as_mut().and_then(Health::running) {
+                            running.exited(pid, status);
+                        }
                     }
                 }
                 Ok(WaitStatus::StillAlive) => return true,

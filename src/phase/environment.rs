@@ -22,7 +22,7 @@ use crate::error::Error;
 use crate::phase::export::missing;
 use crate::plan::{Directory, Plan};
 use crate::runner::{self, Host, Job, Ran, Stdout};
-use crate::variables::{Environment, Variables};
+use crate::variables::{strip_one_newline, Environment, Variables};
 
 /// The kernel's limit for one `NAME=VALUE` string, its terminating NUL included
 /// (MAX_ARG_STRLEN, execve(2)).
@@ -283,17 +283,6 @@ fn read_bounded(entry: &Entry) -> Result<Vec<u8>, Error> {
     Ok(content)
 }
 
-/// One trailing `\n` or `\r\n` goes; everything else stays.
-pub fn strip_one_newline(mut value: Vec<u8>) -> Vec<u8> {
-    if value.ends_with(b"\n") {
-        value.pop();
-        if value.ends_with(b"\r") {
-            value.pop();
-        }
-    }
-    value
-}
-
 /// A value the kernel would refuse in an environment string is an error, with its size.
 pub fn check_value(name: &str, value: &[u8]) -> Result<(), String> {
     if let Some(at) = value.iter().position(|b| *b == 0) {
@@ -315,14 +304,6 @@ pub fn check_value(name: &str, value: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exactly_one_trailing_newline_goes() {
-        assert_eq!(strip_one_newline(b"x\n\n".to_vec()), b"x\n");
-        assert_eq!(strip_one_newline(b"x\r\n".to_vec()), b"x");
-        assert_eq!(strip_one_newline(b"x\r".to_vec()), b"x\r");
-        assert_eq!(strip_one_newline(b"x".to_vec()), b"x");
-    }
 
     #[test]
     fn the_limit_counts_name_equals_value_and_the_nul() {

@@ -1,53 +1,110 @@
 //! The export phase (SPEC.md 3.2): announce the service by running the export directory's
-//! scripts, `bootstrap` first, then the others in byte order. `teardown` is not run here: it
-//! belongs to `--init`'s shutdown. Each script gets the harness's environment, and its stdout
-//! and stderr go to the harness's stderr, because stdout belongs to the command and `--print`.
-//! The first failure (after retries) stops everything.
+//! scripts, `bootstrap` first, then the others in byte order. `teardown` and `health` are not
+//! run here: they belong to `--init` (its shutdown, and the health checks while the command
+//! runs). Each script gets the harness's environment; its stderr goes to the harness's stderr,
+//! and so does its stdout, because stdout belongs to the command and `--print`, unless a
+//! registry is configured: then a script other than `bootstrap` whose stdout is not empty
+//! publishes it at `NAME/INSTANCE` (SPEC.md 11.3), so its stdout is captured (the value rules
+//! of 3.3 apply, at most 131071 bytes). The values are published later, when the command
+//! starts. The first failure (after retries) stops everything.
 
 use crate::entries::{self, Entry, Kind};
 use crate::error::Error;
 use crate::plan::Directory;
+use crate::registry::{Key, VALUE_LIMIT};
 use crate::runner::{self, Host, Job, Stdout};
+use crate::variables::strip_one_newline;
 use crate::variables::Environment;
 
 pub const BOOTSTRAP: &str = "bootstrap";
 pub const TEARDOWN: &str = "teardown";
+pub const HEALTH: &str = "health";
 
-/// Runs the export scripts. `supervised` says whether a `teardown` will run later (`--init`).
+/// What the export phase announced: the keys to publish and their values.
+pub type Announced = Vec<(Key, Vec<u8>)>;
+
+/// Runs the export scripts. `supervised` says whether `teardown` and `health` will run later
+/// (`--init`); with `instance` (a registry is configured) the scripts' output is captured and
+/// returned as the keys to publish.
 pub fn announce(
     dir: &Directory,
     host: &mut dyn Host,
     env: &Environment,
     supervised: bool,
-) -> Result<(), Error> {
+    instance: Option<&str>,
+) -> Result<Announced, Error> {
     if !entries::directory_exists(&dir.path)? {
-        return missing(dir);
+        missing(dir)?;
+        return Ok(Vec::new());
     }
-    // teardown is not part of this phase: without --init it only draws a warning, and under
-    // --init it is looked at, and any fault in it logged, when it runs.
-    let (teardown, others): (Vec<Entry>, Vec<Entry>) = entries::export_entries(&dir.path)?
+    // teardown and health are not part of this phase: without --init they only draw a
+    // warning, and under --init they are looked at, and any fault in them logged, when they run.
+    let (later, others): (Vec<Entry>, Vec<Entry>) = entries::export_entries(&dir.path)?
         .into_iter()
-        .partition(|entry| entry.name == TEARDOWN);
-    if let (Some(entry), false) = (teardown.first(), supervised) {
-        log::warn!(
-            "{}: teardown runs only under --init; ignored",
-            entry.path.display()
-        );
+        .partition(|entry| entry.name == TEARDOWN || entry.name == HEALTH);
+    if !supervised {
+        for entry in &later {
+            log::warn!(
+                "{}: {} runs only under --init; ignored",
+                entry.path.display(),
+                entry.name.to_string_lossy()
+            );
+        }
     }
+    let mut announced = Vec::new();
     for entry in run_order(others)? {
-        run(&entry, host, env)?;
+        let publishes = instance.filter(|_| entry.name != BOOTSTRAP);
+        if let Some(value) = run(&entry, host, env, publishes.is_some())? {
+            let instance = publishes.expect("only publishing scripts capture their output");
+            announced.push((publish_key(&entry, instance)?, value));
+        }
     }
-    Ok(())
+    Ok(announced)
 }
 
-/// Runs one export script with its output on the harness's stderr.
-fn run(entry: &Entry, host: &mut dyn Host, env: &Environment) -> Result<(), Error> {
+/// Whether the export entry would publish (for `--plan`): a script other than `bootstrap`,
+/// `teardown` and `health`.
+pub fn publishes(entry: &Entry) -> bool {
+    entry.kind == Kind::Run
+        && ![BOOTSTRAP, TEARDOWN, HEALTH].contains(&&*entry.name.to_string_lossy())
+}
+
+/// `NAME/INSTANCE`; a NAME that cannot be a key segment is the script's error.
+pub fn publish_key(entry: &Entry, instance: &str) -> Result<Key, Error> {
+    let name = entry.name.to_string_lossy();
+    if name.contains('/') {
+        return Err(Error::entry(&entry.path, "not a key segment"));
+    }
+    Key::parse(&format!("{name}/{instance}")).map_err(|err| {
+        Error::entry(
+            &entry.path,
+            format!("its name cannot be a registry key segment ({err})"),
+        )
+    })
+}
+
+/// Runs one export script; with `capture`, returns its stdout minus one trailing newline
+/// when that is not empty, else its output goes to the harness's stderr.
+fn run(
+    entry: &Entry,
+    host: &mut dyn Host,
+    env: &Environment,
+    capture: bool,
+) -> Result<Option<Vec<u8>>, Error> {
+    let stdout = if capture {
+        // Room for the one trailing \n or \r\n that is dropped.
+        Stdout::Capture {
+            limit: VALUE_LIMIT + 2,
+        }
+    } else {
+        Stdout::ToStderr
+    };
     let ran = runner::run_one(
         host,
         Job {
             path: entry.path.clone(),
             env: env.clone(),
-            stdout: Stdout::ToStderr,
+            stdout,
         },
     )?;
     log::info!(
@@ -55,14 +112,33 @@ fn run(entry: &Entry, host: &mut dyn Host, env: &Environment) -> Result<(), Erro
         entry.path.display(),
         ran.elapsed.as_secs_f64() * 1000.0
     );
-    Ok(())
+    if !capture {
+        return Ok(None);
+    }
+    let value = strip_one_newline(ran.output);
+    if let Some(at) = value.iter().position(|b| *b == 0) {
+        return Err(Error::entry(
+            &entry.path,
+            format!("its output contains a NUL byte (at byte {at} of {}); a published value cannot hold one", value.len()),
+        ));
+    }
+    if value.len() > VALUE_LIMIT {
+        return Err(Error::entry(
+            &entry.path,
+            format!(
+                "its output is {} bytes, over the registry's limit of {VALUE_LIMIT} for a value",
+                value.len()
+            ),
+        ));
+    }
+    Ok((!value.is_empty()).then_some(value))
 }
 
 /// Runs `teardown` after a supervised command has exited (SPEC.md 6), with the final
 /// environment. It cannot change the exit status any more, so a failure is only logged.
 pub fn teardown(dir: &Directory, host: &mut dyn Host, env: &Environment) {
     let result = match find_teardown(dir) {
-        Ok(Some(entry)) if entry.kind == Kind::Run => run(&entry, host, env),
+        Ok(Some(entry)) if entry.kind == Kind::Run => run(&entry, host, env, false).map(drop),
         Ok(Some(entry)) => {
             log::warn!("{}: not executable, not run", entry.path.display());
             Ok(())
@@ -78,12 +154,33 @@ pub fn teardown(dir: &Directory, host: &mut dyn Host, env: &Environment) {
 /// The export directory's `teardown` as it is now (the command may have changed it), or None;
 /// an entry that cannot be run as a script is an error.
 fn find_teardown(dir: &Directory) -> Result<Option<Entry>, Error> {
+    find(dir, TEARDOWN)
+}
+
+/// The export directory's `health`, when it is an executable (SPEC.md 11.4); one that is
+/// there but cannot be run is logged and ignored.
+pub fn find_health(dir: &Directory) -> Option<Entry> {
+    match find(dir, HEALTH) {
+        Ok(Some(entry)) if entry.kind == Kind::Run => Some(entry),
+        Ok(Some(entry)) => {
+            log::warn!("{}: not executable, not run", entry.path.display());
+            None
+        }
+        Ok(None) => None,
+        Err(err) => {
+            log::warn!("health is not run: {err}");
+            None
+        }
+    }
+}
+
+fn find(dir: &Directory, name: &str) -> Result<Option<Entry>, Error> {
     if !entries::directory_exists(&dir.path)? {
         return Ok(None);
     }
     let Some(entry) = entries::export_entries(&dir.path)?
         .into_iter()
-        .find(|entry| entry.name == TEARDOWN)
+        .find(|entry| entry.name == name)
     else {
         return Ok(None);
     };

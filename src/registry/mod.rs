@@ -9,6 +9,12 @@
 //! naming the URL and the reason). Change notification is a [`Watch`]: a descriptor that
 //! becomes readable when a key under its prefix may have changed, plus a deadline for what no
 //! write announces (a lease running out), so a poll loop can wait on it with everything else.
+//! Under `--init` the harness makes its requests from a thread ([`worker`]), so that a slow
+//! store never holds up the supervisor.
+
+pub mod publish;
+pub mod reads;
+pub mod worker;
 
 pub mod etcd;
 
@@ -18,6 +24,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
+
+pub mod cli;
+pub mod file;
 
 /// The largest value a key may hold (SPEC.md 11.1).
 pub const VALUE_LIMIT: usize = 131_071;
@@ -144,7 +153,7 @@ impl Credentials {
 fn read_password_file(path: &std::path::Path) -> Result<String, Error> {
     let content = std::fs::read(path)
         .map_err(|err| Error::io(path, "reading ENVHARNESS_KV_PASSWORD_FILE", err))?;
-    let content = crate::phase::environment::strip_one_newline(content);
+    let content = crate::variables::strip_one_newline(content);
     String::from_utf8(content).map_err(|_| Error::entry(path, "the registry password is not UTF-8"))
 }
 
@@ -199,14 +208,127 @@ pub trait Watch: Send {
     fn deadline(&self) -> Option<Instant>;
 }
 
+/// Opens the store a `--kv` URL names: `file:///DIR` (the embedded store, [`file`]) or
+/// `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]` ([`etcd`], which contacts nobody yet); any other
+/// scheme, or a URL without one, is a usage error naming it. `credentials` are for the stores
+/// that log in; the file store has none to check.
+pub fn open(url: &str, credentials: Option<Credentials>) -> Result<Box<dyn Store>, Error> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(Error::Usage(format!(
+            "{url}: not a registry URL (file:///DIR or etcd://HOST:PORT)"
+        )));
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "file" => {
+            drop(credentials);
+            let dir = file::directory_of(url, rest)?;
+            Ok(Box::new(file::FileStore::open(url, dir)?))
+        }
+        // etcd+https is refused there, saying TLS is not supported.
+        "etcd" | "etcd+https" => Ok(Box::new(etcd::open(url, credentials)?)),
+        _ => Err(Error::Usage(format!(
+            "{url}: unknown registry scheme '{scheme}' (file:///DIR or etcd://HOST:PORT)"
+        ))),
+    }
+}
+
 /// When a blocking wait for `watch` should end: at `until`, or earlier at its own deadline.
 pub fn wake_at(watch: &dyn Watch, until: Option<Instant>) -> Option<Instant> {
     [watch.deadline(), until].into_iter().flatten().min()
 }
 
+/// What an environment script read through `envharness kv`: a key (`get`, which falls back
+/// to the first live key under `KEY/`) or a prefix (`list`). Under `--watch` the harness looks
+/// each one up again when the store changes (SPEC.md 11.5).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Lookup {
+    Get(Key),
+    List(String),
+}
+
+/// What a lookup saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// `get`: the value, of KEY or of the first live `KEY/…`, if any.
+    Value(Option<Vec<u8>>),
+    /// `list`: the live keys under the prefix with their values, in byte order.
+    Pairs(Vec<(String, Vec<u8>)>),
+}
+
+impl Seen {
+    /// A short fingerprint (64-bit FNV-1a, in hex) to compare two lookups by; the values
+    /// themselves are never written anywhere.
+    pub fn digest(&self) -> String {
+        let mut hash = Fnv::default();
+        match self {
+            Seen::Value(None) => return "-".into(),
+            Seen::Value(Some(value)) => hash.write(value),
+            Seen::Pairs(pairs) if pairs.is_empty() => return "-".into(),
+            Seen::Pairs(pairs) => {
+                for (key, value) in pairs {
+                    hash.write(key.as_bytes());
+                    hash.write(&[0]);
+                    hash.write(value);
+                    hash.write(&[0]);
+                }
+            }
+        }
+        format!("{:016x}", hash.0)
+    }
+}
+
+/// 64-bit FNV-1a: enough to tell two versions of a value apart, and a few lines.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// `get`'s rule (SPEC.md 11.2): KEY's value; if KEY does not exist but live keys `KEY/…` do,
+/// the value of the first of them in byte order.
+pub fn get_or_first_under(store: &mut dyn Store, key: &Key) -> Result<Option<Vec<u8>>, Error> {
+    if let Some(value) = store.get(key)? {
+        return Ok(Some(value));
+    }
+    let under = format!("{key}/");
+    Ok(store
+        .list(&under)?
+        .into_iter()
+        .next()
+        .map(|(_, value)| value))
+}
+
+/// Looks up what a script looked up, the way `envharness kv` does.
+pub fn look_up(store: &mut dyn Store, lookup: &Lookup) -> Result<Seen, Error> {
+    match lookup {
+        Lookup::Get(key) => get_or_first_under(store, key).map(Seen::Value),
+        Lookup::List(prefix) => store.list(prefix).map(Seen::Pairs),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digests_tell_values_apart_and_nothing_from_empty() {
+        let one = Seen::Value(Some(b"a".to_vec())).digest();
+        assert_ne!(one, Seen::Value(Some(b"b".to_vec())).digest());
+        assert_eq!(Seen::Value(None).digest(), "-");
+        assert_eq!(Seen::Pairs(Vec::new()).digest(), "-");
+        let pairs = |k: &str, v: &str| Seen::Pairs(vec![(k.into(), v.as_bytes().to_vec())]);
+        assert_ne!(pairs("ab", "c").digest(), pairs("a", "bc").digest());
+    }
 
     #[test]
     fn keys_follow_the_spec() {

@@ -126,10 +126,12 @@ fn export_variable_and_flag() {
 }
 
 #[test]
-fn kv_is_reserved_but_a_command_named_kv_runs_after_double_dash() {
+fn kv_is_the_subcommand_but_a_command_named_kv_runs_after_double_dash() {
     let mut t = Test::new();
     t.args(&["kv", "get", "x"]);
-    t.run().status(125).error_line(&["kv"]);
+    t.run()
+        .status(125)
+        .error_line(&["kv", "no registry configured"]);
     let mut t = Test::new();
     t.script("bin/kv", "#!/bin/sh\necho \"kv ran $1\"\n");
     let path = format!("{}:{PATH}", t.p("bin"));

@@ -1,6 +1,7 @@
 //! The repository's examples, run as a user would run them, so the docs stay true:
 //! `environments/development` and `environments/production` with `examples/export`, the
-//! shebang script, the Kubernetes ConfigMap layout, the Dockerfile, and the README's demo.
+//! shebang script, the Kubernetes ConfigMap layout, the Dockerfiles, and the README's demo.
+//! (`containers.rs` builds and runs `examples/Dockerfile.prebuilt`.)
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -33,7 +34,8 @@ fn print_example(t: &mut Test, environment: &str) -> Run {
     t.run()
 }
 
-const DEVELOPMENT: &[(&str, &str)] = &[
+/// What `--print` shows for `environments/development`, in its order.
+pub const DEVELOPMENT: &[(&str, &str)] = &[
     ("APP_ENV", "development"),
     ("DB_HOST", "localhost"),
     ("DB_NAME", "app_development"),
@@ -368,6 +370,28 @@ fn the_dockerfiles_copy_paths_that_exist() {
             }
         }
     }
+}
+
+/// The prebuilt image is what tests/integration/containers.rs builds and runs; this keeps the
+/// README's commands for it those of the Dockerfile's header.
+#[test]
+fn the_readme_builds_the_prebuilt_image_as_its_dockerfile_says() {
+    let dockerfile = read_repo("examples/Dockerfile.prebuilt");
+    let header: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|line| line.strip_prefix("#     "))
+        .collect();
+    let readme = read_repo("README.md");
+    let block = readme
+        .split("```")
+        .find(|block| block.contains("podman build -f examples/Dockerfile.prebuilt "))
+        .expect("README.md shows how to build examples/Dockerfile.prebuilt");
+    let shown: Vec<&str> = block.lines().filter(|line| !line.is_empty()).collect();
+    assert!(shown.len() > 3, "{shown:?}");
+    assert_eq!(
+        header, shown,
+        "README.md and examples/Dockerfile.prebuilt show different commands"
+    );
 }
 
 #[test]

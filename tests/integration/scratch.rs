@@ -4,7 +4,6 @@
 //! `FROM scratch` image. `make test` builds the static binary (`make static`) and installs
 //! busybox-static first.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -13,23 +12,7 @@ use nix::unistd::Pid;
 
 use crate::support::*;
 
-const BUSYBOX: &str = "/bin/busybox";
 const APPLETS: &[&str] = &["sh", "cat", "sleep", "touch", "grep", "wc", "ls"];
-
-fn static_binary() -> PathBuf {
-    let path = std::env::var_os("ENVHARNESS_STATIC_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("target/x86_64-unknown-linux-musl/release/envharness")
-        });
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `make static` (`make test` does)",
-        path.display()
-    );
-    path
-}
 
 /// The root: static envharness, static busybox as /bin/sh and friends, /dev/null, and the
 /// default directories with a bootstrap, a teardown and three variables.

@@ -24,6 +24,8 @@ pub const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 pub const NO_SHEBANG: &str = "touch ran\necho value\n";
 pub const CRLF: &str = "#!/bin/sh\r\necho value\r\n";
 pub const NO_INTERPRETER: &str = "#!/nonexistent/sh\necho value\n";
+/// A static busybox (Debian's busybox-static), the `/bin/sh` of the scratch roots and images.
+pub const BUSYBOX: &str = "/bin/busybox";
 /// No single run in this suite should come near this.
 pub const RUN_LIMIT: Duration = Duration::from_secs(20);
 
@@ -131,6 +133,15 @@ impl Test {
         self.write(relative, content.as_ref(), 0o644)
     }
 
+    /// Replaces a plain file at once (write a temporary file, then rename), as the kubelet
+    /// swaps a ConfigMap: a harness re-running discovery sees the old content or the new.
+    pub fn replace(&self, relative: &str, content: impl AsRef<[u8]>) -> &Self {
+        let temporary = format!("{relative}.new~");
+        self.file(&temporary, content);
+        fs::rename(self.path(&temporary), self.path(relative)).expect("renaming a test file");
+        self
+    }
+
     pub fn dir(&self, relative: &str) -> &Self {
         fs::create_dir_all(self.path(relative)).expect("mkdir -p");
         self
@@ -196,10 +207,12 @@ impl Test {
         self.run_command(self.command())
     }
 
+    /// Runs `command` to completion (bounded by [`RUN_LIMIT`]); a failure shows `command`
+    /// itself, whatever program it runs.
     pub fn run_command(&self, mut command: Command) -> Run {
         let started = Instant::now();
-        let child = spawn(&mut command).expect("spawning envharness");
-        self.finish(child, started)
+        let child = spawn(&mut command).expect("spawning the command");
+        self.finish_command(child, started, &command)
     }
 
     /// Starts the binary without waiting, with the stop signals at their default disposition
@@ -274,18 +287,29 @@ impl Test {
             .unwrap_or_else(|_| panic!("{relative} does not hold a pid: {text:?}"))
     }
 
-    pub fn finish(&self, mut child: Child, started: Instant) -> Run {
+    pub fn finish(&self, child: Child, started: Instant) -> Run {
+        self.finish_with(child, started, || self.describe())
+    }
+
+    /// Like [`Test::finish`], for a child started from `command`, whatever program it runs: a
+    /// failure shows that command.
+    pub fn finish_command(&self, child: Child, started: Instant, command: &Command) -> Run {
+        self.finish_with(child, started, || self.describe_command(command))
+    }
+
+    /// `context` says what ran, with the directory tree as the run left it.
+    fn finish_with(&self, mut child: Child, started: Instant, context: impl Fn() -> String) -> Run {
         let status = match child
             .wait_timeout(RUN_LIMIT)
-            .expect("waiting for envharness")
+            .expect("waiting for the command")
         {
             Some(status) => status,
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "envharness did not finish within {RUN_LIMIT:?}\n{}",
-                    self.describe()
+                    "the command did not finish within {RUN_LIMIT:?}\n{}",
+                    context()
                 );
             }
         };
@@ -294,7 +318,7 @@ impl Test {
             elapsed: started.elapsed(),
             stdout: fs::read(self.path(".stdout")).unwrap_or_default(),
             stderr: fs::read_to_string(self.path(".stderr")).unwrap_or_default(),
-            context: self.describe(),
+            context: context(),
         }
     }
 
@@ -311,6 +335,53 @@ impl Test {
         }
     }
 
+    /// Waits until `condition` holds, failing after a bound; `what` names it in the failure.
+    pub fn wait_until(&self, what: &str, condition: impl Fn() -> bool) {
+        let limit = Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(
+                Instant::now() < limit,
+                "{what}: never happened\n{}\n--- stderr so far\n{}",
+                self.describe(),
+                self.stderr_so_far()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits until the file `relative` (such as `.stdout`) contains `text`, failing after a
+    /// bound.
+    pub fn wait_for_text(&self, relative: &str, text: &str) {
+        self.wait_until(&format!("{relative} containing {text:?}"), || {
+            fs::read_to_string(self.path(relative)).is_ok_and(|content| content.contains(text))
+        });
+    }
+
+    /// Waits until the running binary's stderr contains `text`.
+    pub fn wait_for_stderr(&self, text: &str) {
+        self.wait_for_text(".stderr", text);
+    }
+
+    /// What the binary started by [`Test::spawn`] has written to stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        fs::read_to_string(self.path(".stderr")).unwrap_or_default()
+    }
+
+    /// The lines of `relative`, none when it does not exist (yet).
+    pub fn lines(&self, relative: &str) -> Vec<String> {
+        fs::read_to_string(self.path(relative))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// What a failure of `command` shows: the program, its arguments, environment and
+    /// directory (as `Command`'s Debug writes them), and the directory tree.
+    fn describe_command(&self, command: &Command) -> String {
+        format!("command: {command:?}\ntree:\n{}", self.tree())
+    }
+
     fn describe(&self) -> String {
         format!(
             "command: {BIN} {}\nenv: {:?}\ntree:\n{}",
@@ -324,6 +395,31 @@ impl Test {
         let mut lines = Vec::new();
         list_tree(self.root(), self.root(), &mut lines);
         lines.join("\n")
+    }
+}
+
+impl Drop for Test {
+    /// Whatever a test left running (a command that ignores SIGTERM, a harness a failed
+    /// assertion never stopped) is killed: every process this suite starts runs in the test
+    /// directory, so a process whose current directory is in it is one of ours.
+    fn drop(&mut self) {
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let in_test = fs::read_link(entry.path().join("cwd"))
+                .is_ok_and(|cwd| cwd.starts_with(self.root()));
+            if in_test {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
     }
 }
 
@@ -540,6 +636,23 @@ pub fn direct_and_through_harness(
     let through = t.run_command(through);
     through.success();
     (direct.stdout, through.stdout)
+}
+
+/// The static envharness that `make static` builds, named by `ENVHARNESS_STATIC_BIN` (as
+/// `make test` does) or found where `make static` puts it.
+pub fn static_binary() -> PathBuf {
+    let path = std::env::var_os("ENVHARNESS_STATIC_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/x86_64-unknown-linux-musl/release/envharness")
+        });
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `make static` (`make test` does)",
+        path.display()
+    );
+    path
 }
 
 /// Whether this machine lets us make a PID namespace (`unshare --fork --pid --mount-proc`);

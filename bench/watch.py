@@ -1,0 +1,344 @@
+#!/usr/bin/env python3
+"""Benchmarks of reacting to change (issue 8) and of the registry's harness side (issue 10): `make bench` runs this after bench/run.sh, or
+run it alone: `python3 bench/watch.py` (after `make static`). Writes a Markdown report to
+stdout and to bench/results-watch.md.
+
+- restart: time from SIGHUP (after a literal changed) to the new command's first instruction,
+  median of 20, against a plain `--init` start-up's time to the command's first instruction,
+  measured the same way. The command is a small static C program (`stamp`, compiled here) whose
+  main() appends CLOCK_MONOTONIC to a file; the clock is shared by every process.
+- idle: `--init --watch 1` over 10 literals: the harness's CPU time and RSS over
+  BENCH_IDLE_SECS (default 30) seconds after a warm-up of 20 re-runs.
+- require: `--require` on start-up, paired against the same run without it: rounds of
+  back-to-back runs, the median of the per-round ratios.
+- put → HUP: `envharness kv put` of a key a watching harness's script read, to the SIGHUP
+  (`--on-change HUP`) reaching its command, on the file store, median of 20.
+- lease: an `--init` harness publishing one key under a lease, its CPU and RSS over
+  BENCH_LEASE_SECS (default 60) seconds.
+"""
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ.get(
+    "ENVHARNESS_BIN",
+    os.path.join(ROOT, "target/x86_64-unknown-linux-musl/release/envharness"),
+)
+IDLE_SECS = float(os.environ.get("BENCH_IDLE_SECS", "30"))
+LEASE_SECS = float(os.environ.get("BENCH_LEASE_SECS", "60"))
+WARMUP_RERUNS = 20
+ROUNDS = int(os.environ.get("BENCH_PAIRED_ROUNDS", "30"))
+RUNS = int(os.environ.get("BENCH_PAIRED_RUNS", "100"))
+
+STAMP_C = r"""
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+static const char *out;
+static void stamp(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    char line[64];
+    int len = snprintf(line, sizeof line, "%lld\n",
+                       (long long)now.tv_sec * 1000000000LL + now.tv_nsec);
+    int fd = open(out, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    write(fd, line, len);
+    close(fd);
+}
+static void on_hup(int signal) { (void)signal; stamp(); }
+int main(int argc, char **argv) {
+    out = argv[1];
+    stamp();
+    if (argc > 2) return 0;
+    signal(SIGHUP, on_hup);
+    for (;;) pause();
+}
+"""
+
+
+def log(text):
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+def lines(path):
+    try:
+        with open(path) as f:
+            return f.read().split()
+    except FileNotFoundError:
+        return []
+
+
+def wait_lines(path, count, limit=10.0):
+    until = time.monotonic() + limit
+    while True:
+        got = lines(path)
+        if len(got) >= count:
+            return got
+        if time.monotonic() > until:
+            raise SystemExit(f"bench: {path} never got {count} lines")
+        time.sleep(0.0002)
+
+
+def replace(path, text):
+    with open(path + ".new~", "w") as f:
+        f.write(text)
+    os.rename(path + ".new~", path)
+
+
+def spawn(args, stderr=subprocess.DEVNULL):
+    env = {"PATH": "/usr/bin:/bin"}
+    return subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=stderr)
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=15)
+
+
+def restart_latency(w, stamp, empty):
+    env = os.path.join(w, "restart-env")
+    os.mkdir(env)
+    replace(os.path.join(env, "A"), "0\n")
+    out = os.path.join(w, "restart.out")
+    proc = spawn([BIN, "--init", "--watch", "0", "-x", empty, "-e", env, "--", stamp, out])
+    wait_lines(out, 1)
+    deltas = []
+    for i in range(1, 21):
+        replace(os.path.join(env, "A"), f"{i}\n")
+        t0 = time.monotonic_ns()
+        proc.send_signal(signal.SIGHUP)
+        got = wait_lines(out, i + 1)
+        deltas.append((int(got[i]) - t0) / 1e6)
+    stop(proc)
+    return deltas
+
+
+def plain_startup(w, stamp, empty):
+    env = os.path.join(w, "plain-env")
+    os.mkdir(env)
+    replace(os.path.join(env, "A"), "0\n")
+    out = os.path.join(w, "plain.out")
+    deltas = []
+    for i in range(20):
+        args = [BIN, "--init", "-x", empty, "-e", env, "--", stamp, out]
+        t0 = time.monotonic_ns()
+        pid = os.posix_spawn(BIN, args, {"PATH": "/usr/bin:/bin"})
+        got = wait_lines(out, i + 1)
+        deltas.append((int(got[i]) - t0) / 1e6)
+        os.kill(pid, signal.SIGTERM)
+        os.waitpid(pid, 0)
+    return deltas
+
+
+def proc_cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise SystemExit("bench: no VmRSS")
+
+
+def idle_cost(w, stamp, empty):
+    env = os.path.join(w, "idle-env")
+    os.mkdir(env)
+    for i in range(10):
+        replace(os.path.join(env, f"V{i}"), f"value {i}\n")
+    out = os.path.join(w, "idle.out")
+    err_path = os.path.join(w, "idle.err")
+    with open(err_path, "w") as err:
+        proc = spawn([BIN, "--init", "--watch", "1", "-vv", "-x", empty, "-e", env, "--", stamp, out],
+                     stderr=err)
+    wait_lines(out, 1)
+
+    def reruns():
+        with open(err_path) as f:
+            return f.read().count("re-running discovery")
+
+    log(f"idle: warming up ({WARMUP_RERUNS} re-runs, about {WARMUP_RERUNS} s)")
+    until = time.monotonic() + WARMUP_RERUNS + 10
+    while reruns() < WARMUP_RERUNS:
+        if time.monotonic() > until:
+            raise SystemExit("bench: the warm-up re-runs did not happen")
+        time.sleep(0.1)
+    cpu0, rss0, t0, n0 = proc_cpu_seconds(proc.pid), proc_rss_kib(proc.pid), time.monotonic(), reruns()
+    log(f"idle: measuring for {IDLE_SECS:.0f} s")
+    time.sleep(IDLE_SECS)
+    cpu1, rss1, t1, n1 = proc_cpu_seconds(proc.pid), proc_rss_kib(proc.pid), time.monotonic(), reruns()
+    stop(proc)
+    return {
+        "cpu_percent": 100 * (cpu1 - cpu0) / (t1 - t0),
+        "rss_start": rss0,
+        "rss_end": rss1,
+        "reruns": n1 - n0,
+        "secs": t1 - t0,
+    }
+
+
+def put_to_hup(w, stamp, empty):
+    """kv put -> --on-change HUP at a watching harness's command, on the file store."""
+    store = "file://" + os.path.join(w, "store-hup")
+    env = os.path.join(w, "hup-env")
+    os.mkdir(env)
+    with open(os.path.join(env, "DATABASE_URL"), "w") as f:
+        f.write(f"#!/bin/sh\nexec {BIN} kv get db\n")
+    os.chmod(os.path.join(env, "DATABASE_URL"), 0o755)
+    subprocess.run([BIN, "--kv", store, "kv", "put", "db/x", "v0"], check=True)
+    out = os.path.join(w, "hup.out")
+    proc = spawn([BIN, "--init", "--watch", "0", "--on-change", "HUP", "--kv", store,
+                  "-x", empty, "-e", env, "--", stamp, out])
+    wait_lines(out, 1)
+    time.sleep(0.3)  # the harness's watch is set up once the command runs
+    deltas = []
+    for i in range(1, 21):
+        args = [BIN, "--kv", store, "kv", "put", "db/x", f"v{i}"]
+        t0 = time.monotonic_ns()
+        pid = os.posix_spawn(BIN, args, {"PATH": "/usr/bin:/bin"})
+        got = wait_lines(out, i + 1)
+        os.waitpid(pid, 0)
+        deltas.append((int(got[i]) - t0) / 1e6)
+    stop(proc)
+    return deltas
+
+
+def lease_holding(w, stamp, empty):
+    """--init publishing one key (default --ttl 10: a renewal every 3.3 s) for LEASE_SECS."""
+    store = "file://" + os.path.join(w, "store-lease")
+    export = os.path.join(w, "lease-export")
+    os.mkdir(export)
+    with open(os.path.join(export, "db"), "w") as f:
+        f.write("#!/bin/sh\necho postgres://db:5432/app\n")
+    os.chmod(os.path.join(export, "db"), 0o755)
+    out = os.path.join(w, "lease.out")
+    proc = spawn([BIN, "--init", "--kv", store, "--instance", "bench", "-x", export, "-e", empty,
+                  "--", stamp, out])
+    wait_lines(out, 1)
+    time.sleep(1)
+    cpu0, rss0, t0 = proc_cpu_seconds(proc.pid), proc_rss_kib(proc.pid), time.monotonic()
+    peak = rss0
+    log(f"lease: holding for {LEASE_SECS:.0f} s")
+    while time.monotonic() - t0 < LEASE_SECS:
+        time.sleep(1)
+        peak = max(peak, proc_rss_kib(proc.pid))
+    cpu1, rss1, t1 = proc_cpu_seconds(proc.pid), proc_rss_kib(proc.pid), time.monotonic()
+    stop(proc)
+    return {"cpu_percent": 100 * (cpu1 - cpu0) / (t1 - t0), "rss_start": rss0, "rss_end": rss1,
+            "rss_peak": peak, "secs": t1 - t0}
+
+
+def timed_batch(args, runs):
+    start = time.monotonic_ns()
+    for _ in range(runs):
+        pid = os.posix_spawn(args[0], args, {"PATH": "/usr/bin:/bin"})
+        _, status = os.waitpid(pid, 0)
+        if status != 0:
+            raise SystemExit(f"bench: {' '.join(args)} failed ({status})")
+    return (time.monotonic_ns() - start) / runs
+
+
+def require_ratio(w, empty):
+    env = os.path.join(w, "require-env")
+    os.mkdir(env)
+    for i in range(10):
+        replace(os.path.join(env, f"V{i}"), f"value {i}\n")
+    replace(os.path.join(env, "DB_URL"), "postgres://db:5432/app\n")
+    plain = [BIN, "-x", empty, "-e", env, "--", "/bin/true"]
+    required = [BIN, "-x", empty, "-e", env, "--require", "DB_URL=postgres://.*",
+                "--require", "V1", "--", "/bin/true"]
+    ratios = []
+    for _ in range(ROUNDS):
+        timed_batch(plain, 5)
+        a = timed_batch(required, RUNS)
+        b = timed_batch(plain, RUNS)
+        ratios.append(a / b)
+    return ratios
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def main():
+    if not os.access(BIN, os.X_OK):
+        raise SystemExit(f"bench: {BIN} is missing: run `make static` first")
+    with tempfile.TemporaryDirectory(prefix="envharness-bench.") as w:
+        stamp = os.path.join(w, "stamp")
+        with open(stamp + ".c", "w") as f:
+            f.write(STAMP_C)
+        subprocess.run(["cc", "-O2", "-static", "-o", stamp, stamp + ".c"], check=True)
+        empty = os.path.join(w, "empty")
+        os.mkdir(empty)
+        log("restart latency (20 changes) and plain --init start-up (20 starts)")
+        restart = restart_latency(w, stamp, empty)
+        plain = plain_startup(w, stamp, empty)
+        log(f"--require paired: {ROUNDS} rounds of {RUNS} runs")
+        ratios = require_ratio(w, empty)
+        idle = idle_cost(w, stamp, empty)
+        log("kv put -> HUP at a watching harness's command (20 puts)")
+        hup = put_to_hup(w, stamp, empty)
+        lease = lease_holding(w, stamp, empty)
+
+    r_med, p_med = statistics.median(restart), statistics.median(plain)
+    over = r_med - p_med
+    req = statistics.median(ratios)
+    growth = idle["rss_end"] - idle["rss_start"]
+    rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True).stdout.strip() or "unknown"
+    out = [
+        "# Reacting to change: benchmark results",
+        "",
+        f"`python3 bench/watch.py` at {rev}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"binary `{os.path.relpath(BIN, ROOT)}`.",
+        "",
+        "| what | measured | goal | |",
+        "|---|---:|---:|---|",
+        f"| SIGHUP after a literal changed → the new command's first instruction, median of 20 "
+        f"| {r_med:.2f} ms | | |",
+        f"| plain `--init` start-up → the command's first instruction, median of 20 | {p_med:.2f} ms | | |",
+        f"| restart over plain start-up | {over:+.2f} ms | ≤ 5 ms | {'pass' if over <= 5 else 'miss'} |",
+        f"| idle `--init --watch 1`, 10 literals, {idle['secs']:.0f} s after {WARMUP_RERUNS} re-runs "
+        f"({idle['reruns']} re-runs): CPU | {idle['cpu_percent']:.2f}% of one core | < 0.5% | "
+        f"{'pass' if idle['cpu_percent'] < 0.5 else 'miss'} |",
+        f"| the same: RSS growth ({idle['rss_start']} → {idle['rss_end']} KiB) | {growth} KiB | 0 | "
+        f"{'pass' if growth <= 0 else 'miss'} |",
+        f"| `--require` ×2 on start-up ÷ the same without, paired, median of {ROUNDS} rounds "
+        f"[10th–90th] | {req:.3f}× [{percentile(ratios, 0.1):.3f}–{percentile(ratios, 0.9):.3f}] "
+        f"| ≤ 1.02× | {'pass' if req <= 1.02 else 'miss'} |",
+        f"| `kv put` (whole process) → `--on-change HUP` at a watching harness's command, "
+        f"file store, median of 20 [max] | {statistics.median(hup):.2f} ms [{max(hup):.2f}] | "
+        f"≤ 100 ms | {'pass' if statistics.median(hup) <= 100 else 'miss'} |",
+        f"| `--init` holding a lease (`--ttl 10`), {lease['secs']:.0f} s: CPU | "
+        f"{lease['cpu_percent']:.3f}% of one core | | |",
+        f"| the same: RSS (start → end, peak) | {lease['rss_start']} → {lease['rss_end']} KiB, "
+        f"peak {lease['rss_peak'] / 1024:.2f} MiB | ≤ 1.5 MiB, no growth | "
+        f"{'pass' if lease['rss_peak'] <= 1536 and lease['rss_end'] <= lease['rss_start'] else 'miss'} |",
+        "",
+        f"Restart latencies (ms): {', '.join(f'{d:.2f}' for d in restart)}",
+        "",
+        f"Plain start-ups (ms): {', '.join(f'{d:.2f}' for d in plain)}",
+        "",
+    ]
+    report = "\n".join(out)
+    print(report)
+    with open(os.path.join(ROOT, "bench/results-watch.md"), "w") as f:
+        f.write(report)
+
+
+if __name__ == "__main__":
+    main()

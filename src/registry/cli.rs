@@ -1,0 +1,587 @@
+//! `envharness [--kv URL] kv get|put|del|list ...` (SPEC.md 11.2): the registry for scripts.
+//!
+//! Parsing is by hand rather than by clap, for three rules clap does not state directly:
+//! options may come before or after the KEY, a VALUE may start with `-` (an argument that is
+//! not one of the subcommand's options is a VALUE where one is expected), and after `--`
+//! nothing is an option. The subcommand reads only the variables in [`VARIABLES`]: scripts
+//! inherit the container's other `ENVHARNESS_*` variables, which must not change what a `kv`
+//! call does or make it fail.
+//!
+//! Exit status: 0, 1 when `get` (or `list --wait`) found nothing, 125 for usage and store
+//! errors, each with one `envharness:` line. Values go to stdout only, never to a log.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags};
+
+use super::{
+    check_value, get_or_first_under, reads, Credentials, Key, Lookup, Seen, Store, VALUE_LIMIT,
+};
+use crate::cli::parse_seconds;
+use crate::error::Error;
+use crate::init::signals::poll_timeout_until;
+
+/// The only variables `envharness kv` reads (besides RUST_LOG, which the logger reads).
+/// The last one is not the user's: the harness sets it for its environment scripts only, so
+/// that their reads trigger re-runs under `--watch` (see `registry::reads`).
+pub const VARIABLES: [&str; 6] = [
+    "ENVHARNESS_KV",
+    "ENVHARNESS_KV_USER",
+    "ENVHARNESS_KV_PASSWORD",
+    "ENVHARNESS_KV_PASSWORD_FILE",
+    "ENVHARNESS_INSTANCE",
+    super::reads::READS_VARIABLE,
+];
+
+pub const HELP: &str = "\
+Usage: envharness [--kv URL] kv SUBCOMMAND ...
+
+The registry (file:///DIR or etcd://HOST:PORT[/PREFIX]; --kv, else ENVHARNESS_KV):
+  get KEY [--wait SECS]                  KEY's value, exactly; else the first KEY/... one
+  put KEY VALUE|- [--ttl SECS]           set KEY (-: from stdin); --ttl: gone SECS later
+  del KEY                                remove KEY (already absent is fine)
+  list [PREFIX] [--wait SECS] [--keys|--json]
+                                         the live keys starting with PREFIX: values, one a line
+
+--wait SECS: wait up to SECS for the key (list: any key under PREFIX) to appear.
+Options may come before or after KEY; after -- nothing is an option.
+Exit status: 0; 1 not found; 125 usage or store error.
+";
+
+/// A parsed `kv` invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kv {
+    /// `--kv URL` given before `kv` (else ENVHARNESS_KV).
+    pub url: Option<String>,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Get {
+        key: OsString,
+        wait: Option<Duration>,
+    },
+    Put {
+        key: OsString,
+        value: Value,
+        ttl: Option<Duration>,
+    },
+    Del {
+        key: OsString,
+    },
+    List {
+        prefix: OsString,
+        wait: Option<Duration>,
+        output: ListOutput,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Given(OsString),
+    /// `-`: the value is stdin.
+    Stdin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListOutput {
+    Values,
+    Keys,
+    Json,
+}
+
+/// What the arguments after `kv` ask for: a call, or the help text.
+#[derive(Debug)]
+pub enum Parsed {
+    Run(Kv),
+    Help,
+}
+
+/// Parses the arguments after `kv`.
+pub fn parse(url: Option<String>, args: &[OsString]) -> Result<Parsed, Error> {
+    let Some((name, args)) = args.split_first() else {
+        return Err(Error::Usage(
+            "kv: a subcommand is needed: get, put, del or list (see envharness kv --help)".into(),
+        ));
+    };
+    let name = name.to_string_lossy();
+    let (options, positionals): (&[&str], usize) = match name.as_ref() {
+        "-h" | "--help" => return Ok(Parsed::Help),
+        "get" => (&["--wait"], 1),
+        "put" => (&["--ttl"], 2),
+        "del" => (&[], 1),
+        "list" => (&["--wait", "--keys", "--json"], 1),
+        other => {
+            return Err(Error::Usage(format!(
+                "kv {other}: no such subcommand (get, put, del or list; see envharness kv --help)"
+            )))
+        }
+    };
+    let usage = |reason: String| Error::Usage(format!("kv {name}: {reason}"));
+    let mut given = Vec::new();
+    let mut wait = None;
+    let mut ttl = None;
+    let mut output = ListOutput::Values;
+    let mut args = args.iter();
+    let mut options_end = false;
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy();
+        let (option, inline) = match text.split_once('=') {
+            Some((option, value)) if option.starts_with("--") => (option, Some(value)),
+            _ => (text.as_ref(), None),
+        };
+        let is_option =
+            !options_end && (options.contains(&option) || matches!(option, "-h" | "--help"));
+        if !options_end && text == "--" {
+            options_end = true;
+            continue;
+        }
+        if !is_option {
+            // A VALUE may start with '-' (`put K -1`); anything else that does is a mistake.
+            let value_expected = name == "put" && given.len() == 1;
+            if !options_end && text.len() > 1 && text.starts_with('-') && !value_expected {
+                return Err(usage(format!(
+                    "unknown option '{text}' (a key that starts with '-' goes after '--')"
+                )));
+            }
+            if given.len() == positionals {
+                return Err(usage(format!("unexpected argument '{text}'")));
+            }
+            given.push(arg.clone());
+            continue;
+        }
+        let mut argument = || -> Result<String, Error> {
+            match inline {
+                Some(value) => Ok(value.to_owned()),
+                None => args
+                    .next()
+                    .map(|value| value.to_string_lossy().into_owned())
+                    .ok_or_else(|| usage(format!("{option} needs a value"))),
+            }
+        };
+        match option {
+            "-h" | "--help" => return Ok(Parsed::Help),
+            "--wait" => {
+                let text = argument()?;
+                wait = Some(
+                    parse_seconds(&text).map_err(|reason| usage(format!("--wait: {reason}")))?,
+                );
+            }
+            "--ttl" => {
+                ttl = Some(
+                    parse_ttl(&argument()?).map_err(|reason| usage(format!("--ttl: {reason}")))?,
+                )
+            }
+            // The only options left: --keys and --json, which take no value.
+            _ => {
+                if inline.is_some() {
+                    return Err(usage(format!("{option} takes no value")));
+                }
+                let chosen = if option == "--keys" {
+                    ListOutput::Keys
+                } else {
+                    ListOutput::Json
+                };
+                if output != ListOutput::Values && output != chosen {
+                    return Err(usage("--keys and --json exclude each other".into()));
+                }
+                output = chosen;
+            }
+        }
+    }
+    let mut given = given.into_iter();
+    let mut positional = |what: &str| {
+        given
+            .next()
+            .ok_or_else(|| usage(format!("a {what} is needed (see envharness kv --help)")))
+    };
+    let action = match name.as_ref() {
+        "get" => Action::Get {
+            key: positional("KEY")?,
+            wait,
+        },
+        "put" => {
+            let key = positional("KEY")?;
+            let value = positional("VALUE (or '-' for stdin)")?;
+            Action::Put {
+                key,
+                value: if value == "-" {
+                    Value::Stdin
+                } else {
+                    Value::Given(value)
+                },
+                ttl,
+            }
+        }
+        "del" => Action::Del {
+            key: positional("KEY")?,
+        },
+        _ => Action::List {
+            prefix: given.next().unwrap_or_default(),
+            wait,
+            output,
+        },
+    };
+    Ok(Parsed::Run(Kv { url, action }))
+}
+
+/// `--ttl`: whole seconds, at least 2 (etcd's floor, and what a lease needs to be renewed
+/// in time).
+pub fn parse_ttl(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<u64>() {
+        Ok(seconds) if (2..=1_000_000_000).contains(&seconds) => Ok(Duration::from_secs(seconds)),
+        _ => Err(format!(
+            "{text:?} is not a whole number of seconds of at least 2"
+        )),
+    }
+}
+
+/// Runs the call; returns the exit status. `var` reads the environment and is asked only for
+/// [`VARIABLES`].
+pub fn run(kv: Kv, var: impl Fn(&str) -> Option<OsString>) -> Result<i32, Error> {
+    let var = |name: &str| VARIABLES.contains(&name).then(|| var(name)).flatten();
+    ignore_file_size_signal();
+    // Everything that can be checked without the store is checked before it is opened.
+    let request = Request::check(kv.action)?;
+    let url = kv
+        .url
+        .filter(|url| !url.is_empty())
+        .or_else(|| var("ENVHARNESS_KV").map(|url| url.to_string_lossy().into_owned()))
+        .filter(|url| !url.is_empty())
+        .ok_or_else(|| {
+            Error::Usage("kv: no registry configured: give --kv URL or set ENVHARNESS_KV".into())
+        })?;
+    let credentials = Credentials::from_env(var)?;
+    let mut store = super::open(&url, credentials)?;
+    request.run(store.as_mut(), var)
+}
+
+/// The call with its key checked and its value read.
+enum Request {
+    Get {
+        key: Key,
+        wait: Option<Duration>,
+    },
+    Put {
+        key: Key,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+    },
+    Del {
+        key: Key,
+    },
+    List {
+        prefix: String,
+        wait: Option<Duration>,
+        output: ListOutput,
+    },
+}
+
+fn key(text: &OsString) -> Result<Key, Error> {
+    Key::parse(&text.to_string_lossy())
+}
+
+impl Request {
+    fn check(action: Action) -> Result<Request, Error> {
+        Ok(match action {
+            Action::Get { key: text, wait } => Request::Get {
+                key: key(&text)?,
+                wait,
+            },
+            Action::Put {
+                key: text,
+                value,
+                ttl,
+            } => {
+                let key = key(&text)?;
+                let value = match value {
+                    Value::Given(value) => value.as_bytes().to_vec(),
+                    Value::Stdin => read_stdin(&key)?,
+                };
+                check_value(key.as_str(), &value)?;
+                Request::Put { key, value, ttl }
+            }
+            Action::Del { key: text } => Request::Del { key: key(&text)? },
+            Action::List {
+                prefix,
+                wait,
+                output,
+            } => {
+                let prefix = prefix.to_string_lossy().into_owned();
+                if !prefix.bytes().all(|b| super::is_key_byte(b) || b == b'/') {
+                    return Err(Error::Key {
+                        key: prefix,
+                        reason: "a prefix may only hold A-Z, a-z, 0-9, '_', '.', '-' and '/'"
+                            .into(),
+                    });
+                }
+                Request::List {
+                    prefix,
+                    wait,
+                    output,
+                }
+            }
+        })
+    }
+
+    fn run(
+        self,
+        store: &mut dyn Store,
+        var: impl Fn(&str) -> Option<OsString>,
+    ) -> Result<i32, Error> {
+        match self {
+            Request::Get { key, wait } => {
+                // A watch of KEY covers its `KEY/…` keys too: they start with KEY.
+                let found = wait_for(store, key.as_str(), key.as_str(), wait, |store| {
+                    get_or_first_under(store, &key)
+                });
+                let seen = Seen::Value(found.as_ref().ok().cloned());
+                reads::record(&var, &Lookup::Get(key), &seen);
+                write_stdout(&found?)?;
+            }
+            Request::Put { key, value, ttl } => {
+                let lease = ttl.map(|ttl| store.grant(ttl)).transpose()?;
+                store.put(&key, &value, lease)?;
+            }
+            Request::Del { key } => store.delete(&key)?,
+            Request::List {
+                prefix,
+                wait,
+                output,
+            } => {
+                let found = match wait {
+                    None => store.list(&prefix),
+                    Some(_) => {
+                        let shown = if prefix.is_empty() {
+                            "(any key)"
+                        } else {
+                            &prefix
+                        };
+                        wait_for(store, &prefix, shown, wait, |store| {
+                            let found = store.list(&prefix)?;
+                            Ok((!found.is_empty()).then_some(found))
+                        })
+                    }
+                };
+                let seen = Seen::Pairs(found.as_ref().cloned().unwrap_or_default());
+                reads::record(&var, &Lookup::List(prefix), &seen);
+                write_stdout(&render_list(found?, output)?)?;
+            }
+        }
+        Ok(0)
+    }
+}
+
+/// `look` once, or with `wait` until it finds something or the wait is over (NotFound naming
+/// `shown`), watching the keys under `prefix`. The watch is set up before the first look, so
+/// nothing put in between is missed, and each wake-up (a change, a lease's expiry, the end)
+/// looks again: the wait ends within a poll's wake-up of the key's appearance.
+fn wait_for<T>(
+    store: &mut dyn Store,
+    prefix: &str,
+    shown: &str,
+    wait: Option<Duration>,
+    mut look: impl FnMut(&mut dyn Store) -> Result<Option<T>, Error>,
+) -> Result<T, Error> {
+    let not_found = || Error::NotFound {
+        key: shown.to_owned(),
+        waited: wait,
+    };
+    let Some(wait) = wait else {
+        return look(store)?.ok_or_else(not_found);
+    };
+    let until = Instant::now() + wait;
+    let mut watch = store.watch(prefix)?;
+    loop {
+        if let Some(found) = look(store)? {
+            return Ok(found);
+        }
+        if Instant::now() >= until {
+            return Err(not_found());
+        }
+        let wake = super::wake_at(watch.as_ref(), Some(until));
+        let mut fds = [PollFd::new(watch.fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, poll_timeout_until(wake)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(err) => {
+                return Err(Error::io(
+                    store.url().to_owned(),
+                    "waiting for the registry",
+                    err.into(),
+                ))
+            }
+        }
+        watch.drain();
+    }
+}
+
+/// `list`'s output: values (or keys) one a line, or one JSON object.
+fn render_list(found: Vec<(String, Vec<u8>)>, output: ListOutput) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    match output {
+        ListOutput::Keys => {
+            for (key, _) in found {
+                out.extend_from_slice(key.as_bytes());
+                out.push(b'\n');
+            }
+        }
+        ListOutput::Values => {
+            // All checked before anything is written: the output is whole or absent.
+            if let Some((key, _)) = found.iter().find(|(_, value)| value.contains(&b'\n')) {
+                return Err(Error::Key {
+                    key: key.clone(),
+                    reason: "the value holds a newline, so it cannot be one line; use --json"
+                        .into(),
+                });
+            }
+            for (_, value) in found {
+                out.extend_from_slice(&value);
+                out.push(b'\n');
+            }
+        }
+        ListOutput::Json => {
+            let mut object = serde_json::Map::new();
+            for (key, value) in found {
+                let text = match String::from_utf8(value) {
+                    Ok(text) => text,
+                    Err(err) => {
+                        log::warn!(
+                            "{key}: the value is not UTF-8; its invalid bytes are shown as U+FFFD"
+                        );
+                        String::from_utf8_lossy(err.as_bytes()).into_owned()
+                    }
+                };
+                object.insert(key, serde_json::Value::String(text));
+            }
+            out = serde_json::to_vec(&object)
+                .map_err(|err| Error::Usage(format!("--json: {err}")))?;
+            out.push(b'\n');
+        }
+    }
+    Ok(out)
+}
+
+/// stdin for `put KEY -`, refusing a value over the limit by its size (counted to the end,
+/// but never held in memory past the limit).
+fn read_stdin(key: &Key) -> Result<Vec<u8>, Error> {
+    let mut value = Vec::new();
+    let mut stdin = std::io::stdin().lock();
+    let mut total = 0usize;
+    let mut chunk = vec![0; 64 * 1024];
+    loop {
+        let read = match stdin.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(Error::io("stdin", "reading the value", err)),
+        };
+        total += read;
+        if value.len() <= VALUE_LIMIT {
+            value.extend_from_slice(&chunk[..read]);
+        }
+    }
+    if total > VALUE_LIMIT {
+        return Err(Error::Key {
+            key: key.to_string(),
+            reason: format!("the value is {total} bytes, over the limit of {VALUE_LIMIT}"),
+        });
+    }
+    Ok(value)
+}
+
+fn write_stdout(bytes: &[u8]) -> Result<(), Error> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.flush())
+        .map_err(|err| Error::io("stdout", "writing the output", err))
+}
+
+/// A write past RLIMIT_FSIZE raises SIGXFSZ, which kills by default; ignored, the write fails
+/// with EFBIG instead, and `put` reports it with the old value intact, as for a full disk.
+/// `kv` executes nothing, so no command inherits the disposition.
+fn ignore_file_size_signal() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: SIG_IGN installs no handler code, and this runs before the store is touched.
+    if let Err(err) = unsafe { signal(Signal::SIGXFSZ, SigHandler::SigIgn) } {
+        log::debug!("SIGXFSZ stays as it was: {err}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(args: &[&str]) -> Result<Action, Error> {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        match parse(None, &args)? {
+            Parsed::Run(kv) => Ok(kv.action),
+            Parsed::Help => panic!("help"),
+        }
+    }
+
+    #[test]
+    fn options_go_before_or_after_the_key() {
+        let wait = Some(Duration::from_secs(30));
+        let expected = Action::Get {
+            key: "K".into(),
+            wait,
+        };
+        assert_eq!(parsed(&["get", "--wait", "30", "K"]).unwrap(), expected);
+        assert_eq!(parsed(&["get", "K", "--wait", "30"]).unwrap(), expected);
+        assert_eq!(parsed(&["get", "K", "--wait=30"]).unwrap(), expected);
+    }
+
+    #[test]
+    fn a_value_may_start_with_a_dash() {
+        for value in ["-1", "-x", "--json", "-"] {
+            let action = parsed(&["put", "K", value]).unwrap();
+            let Action::Put { value: got, .. } = action else {
+                panic!()
+            };
+            let expected = if value == "-" {
+                Value::Stdin
+            } else {
+                Value::Given(value.into())
+            };
+            assert_eq!(got, expected);
+        }
+        let action = parsed(&["put", "--ttl", "5", "K", "-1"]).unwrap();
+        assert!(matches!(action, Action::Put { ttl: Some(_), .. }));
+    }
+
+    #[test]
+    fn after_double_dash_nothing_is_an_option() {
+        let action = parsed(&["get", "--", "--wait"]).unwrap();
+        assert_eq!(
+            action,
+            Action::Get {
+                key: "--wait".into(),
+                wait: None
+            }
+        );
+        assert!(parsed(&["get", "-odd"]).is_err());
+    }
+
+    #[test]
+    fn mistakes_are_usage_errors() {
+        for args in [
+            &["get"][..],
+            &["get", "a", "b"],
+            &["put", "K"],
+            &["put", "K", "v", "--ttl", "1"],
+            &["put", "K", "v", "--ttl", "2.5"],
+            &["get", "K", "--wait"],
+            &["list", "--keys", "--json"],
+            &["list", "--keys=yes"],
+            &["del", "K", "--wait", "1"],
+            &["frob"],
+        ] {
+            assert!(matches!(parsed(args), Err(Error::Usage(_))), "{args:?}");
+        }
+    }
+}

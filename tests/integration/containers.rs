@@ -1,0 +1,615 @@
+//! The `FROM scratch` image of `examples/Dockerfile.prebuilt`, built from the static binary and
+//! run in real containers with podman, the way that file's header tells a user to: the
+//! development environment mounted at `/environment`, `--print`, the command with the variables
+//! and its exit status, envharness as PID 1 under `--init`, `podman stop`'s SIGTERM, teardown,
+//! and no `/environment` at all.
+//!
+//! Nothing is pulled (the image is `FROM scratch`), and no image or container of the machine's
+//! podman is seen or touched: the tests keep a store of their own in a temporary directory
+//! (`--root`, `--runroot`, `--tmpdir`) with a `containers.conf` of their own (`CONTAINERS_CONF`)
+//! rather than the system's, which may be missing or say otherwise. The image
+//! is built once per test process, since the tests run in threads and parallel builds of one
+//! image would race. Each container is removed by a guard when its test ends, passed or failed;
+//! the image and the store go when the process exits. Every podman command is bounded in time.
+//! Where podman cannot run a container at all, each test prints `skipped: ...` and returns.
+
+use std::fs;
+use std::io::{Read, Seek};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use wait_timeout::ChildExt;
+
+use crate::examples::DEVELOPMENT;
+use crate::support::*;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const DOCKERFILE: &str = "examples/Dockerfile.prebuilt";
+/// The containers' hostname, so the export scripts' lines (`bootstrap: HOST starting`) are known.
+const HOSTNAME: &str = "envharness-test";
+const DEVELOPMENT_URL: &str = "postgres://app:development@localhost:5432/app_development";
+
+static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
+static IMAGE: OnceLock<Result<String, String>> = OnceLock::new();
+
+/// Podman with the tests' own store and configuration.
+struct Engine {
+    store: tempfile::TempDir,
+    /// Makes the image and container names this process's own.
+    suffix: String,
+}
+
+impl Drop for Engine {
+    /// Only for an engine that failed its probe: one that passed is in [`ENGINE`] for good.
+    fn drop(&mut self) {
+        self.reset();
+    }
+}
+
+impl Engine {
+    /// The engine, or why podman cannot run a container here (the reason to skip).
+    fn start() -> Result<Engine, String> {
+        assert!(
+            Path::new(BUSYBOX).exists(),
+            "{BUSYBOX} is missing: install busybox-static (`make test` does)"
+        );
+        let store = tempfile::Builder::new()
+            .prefix("envharness-podman.")
+            .tempdir()
+            .expect("creating a directory for podman's store");
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.subsec_nanos());
+        let engine = Engine {
+            store,
+            suffix: format!("{}-{nanos}", std::process::id()),
+        };
+        while_not_forking(|| fs::write(engine.path("containers.conf"), containers_conf()))
+            .expect("writing containers.conf");
+        // SAFETY: atexit only records the address of a function that takes no arguments.
+        unsafe { nix::libc::atexit(remove_store) };
+
+        let version =
+            checked(
+                engine
+                    .command()
+                    .args(["version", "--format", "{{.Client.Version}}"]),
+            )
+            .map_err(|err| {
+                format!("podman is missing or broken (`make test` installs it): {err}")
+            })?;
+        // A container from a bare directory, nothing of envharness in it: if this fails,
+        // podman cannot run containers on this machine, whatever the image holds.
+        let probe = engine.path("probe");
+        fs::create_dir_all(probe.join("bin")).expect("mkdir probe/bin");
+        while_not_forking(|| fs::copy(BUSYBOX, probe.join("bin/busybox")))
+            .expect("copying busybox");
+        checked(
+            engine
+                .command()
+                .args(["run", "--rm", "--network=none", "--rootfs"])
+                .arg(&probe)
+                .args(["/bin/busybox", "true"]),
+        )
+        .map_err(|err| {
+            format!(
+                "podman {} cannot run a container here: {err}",
+                version.trim()
+            )
+        })?;
+        Ok(engine)
+    }
+
+    /// Removes every container (running or not: a test may have killed its podman client)
+    /// and image of the store, and unmounts it: the overlay driver leaves its directory
+    /// bind-mounted on itself, which would keep the directory from being removed.
+    fn reset(&self) {
+        let _ = bounded(self.command().args(["system", "reset", "--force"]));
+    }
+
+    fn path(&self, relative: &str) -> std::path::PathBuf {
+        self.store.path().join(relative)
+    }
+
+    /// What every podman command of the tests gets: the configuration, the store, and a
+    /// temporary directory inside it, so nothing outside the store is written.
+    fn configure(&self, command: &mut Command) {
+        let store = self.store.path();
+        command
+            .env("CONTAINERS_CONF", self.path("containers.conf"))
+            .env("TMPDIR", store)
+            .arg("--root")
+            .arg(store.join("root"))
+            .arg("--runroot")
+            .arg(store.join("runroot"))
+            .arg("--tmpdir")
+            .arg(store.join("tmp"));
+    }
+
+    /// A podman command with a cleared environment and the minimal PATH.
+    fn command(&self) -> Command {
+        let mut command = Command::new("podman");
+        command.env_clear().env("PATH", PATH);
+        self.configure(&mut command);
+        command
+    }
+
+    /// A podman command run as [`Test::external`] runs a program: in the test's directory,
+    /// stdout and stderr into its capture files.
+    fn in_test(&self, t: &Test) -> Command {
+        let mut command = t.external("podman");
+        self.configure(&mut command);
+        command
+    }
+
+    /// Builds the image from a context laid out as the Dockerfile's header says: the static
+    /// binary, busybox and the export directory.
+    fn build(&self) -> Result<String, String> {
+        let image = format!("localhost/envharness-test:{}", self.suffix);
+        let context = self.path("context");
+        fs::create_dir_all(context.join("export")).expect("mkdir context/export");
+        let binary = static_binary();
+        let mut copies = vec![
+            (binary.clone(), context.join("envharness")),
+            (BUSYBOX.into(), context.join("busybox")),
+        ];
+        let export = Path::new(ROOT).join("examples/export");
+        for entry in fs::read_dir(&export).expect("reading examples/export") {
+            let name = entry.expect("an entry of examples/export").file_name();
+            copies.push((export.join(&name), context.join("export").join(&name)));
+        }
+        for (from, to) in copies {
+            while_not_forking(|| fs::copy(&from, &to))
+                .unwrap_or_else(|err| panic!("copying {}: {err}", from.display()));
+        }
+        let started = Instant::now();
+        checked(
+            self.command()
+                .args(["build", "--pull=never", "--network=none", "--file"])
+                .arg(Path::new(ROOT).join(DOCKERFILE))
+                .args(["--tag", &image])
+                .arg(&context),
+        )?;
+        // libtest shows this only with --nocapture, which is how `make test` runs this group:
+        // it is the line that says the containers ran rather than skipped.
+        eprintln!(
+            "containers: podman built {image} from {DOCKERFILE} and {} in {:.2?}",
+            binary.display(),
+            started.elapsed()
+        );
+        Ok(image)
+    }
+}
+
+/// Runs at exit, since the engine, in a static, is never dropped.
+extern "C" fn remove_store() {
+    if let Some(Ok(engine)) = ENGINE.get() {
+        engine.reset();
+        let _ = fs::remove_dir_all(engine.store.path());
+    }
+}
+
+/// The tests' containers.conf.
+fn containers_conf() -> String {
+    let (soft_files, hard_files) = own_limit("Max open files");
+    let (soft_processes, hard_processes) = own_limit("Max processes");
+    // Podman lowers its own nproc to kernel.pid_max when that is below it (containers/common's
+    // default process limits), and a container may not have more than podman itself.
+    let pid_max: u64 = fs::read_to_string("/proc/sys/kernel/pid_max")
+        .expect("reading /proc/sys/kernel/pid_max")
+        .trim()
+        .parse()
+        .expect("pid_max is a number");
+    format!(
+        "# Written by tests/integration/containers.rs for its own podman store.\n\
+         [containers]\n\
+         # By default podman gives a container nofile and nproc of 1048576, and where the\n\
+         # caller may not raise its limits (a sandbox, root without CAP_SYS_RESOURCE) runc\n\
+         # fails: \"error setting rlimit type 7: operation not permitted\". So the tests'\n\
+         # own limits.\n\
+         default_ulimits = [\"nofile={soft_files}:{hard_files}\", \"nproc={}:{}\"]\n\
+         [engine]\n\
+         # crun refuses a hybrid cgroup v1/v2 hierarchy; runc runs there and everywhere else.\n\
+         runtime = \"runc\"\n\
+         # Neither needs systemd: cgroups set up directly, events in --tmpdir.\n\
+         cgroup_manager = \"cgroupfs\"\n\
+         events_logger = \"file\"\n",
+        soft_processes.min(pid_max),
+        hard_processes.min(pid_max),
+    )
+}
+
+/// The soft and hard values of this process's limit `name` in /proc/self/limits (`unlimited`
+/// is `u64::MAX`).
+fn own_limit(name: &str) -> (u64, u64) {
+    let limits = fs::read_to_string("/proc/self/limits").expect("reading /proc/self/limits");
+    let line = limits
+        .lines()
+        .find_map(|line| line.strip_prefix(name))
+        .unwrap_or_else(|| panic!("/proc/self/limits has no {name:?}:\n{limits}"));
+    let mut values = line.split_whitespace().map(|value| match value {
+        "unlimited" => u64::MAX,
+        number => number.parse().expect("a limit is a number"),
+    });
+    let soft = values.next().expect("a soft limit");
+    let hard = values.next().expect("a hard limit");
+    (soft, hard)
+}
+
+/// Runs `command` to its end, killing it after [`RUN_LIMIT`]. Its stdout and stderr go to
+/// unnamed files, so a chatty command cannot fill a pipe and stall. Never panics (it runs at
+/// exit too).
+fn bounded(command: &mut Command) -> Result<Output, String> {
+    let shown = format!("{command:?}");
+    let capture = || tempfile::tempfile().map_err(|err| format!("creating a capture file: {err}"));
+    let (mut stdout, mut stderr) = (capture()?, capture()?);
+    let clone = |file: &fs::File| {
+        file.try_clone()
+            .map_err(|err| format!("cloning a capture file: {err}"))
+    };
+    command
+        .stdin(Stdio::null())
+        .stdout(clone(&stdout)?)
+        .stderr(clone(&stderr)?);
+    let mut child = spawn(command)
+        .map_err(|err| format!("{}: {err}", command.get_program().to_string_lossy()))?;
+    let status: ExitStatus = match child.wait_timeout(RUN_LIMIT) {
+        Ok(Some(status)) => status,
+        Ok(None) | Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{shown}: did not finish within {RUN_LIMIT:?}"));
+        }
+    };
+    let read = |file: &mut fs::File| {
+        let mut bytes = Vec::new();
+        file.rewind()
+            .and_then(|()| file.read_to_end(&mut bytes))
+            .map(|_| bytes)
+            .map_err(|err| format!("reading a capture file: {err}"))
+    };
+    Ok(Output {
+        status,
+        stdout: read(&mut stdout)?,
+        stderr: read(&mut stderr)?,
+    })
+}
+
+/// [`bounded`], and its stdout if it succeeded; else the status and stderr.
+fn checked(command: &mut Command) -> Result<String, String> {
+    let output = bounded(command)?;
+    if !output.status.success() {
+        return Err(format!(
+            "{}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim_end()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The image and the engine that has it.
+#[derive(Clone, Copy)]
+struct Scratch {
+    engine: &'static Engine,
+    image: &'static str,
+}
+
+impl Scratch {
+    /// The image, built on first use; `None`, after saying why, where podman cannot run.
+    fn get() -> Option<Scratch> {
+        let engine = match ENGINE.get_or_init(Engine::start) {
+            Ok(engine) => engine,
+            Err(reason) => {
+                eprintln!("skipped: {reason}");
+                return None;
+            }
+        };
+        match IMAGE.get_or_init(|| engine.build()) {
+            Ok(image) => Some(Scratch { engine, image }),
+            Err(err) => panic!("building {DOCKERFILE} failed: {err}"),
+        }
+    }
+
+    fn container(&self, test: &str) -> Container {
+        Container {
+            engine: self.engine,
+            name: format!("envharness-test-{}-{test}", self.engine.suffix),
+        }
+    }
+
+    /// `podman run` of the image as `container`, with `options` before the image and `command`
+    /// (if any) after it; stdout and stderr into the test's capture files.
+    fn run(&self, t: &Test, container: &Container, options: &[&str], command: &[&str]) -> Command {
+        let mut run = self.engine.in_test(t);
+        run.args(["run", "--rm", "--network=none", "--name", &container.name])
+            .args(["--hostname", HOSTNAME])
+            .args(options)
+            .arg(self.image)
+            .args(command);
+        run
+    }
+
+    /// `podman stop` (SIGTERM, SIGKILL 10 s later); how long it took.
+    fn stop(&self, container: &Container) -> Duration {
+        let started = Instant::now();
+        checked(
+            self.engine
+                .command()
+                .args(["stop", "--time", "10", &container.name]),
+        )
+        .unwrap_or_else(|err| panic!("podman stop failed: {err}"));
+        started.elapsed()
+    }
+}
+
+/// A container name of one test. Dropping it removes the container, running or not, so a test
+/// that fails half-way leaves none behind.
+struct Container {
+    engine: &'static Engine,
+    name: String,
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = bounded(
+            self.engine
+                .command()
+                .args(["rm", "--force", "--ignore", "--time", "0", &self.name]),
+        );
+    }
+}
+
+/// `-v` for the repository's development environment at /environment, read-only.
+fn development() -> String {
+    format!("{ROOT}/environments/development:/environment:ro")
+}
+
+#[test]
+fn print_in_the_container_shows_the_mounted_environment() {
+    let Some(scratch) = Scratch::get() else {
+        return;
+    };
+    let t = Test::new();
+    let container = scratch.container("print");
+    // The image's entrypoint ends with `--`, after which everything is the command.
+    let run = scratch.run(
+        &t,
+        &container,
+        &["-v", &development(), "--entrypoint", "envharness"],
+        &["--print"],
+    );
+    t.run_command(run)
+        .success()
+        .printed_is(DEVELOPMENT)
+        .stderr_has(&format!("bootstrap: {HOSTNAME} starting (pid "))
+        .stderr_has("teardown runs only under --init")
+        .stderr_lacks("not found");
+}
+
+#[test]
+fn the_command_gets_the_variables_with_envharness_as_pid_1_and_its_status_is_the_containers() {
+    let Some(scratch) = Scratch::get() else {
+        return;
+    };
+    let t = Test::new();
+    let container = scratch.container("command");
+    let run = scratch.run(
+        &t,
+        &container,
+        &["-v", &development()],
+        &[
+            "sh",
+            "-c",
+            "echo \"$APP_ENV: $DB_URL\"; echo \"pid 1: $(cat /proc/1/comm)\"; exit 7",
+        ],
+    );
+    let run = t.run_command(run);
+    run.status(7)
+        .stdout_is(&format!(
+            "development: {DEVELOPMENT_URL}\npid 1: envharness\n"
+        ))
+        .stderr_has(&format!("bootstrap: {HOSTNAME} starting (pid "))
+        .stderr_lacks("not found");
+    assert_eq!(
+        run.stderr_lines_with("teardown: "),
+        [format!("teardown: {HOSTNAME} stopping")],
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_command_the_image_lacks_is_127_and_envharness_says_so() {
+    let Some(scratch) = Scratch::get() else {
+        return;
+    };
+    let t = Test::new();
+    let container = scratch.container("missing-command");
+    let run = scratch.run(
+        &t,
+        &container,
+        &["-v", &development()],
+        &["no-such-command"],
+    );
+    t.run_command(run)
+        .status(127)
+        .stdout_is("")
+        .error_line(&["no-such-command", "command not found"]);
+}
+
+#[test]
+fn podman_stop_ends_the_default_command_by_sigterm_and_teardown_runs() {
+    let Some(scratch) = Scratch::get() else {
+        return;
+    };
+    let t = Test::new();
+    let container = scratch.container("stop-default");
+    let mut run = scratch.run(&t, &container, &["-v", &development()], &[]);
+    let started = Instant::now();
+    let podman = spawn(&mut run).expect("running podman");
+    // The default CMD prints this, then becomes `sleep 3600`.
+    let printed = format!("development: {DEVELOPMENT_URL}\n");
+    t.wait_for_text(".stdout", &printed);
+    let stop = scratch.stop(&container);
+    let run = t.finish_command(podman, started, &run);
+    // 143 = 128 + SIGTERM: sleep died of the signal envharness forwarded; a SIGKILL after
+    // podman's 10 s would be 137.
+    run.status(143)
+        .stdout_is(&printed)
+        .stderr_has(&format!("teardown: {HOSTNAME} stopping"));
+    assert!(stop < Duration::from_secs(5), "podman stop took {stop:?}");
+}
+
+#[test]
+fn podman_stop_delivers_sigterm_to_the_command_and_the_status_is_the_commands() {
+    let Some(scratch) = Scratch::get() else {
+        return;
+    };
+    let t = Test::new();
+    let container = scratch.container("stop-trap");
+    let mut run = scratch.run(
+        &t,
+        &container,
+        &["-v", &development()],
+        &[
+            "sh",
+            "-c",
+            "trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.05; done",
+        ],
+    );
+    let started = Instant::now();
+    let podman = spawn(&mut run).expect("running podman");
+    t.wait_for_text(".stdout", "ready\n");
+    let stop = scratch.stop(&container);
+    let run = t.finish_command(podman, started, &run);
+    run.status(3)
+        .stdout_is("ready\ngot TERM\n")
+        .stderr_has(&format!("teardown: {HOSTNAME} stopping"));
+    assert!(stop < Duration::from_secs(5), "podman stop took {stop:?}");
+}
+
+#[test]
+fn a_container_without_environment_skips_it() {
+    let Some(scratch) = Scratch::get() else {
+        return;
+    };
+    let t = Test::new();
+    let container = scratch.container("no-environment");
+    // Debug logging, for the line that says /environment was skipped; `env` is one of the
+    // applet links the Dockerfile makes, found on the image's PATH.
+    let run = scratch.run(&t, &container, &["-e", "RUST_LOG=debug"], &["env"]);
+    let run = t.run_command(run);
+    run.success()
+        .stdout_has("PATH=/usr/local/bin:/bin\n")
+        .error_line(&["/environment", "not there, skipped"])
+        .stderr_has(&format!("teardown: {HOSTNAME} stopping"));
+    let stdout = run.stdout();
+    let names: Vec<&str> = stdout
+        .lines()
+        .filter_map(|line| line.split_once('=').map(|(name, _)| name))
+        .collect();
+    for (name, _) in DEVELOPMENT {
+        assert!(!names.contains(name), "{name} is set:\n{stdout}");
+    }
+}
+
+/// A named volume of one test, removed when the test ends.
+struct Volume {
+    engine: &'static Engine,
+    name: String,
+}
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        let _ = bounded(
+            self.engine
+                .command()
+                .args(["volume", "rm", "--force", &self.name]),
+        );
+    }
+}
+
+/// examples/discovery in two containers sharing a named volume as the store: `app` waits for
+/// `db`, `podman stop db` withdraws db's key, and the watching `app` sees it go.
+#[test]
+fn discovery_across_two_containers_sharing_a_volume() {
+    let Some(scratch) = Scratch::get() else {
+        return;
+    };
+    let volume = Volume {
+        engine: scratch.engine,
+        name: format!("envharness-test-registry-{}", scratch.engine.suffix),
+    };
+    let store = format!("{}:/registry", volume.name);
+    let example = |part: &str| format!("{ROOT}/examples/discovery/{part}");
+    let app_t = Test::new();
+    let app = scratch.container("discovery-app");
+    let mut app_run = scratch.run(
+        &app_t,
+        &app,
+        &[
+            "-v",
+            &store,
+            "-v",
+            &format!("{}:/environment:ro", example("app/environment")),
+            "-e",
+            "ENVHARNESS_KV=file:///registry",
+            "-e",
+            "DISCOVERY_WAIT=2",
+            "--entrypoint",
+            "envharness",
+        ],
+        &[
+            "--init",
+            "--watch",
+            "0",
+            "--",
+            "sh",
+            "-c",
+            "echo \"app: using $DATABASE_URL\"; trap 'exit 0' TERM; while :; do sleep 0.05; done",
+        ],
+    );
+    let app_started = Instant::now();
+    let app_podman = spawn(&mut app_run).expect("running the app container");
+
+    let db_t = Test::new();
+    let db = scratch.container("discovery-db");
+    let mut db_run = scratch.run(
+        &db_t,
+        &db,
+        &[
+            "-v",
+            &store,
+            "-v",
+            &format!("{}:/export:ro", example("db/export")),
+            "-e",
+            "ENVHARNESS_KV=file:///registry",
+            "-e",
+            "ENVHARNESS_INSTANCE=db-1",
+            "-e",
+            "DB_ADDRESS=db-1.internal",
+        ],
+        &[
+            "sh",
+            "-c",
+            "echo 'db: serving'; trap 'exit 0' TERM; while :; do sleep 0.05; done",
+        ],
+    );
+    let db_started = Instant::now();
+    let db_podman = spawn(&mut db_run).expect("running the db container");
+    db_t.wait_for_text(".stdout", "db: serving\n");
+    app_t.wait_for_text(".stdout", "app: using postgres://db-1.internal:5432/app\n");
+
+    scratch.stop(&db);
+    db_t.finish_command(db_podman, db_started, &db_run)
+        .success();
+    app_t.wait_for_text(".stderr", "re-run failed, nothing changed");
+    app_t.wait_for_text(".stderr", "DATABASE_URL: not found after 2 s");
+    scratch.stop(&app);
+    let run = app_t.finish_command(app_podman, app_started, &app_run);
+    run.success()
+        .stdout_is("app: using postgres://db-1.internal:5432/app\n");
+}

@@ -1,0 +1,514 @@
+//! Publishing (SPEC.md 11.3), health (11.4) and registry changes that trigger re-runs (11.5),
+//! on every store: real harnesses, real scripts, the store checked with `envharness kv`.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::kv_stores::*;
+use crate::support::*;
+
+macro_rules! every_store {
+    ($($body:ident),* $(,)?) => {
+        mod file_store {
+            $(
+                #[test]
+                fn $body() {
+                    super::$body(&crate::kv_stores::FileStore::new());
+                }
+            )*
+        }
+    };
+}
+
+every_store!(
+    exec_mode_publishes_without_a_lease_and_warns,
+    a_command_that_is_not_found_publishes_nothing,
+    print_publishes_too,
+    bootstrap_and_empty_output_publish_nothing,
+    the_store_and_instance_reach_scripts_and_the_command,
+    init_holds_the_keys_while_the_command_runs_and_withdraws_them_when_it_exits,
+    sigterm_withdraws_before_it_is_forwarded,
+    a_killed_harness_loses_its_keys_within_the_ttl,
+    health_decides_when_the_keys_are_published,
+    a_changed_key_that_a_script_read_re_runs_discovery,
+    a_key_gone_makes_the_re_run_fail_and_the_command_keep_running,
+    keys_outside_what_scripts_read_trigger_nothing,
+    a_lease_running_out_unannounced_re_runs_discovery,
+);
+
+/// A test directory whose PATH has `envharness` (for scripts calling `envharness kv`).
+fn harness_test(store: &dyn KvStore) -> Test {
+    let mut t = Test::new();
+    t.symlink("bin/envharness", BIN);
+    let path = format!("{}:{PATH}", t.p("bin"));
+    t.env("PATH", path)
+        .env("ENVHARNESS_KV", store.kv_url())
+        .env("ENVHARNESS_INSTANCE", "i1");
+    t.dir("env").dir("export");
+    t
+}
+
+const DB: &str = "#!/bin/sh\necho postgres://db-1:5432/app\n";
+
+fn exec_mode_publishes_without_a_lease_and_warns(store: &dyn KvStore) {
+    let mut t = harness_test(store);
+    t.script("export/db", DB);
+    t.args(&[
+        "-x",
+        "export",
+        "-e",
+        "env",
+        "--",
+        "envharness",
+        "kv",
+        "get",
+        "db/i1",
+    ]);
+    t.run()
+        .success()
+        .stdout_is("postgres://db-1:5432/app")
+        .error_line(&["published db/i1 without a lease", "outlive the service"])
+        .stderr_lacks("postgres://");
+    // Still there: nothing withdraws it without --init.
+    assert!(Client::new(store).has("db/i1"));
+}
+
+fn a_command_that_is_not_found_publishes_nothing(store: &dyn KvStore) {
+    let mut t = harness_test(store);
+    t.script("export/db", DB);
+    t.args(&["-x", "export", "-e", "env", "--", "no-such-command"]);
+    t.run().status(127);
+    assert!(!Client::new(store).has("db/i1"));
+}
+
+fn print_publishes_too(store: &dyn KvStore) {
+    let mut t = harness_test(store);
+    t.script("export/db", DB).file("env/A", "1\n");
+    t.args(&["-x", "export", "-e", "env", "--print"]);
+    t.run().success().stdout_is("A='1'\n");
+    assert_eq!(Client::new(store).get("db/i1"), b"postgres://db-1:5432/app");
+}
+
+fn bootstrap_and_empty_output_publish_nothing(store: &dyn KvStore) {
+    let mut t = harness_test(store);
+    t.script("export/bootstrap", "#!/bin/sh\necho starting\n")
+        .script("export/quiet", "#!/bin/sh\necho to stderr >&2\n")
+        .script("export/web", "#!/bin/sh\nprintf 'http://web:80\\n'\n");
+    t.args(&["-x", "export", "-e", "env", "--", "true"]);
+    t.run()
+        .success()
+        .stderr_has("starting")
+        .stderr_has("to stderr");
+    let listed = Client::new(store).run(&["list", "--keys"]);
+    listed.success().stdout_is("web/i1\n");
+    assert_eq!(Client::new(store).get("web/i1"), b"http://web:80");
+}
+
+fn the_store_and_instance_reach_scripts_and_the_command(store: &dyn KvStore) {
+    let mut t = harness_test(store);
+    t.script(
+        "env/SEEN",
+        "#!/bin/sh\necho \"$ENVHARNESS_KV $ENVHARNESS_INSTANCE\"\n",
+    );
+    t.args(&["-x", "export", "-e", "env", "--", "sh", "-c"])
+        .args(&["echo \"$SEEN|$ENVHARNESS_KV|$ENVHARNESS_INSTANCE\""]);
+    let url = store.kv_url();
+    t.run().success().stdout_is(&format!("{url} i1|{url}|i1\n"));
+}
+
+/// The command under `--init`: records whether the key is there, then waits for `stop`.
+const LOOKS_AND_WAITS: &str = "#!/bin/sh\n\
+    if envharness kv get db/i1 >/dev/null; then echo present >> seen; else echo absent >> seen; fi\n\
+    touch ready\n\
+    while [ ! -f stop ]; do sleep 0.02; done\n";
+
+fn init_holds_the_keys_while_the_command_runs_and_withdraws_them_when_it_exits(
+    store: &dyn KvStore,
+) {
+    let mut t = harness_test(store);
+    t.script("export/db", DB).script("cmd", LOOKS_AND_WAITS);
+    let cmd = t.p("cmd");
+    t.args(&[
+        "--init",
+        "--ttl",
+        "2",
+        "-x",
+        "export",
+        "-e",
+        "env",
+        "--",
+        cmd.as_str(),
+    ]);
+    let (child, started) = t.spawn();
+    t.wait_for("ready");
+    let client = Client::new(store);
+    t.wait_until("db/i1 published", || client.has("db/i1"));
+    // Renewed: still there after more than one TTL.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        client.has("db/i1"),
+        "the lease is renewed while the command runs"
+    );
+    t.file("stop", "");
+    t.finish(child, started).success();
+    assert!(
+        !client.has("db/i1"),
+        "withdrawn when the command exits by itself"
+    );
+}
+
+fn sigterm_withdraws_before_it_is_forwarded(store: &dyn KvStore) {
+    let mut t = harness_test(store);
+    t.script("export/db", DB).script(
+        "cmd",
+        "#!/bin/sh\n\
+         trap 'if envharness kv get db/i1 >/dev/null; then echo present >> at-term; else echo absent >> at-term; fi; exit 0' TERM\n\
+         until envharness kv get db/i1 >/dev/null; do sleep 0.02; done\n\
+         touch ready\n\
+         while :; do sleep 0.05; done\n",
+    );
+    let cmd = t.p("cmd");
+    t.args(&["--init", "-x", "export", "-e", "env", "--", cmd.as_str()]);
+    let (child, started) = t.spawn();
+    t.wait_for("ready");
+    send(&child, Signal::SIGTERM);
+    t.finish(child, started).success();
+    assert_eq!(
+        t.lines("at-term"),
+        ["absent"],
+        "the key went before SIGTERM reached the command"
+    );
+}
+
+fn a_killed_harness_loses_its_keys_within_the_ttl(store: &dyn KvStore) {
+    let mut t = harness_test(store);
+    t.script("export/db", DB).script("cmd", LOOKS_AND_WAITS);
+    let cmd = t.p("cmd");
+    t.args(&[
+        "--init",
+        "--ttl",
+        "2",
+        "-x",
+        "export",
+        "-e",
+        "env",
+        "--",
+        cmd.as_str(),
+    ]);
+    let (child, started) = t.spawn();
+    t.wait_for("ready");
+    let client = Client::new(store);
+    t.wait_until("db/i1 published", || client.has("db/i1"));
+    send(&child, Signal::SIGKILL);
+    let killed = Instant::now();
+    let _ = t.finish(child, started);
+    assert!(
+        client.has("db/i1"),
+        "nothing withdrew it: present until the lease runs out"
+    );
+    t.wait_until("db/i1 gone", || !client.has("db/i1"));
+    let gone = killed.elapsed();
+    assert!(
+        gone <= Duration::from_millis(3000),
+        "gone after {gone:?}, TTL 2 s"
+    );
+}
+
+fn health_decides_when_the_keys_are_published(store: &dyn KvStore) {
+    let mut t = harness_test(store);
+    t.file("sick", "");
+    t.script("export/db", DB)
+        .script(
+            "export/health",
+            "#!/bin/sh\necho run >> health-runs\n[ ! -f sick ]\n",
+        )
+        .script(
+            "cmd",
+            "#!/bin/sh\nwhile [ ! -f stop ]; do sleep 0.02; done\n",
+        );
+    let cmd = t.p("cmd");
+    t.args(&[
+        "--init",
+        "--health-interval",
+        "0.1",
+        "-x",
+        "export",
+        "-e",
+        "env",
+        "--",
+    ])
+    .args(&[cmd.as_str()]);
+    let (child, started) = t.spawn();
+    let client = Client::new(store);
+    t.wait_until("three failing health runs", || {
+        t.lines("health-runs").len() >= 3
+    });
+    assert!(!client.has("db/i1"), "not published before health passed");
+    std::fs::remove_file(t.path("sick")).expect("healing");
+    t.wait_until("published once healthy", || client.has("db/i1"));
+    t.file("sick", "");
+    t.wait_until("withdrawn when unhealthy", || !client.has("db/i1"));
+    let runs = t.lines("health-runs").len();
+    t.wait_until("two more failing runs", || {
+        t.lines("health-runs").len() >= runs + 2
+    });
+    std::fs::remove_file(t.path("sick")).expect("healing again");
+    t.wait_until("published again", || client.has("db/i1"));
+    t.file("stop", "");
+    let run = t.finish(child, started);
+    run.success();
+    // One warning per failing stretch, not per run: the first stretch and the second.
+    let warnings = run.stderr_lines_with("health: exited with status 1");
+    assert_eq!(warnings.len(), 2, "{}", run.stderr);
+}
+
+/// An environment entry that discovers DATABASE_URL from the store, as examples/discovery's
+/// app does.
+const DISCOVER: &str = "#!/bin/sh\necho run >> discoveries\nexec envharness kv get db\n";
+
+/// The command: records the value it got and waits.
+const RECORDS: &str =
+    "#!/bin/sh\necho \"$$ $DATABASE_URL\" >> runs\ntouch \"ready-$(echo $DATABASE_URL | tr -c 'a-z0-9\\n' _)\"\n\
+     trap 'exit 0' TERM\nwhile :; do sleep 0.05; done\n";
+
+fn a_changed_key_that_a_script_read_re_runs_discovery(store: &dyn KvStore) {
+    let client = Client::new(store);
+    client.put("db/x", "one");
+    let mut t = harness_test(store);
+    t.script("env/DATABASE_URL", DISCOVER)
+        .script("cmd", RECORDS);
+    let cmd = t.p("cmd");
+    t.args(&[
+        "--init",
+        "--watch",
+        "0",
+        "-x",
+        "export",
+        "-e",
+        "env",
+        "--",
+        cmd.as_str(),
+    ]);
+    let (child, started) = t.spawn();
+    t.wait_for("ready-one");
+    let put = Instant::now();
+    client.put("db/x", "two");
+    t.wait_for("ready-two");
+    let took = put.elapsed();
+    send(&child, Signal::SIGTERM);
+    t.finish(child, started)
+        .success()
+        .error_line(&["DATABASE_URL changed; restarting the command"]);
+    assert!(
+        took < Duration::from_secs(1),
+        "re-ran {took:?} after the put"
+    );
+}
+
+fn a_key_gone_makes_the_re_run_fail_and_the_command_keep_running(store: &dyn KvStore) {
+    let client = Client::new(store);
+    client.put("db/x", "one");
+    let mut t = harness_test(store);
+    t.script("env/DATABASE_URL", DISCOVER)
+        .script("cmd", RECORDS);
+    let cmd = t.p("cmd");
+    t.args(&[
+        "--init",
+        "--watch",
+        "0",
+        "-x",
+        "export",
+        "-e",
+        "env",
+        "--",
+        cmd.as_str(),
+    ]);
+    let (child, started) = t.spawn();
+    t.wait_for("ready-one");
+    client.run(&["del", "db/x"]).success();
+    t.wait_for_stderr("re-run failed, nothing changed");
+    assert_eq!(t.lines("runs").len(), 1, "the command keeps running");
+    send(&child, Signal::SIGTERM);
+    t.finish(child, started)
+        .success()
+        .error_line(&["re-run failed", "env/DATABASE_URL: exited with status 1"]);
+}
+
+fn keys_outside_what_scripts_read_trigger_nothing(store: &dyn KvStore) {
+    let client = Client::new(store);
+    client.put("db/x", "one");
+    let mut t = harness_test(store);
+    t.script("env/DATABASE_URL", DISCOVER)
+        .script("cmd", RECORDS);
+    let cmd = t.p("cmd");
+    t.args(&[
+        "--init",
+        "--watch",
+        "0",
+        "-x",
+        "export",
+        "-e",
+        "env",
+        "--",
+        cmd.as_str(),
+    ]);
+    let (child, started) = t.spawn();
+    t.wait_for("ready-one");
+    client.put("other/x", "1");
+    client.put("dbx", "1");
+    // A change it does watch, after them: its re-run is the first and only one.
+    client.put("db/x", "two");
+    t.wait_for("ready-two");
+    send(&child, Signal::SIGTERM);
+    t.finish(child, started).success();
+    assert_eq!(
+        t.lines("discoveries").len(),
+        2,
+        "{:?}",
+        t.lines("discoveries")
+    );
+}
+
+fn a_lease_running_out_unannounced_re_runs_discovery(store: &dyn KvStore) {
+    let client = Client::new(store);
+    let put = Instant::now();
+    client.run(&["put", "db/x", "one", "--ttl", "2"]).success();
+    let mut t = harness_test(store);
+    t.script("env/DATABASE_URL", DISCOVER)
+        .script("cmd", RECORDS);
+    let cmd = t.p("cmd");
+    t.args(&[
+        "--init",
+        "--watch",
+        "0",
+        "-x",
+        "export",
+        "-e",
+        "env",
+        "--",
+        cmd.as_str(),
+    ]);
+    let (child, started) = t.spawn();
+    t.wait_for("ready-one");
+    // Nothing writes when the lease runs out: the harness must notice by itself.
+    t.wait_for_stderr("re-run failed, nothing changed");
+    let took = put.elapsed();
+    send(&child, Signal::SIGTERM);
+    t.finish(child, started).success();
+    assert!(
+        took < Duration::from_millis(3500),
+        "noticed {took:?} after a put with --ttl 2"
+    );
+}
+
+// ---- the harness's side, store-independent -----------------------------------------------
+
+#[test]
+fn plan_shows_what_would_publish() {
+    let store = FileStore::new();
+    let mut t = harness_test(&store);
+    t.script("export/bootstrap", "#!/bin/sh\n")
+        .script("export/db", DB)
+        .script("export/health", "#!/bin/sh\n")
+        .script("export/teardown", "#!/bin/sh\n");
+    t.args(&[
+        "--plan", "--init", "-x", "export", "-e", "env", "--", "true",
+    ]);
+    t.run()
+        .success()
+        .stdout_has("  bootstrap  run (first)\n")
+        .stdout_has("  db         run; publish db/i1\n")
+        .stdout_has("  health     run as the health check (--init)\n");
+    assert!(!store.path().exists(), "--plan does not touch the store");
+}
+
+#[test]
+fn health_and_teardown_without_init_draw_one_warning_each() {
+    let store = FileStore::new();
+    let mut t = harness_test(&store);
+    t.script("export/health", "#!/bin/sh\ntouch ran\n");
+    t.args(&["-x", "export", "-e", "env", "--", "true"]);
+    t.run()
+        .success()
+        .error_line(&["export/health: health runs only under --init; ignored"]);
+    assert!(!t.exists("ran"));
+}
+
+#[test]
+fn export_output_that_cannot_be_published_is_an_error_naming_the_script() {
+    let store = FileStore::new();
+    for (name, body, reason) in [
+        ("export/d b", DB, "cannot be a registry key segment"),
+        ("export/db", "#!/bin/sh\nprintf 'a\\0b'\n", "NUL byte"),
+        (
+            "export/db",
+            "#!/bin/sh\nhead -c 131072 /dev/zero | tr '\\0' x\n",
+            "over the registry's limit of 131071",
+        ),
+    ] {
+        let mut t = harness_test(&store);
+        t.script(name, body);
+        t.args(&["-x", "export", "-e", "env", "--", "touch", "ran"]);
+        t.run().status(125).error_line(&[name, reason]);
+        assert!(!t.exists("ran"));
+    }
+    // 131071 bytes plus a newline fit.
+    let mut t = harness_test(&store);
+    t.script(
+        "export/db",
+        "#!/bin/sh\nhead -c 131071 /dev/zero | tr '\\0' x\necho\n",
+    );
+    t.args(&["-x", "export", "-e", "env", "--", "true"]);
+    t.run().success();
+    assert_eq!(Client::new(&store).get("db/i1").len(), 131071);
+}
+
+#[test]
+fn bad_registry_options_are_usage_errors() {
+    let store = FileStore::new();
+    for (args, words) in [
+        (
+            vec!["--ttl", "1"],
+            vec!["--ttl", "not a whole number of seconds of at least 2"],
+        ),
+        (vec!["--ttl", "2.5"], vec!["--ttl", "not a whole number"]),
+        (
+            vec!["--instance", "a/b"],
+            vec!["--instance \"a/b\"", "not a key segment"],
+        ),
+        (vec!["--instance", "a b"], vec!["not a key segment"]),
+        (
+            vec!["--init", "--health-interval", "0"],
+            vec!["--health-interval 0"],
+        ),
+    ] {
+        let mut t = harness_test(&store);
+        t.args(&args)
+            .args(&["-x", "export", "-e", "env", "--", "true"]);
+        t.run().status(125).error_line(&words);
+    }
+}
+
+#[test]
+fn the_instance_defaults_to_the_hostname() {
+    let store = FileStore::new();
+    let mut t = harness_test(&store);
+    t.env("ENVHARNESS_INSTANCE", "");
+    t.script("export/db", DB);
+    t.args(&["-x", "export", "-e", "env", "--", "true"]);
+    t.run().success();
+    let host = nix::unistd::gethostname().expect("a hostname");
+    let key = format!("db/{}", host.to_string_lossy());
+    assert!(Client::new(&store).has(&key), "{key}");
+}
+
+#[test]
+fn a_store_that_cannot_be_used_stops_exec_mode_with_125() {
+    let mut t = Test::new();
+    t.script("export/db", DB).dir("env");
+    t.env("ENVHARNESS_KV", "file:///proc/envharness-store");
+    t.args(&["-x", "export", "-e", "env", "--", "touch", "ran"]);
+    t.run().status(125).error_line(&["/proc/envharness-store"]);
+    assert!(!t.exists("ran"));
+}

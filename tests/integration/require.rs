@@ -1,0 +1,247 @@
+//! `--require` and `--wait` (SPEC.md 8): what the final environment must hold before the
+//! command starts, and waiting for a dependency to announce itself.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::support::*;
+
+fn requiring(t: &mut Test, extra: &[&str]) {
+    t.dir("env").dir("export");
+    t.args(&["-x", "export", "-e", "env"]).args(extra);
+}
+
+#[test]
+fn an_unset_or_empty_requirement_stops_the_start() {
+    for setup in ["missing", "empty"] {
+        let mut t = Test::new();
+        if setup == "empty" {
+            t.file("env/DB_URL", "\n");
+        }
+        requiring(&mut t, &["--require", "DB_URL", "--", "touch", "ran"]);
+        t.run()
+            .status(125)
+            .error_line(&["DB_URL: required but not set"]);
+        assert!(!t.exists("ran"), "the command must not run");
+    }
+}
+
+#[test]
+fn a_regex_must_match_the_whole_value_and_the_value_is_never_shown() {
+    let mut t = Test::new();
+    t.file("env/DB_URL", "mysql://secret@db\n");
+    requiring(&mut t, &["--require", "DB_URL=postgres://.*", "--print"]);
+    t.run()
+        .status(125)
+        .error_line(&["DB_URL: required to match 'postgres://.*', and does not"])
+        .stderr_lacks("secret");
+
+    let mut t = Test::new();
+    t.file("env/PORT", "8080x\n");
+    requiring(&mut t, &["--require", "PORT=\\d+", "--print"]);
+    t.run().status(125).error_line(&["PORT: required to match"]);
+
+    let mut t = Test::new();
+    t.file("env/PORT", "8080\n");
+    requiring(&mut t, &["--require", "PORT=\\d+", "--print"]);
+    t.run().success().printed_is(&[("PORT", "8080")]);
+}
+
+#[test]
+fn a_value_that_is_not_utf8_never_matches() {
+    let mut t = Test::new();
+    t.file("env/X", b"\xff\xfe\n");
+    requiring(&mut t, &["--require", "X=.*", "--print"]);
+    t.run()
+        .status(125)
+        .error_line(&["X: required to match '.*'"]);
+    let mut t = Test::new();
+    t.file("env/X", b"\xff\xfe\n");
+    requiring(&mut t, &["--require", "X", "--print"]);
+    t.run().success();
+}
+
+#[test]
+fn the_harness_environment_satisfies_a_requirement() {
+    let mut t = Test::new();
+    requiring(&mut t, &["--require", "TOKEN", "--", "printenv", "TOKEN"]);
+    t.env("TOKEN", "from-docker-run");
+    t.run().success().stdout_is("from-docker-run\n");
+}
+
+#[test]
+fn the_variable_lists_requirements_separated_by_whitespace_and_flags_beat_it() {
+    let mut t = Test::new();
+    t.file("env/A", "1\n");
+    requiring(&mut t, &["--print"]);
+    t.env("ENVHARNESS_REQUIRE", " A\tB=x ");
+    t.run()
+        .status(125)
+        .error_line(&["B: required to match 'x', and does not"]);
+
+    let mut t = Test::new();
+    t.file("env/A", "1\n");
+    requiring(&mut t, &["--require", "A", "--print"]);
+    t.env("ENVHARNESS_REQUIRE", "B");
+    t.run().success();
+}
+
+#[test]
+fn bad_requirements_are_usage_errors_even_for_plan() {
+    for (args, words) in [
+        (
+            vec!["--require", "1X", "--print"],
+            vec!["--require \"1X\"", "not a variable name"],
+        ),
+        (
+            vec!["--require", "DB-URL", "--print"],
+            vec!["not a variable name"],
+        ),
+        (
+            vec!["--require", "X=(", "--print"],
+            vec!["--require X", "invalid regex '('"],
+        ),
+        (
+            vec!["--plan", "--require", "X=[", "--", "true"],
+            vec!["invalid regex '['"],
+        ),
+        (
+            vec!["--wait", "soon", "--print"],
+            vec!["--wait", "not a number"],
+        ),
+        (vec!["--wait", "-1", "--print"], vec!["--wait"]),
+    ] {
+        let mut t = Test::new();
+        requiring(&mut t, &args);
+        t.run().status(125).error_line(&words);
+    }
+}
+
+#[test]
+fn plan_lists_the_requirements() {
+    let mut t = Test::new();
+    requiring(
+        &mut t,
+        &[
+            "--plan",
+            "--require",
+            "DB_URL=postgres://.*",
+            "--require",
+            "TOKEN",
+            "--",
+            "true",
+        ],
+    );
+    t.run()
+        .success()
+        .stdout_has("require DB_URL to match 'postgres://.*'\n")
+        .stdout_has("require TOKEN (set, not empty)\n");
+}
+
+/// DB_URL stays empty until the file `announced` exists, as a discovery script waiting for
+/// a dependency would.
+const DISCOVER: &str =
+    "#!/bin/sh\necho try >> tries\nif [ -f announced ]; then echo postgres://db; fi\n";
+
+#[test]
+fn wait_re_runs_discovery_until_the_requirement_is_met() {
+    let mut t = Test::new();
+    t.script("env/DB_URL", DISCOVER);
+    requiring(
+        &mut t,
+        &[
+            "--require",
+            "DB_URL",
+            "--wait",
+            "10",
+            "--retry-interval",
+            "0.05",
+            "-v",
+        ],
+    );
+    t.args(&["--", "printenv", "DB_URL"]);
+    let (child, started) = t.spawn();
+    t.wait_until("three tries", || t.lines("tries").len() >= 3);
+    t.file("announced", "");
+    let run = t.finish(child, started);
+    run.success()
+        .stdout_is("postgres://db\n")
+        .error_line(&["DB_URL: required but not set; discovering again in"]);
+}
+
+#[test]
+fn wait_gives_up_after_secs_and_not_much_earlier() {
+    let mut t = Test::new();
+    t.script("env/DB_URL", DISCOVER);
+    requiring(
+        &mut t,
+        &[
+            "--require",
+            "DB_URL",
+            "--wait",
+            "0.6",
+            "--retry-interval",
+            "0.1",
+            "--print",
+        ],
+    );
+    let run = t.run();
+    run.status(125)
+        .error_line(&["DB_URL: required but not set"])
+        .slower_than(Duration::from_millis(600))
+        .faster_than(Duration::from_secs(3));
+    assert!(t.lines("tries").len() >= 3, "{:?}", t.lines("tries"));
+}
+
+#[test]
+fn a_failing_script_fails_at_once_while_waiting() {
+    let mut t = Test::new();
+    t.script("env/DB_URL", "#!/bin/sh\nexit 3\n");
+    requiring(&mut t, &["--require", "DB_URL", "--wait", "10", "--print"]);
+    t.run()
+        .status(125)
+        .error_line(&["env/DB_URL: exited with status 3"])
+        .faster_than(Duration::from_secs(5));
+}
+
+#[test]
+fn a_stop_signal_while_waiting_ends_the_harness() {
+    let mut t = Test::new();
+    t.script("env/DB_URL", DISCOVER);
+    requiring(
+        &mut t,
+        &[
+            "--require",
+            "DB_URL",
+            "--wait",
+            "30",
+            "--retry-interval",
+            "5",
+            "--print",
+        ],
+    );
+    let (child, started) = t.spawn();
+    t.wait_for("tries");
+    let sent = Instant::now();
+    send(&child, Signal::SIGTERM);
+    t.finish(child, started).status(128 + 15);
+    assert!(sent.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn wait_without_a_requirement_warns() {
+    let mut t = Test::new();
+    requiring(&mut t, &["--wait", "5", "--print"]);
+    t.run()
+        .success()
+        .error_line(&["warning: --wait has no effect without --require"]);
+}
+
+#[test]
+fn requirements_are_checked_under_init_before_the_command_starts() {
+    let mut t = Test::new();
+    requiring(&mut t, &["--init", "--require", "A", "--", "touch", "ran"]);
+    t.run().status(125).error_line(&["A: required but not set"]);
+    assert!(!t.exists("ran"));
+}

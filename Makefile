@@ -27,11 +27,12 @@ release: toolchain
 # The scratch-root and container tests run the static binary, so it is built first (after
 # deps). --nocapture because libtest hides what a passing test prints, and the container tests
 # print whether podman ran ("containers: podman built ...") or why they skipped ("skipped: ...");
-# the other tests print nothing unless they skip or fail.
+# the other tests print nothing unless they skip or fail. deps installed etcd, so the etcd
+# tests must run, not skip.
 test: static engine
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	ENVHARNESS_STATIC_BIN=$(CURDIR)/$(STATIC_BIN) $(CARGO) test -- --nocapture
+	ENVHARNESS_STATIC_BIN=$(CURDIR)/$(STATIC_BIN) ENVHARNESS_TEST_ETCD=required $(CARGO) test -- --nocapture
 
 demo: toolchain
 	$(CARGO) run -q -- -e environments/development -x examples/export --print
@@ -62,13 +63,15 @@ toolchain:
 
 # What the tests need besides, installed only when missing (a fresh Debian machine, as root):
 # file(1), a static busybox for the scratch-root test, util-linux's unshare and script,
-# rustfmt, clippy and the musl target.
+# rustfmt, clippy and the musl target; etcd-server for the etcd store's tests, which start
+# their own etcd processes (never the service the package may start).
 deps: toolchain
 	@missing=""; \
 	command -v file >/dev/null 2>&1 || missing="$$missing file"; \
 	command -v unshare >/dev/null 2>&1 || missing="$$missing util-linux"; \
 	command -v script >/dev/null 2>&1 || missing="$$missing bsdutils"; \
 	dpkg -s busybox-static >/dev/null 2>&1 || missing="$$missing busybox-static"; \
+	command -v etcd >/dev/null 2>&1 || missing="$$missing etcd-server"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \

@@ -16,6 +16,8 @@ pub mod publish;
 pub mod reads;
 pub mod worker;
 
+pub mod etcd;
+
 use std::ffi::OsString;
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
@@ -206,7 +208,8 @@ pub trait Watch: Send {
     fn deadline(&self) -> Option<Instant>;
 }
 
-/// Opens the store a `--kv` URL names: `file:///DIR` (the embedded store, [`file`]); any other
+/// Opens the store a `--kv` URL names: `file:///DIR` (the embedded store, [`file`]) or
+/// `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]` ([`etcd`], which contacts nobody yet); any other
 /// scheme, or a URL without one, is a usage error naming it. `credentials` are for the stores
 /// that log in; the file store has none to check.
 pub fn open(url: &str, credentials: Option<Credentials>) -> Result<Box<dyn Store>, Error> {
@@ -222,6 +225,8 @@ pub fn open(url: &str, credentials: Option<Credentials>) -> Result<Box<dyn Store
             let store = file::FileStore::open(url, dir).map_err(|err| unusable(url, err))?;
             Ok(Box::new(store))
         }
+        // etcd+https is refused there, saying TLS is not supported.
+        "etcd" | "etcd+https" => Ok(Box::new(etcd::open(url, credentials)?)),
         _ => Err(Error::Usage(format!(
             "{url}: unknown registry scheme '{scheme}' (file:///DIR or etcd://HOST:PORT)"
         ))),

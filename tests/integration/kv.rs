@@ -14,7 +14,8 @@ use nix::libc;
 use crate::kv_stores::*;
 use crate::support::*;
 
-/// Runs each body on each store: `kv::file_store::NAME`. A further store adds its module here.
+/// Runs each body on each store: `kv::file_store::NAME`, `kv::etcd_store::NAME` (a real etcd
+/// of its own). A further store adds its module here.
 macro_rules! every_store {
     ($($body:ident),* $(,)?) => {
         mod file_store {
@@ -22,6 +23,15 @@ macro_rules! every_store {
                 #[test]
                 fn $body() {
                     super::$body(&crate::kv_stores::FileStore::new());
+                }
+            )*
+        }
+        mod etcd_store {
+            $(
+                #[test]
+                fn $body() {
+                    let Some(store) = crate::kv_stores::EtcdStore::start() else { return };
+                    super::$body(&store);
                 }
             )*
         }

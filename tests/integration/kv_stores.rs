@@ -51,6 +51,24 @@ impl KvStore for FileStore {
     }
 }
 
+/// etcd: a server of its own ([`crate::etcd_server`]), the keys under the prefix `kv`.
+pub struct EtcdStore {
+    etcd: crate::etcd_server::Etcd,
+}
+
+impl EtcdStore {
+    /// None only where etcd is not installed (the fixture says so).
+    pub fn start() -> Option<EtcdStore> {
+        crate::etcd_server::Etcd::start().map(|etcd| EtcdStore { etcd })
+    }
+}
+
+impl KvStore for EtcdStore {
+    fn kv_url(&self) -> String {
+        self.etcd.url("kv")
+    }
+}
+
 /// Runs `envharness kv ...` against one store, as a script would: a cleared environment with
 /// only ENVHARNESS_KV (and what a test adds). One client runs one call at a time (its output
 /// goes to its test directory's capture files); concurrent calls use one client each.

@@ -1,12 +1,14 @@
 //! Integration tests: the built binary, run against temporary directories of real scripts.
 //! One module per concern; `support` is the builder they share.
 
+mod etcd_server;
 mod support;
 
 mod cli;
 mod containers;
 mod discovery;
 mod environment;
+mod etcd;
 mod examples;
 mod exec;
 mod export;

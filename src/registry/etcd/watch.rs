@@ -1,0 +1,201 @@
+//! An etcd watch as a [`Watch`]: one `/v3/watch` stream over a key range, read by a thread of
+//! its own that wakes the caller's poll loop through an eventfd.
+//!
+//! The stream is established in the caller's thread (so an unreachable cluster is an error
+//! of [`Store::watch`](crate::registry::Store::watch), within 5 s); only then does the thread
+//! start. It blocks reading the stream and adds 1 to the eventfd for each answer that carries
+//! events (a put, a delete, a lease that ran out: etcd reports each as an event). When the
+//! stream breaks (etcd restarted, the connection dropped, etcd cancelled the watch), the thread
+//! logs in afresh (with credentials) and opens a new one, waiting 0.1 s, then twice as long
+//! each time up to 5 s, and once it is back
+//! it signals a possible change, since whatever happened meanwhile was not seen. One warning
+//! says the watch was lost; a debug line names each failed try.
+//!
+//! Dropping the [`EtcdWatch`] stops the thread: it sets a flag, shuts the stream's socket down
+//! (which ends a blocked read) and unparks a thread waiting to reconnect. The thread then ends
+//! by itself (at worst after a connection attempt of at most 5 s); nobody joins it. The
+//! eventfd is shared, so the thread never writes to a closed descriptor.
+
+use std::net::TcpStream;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use serde_json::{json, Value};
+
+use super::http::{self, Failure, Lines};
+use super::{error_message, parse, Client};
+use crate::error::Error;
+use crate::registry::Watch;
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const LAST_BACKOFF: Duration = Duration::from_secs(5);
+
+pub struct EtcdWatch {
+    events: Arc<EventFd>,
+    shared: Arc<Shared>,
+    thread: Thread,
+}
+
+/// What the caller's thread and the watch thread share.
+struct Shared {
+    stop: AtomicBool,
+    /// The socket of the stream being read, to shut it down from [`EtcdWatch::drop`].
+    socket: Mutex<Option<TcpStream>>,
+}
+
+impl EtcdWatch {
+    /// Opens the stream for `[key, range_end)` (base64) and starts the thread that reads it.
+    pub(super) fn start(
+        mut client: Client,
+        key: String,
+        range_end: String,
+    ) -> Result<EtcdWatch, Error> {
+        let request = json!({ "create_request": { "key": key, "range_end": range_end } });
+        let lines = open(&mut client, &request)?;
+        let events = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .map_err(|errno| client.error(format!("creating an eventfd: {}", errno.desc())))?;
+        let events = Arc::new(events);
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            socket: Mutex::new(lines.socket().ok()),
+        });
+        let thread = {
+            let events = Arc::clone(&events);
+            let shared = Arc::clone(&shared);
+            let url = client.url.clone();
+            std::thread::Builder::new()
+                .name("etcd-watch".into())
+                .spawn(move || read(client, request, lines, &events, &shared))
+                .map_err(|err| Error::Store {
+                    url,
+                    reason: format!("starting the watch thread: {}", http::describe(&err)),
+                })?
+        };
+        Ok(EtcdWatch {
+            events,
+            shared,
+            thread: thread.thread().clone(),
+        })
+    }
+}
+
+impl Watch for EtcdWatch {
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.events.as_fd()
+    }
+
+    fn drain(&mut self) -> bool {
+        // Reading an eventfd returns its count and sets it to zero; EAGAIN when it is zero.
+        self.events.read().is_ok_and(|count| count > 0)
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        // etcd announces everything, a lease running out included.
+        None
+    }
+}
+
+impl Drop for EtcdWatch {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let socket = self
+            .shared
+            .socket
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(socket) = socket.as_ref() {
+            http::shut_down(socket);
+        }
+        drop(socket);
+        self.thread.unpark();
+    }
+}
+
+/// Opens the stream and waits for etcd's `created` answer.
+fn open(client: &mut Client, request: &Value) -> Result<Lines, Error> {
+    let lines = client.stream("/v3/watch", request, |first| {
+        let result = &first["result"];
+        if result["canceled"].as_bool() == Some(true) {
+            return Err(result["cancel_reason"]
+                .as_str()
+                .unwrap_or("etcd cancelled the watch")
+                .to_owned());
+        }
+        if result["created"].as_bool() == Some(true) {
+            return Ok(());
+        }
+        Err(error_message(first))
+    })?;
+    lines
+        .keep_alive()
+        .map_err(|failure| client.error(format!("setting TCP keep-alive: {failure:?}")))?;
+    Ok(lines)
+}
+
+/// The watch thread: reads the stream, signals events, reconnects when it breaks, ends when
+/// the [`EtcdWatch`] is dropped.
+fn read(mut client: Client, request: Value, mut lines: Lines, events: &EventFd, shared: &Shared) {
+    let stopped = || shared.stop.load(Ordering::SeqCst);
+    loop {
+        let why = loop {
+            match lines.next_line(None) {
+                Ok(Some(line)) => {
+                    let answer = parse(&line).unwrap_or(Value::Null);
+                    let result = &answer["result"];
+                    if result["events"].as_array().is_some_and(|e| !e.is_empty()) {
+                        signal(events);
+                    }
+                    if result["canceled"].as_bool() == Some(true) {
+                        break result["cancel_reason"]
+                            .as_str()
+                            .unwrap_or("etcd cancelled the watch")
+                            .to_owned();
+                    }
+                    if answer.get("error").is_some() {
+                        break error_message(&answer["error"]);
+                    }
+                }
+                Ok(None) => break "etcd ended the stream".to_owned(),
+                Err(Failure::TimedOut) => break "the connection timed out".to_owned(),
+                Err(Failure::Io(text) | Failure::Protocol(text)) => break text,
+                Err(Failure::Stale) => break "the connection was closed".to_owned(),
+            }
+        };
+        if stopped() {
+            return;
+        }
+        log::warn!("{}: the watch was lost ({why}); reconnecting", client.url);
+        let mut backoff = FIRST_BACKOFF;
+        lines = loop {
+            std::thread::park_timeout(backoff);
+            if stopped() {
+                return;
+            }
+            client.forget_token();
+            match open(&mut client, &request) {
+                Ok(lines) => break lines,
+                Err(err) => log::debug!("watch: {err}"),
+            }
+            backoff = (backoff * 2).min(LAST_BACKOFF);
+        };
+        {
+            let mut socket = shared.socket.lock().unwrap_or_else(PoisonError::into_inner);
+            if stopped() {
+                return;
+            }
+            *socket = lines.socket().ok();
+        }
+        log::info!("{}: watching again", client.url);
+        // Whatever changed while the stream was down was not seen.
+        signal(events);
+    }
+}
+
+fn signal(events: &EventFd) {
+    // Only fails when the count would overflow, and then the fd is readable anyway.
+    let _ = events.write(1);
+}

@@ -1,5 +1,6 @@
 //! Publishing (SPEC.md 11.3), health (11.4) and registry changes that trigger re-runs (11.5),
-//! on every store: real harnesses, real scripts, the store checked with `envharness kv`.
+//! on every store (`publish::file_store::*`, `publish::etcd_store::*` on a real etcd): real
+//! harnesses, real scripts, the store checked with `envharness kv`.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,15 @@ macro_rules! every_store {
                 #[test]
                 fn $body() {
                     super::$body(&crate::kv_stores::FileStore::new());
+                }
+            )*
+        }
+        mod etcd_store {
+            $(
+                #[test]
+                fn $body() {
+                    let Some(store) = crate::kv_stores::EtcdStore::start() else { return };
+                    super::$body(&store);
                 }
             )*
         }

@@ -1,6 +1,7 @@
 //! Integration tests: the built binary, run against temporary directories of real scripts.
 //! One module per concern; `support` is the builder they share.
 
+mod etcd_faults;
 mod etcd_server;
 mod support;
 

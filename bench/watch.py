@@ -241,6 +241,120 @@ def lease_holding(w, stamp, empty):
             "rss_peak": peak, "secs": t1 - t0}
 
 
+def free_port():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_etcd(w):
+    """A fresh etcd on free loopback ports, ready; None where etcd is not installed."""
+    import shutil
+    import urllib.request
+    binary = shutil.which("etcd") or ("/usr/bin/etcd" if os.path.exists("/usr/bin/etcd") else None)
+    if binary is None:
+        log("etcd is not installed (apt-get install etcd-server): the etcd figures are skipped")
+        return None, None
+    client, peer = free_port(), free_port()
+    data = os.path.join(w, "etcd-data")
+    proc = subprocess.Popen(
+        [binary, "--name", "bench", "--data-dir", data,
+         "--listen-client-urls", f"http://127.0.0.1:{client}",
+         "--advertise-client-urls", f"http://127.0.0.1:{client}",
+         "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+         "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+         "--initial-cluster", f"bench=http://127.0.0.1:{peer}",
+         "--heartbeat-interval=10", "--election-timeout=100"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    until = time.monotonic() + 15
+    while time.monotonic() < until:
+        try:
+            request = urllib.request.Request(f"http://127.0.0.1:{client}/v3/kv/range",
+                                             data=b'{"key":"AA=="}', method="POST")
+            urllib.request.urlopen(request, timeout=1).read()
+            return proc, f"127.0.0.1:{client}"
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("bench: etcd did not start")
+
+
+def etcd_put_to_hup(w, stamp, empty, endpoint):
+    """kv put -> --on-change HUP at a watching harness's command, on etcd."""
+    store = f"etcd://{endpoint}/bench-hup"
+    env = os.path.join(w, "etcd-hup-env")
+    os.mkdir(env)
+    with open(os.path.join(env, "DATABASE_URL"), "w") as f:
+        f.write(f"#!/bin/sh\nexec {BIN} kv get db\n")
+    os.chmod(os.path.join(env, "DATABASE_URL"), 0o755)
+    subprocess.run([BIN, "--kv", store, "kv", "put", "db/x", "v0"], check=True)
+    out = os.path.join(w, "etcd-hup.out")
+    proc = spawn([BIN, "--init", "--watch", "0", "--on-change", "HUP", "--kv", store,
+                  "-x", empty, "-e", env, "--", stamp, out])
+    wait_lines(out, 1)
+    time.sleep(0.5)  # the watch stream is open once the command runs
+    deltas = []
+    for i in range(1, 21):
+        args = [BIN, "--kv", store, "kv", "put", "db/x", f"v{i}"]
+        t0 = time.monotonic_ns()
+        pid = os.posix_spawn(BIN, args, {"PATH": "/usr/bin:/bin"})
+        got = wait_lines(out, i + 1)
+        os.waitpid(pid, 0)
+        deltas.append((int(got[i]) - t0) / 1e6)
+    stop(proc)
+    return deltas
+
+
+def many_harnesses(w, stamp, empty, endpoint, etcd_pid, count=100, secs=20):
+    """`count` harnesses each publishing one key with --ttl 5 to one etcd: their RSS, and
+    the keep-alive load (their CPU and etcd's) over `secs` seconds."""
+    store = f"etcd://{endpoint}/bench-many"
+    export = os.path.join(w, "many-export")
+    os.mkdir(export)
+    with open(os.path.join(export, "svc"), "w") as f:
+        f.write("#!/bin/sh\necho http://svc:80\n")
+    os.chmod(os.path.join(export, "svc"), 0o755)
+    procs = []
+    for i in range(count):
+        out = os.path.join(w, f"many-{i}.out")
+        procs.append(spawn([BIN, "--init", "--ttl", "5", "--kv", store, "--instance", f"h{i}",
+                            "-x", export, "-e", empty, "--", stamp, out]))
+    for i in range(count):
+        wait_lines(os.path.join(w, f"many-{i}.out"), 1, limit=60)
+    until = time.monotonic() + 30
+    while True:
+        listed = subprocess.run([BIN, "--kv", store, "kv", "list", "svc/", "--keys"],
+                                capture_output=True, text=True).stdout.split()
+        if len(listed) >= count or time.monotonic() > until:
+            break
+        time.sleep(0.2)
+    cpu0 = sum(proc_cpu_seconds(p.pid) for p in procs)
+    etcd0 = proc_cpu_seconds(etcd_pid)
+    t0 = time.monotonic()
+    time.sleep(secs)
+    t1 = time.monotonic()
+    cpu1 = sum(proc_cpu_seconds(p.pid) for p in procs)
+    etcd1 = proc_cpu_seconds(etcd_pid)
+    rss = sorted(proc_rss_kib(p.pid) for p in procs)
+    still = len(subprocess.run([BIN, "--kv", store, "kv", "list", "svc/", "--keys"],
+                               capture_output=True, text=True).stdout.split())
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        p.wait(timeout=30)
+    return {
+        "count": count,
+        "published": len(listed),
+        "still": still,
+        "rss_median": statistics.median(rss),
+        "rss_max": rss[-1],
+        "harness_cpu": 100 * (cpu1 - cpu0) / (t1 - t0),
+        "etcd_cpu": 100 * (etcd1 - etcd0) / (t1 - t0),
+        "secs": t1 - t0,
+    }
+
+
 def timed_batch(args, runs):
     start = time.monotonic_ns()
     for _ in range(runs):
@@ -293,6 +407,17 @@ def main():
         log("kv put -> HUP at a watching harness's command (20 puts)")
         hup = put_to_hup(w, stamp, empty)
         lease = lease_holding(w, stamp, empty)
+        etcd, endpoint = start_etcd(w)
+        etcd_hup = many = None
+        if etcd is not None:
+            try:
+                log("etcd: kv put -> HUP (20 puts)")
+                etcd_hup = etcd_put_to_hup(w, stamp, empty, endpoint)
+                log("etcd: 100 harnesses publishing with --ttl 5")
+                many = many_harnesses(w, stamp, empty, endpoint, etcd.pid)
+            finally:
+                etcd.kill()
+                etcd.wait()
 
     r_med, p_med = statistics.median(restart), statistics.median(plain)
     over = r_med - p_med
@@ -328,6 +453,22 @@ def main():
         f"| the same: RSS (start → end, peak) | {lease['rss_start']} → {lease['rss_end']} KiB, "
         f"peak {lease['rss_peak'] / 1024:.2f} MiB | ≤ 1.5 MiB, no growth | "
         f"{'pass' if lease['rss_peak'] <= 1536 and lease['rss_end'] <= lease['rss_start'] else 'miss'} |",
+    ]
+    if etcd_hup is not None:
+        out += [
+            f"| `kv put` → `--on-change HUP` at a watching harness's command, etcd, median of 20 "
+            f"[max] | {statistics.median(etcd_hup):.2f} ms [{max(etcd_hup):.2f}] | ≤ 50 ms | "
+            f"{'pass' if statistics.median(etcd_hup) <= 50 else 'miss'} |",
+            f"| {many['count']} harnesses publishing one key each with `--ttl 5` to one etcd "
+            f"({many['published']} keys listed, {many['still']} after {many['secs']:.0f} s): "
+            f"RSS of one, median [max] | {many['rss_median'] / 1024:.2f} MiB "
+            f"[{many['rss_max'] / 1024:.2f}] | ≤ 2 MiB each | "
+            f"{'pass' if many['rss_max'] <= 2048 else 'miss'} |",
+            f"| the same: keep-alive load over {many['secs']:.0f} s, CPU of the {many['count']} "
+            f"harnesses together / of etcd | {many['harness_cpu']:.2f}% / {many['etcd_cpu']:.2f}% "
+            f"of one core | | |",
+        ]
+    out += [
         "",
         f"Restart latencies (ms): {', '.join(f'{d:.2f}' for d in restart)}",
         "",

@@ -15,6 +15,10 @@ stdout and to bench/results-watch.md.
   (`--on-change HUP`) reaching its command, on the file store, median of 20.
 - lease: an `--init` harness publishing one key under a lease, its CPU and RSS over
   BENCH_LEASE_SECS (default 60) seconds.
+- etcd (issue 11; a real etcd started here on free loopback ports, installed with etcdctl from
+  Debian when missing): put → HUP through an etcd watch, 100 harnesses each publishing one key
+  with `--ttl 5` (RSS of each, the keep-alive load), and `envharness kv get|put` paired against
+  `etcdctl get|put` on the same etcd.
 """
 
 import os
@@ -141,9 +145,13 @@ def plain_startup(w, stamp, empty):
 
 
 def proc_cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time of every thread of `pid`, in ns precision (schedstat: clock ticks would round
+    a mostly idle process's time to zero)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+            total += int(f.read().split()[0])
+    return total / 1e9
 
 
 def proc_rss_kib(pid):
@@ -248,10 +256,24 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def install_etcd():
+    """Debian's etcd-server and etcd-client (etcdctl), when missing and we are root."""
+    import shutil
+    missing = [pkg for pkg, tool in (("etcd-server", "etcd"), ("etcd-client", "etcdctl"))
+               if shutil.which(tool) is None and not os.path.exists(f"/usr/bin/{tool}")]
+    if missing and os.geteuid() == 0:
+        log(f"installing {' '.join(missing)}")
+        subprocess.run(["apt-get", "update", "-q"], check=False, stdout=subprocess.DEVNULL)
+        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+                       check=False, stdout=subprocess.DEVNULL,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
 def start_etcd(w):
     """A fresh etcd on free loopback ports, ready; None where etcd is not installed."""
     import shutil
     import urllib.request
+    install_etcd()
     binary = shutil.which("etcd") or ("/usr/bin/etcd" if os.path.exists("/usr/bin/etcd") else None)
     if binary is None:
         log("etcd is not installed (apt-get install etcd-server): the etcd figures are skipped")
@@ -355,10 +377,45 @@ def many_harnesses(w, stamp, empty, endpoint, etcd_pid, count=100, secs=20):
     }
 
 
-def timed_batch(args, runs):
+def against_etcdctl(endpoint):
+    """`envharness kv get|put` whole-process ÷ `etcdctl get|put` on the same etcd, paired:
+    rounds of back-to-back batches, the median of the per-round ratios."""
+    import shutil
+    etcdctl = shutil.which("etcdctl") or "/usr/bin/etcdctl"
+    if not os.path.exists(etcdctl):
+        log("etcdctl is not installed: the comparison is skipped")
+        return None
+    url = f"etcd://{endpoint}"
+    value = "postgres://db-1.internal:5432/app"
+    subprocess.run([BIN, "--kv", url, "kv", "put", "bench/key", value], check=True)
+    ctl = [etcdctl, f"--endpoints=http://{endpoint}"]
+    env = {"PATH": "/usr/bin:/bin", "ETCDCTL_API": "3"}
+    pairs = {
+        "get": ([BIN, "--kv", url, "kv", "get", "bench/key"], ctl + ["get", "bench/key"]),
+        "put": ([BIN, "--kv", url, "kv", "put", "bench/key", value], ctl + ["put", "bench/key", value]),
+    }
+    result = {}
+    for name, (ours, theirs) in pairs.items():
+        ratios, ours_ms, theirs_ms = [], [], []
+        for _ in range(10):
+            a = timed_batch(ours, 20, env, quiet=True)
+            b = timed_batch(theirs, 20, env, quiet=True)
+            ratios.append(a / b)
+            ours_ms.append(a / 1e6)
+            theirs_ms.append(b / 1e6)
+        result[name] = (statistics.median(ratios), statistics.median(ours_ms), statistics.median(theirs_ms))
+    return result
+
+
+def timed_batch(args, runs, env=None, quiet=False):
+    env = env or {"PATH": "/usr/bin:/bin"}
+    file_actions = []
+    if quiet:
+        null = os.open(os.devnull, os.O_WRONLY)
+        file_actions = [(os.POSIX_SPAWN_DUP2, null, 1)]
     start = time.monotonic_ns()
     for _ in range(runs):
-        pid = os.posix_spawn(args[0], args, {"PATH": "/usr/bin:/bin"})
+        pid = os.posix_spawn(args[0], args, env, file_actions=file_actions)
         _, status = os.waitpid(pid, 0)
         if status != 0:
             raise SystemExit(f"bench: {' '.join(args)} failed ({status})")
@@ -408,13 +465,15 @@ def main():
         hup = put_to_hup(w, stamp, empty)
         lease = lease_holding(w, stamp, empty)
         etcd, endpoint = start_etcd(w)
-        etcd_hup = many = None
+        etcd_hup = many = ctl = None
         if etcd is not None:
             try:
                 log("etcd: kv put -> HUP (20 puts)")
                 etcd_hup = etcd_put_to_hup(w, stamp, empty, endpoint)
                 log("etcd: 100 harnesses publishing with --ttl 5")
                 many = many_harnesses(w, stamp, empty, endpoint, etcd.pid)
+                log("etcd: kv get/put against etcdctl")
+                ctl = against_etcdctl(endpoint)
             finally:
                 etcd.kill()
                 etcd.wait()
@@ -449,7 +508,7 @@ def main():
         f"file store, median of 20 [max] | {statistics.median(hup):.2f} ms [{max(hup):.2f}] | "
         f"≤ 100 ms | {'pass' if statistics.median(hup) <= 100 else 'miss'} |",
         f"| `--init` holding a lease (`--ttl 10`), {lease['secs']:.0f} s: CPU | "
-        f"{lease['cpu_percent']:.3f}% of one core | | |",
+        f"{lease['cpu_percent']:.4f}% of one core | | |",
         f"| the same: RSS (start → end, peak) | {lease['rss_start']} → {lease['rss_end']} KiB, "
         f"peak {lease['rss_peak'] / 1024:.2f} MiB | ≤ 1.5 MiB, no growth | "
         f"{'pass' if lease['rss_peak'] <= 1536 and lease['rss_end'] <= lease['rss_start'] else 'miss'} |",
@@ -465,9 +524,16 @@ def main():
             f"[{many['rss_max'] / 1024:.2f}] | ≤ 2 MiB each | "
             f"{'pass' if many['rss_max'] <= 2048 else 'miss'} |",
             f"| the same: keep-alive load over {many['secs']:.0f} s, CPU of the {many['count']} "
-            f"harnesses together / of etcd | {many['harness_cpu']:.2f}% / {many['etcd_cpu']:.2f}% "
+            f"harnesses together / of etcd | {many['harness_cpu']:.3f}% / {many['etcd_cpu']:.2f}% "
             f"of one core | | |",
         ]
+    if ctl is not None:
+        for name in ("get", "put"):
+            ratio, ours, theirs = ctl[name]
+            out.append(
+                f"| `envharness kv {name}` ÷ `etcdctl {name}`, whole process, same etcd, paired, "
+                f"median of 10 rounds of 20 ({ours:.2f} ms against {theirs:.2f} ms) | {ratio:.3f}× | "
+                f"≤ 0.3× | {'pass' if ratio <= 0.3 else 'miss'} |")
     out += [
         "",
         f"Restart latencies (ms): {', '.join(f'{d:.2f}' for d in restart)}",

@@ -686,7 +686,9 @@ fn create_temporary(dest: &Path, mode: u32) -> io::Result<(PathBuf, File)> {
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let mut tries = 0;
     loop {
+        tries += 1;
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let temporary =
             directory_of(dest).join(format!(".{name}.envharness-{}-{n}", std::process::id()));
@@ -698,7 +700,7 @@ fn create_temporary(dest: &Path, mode: u32) -> io::Result<(PathBuf, File)> {
         {
             Ok(file) => return Ok((temporary, file)),
             // Left by a harness that died with this pid: take the next name.
-            Err(err) if err.kind() == io::ErrorKind::AlreadyExists && n < 1000 => continue,
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists && tries < 1000 => continue,
             Err(err) => return Err(err),
         }
     }

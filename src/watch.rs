@@ -51,6 +51,8 @@ pub struct Watching<'a> {
     /// What the scripts get: the harness's environment, plus where to record registry reads.
     script_env: Environment,
     reads: Option<ReadLog>,
+    /// The last re-run worked (its reads are the ones to watch).
+    last_ok: bool,
     settings: WatchSettings,
     /// The variables of the last result that was applied.
     applied: BTreeMap<String, Vec<u8>>,
@@ -101,6 +103,7 @@ impl<'a> Watching<'a> {
             harness_env,
             script_env,
             reads,
+            last_ok: true,
             settings,
             applied: as_map(applied),
             next_at: settings.every.map(|every| Instant::now() + every),
@@ -126,6 +129,7 @@ impl<'a> Watching<'a> {
         log::debug!("re-running discovery");
         let result = self.rediscover(host);
         self.next_at = self.settings.every.map(|every| Instant::now() + every);
+        self.last_ok = result.is_ok();
         let (vars, env, rendered) = match result {
             Ok(result) => result,
             // The command exited or a stop signal came: the supervisor is shutting down.
@@ -159,8 +163,11 @@ impl<'a> Watching<'a> {
     }
 
     /// What the last re-run's scripts read through `envharness kv` (SPEC.md 11.5).
-    pub fn take_reads(&mut self) -> Vec<(Lookup, String)> {
-        self.reads.as_mut().map(ReadLog::take).unwrap_or_default()
+    /// None after a re-run that failed or was cancelled: it changes nothing, so what the last
+    /// good run read stays watched (a script that was never reached read nothing).
+    pub fn take_reads(&mut self) -> Option<Vec<(Lookup, String)>> {
+        let reads = self.reads.as_mut().map(ReadLog::take).unwrap_or_default();
+        self.last_ok.then_some(reads)
     }
 
     fn rediscover(&self, host: &mut dyn Host) -> Result<(Variables, Environment, Rendered), Error> {

@@ -122,6 +122,7 @@ pub fn supervise(
         registration,
         health,
         unhealthy: false,
+        restarting: false,
     };
     let status = supervisor.until_command_exits(watching.as_mut());
     supervisor.withdraw();
@@ -160,6 +161,8 @@ struct Supervisor<'s> {
     health: Option<Health>,
     /// `health`'s last run failed: its failing stretch was warned about.
     unhealthy: bool,
+    /// A restart is stopping the old command: its exit is not the service going away.
+    restarting: bool,
 }
 
 impl Supervisor<'_> {
@@ -199,7 +202,12 @@ impl Supervisor<'_> {
             deadline,
             self.kill_at,
             pool.as_ref().and_then(|p| p.deadline()),
-            self.health.as_ref().and_then(Health::deadline),
+            // Health is not moved on once the command is gone or stopping (check_health):
+            // its passed deadline would wake the loop at once, again and again.
+            self.health
+                .as_ref()
+                .filter(|_| self.status.is_none() && !self.stopping)
+                .and_then(Health::deadline),
             self.registration.as_ref().and_then(Registration::deadline),
         ]
         .into_iter()
@@ -336,11 +344,12 @@ impl Supervisor<'_> {
     /// Re-runs discovery while the loop goes on, then applies a change (SPEC.md 7).
     fn rerun(&mut self, watching: &mut Watching) -> Result<(), Error> {
         let change = watching.rerun(&mut Rerunning { supervisor: self });
-        if let Some(registration) = self.registration.as_mut() {
-            registration.set_reads(watching.take_reads());
-        }
+        let reads = watching.take_reads();
         if self.status.is_some() || self.stopping {
             return Ok(());
+        }
+        if let (Some(registration), Some(reads)) = (self.registration.as_mut(), reads) {
+            registration.set_reads(reads);
         }
         let Some(mut change) = change else {
             return Ok(());
@@ -366,16 +375,22 @@ impl Supervisor<'_> {
         self.signal_command(Signal::SIGTERM);
         self.kill_at
             .get_or_insert(Instant::now() + self.settings.stop_timeout);
+        self.restarting = true;
         while self.status.is_none() {
-            self.turn(None, None)?;
+            if let Err(err) = self.turn(None, None) {
+                self.restarting = false;
+                return Err(err);
+            }
         }
+        self.restarting = false;
         if self.stopping {
             return Ok(());
         }
         self.kill_at = None;
         change.write_templates();
-        *self.env = change.env;
-        self.child = spawn(self.command, self.env, self.signals)?;
+        // The environment changes only with a command that runs with it (teardown gets it).
+        self.child = spawn(self.command, &change.env, self.signals)?;
+        *self.env = std::mem::take(&mut change.env);
         self.status = None;
         log::debug!(
             "restarted {} as pid {}",
@@ -424,6 +439,10 @@ impl Supervisor<'_> {
     }
 
     fn signal_command(&self, signal: Signal) {
+        // Once reaped, its pid (and group) may already be another process's.
+        if self.status.is_some() {
+            return;
+        }
         // ESRCH: it exited and is about to be reaped.
         let _ = if self.settings.group {
             killpg(self.child, signal)
@@ -434,7 +453,18 @@ impl Supervisor<'_> {
 
     /// Reaps every child that has exited, noting the command's status and handing a re-run's
     /// scripts to `pool`; returns whether any child is left.
-    fn reap(&mut self, mut pool: Option<&mut Pool>) -> bool {
+    fn reap(&mut self, pool: Option<&mut Pool>) -> bool {
+        let had_exited = self.status.is_some();
+        let left = self.reap_all(pool);
+        if self.status.is_some() && !had_exited && !self.restarting {
+            // Withdrawn at once (SPEC.md 11.3), not only once a re-run's scripts are gone; a
+            // restart is the same service, whose keys stay.
+            self.withdraw();
+        }
+        left
+    }
+
+    fn reap_all(&mut self, mut pool: Option<&mut Pool>) -> bool {
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED)) {
                 Ok(WaitStatus::Exited(pid, code)) if pid == self.child => self.status = Some(code),

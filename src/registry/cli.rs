@@ -149,7 +149,12 @@ pub fn parse(url: Option<String>, args: &[OsString]) -> Result<Parsed, Error> {
                 )));
             }
             if given.len() == positionals {
-                return Err(usage(format!("unexpected argument '{text}'")));
+                // Not quoted: an unquoted value with a space in it lands here, and values
+                // never go to stderr.
+                return Err(usage(format!(
+                    "one argument too many (the {} argument)",
+                    ordinal(given.len() + 1)
+                )));
             }
             given.push(arg.clone());
             continue;
@@ -231,6 +236,15 @@ pub fn parse(url: Option<String>, args: &[OsString]) -> Result<Parsed, Error> {
 
 /// `--ttl`: whole seconds, at least 2 (etcd's floor, and what a lease needs to be renewed
 /// in time).
+fn ordinal(n: usize) -> String {
+    match n {
+        1 => "first".into(),
+        2 => "second".into(),
+        3 => "third".into(),
+        n => format!("{n}th"),
+    }
+}
+
 pub fn parse_ttl(text: &str) -> Result<Duration, String> {
     match text.trim().parse::<u64>() {
         Ok(seconds) if (2..=1_000_000_000).contains(&seconds) => Ok(Duration::from_secs(seconds)),

@@ -269,7 +269,13 @@ impl Layout {
             Some(ttl) => ttl,
             None => return Ok(LeaseState::Garbage("not a lease of the file store".into())),
         };
-        let expires = renewed + ttl;
+        // A TTL no writer of ours gives (parse_lease caps it) must not overflow the clock.
+        let Some(expires) = renewed.checked_add(ttl) else {
+            return Ok(LeaseState::Garbage(format!(
+                "a TTL of {}s is out of range",
+                ttl.as_secs()
+            )));
+        };
         Ok(if SystemTime::now() < expires {
             LeaseState::Live { expires }
         } else {
@@ -654,7 +660,10 @@ impl FileWatch {
         }
         let now_wall = SystemTime::now();
         let now = Instant::now();
-        Ok(earliest.map(|at| now + at.duration_since(now_wall).unwrap_or_default()))
+        Ok(
+            earliest
+                .and_then(|at| now.checked_add(at.duration_since(now_wall).unwrap_or_default())),
+        )
     }
 }
 
@@ -814,8 +823,10 @@ fn parse_lease(text: &str) -> Option<Duration> {
     if lines.next() != Some(LEASE_FORMAT) {
         return None;
     }
-    let seconds = lines.next()?.strip_prefix("ttl ")?.parse().ok()?;
-    (lines.next().is_none() && seconds >= 1).then(|| Duration::from_secs(seconds))
+    let seconds: u64 = lines.next()?.strip_prefix("ttl ")?.parse().ok()?;
+    // At most parse_ttl's limit: a foreign file with a larger one is garbage, not a lease.
+    (lines.next().is_none() && (1..=1_000_000_000).contains(&seconds))
+        .then(|| Duration::from_secs(seconds))
 }
 
 /// The file's bytes, failing (InvalidData) past `limit` rather than reading without bound.

@@ -213,6 +213,13 @@ pub trait Watch: Send {
 /// scheme, or a URL without one, is a usage error naming it. `credentials` are for the stores
 /// that log in; the file store has none to check.
 pub fn open(url: &str, credentials: Option<Credentials>) -> Result<Box<dyn Store>, Error> {
+    // A URL holding a user or password is refused before anything echoes it; credentials go
+    // in ENVHARNESS_KV_USER and ENVHARNESS_KV_PASSWORD.
+    if url.contains('@') {
+        return Err(Error::Usage(
+            "the registry URL holds '@': give credentials in ENVHARNESS_KV_USER and ENVHARNESS_KV_PASSWORD(_FILE), not in the URL".into(),
+        ));
+    }
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(Error::Usage(format!(
             "{url}: not a registry URL (file:///DIR or etcd://HOST:PORT)"

@@ -40,14 +40,18 @@ pub fn publish_unleased(store: &mut dyn Store, keys: &[(Key, Vec<u8>)]) -> Resul
     Ok(())
 }
 
-/// What a request in flight was for.
+/// What a request in flight was for. Publish and Look carry the generation they were sent
+/// in: an answer from before a withdrawal, or about the reads of an earlier run, is stale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pending {
-    Publish,
+    Publish(u64),
     Withdraw,
     Watch,
-    Look,
+    Look(u64),
 }
+
+/// How long a watch that could not be started waits before it is tried again.
+const WATCH_RETRY: Duration = Duration::from_secs(1);
 
 /// The harness's presence in the store under `--init`: its published keys and their lease,
 /// and the watch that triggers re-runs.
@@ -65,7 +69,16 @@ pub struct Registration {
     /// A store failure was warned about; the next success says it is over.
     failing: bool,
     watch: Option<Box<dyn Watch>>,
+    /// A watch was asked for (and has not failed since).
     watching: bool,
+    /// After a failed watch request: when to ask again.
+    watch_retry_at: Option<Instant>,
+    /// A watch failure was warned about.
+    watch_failing: bool,
+    /// Bumped by every withdrawal: publish answers sent before it no longer count.
+    generation: u64,
+    /// Bumped with every new set of reads: look answers about an older set no longer count.
+    reads_generation: u64,
     /// The watch's deadline as last handed to the loop: once it has passed, look again. (The
     /// watch itself moves its deadline on as soon as it is asked after it passed.)
     watch_wake: Cell<Option<Instant>>,
@@ -95,6 +108,10 @@ impl Registration {
             failing: false,
             watch: None,
             watching: false,
+            watch_retry_at: None,
+            watch_failing: false,
+            generation: 0,
+            reads_generation: 0,
             watch_wake: Cell::new(None),
             reads: Vec::new(),
             changed: false,
@@ -116,7 +133,12 @@ impl Registration {
             .filter(|_| !self.reads.is_empty())
             .and_then(|watch| watch.deadline());
         self.watch_wake.set(watch_deadline);
-        [self.renew_at.filter(|_| self.wanted), watch_deadline]
+        // A renewal waits for the one in flight: its passed time would wake the loop at once,
+        // again and again, until the store answers.
+        let renew_at = self
+            .renew_at
+            .filter(|_| self.wanted && !self.busy_publishing());
+        [renew_at, watch_deadline, self.watch_retry_at]
             .into_iter()
             .flatten()
             .min()
@@ -140,8 +162,11 @@ impl Registration {
         if look && !self.reads.is_empty() {
             self.look();
         }
-        if self.wanted && self.renew_at.is_some_and(|at| at <= now) && !self.busy(Pending::Publish)
-        {
+        if self.watch_retry_at.is_some_and(|at| at <= now) {
+            self.watch_retry_at = None;
+            self.start_watch();
+        }
+        if self.wanted && self.renew_at.is_some_and(|at| at <= now) && !self.busy_publishing() {
             self.renew_at = None;
             let request = if self.published {
                 Request::Renew {
@@ -154,7 +179,7 @@ impl Registration {
                     ttl: self.ttl,
                 }
             };
-            self.send(request, Pending::Publish);
+            self.send(request, Pending::Publish(self.generation));
         }
     }
 
@@ -170,7 +195,7 @@ impl Registration {
                 keys: self.keys.clone(),
                 ttl: self.ttl,
             },
-            Pending::Publish,
+            Pending::Publish(self.generation),
         );
     }
 
@@ -184,6 +209,7 @@ impl Registration {
         self.wanted = false;
         self.published = false;
         self.renew_at = None;
+        self.generation += 1;
         let number = self.send(Request::Withdraw, Pending::Withdraw);
         let Some(wait) = wait else {
             return;
@@ -206,19 +232,24 @@ impl Registration {
     /// at once whether anything changed since they read it.
     pub fn set_reads(&mut self, reads: Vec<(Lookup, String)>) {
         self.reads = reads;
+        self.reads_generation += 1;
         if self.reads.is_empty() {
             return;
         }
-        if !self.watching {
-            self.watching = true;
-            self.send(
-                Request::Watch {
-                    prefix: String::new(),
-                },
-                Pending::Watch,
-            );
+        if !self.watching && self.watch_retry_at.is_none() {
+            self.start_watch();
         }
-        self.look();
+        self.send_look();
+    }
+
+    fn start_watch(&mut self) {
+        self.watching = true;
+        self.send(
+            Request::Watch {
+                prefix: String::new(),
+            },
+            Pending::Watch,
+        );
     }
 
     /// Whether a change to what the scripts read was seen since the last call.
@@ -226,30 +257,32 @@ impl Registration {
         std::mem::take(&mut self.changed)
     }
 
+    /// Looks again after a change was announced; a second look queued behind one in flight
+    /// is enough, since it is answered after the change.
     fn look(&mut self) {
-        if self.busy(Pending::Look) {
-            // The one in flight answers for the latest state only if it was sent after the
-            // change; one more after it makes sure.
-            if self
-                .in_flight
-                .iter()
-                .filter(|(_, p)| *p == Pending::Look)
-                .count()
-                > 1
-            {
-                return;
-            }
+        let queued = self
+            .in_flight
+            .iter()
+            .filter(|(_, p)| matches!(p, Pending::Look(_)))
+            .count();
+        if queued < 2 {
+            self.send_look();
         }
+    }
+
+    fn send_look(&mut self) {
         let lookups = self
             .reads
             .iter()
             .map(|(lookup, _)| lookup.clone())
             .collect();
-        self.send(Request::Look(lookups), Pending::Look);
+        self.send(Request::Look(lookups), Pending::Look(self.reads_generation));
     }
 
-    fn busy(&self, pending: Pending) -> bool {
-        self.in_flight.iter().any(|(_, p)| *p == pending)
+    fn busy_publishing(&self) -> bool {
+        self.in_flight
+            .iter()
+            .any(|(_, p)| matches!(p, Pending::Publish(_)))
     }
 
     fn send(&mut self, request: Request, pending: Pending) -> u64 {
@@ -264,23 +297,37 @@ impl Registration {
         };
         let (_, pending) = self.in_flight.remove(at);
         match (pending, answer) {
-            (Pending::Publish, Answer::Done(result)) => self.published_or_not(result),
+            (Pending::Publish(generation), Answer::Done(result))
+                if generation == self.generation =>
+            {
+                self.published_or_not(result);
+            }
             (Pending::Withdraw, Answer::Done(Err(err))) => {
                 log::warn!("withdrawing the published keys failed: {err}");
             }
             (Pending::Watch, Answer::Watching(result)) => match result {
                 Ok(watch) => {
+                    if std::mem::take(&mut self.watch_failing) {
+                        log::warn!("{}: watching the registry again", self.worker.url());
+                    }
                     self.watch = Some(watch);
                     // Changes between the scripts' reads and the watch's start.
                     self.look();
                 }
                 Err(err) => {
-                    log::warn!(
-                        "cannot watch the registry, so its changes trigger no re-run: {err}"
-                    );
+                    // Tried again, quietly, until it works; warned once per failing stretch.
+                    if !std::mem::replace(&mut self.watch_failing, true) {
+                        log::warn!(
+                            "cannot watch the registry, trying again every {}s; until then its changes trigger no re-run: {err}",
+                            WATCH_RETRY.as_secs_f64()
+                        );
+                    }
+                    self.watching = false;
+                    self.watch_retry_at = Some(Instant::now() + WATCH_RETRY);
                 }
             },
-            (Pending::Look, Answer::Looked(result)) => match result {
+            (Pending::Look(generation), Answer::Looked(result)) => match result {
+                Ok(_) if generation != self.reads_generation => {}
                 Ok(digests) => {
                     let changed = self
                         .reads

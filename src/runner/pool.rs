@@ -188,7 +188,15 @@ impl Pool {
     /// The nearest moment [`Pool::tick`] has something to do.
     pub fn deadline(&self) -> Option<Instant> {
         let now = Instant::now();
-        let retry_at = self.retries.iter().map(|(_, _, at)| *at);
+        // A retry waits for a free slot as well as for its time: while every slot is taken,
+        // its passed time would wake the loop at once, again and again; a slot frees with a
+        // child's exit, which wakes the loop anyway.
+        let slot_free = self.running.len() < self.parallel;
+        let retry_at = self
+            .retries
+            .iter()
+            .filter(|_| slot_free)
+            .map(|(_, _, at)| *at);
         self.running
             .iter()
             .filter_map(|running| running.next_deadline(now))

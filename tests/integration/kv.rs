@@ -425,7 +425,8 @@ fn options_may_come_before_or_after_the_key(store: &dyn KvStore) {
         .stdout_is("k\nk2\n");
     c.run(&["get", "a", "b"])
         .status(125)
-        .error_line(&["kv get", "unexpected argument 'b'"]);
+        .error_line(&["kv get", "one argument too many (the second argument)"])
+        .stderr_lacks("'b'");
     c.run(&["get"]).status(125).error_line(&["kv get", "KEY"]);
     c.run(&["put", "k"])
         .status(125)
@@ -593,6 +594,21 @@ fn reads_are_recorded_for_the_harness_without_their_values(store: &dyn KvStore) 
 }
 
 // ---- the harness's command line ------------------------------------------------------------
+
+#[test]
+fn a_url_holding_credentials_is_refused_without_showing_them() {
+    for url in [
+        "etcd://root:hunter2@127.0.0.1:1",
+        "file://me:hunter2@localhost/tmp/x",
+    ] {
+        let mut t = Test::new();
+        t.args(&["--kv", url, "kv", "get", "k"]);
+        t.run()
+            .status(125)
+            .error_line(&["the registry URL holds '@'", "ENVHARNESS_KV_USER"])
+            .stderr_lacks("hunter2");
+    }
+}
 
 #[test]
 fn no_store_configured_is_a_usage_error() {

@@ -14,6 +14,7 @@ mod examples;
 mod exec;
 mod export;
 mod hosts;
+mod idle;
 mod jobs;
 mod kv;
 mod kv_stores;

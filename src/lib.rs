@@ -111,6 +111,10 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
             };
             let first_reads = reads.as_mut().map(ReadLog::take).unwrap_or_default();
             let registration = register(&plan, announced)?;
+            // A stop signal that came while the templates were written or the registration
+            // started: nothing is started (SPEC.md 3.4), rather than a command that is told
+            // to stop at once, its keys published for a moment.
+            host.check_stop()?;
             let watching = plan.watch.map(|watch| {
                 Watching::new(&plan, &harness_env, script_env.clone(), watch, &vars, reads)
             });

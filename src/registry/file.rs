@@ -647,10 +647,9 @@ impl FileWatch {
         let mut leases = HashMap::new();
         let mut earliest: Option<SystemTime> = None;
         for path in self.layout.key_files(&self.prefix)? {
-            let record = self.layout.read_record(&path, None)?;
-            let Some(lease) = record
-                .filter(|record| record.key.starts_with(&self.prefix))
-                .and_then(|record| record.lease)
+            let Some(lease) = key_and_lease(&path)
+                .filter(|(key, _)| key.starts_with(&self.prefix))
+                .and_then(|(_, lease)| lease)
             else {
                 continue;
             };
@@ -782,6 +781,31 @@ fn encode_record(key: &str, lease: Option<LeaseId>, value: &[u8]) -> Vec<u8> {
 
 /// Reads a value file; the reason says why it is not one.
 fn parse_record(mut bytes: Vec<u8>) -> Result<Record, String> {
+    let header = parse_header(&bytes)?;
+    let value = bytes.split_off(header.end + 2);
+    if value.len() != header.size {
+        return Err(format!(
+            "truncated or damaged: {} bytes of a {}-byte value",
+            value.len(),
+            header.size
+        ));
+    }
+    Ok(Record {
+        key: header.key,
+        lease: header.lease,
+        value,
+    })
+}
+
+/// A value file's header: its key, lease and value size, and where the header ends.
+struct Header {
+    key: String,
+    lease: Option<LeaseId>,
+    size: usize,
+    end: usize,
+}
+
+fn parse_header(bytes: &[u8]) -> Result<Header, String> {
     let not_ours = || "not a value of the file store".to_owned();
     let end = bytes
         .windows(2)
@@ -807,14 +831,30 @@ fn parse_record(mut bytes: Vec<u8>) -> Result<Record, String> {
     let (Some(key), Some(size)) = (key, size) else {
         return Err(not_ours());
     };
-    let value = bytes.split_off(end + 2);
-    if value.len() != size {
-        return Err(format!(
-            "truncated or damaged: {} bytes of a {size}-byte value",
-            value.len()
-        ));
+    Ok(Header {
+        key,
+        lease,
+        size,
+        end,
+    })
+}
+
+/// The key and lease of the value file at `path`, from its header alone: what a watch needs
+/// to know when a lease runs out, without reading every value (it runs on the supervisor's
+/// thread). None for a file that is gone or not a value (the readers warn about those).
+fn key_and_lease(path: &Path) -> Option<(String, Option<LeaseId>)> {
+    let mut head = vec![0u8; HEADER_LIMIT + 2];
+    let mut file = File::open(path).ok()?;
+    let mut len = 0;
+    while len < head.len() {
+        match file.read(&mut head[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(_) => return None,
+        }
     }
-    Ok(Record { key, lease, value })
+    let header = parse_header(&head[..len]).ok()?;
+    Some((header.key, header.lease))
 }
 
 /// A lease file's TTL.

@@ -233,6 +233,9 @@ impl Registration {
     pub fn set_reads(&mut self, reads: Vec<(Lookup, String)>) {
         self.reads = reads;
         self.reads_generation += 1;
+        // A change seen against the previous reads is answered by the run that made these;
+        // one since then is found by the look below.
+        self.changed = false;
         if self.reads.is_empty() {
             return;
         }

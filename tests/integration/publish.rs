@@ -492,10 +492,13 @@ fn under_init_a_store_that_cannot_be_used_is_a_warning_and_the_command_runs() {
     let mut t = Test::new();
     t.script("export/db", DB).dir("env");
     t.env("ENVHARNESS_KV", "file:///proc/envharness-store");
-    t.args(&[
-        "--init", "-x", "export", "-e", "env", "--", "sh", "-c", "exit 3",
-    ]);
-    t.run()
+    t.args(&["--init", "-x", "export", "-e", "env", "--", "sh", "-c"])
+        .args(&["while [ ! -f stop ]; do sleep 0.02; done; exit 3"]);
+    let (child, started) = t.spawn();
+    // The store is used once the command runs, from the registration's thread.
+    t.wait_for_stderr("warning: cannot publish");
+    t.file("stop", "");
+    t.finish(child, started)
         .status(3)
         .error_line(&["warning: cannot publish", "file:///proc/envharness-store"]);
 }

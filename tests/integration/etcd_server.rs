@@ -265,9 +265,25 @@ impl Etcd {
         kill(Pid::from_raw(child.id() as i32), signal).expect("signalling etcd");
     }
 
-    /// SIGSTOP: etcd's sockets still accept connections (the kernel does that), nothing answers.
+    /// SIGSTOP: etcd's sockets still accept connections (the kernel does that), nothing
+    /// answers. Returns once etcd is stopped: kill(2) only queues the signal, and on a busy
+    /// machine etcd could otherwise still answer a request sent right after.
     pub fn freeze(&self) {
         self.signal(Signal::SIGSTOP);
+        let Some(child) = &self.child else { return };
+        let stat = format!("/proc/{}/stat", child.id());
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            let state = std::fs::read_to_string(&stat).unwrap_or_default();
+            let state = state
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next());
+            if matches!(state, Some("T") | Some("t")) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     pub fn thaw(&self) {

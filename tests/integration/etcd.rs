@@ -331,7 +331,9 @@ fn a_frozen_etcd_is_an_error_within_5_s_and_then_recovers() {
     assert_eq!(err, format!("{url}: unreachable: no answer within 1.5 s"));
     assert!(started.elapsed() < Duration::from_millis(1800));
     etcd.thaw();
-    assert_eq!(s.get(&key("k")).unwrap().as_deref(), Some(&b"v"[..]));
+    // Served again. (Whether `k` is still there is etcd's business: the delete that timed out
+    // had been sent, and a thawed etcd may carry it out.)
+    s.get(&key("k")).unwrap();
     // The watch came through it: its stream may have been given up during the freeze, and
     // is reopened within its reconnection backoff (at most 5 s).
     s.put(&key("k"), b"w", None).unwrap();

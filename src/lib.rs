@@ -42,6 +42,7 @@ pub mod template;
 pub mod variables;
 pub mod watch;
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::time::Instant;
 
@@ -92,8 +93,11 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
         (Some(_), Some(_)) => Some(ReadLog::create()?),
         _ => None,
     };
-    let mut script_env = harness_env.clone();
-    script_env.extend(reads.as_ref().map(ReadLog::variable));
+    // The scripts' environment differs from the harness's only by where they record reads.
+    let script_env = match &reads {
+        Some(log) => Cow::Owned([harness_env.clone(), vec![log.variable()]].concat()),
+        None => Cow::Borrowed(&harness_env),
+    };
     let vars = discover_until_required(&plan, &mut host, &script_env)?;
     host.check_stop()?;
     let mut env = vars.over(&harness_env);
@@ -116,7 +120,14 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
             // to stop at once, its keys published for a moment.
             host.check_stop()?;
             let watching = plan.watch.map(|watch| {
-                Watching::new(&plan, &harness_env, script_env.clone(), watch, &vars, reads)
+                Watching::new(
+                    &plan,
+                    &harness_env,
+                    script_env.into_owned(),
+                    watch,
+                    &vars,
+                    reads,
+                )
             });
             let status = init::supervise(
                 &plan,

@@ -153,42 +153,37 @@ fn serve(
     let mut opened: Option<Box<dyn Store>> = None;
     let mut lease: Option<LeaseId> = None;
     for (number, request) in inbox {
-        let store = match opened.as_mut() {
-            Some(store) => store,
-            None => match open() {
-                Ok(store) => opened.insert(store),
-                Err(err) => {
-                    if outbox.send((number, failed(&request, err))).is_err() {
-                        return;
-                    }
-                    let _ = wake_up.write(&[1]);
-                    continue;
-                }
-            },
+        let store = match opened.take() {
+            Some(store) => Ok(store),
+            None => open(),
         };
-        let answer = match request {
-            Request::Publish { keys, ttl } => {
-                Answer::Done(publish(store.as_mut(), &mut lease, &keys, ttl))
-            }
-            Request::Renew { keys, ttl } => {
-                Answer::Done(renew(store.as_mut(), &mut lease, &keys, ttl))
-            }
-            Request::Withdraw => Answer::Done(match lease.take() {
-                Some(held) => store.revoke(held),
-                None => Ok(()),
-            }),
-            Request::Watch { prefix } => Answer::Watching(store.watch(&prefix)),
-            Request::Look(lookups) => Answer::Looked(
-                lookups
-                    .iter()
-                    .map(|lookup| look_up(store.as_mut(), lookup).map(|seen| seen.digest()))
-                    .collect(),
-            ),
+        let answer = match store {
+            Ok(store) => answer(opened.insert(store).as_mut(), &mut lease, request),
+            Err(err) => failed(&request, err),
         };
         if outbox.send((number, answer)).is_err() {
             return;
         }
         let _ = wake_up.write(&[1]);
+    }
+}
+
+/// Carries out one request.
+fn answer(store: &mut dyn Store, lease: &mut Option<LeaseId>, request: Request) -> Answer {
+    match request {
+        Request::Publish { keys, ttl } => Answer::Done(publish(store, lease, &keys, ttl)),
+        Request::Renew { keys, ttl } => Answer::Done(renew(store, lease, &keys, ttl)),
+        Request::Withdraw => Answer::Done(match lease.take() {
+            Some(held) => store.revoke(held),
+            None => Ok(()),
+        }),
+        Request::Watch { prefix } => Answer::Watching(store.watch(&prefix)),
+        Request::Look(lookups) => Answer::Looked(
+            lookups
+                .iter()
+                .map(|lookup| look_up(store, lookup).map(|seen| seen.digest()))
+                .collect(),
+        ),
     }
 }
 
@@ -208,14 +203,9 @@ fn publish(
     ttl: Duration,
 ) -> Result<(), Error> {
     // After a failure the lease may have run out meanwhile: keys put with it would fail.
-    if let Some(held) = *lease {
-        if !store.keep_alive(held)? {
-            *lease = None;
-        }
-    }
-    let held = match *lease {
-        Some(held) => held,
-        None => *lease.insert(store.grant(ttl)?),
+    let held = match (keep_held_alive(store, lease)?, *lease) {
+        (true, Some(held)) => held,
+        _ => *lease.insert(store.grant(ttl)?),
     };
     for (key, value) in keys {
         store.put(key, value, Some(held))?;
@@ -223,21 +213,33 @@ fn publish(
     Ok(())
 }
 
+/// Keeps the lease alive; when it is gone (it ran out while the store was away, or the
+/// store was wiped), publishes again with a new one.
 fn renew(
     store: &mut dyn Store,
     lease: &mut Option<LeaseId>,
     keys: &[(Key, Vec<u8>)],
     ttl: Duration,
 ) -> Result<(), Error> {
-    if let Some(held) = *lease {
-        if store.keep_alive(held)? {
-            return Ok(());
-        }
-        log::warn!(
-            "{}: the lease of the published keys is gone; publishing them again",
-            store.url()
-        );
-        *lease = None;
+    if keep_held_alive(store, lease)? {
+        return Ok(());
     }
     publish(store, lease, keys, ttl)
+}
+
+/// Renews the lease held, if any; forgets one that is gone, with a warning. Whether a live
+/// lease is held.
+fn keep_held_alive(store: &mut dyn Store, lease: &mut Option<LeaseId>) -> Result<bool, Error> {
+    let Some(held) = *lease else {
+        return Ok(false);
+    };
+    if store.keep_alive(held)? {
+        return Ok(true);
+    }
+    log::warn!(
+        "{}: the lease of the published keys is gone; publishing them again",
+        store.url()
+    );
+    *lease = None;
+    Ok(false)
 }

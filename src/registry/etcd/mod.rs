@@ -349,17 +349,11 @@ impl Client {
 
     /// One request: logs in first if needed, and once more if etcd refuses the token.
     fn call(&mut self, path: &str, request: &Value) -> Result<Value, Error> {
-        let deadline = Instant::now() + self.limit;
         let body = request.to_string().into_bytes();
-        let mut logged_in = false;
-        if self.login_needed {
-            self.log_in(deadline)?;
-            logged_in = true;
-        }
-        loop {
-            let answer = self.exchange(path, &body, true, deadline)?;
+        self.logged_in(|store, deadline| {
+            let answer = store.exchange(path, &body, true, deadline)?;
             let reply = parse(&answer.body).ok_or_else(|| {
-                self.error(format!(
+                store.error(format!(
                     "etcd answered {} with something that is not JSON",
                     answer.status
                 ))
@@ -367,12 +361,32 @@ impl Client {
             if answer.status == 200 {
                 // A streaming call (a keep-alive) reports its error inside the answer.
                 if let Some(error) = reply.get("error") {
-                    return Err(self.error(error_message(error)));
+                    return Err(store.error(error_message(error)));
                 }
-                return Ok(reply);
+                return Ok(Ok(reply));
             }
-            let message = error_message(&reply);
-            if is_auth_refusal(&message) {
+            Ok(Err(error_message(&reply)))
+        })
+    }
+
+    /// Runs `attempt` (Ok(Err(message)): etcd refused it) within one deadline, logged in
+    /// first if needed; an authentication refusal logs in once and tries again.
+    fn logged_in<T>(
+        &mut self,
+        mut attempt: impl FnMut(&mut Self, Instant) -> Result<Result<T, String>, Error>,
+    ) -> Result<T, Error> {
+        let deadline = Instant::now() + self.limit;
+        let mut logged_in = false;
+        if self.login_needed {
+            self.log_in(deadline)?;
+            logged_in = true;
+        }
+        loop {
+            let refusal = match attempt(self, deadline)? {
+                Ok(done) => return Ok(done),
+                Err(refusal) => refusal,
+            };
+            if is_auth_refusal(&refusal) {
                 if self.credentials.is_none() {
                     return Err(self.error(
                         "etcd requires authentication: set ENVHARNESS_KV_USER and \
@@ -385,7 +399,7 @@ impl Client {
                     continue;
                 }
             }
-            return Err(self.error(message));
+            return Err(self.error(refusal));
         }
     }
 
@@ -535,33 +549,8 @@ impl Client {
         request: &Value,
         accept: impl Fn(&Value) -> Result<(), String>,
     ) -> Result<http::Lines, Error> {
-        let deadline = Instant::now() + self.limit;
         let body = request.to_string().into_bytes();
-        let mut logged_in = false;
-        if self.login_needed {
-            self.log_in(deadline)?;
-            logged_in = true;
-        }
-        loop {
-            let refusal = match self.open_stream(path, &body, deadline, &accept)? {
-                Ok(lines) => return Ok(lines),
-                Err(message) => message,
-            };
-            if is_auth_refusal(&refusal) {
-                if self.credentials.is_none() {
-                    return Err(self.error(
-                        "etcd requires authentication: set ENVHARNESS_KV_USER and \
-                         ENVHARNESS_KV_PASSWORD (or ENVHARNESS_KV_PASSWORD_FILE)",
-                    ));
-                }
-                if !logged_in {
-                    self.log_in(deadline)?;
-                    logged_in = true;
-                    continue;
-                }
-            }
-            return Err(self.error(refusal));
-        }
+        self.logged_in(|store, deadline| store.open_stream(path, &body, deadline, &accept))
     }
 
     /// Ok(Ok(lines)) when established, Ok(Err(message)) when etcd refused it, Err when no

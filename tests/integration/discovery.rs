@@ -21,12 +21,8 @@ fn example(relative: &str) -> String {
 
 /// A harness of the example: `envharness` on PATH, the store in ENVHARNESS_KV.
 fn service(store: &dyn KvStore, instance: &str) -> Test {
-    let mut t = Test::new();
-    t.symlink("bin/envharness", BIN).dir("empty");
-    let path = format!("{}:{PATH}", t.p("bin"));
-    t.env("PATH", path)
-        .env("ENVHARNESS_KV", store.kv_url())
-        .env("ENVHARNESS_INSTANCE", instance);
+    let t = harness_on(&store.kv_url(), instance);
+    t.dir("empty");
     t
 }
 

@@ -14,30 +14,6 @@ use nix::libc;
 use crate::kv_stores::*;
 use crate::support::*;
 
-/// Runs each body on each store: `kv::file_store::NAME`, `kv::etcd_store::NAME` (a real etcd
-/// of its own). A further store adds its module here.
-macro_rules! every_store {
-    ($($body:ident),* $(,)?) => {
-        mod file_store {
-            $(
-                #[test]
-                fn $body() {
-                    super::$body(&crate::kv_stores::FileStore::new());
-                }
-            )*
-        }
-        mod etcd_store {
-            $(
-                #[test]
-                fn $body() {
-                    let Some(store) = crate::kv_stores::EtcdStore::start() else { return };
-                    super::$body(&store);
-                }
-            )*
-        }
-    };
-}
-
 every_store!(
     get_writes_the_value_exactly,
     a_missing_key_is_not_found_with_status_1,
@@ -944,7 +920,7 @@ fn file_store_that_cannot_be_created_or_read_names_the_path_and_the_reason() {
     // Readable but not writable (a consumer in the group of a 0755 store): reads work, a put
     // says why it cannot.
     let shared = store.path().join("shared");
-    let c = Client::new(&FileUrl(format!("file://{}", shared.display())));
+    let c = Client::new(&UrlStore(format!("file://{}", shared.display())));
     c.run(&["put", "k", "v"]).success();
     fs::set_permissions(&shared, fs::Permissions::from_mode(0o755)).expect("chmod");
     for sub in ["keys", "leases", "tmp"] {
@@ -955,15 +931,6 @@ fn file_store_that_cannot_be_created_or_read_names_the_path_and_the_reason() {
     as_nobody(&shared, &["put", "k", "w"])
         .status(125)
         .error_line(&["shared/keys/k", "Permission denied"]);
-}
-
-/// A store given by its URL alone.
-struct FileUrl(String);
-
-impl KvStore for FileUrl {
-    fn kv_url(&self) -> String {
-        self.0.clone()
-    }
 }
 
 #[test]

@@ -69,6 +69,53 @@ impl KvStore for EtcdStore {
     }
 }
 
+/// A test whose scripts and command find `envharness` on PATH (for `envharness kv`), with
+/// the store and the instance set as the harness's variables.
+pub fn harness_on(url: &str, instance: &str) -> Test {
+    let mut t = Test::new();
+    t.symlink("bin/envharness", BIN);
+    let path = format!("{}:{PATH}", t.p("bin"));
+    t.env("PATH", path)
+        .env("ENVHARNESS_KV", url)
+        .env("ENVHARNESS_INSTANCE", instance);
+    t
+}
+
+/// `envharness --init --ttl 2` publishing `db/i1` to `url` (an export script that prints a
+/// URL) while it runs `command`, a script that touches `ready`; returns once the key is there.
+pub fn publishing_under_init(url: &str, command: &str) -> (Test, std::process::Child, Instant) {
+    let mut t = harness_on(url, "i1");
+    t.dir("env")
+        .script("export/db", "#!/bin/sh\necho postgres://db-1:5432/app\n")
+        .script("cmd", command);
+    let cmd = t.p("cmd");
+    t.args(&[
+        "--init",
+        "--ttl",
+        "2",
+        "-x",
+        "export",
+        "-e",
+        "env",
+        "--",
+        cmd.as_str(),
+    ]);
+    let (child, started) = t.spawn();
+    t.wait_for("ready");
+    let client = Client::new(&UrlStore(url.to_owned()));
+    t.wait_until("db/i1 published", || client.has("db/i1"));
+    (t, child, started)
+}
+
+/// A store given by its URL alone, for a client of a store that runs already.
+pub struct UrlStore(pub String);
+
+impl KvStore for UrlStore {
+    fn kv_url(&self) -> String {
+        self.0.clone()
+    }
+}
+
 /// Runs `envharness kv ...` against one store, as a script would: a cleared environment with
 /// only ENVHARNESS_KV (and what a test adds). One client runs one call at a time (its output
 /// goes to its test directory's capture files); concurrent calls use one client each.
@@ -168,3 +215,30 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     found.sort();
     found
 }
+
+/// Runs each body (a `fn(&dyn KvStore)` of the calling module) on each store, as the tests
+/// `MODULE::file_store::NAME` and `MODULE::etcd_store::NAME` (a real etcd of its own). A
+/// further store adds its module here.
+macro_rules! every_store {
+    ($($body:ident),* $(,)?) => {
+        mod file_store {
+            $(
+                #[test]
+                fn $body() {
+                    super::$body(&crate::kv_stores::FileStore::new());
+                }
+            )*
+        }
+        mod etcd_store {
+            $(
+                #[test]
+                fn $body() {
+                    let Some(store) = crate::kv_stores::EtcdStore::start() else { return };
+                    super::$body(&store);
+                }
+            )*
+        }
+    };
+}
+
+pub(crate) use every_store;

@@ -96,8 +96,7 @@ fn sigterm_during_the_export_phase_runs_no_environment_script() {
     t.args(&["-x", "export", "-e", "env", "--", "touch", "command-ran"]);
     let (child, started) = t.spawn();
     t.wait_for("ready");
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started)
+    t.terminate(child, started)
         .status(143)
         .error_line(&["stopped by SIGTERM"])
         .faster_than(Duration::from_secs(5));
@@ -120,8 +119,7 @@ fn a_script_that_ignores_the_stop_signal_is_killed_two_seconds_later() {
     let (child, started) = t.spawn();
     t.wait_for("ready");
     let signalled = Instant::now();
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started)
+    t.terminate(child, started)
         .status(143)
         .error_line(&["stopped by SIGTERM"]);
     let took = signalled.elapsed();
@@ -153,8 +151,7 @@ fn a_stop_signal_during_the_retry_interval_ends_the_run_at_once() {
     ]);
     let (child, started) = t.spawn();
     t.wait_for("ready");
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started)
+    t.terminate(child, started)
         .status(143)
         .error_line(&["stopped by SIGTERM"])
         .faster_than(Duration::from_secs(5));
@@ -249,8 +246,7 @@ fn a_stop_signal_the_harness_was_started_ignoring_stays_ignored() {
     // Both are pending before the harness reads either; a watched SIGINT (2) would be read
     // before SIGTERM (15) and give 130.
     send(&child, Signal::SIGINT);
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started)
+    t.terminate(child, started)
         .status(143)
         .error_line(&["stopped by SIGTERM"])
         .stderr_lacks("SIGINT");

@@ -9,28 +9,6 @@ use nix::sys::signal::Signal;
 use crate::kv_stores::*;
 use crate::support::*;
 
-macro_rules! every_store {
-    ($($body:ident),* $(,)?) => {
-        mod file_store {
-            $(
-                #[test]
-                fn $body() {
-                    super::$body(&crate::kv_stores::FileStore::new());
-                }
-            )*
-        }
-        mod etcd_store {
-            $(
-                #[test]
-                fn $body() {
-                    let Some(store) = crate::kv_stores::EtcdStore::start() else { return };
-                    super::$body(&store);
-                }
-            )*
-        }
-    };
-}
-
 every_store!(
     exec_mode_publishes_without_a_lease_and_warns,
     a_command_that_is_not_found_publishes_nothing,
@@ -48,14 +26,9 @@ every_store!(
     reads_that_start_in_a_re_run_are_watched_too,
 );
 
-/// A test directory whose PATH has `envharness` (for scripts calling `envharness kv`).
+/// A harness on `store` as instance `i1`, with `env` and `export` directories.
 fn harness_test(store: &dyn KvStore) -> Test {
-    let mut t = Test::new();
-    t.symlink("bin/envharness", BIN);
-    let path = format!("{}:{PATH}", t.p("bin"));
-    t.env("PATH", path)
-        .env("ENVHARNESS_KV", store.kv_url())
-        .env("ENVHARNESS_INSTANCE", "i1");
+    let t = harness_on(&store.kv_url(), "i1");
     t.dir("env").dir("export");
     t
 }
@@ -142,24 +115,8 @@ const LOOKS_AND_WAITS: &str = "#!/bin/sh\n\
 fn init_holds_the_keys_while_the_command_runs_and_withdraws_them_when_it_exits(
     store: &dyn KvStore,
 ) {
-    let mut t = harness_test(store);
-    t.script("export/db", DB).script("cmd", LOOKS_AND_WAITS);
-    let cmd = t.p("cmd");
-    t.args(&[
-        "--init",
-        "--ttl",
-        "2",
-        "-x",
-        "export",
-        "-e",
-        "env",
-        "--",
-        cmd.as_str(),
-    ]);
-    let (child, started) = t.spawn();
-    t.wait_for("ready");
+    let (t, child, started) = publishing_under_init(&store.kv_url(), LOOKS_AND_WAITS);
     let client = Client::new(store);
-    t.wait_until("db/i1 published", || client.has("db/i1"));
     // Renewed: still there after more than one TTL.
     std::thread::sleep(Duration::from_millis(2500));
     assert!(
@@ -188,8 +145,7 @@ fn sigterm_withdraws_before_it_is_forwarded(store: &dyn KvStore) {
     t.args(&["--init", "-x", "export", "-e", "env", "--", cmd.as_str()]);
     let (child, started) = t.spawn();
     t.wait_for("ready");
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started).success();
+    t.terminate(child, started).success();
     assert_eq!(
         t.lines("at-term"),
         ["absent"],
@@ -198,24 +154,8 @@ fn sigterm_withdraws_before_it_is_forwarded(store: &dyn KvStore) {
 }
 
 fn a_killed_harness_loses_its_keys_within_the_ttl(store: &dyn KvStore) {
-    let mut t = harness_test(store);
-    t.script("export/db", DB).script("cmd", LOOKS_AND_WAITS);
-    let cmd = t.p("cmd");
-    t.args(&[
-        "--init",
-        "--ttl",
-        "2",
-        "-x",
-        "export",
-        "-e",
-        "env",
-        "--",
-        cmd.as_str(),
-    ]);
-    let (child, started) = t.spawn();
-    t.wait_for("ready");
+    let (t, child, started) = publishing_under_init(&store.kv_url(), LOOKS_AND_WAITS);
     let client = Client::new(store);
-    t.wait_until("db/i1 published", || client.has("db/i1"));
     send(&child, Signal::SIGKILL);
     let killed = Instant::now();
     let _ = t.finish(child, started);
@@ -287,11 +227,11 @@ const DISCOVER: &str = "#!/bin/sh\necho run >> discoveries\nexec envharness kv g
 const RECORDS: &str = "#!/bin/sh\ntrap 'exit 0' TERM\necho \"$$ $DATABASE_URL\" >> runs\n\
      touch \"ready-$(echo $DATABASE_URL | tr -c 'a-z0-9\\n' _)\"\nwhile :; do sleep 0.05; done\n";
 
-fn a_changed_key_that_a_script_read_re_runs_discovery(store: &dyn KvStore) {
-    let client = Client::new(store);
-    client.put("db/x", "one");
+/// A watching app (`--init --watch 0`) whose DATABASE_URL entry is `discover`, running
+/// [`RECORDS`]; the caller waits for its first `ready-` file.
+fn discovering_app(store: &dyn KvStore, discover: &str) -> (Test, std::process::Child, Instant) {
     let mut t = harness_test(store);
-    t.script("env/DATABASE_URL", DISCOVER)
+    t.script("env/DATABASE_URL", discover)
         .script("cmd", RECORDS);
     let cmd = t.p("cmd");
     t.args(&[
@@ -306,13 +246,19 @@ fn a_changed_key_that_a_script_read_re_runs_discovery(store: &dyn KvStore) {
         cmd.as_str(),
     ]);
     let (child, started) = t.spawn();
+    (t, child, started)
+}
+
+fn a_changed_key_that_a_script_read_re_runs_discovery(store: &dyn KvStore) {
+    let client = Client::new(store);
+    client.put("db/x", "one");
+    let (t, child, started) = discovering_app(store, DISCOVER);
     t.wait_for("ready-one");
     let put = Instant::now();
     client.put("db/x", "two");
     t.wait_for("ready-two");
     let took = put.elapsed();
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started)
+    t.terminate(child, started)
         .success()
         .error_line(&["DATABASE_URL changed; restarting the command"]);
     assert!(
@@ -324,28 +270,12 @@ fn a_changed_key_that_a_script_read_re_runs_discovery(store: &dyn KvStore) {
 fn a_key_gone_makes_the_re_run_fail_and_the_command_keep_running(store: &dyn KvStore) {
     let client = Client::new(store);
     client.put("db/x", "one");
-    let mut t = harness_test(store);
-    t.script("env/DATABASE_URL", DISCOVER)
-        .script("cmd", RECORDS);
-    let cmd = t.p("cmd");
-    t.args(&[
-        "--init",
-        "--watch",
-        "0",
-        "-x",
-        "export",
-        "-e",
-        "env",
-        "--",
-        cmd.as_str(),
-    ]);
-    let (child, started) = t.spawn();
+    let (t, child, started) = discovering_app(store, DISCOVER);
     t.wait_for("ready-one");
     client.run(&["del", "db/x"]).success();
     t.wait_for_stderr("re-run failed, nothing changed");
     assert_eq!(t.lines("runs").len(), 1, "the command keeps running");
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started)
+    t.terminate(child, started)
         .success()
         .error_line(&["re-run failed", "env/DATABASE_URL: exited with status 1"]);
 }
@@ -353,30 +283,14 @@ fn a_key_gone_makes_the_re_run_fail_and_the_command_keep_running(store: &dyn KvS
 fn keys_outside_what_scripts_read_trigger_nothing(store: &dyn KvStore) {
     let client = Client::new(store);
     client.put("db/x", "one");
-    let mut t = harness_test(store);
-    t.script("env/DATABASE_URL", DISCOVER)
-        .script("cmd", RECORDS);
-    let cmd = t.p("cmd");
-    t.args(&[
-        "--init",
-        "--watch",
-        "0",
-        "-x",
-        "export",
-        "-e",
-        "env",
-        "--",
-        cmd.as_str(),
-    ]);
-    let (child, started) = t.spawn();
+    let (t, child, started) = discovering_app(store, DISCOVER);
     t.wait_for("ready-one");
     client.put("other/x", "1");
     client.put("dbx", "1");
     // A change it does watch, after them: its re-run is the first and only one.
     client.put("db/x", "two");
     t.wait_for("ready-two");
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started).success();
+    t.terminate(child, started).success();
     assert_eq!(
         t.lines("discoveries").len(),
         2,
@@ -389,28 +303,12 @@ fn a_lease_running_out_unannounced_re_runs_discovery(store: &dyn KvStore) {
     let client = Client::new(store);
     let put = Instant::now();
     client.run(&["put", "db/x", "one", "--ttl", "2"]).success();
-    let mut t = harness_test(store);
-    t.script("env/DATABASE_URL", DISCOVER)
-        .script("cmd", RECORDS);
-    let cmd = t.p("cmd");
-    t.args(&[
-        "--init",
-        "--watch",
-        "0",
-        "-x",
-        "export",
-        "-e",
-        "env",
-        "--",
-        cmd.as_str(),
-    ]);
-    let (child, started) = t.spawn();
+    let (t, child, started) = discovering_app(store, DISCOVER);
     t.wait_for("ready-one");
     // Nothing writes when the lease runs out: the harness must notice by itself.
     t.wait_for_stderr("re-run failed, nothing changed");
     let took = put.elapsed();
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started).success();
+    t.terminate(child, started).success();
     assert!(
         took < Duration::from_millis(3500),
         "noticed {took:?} after a put with --ttl 2"
@@ -420,33 +318,17 @@ fn a_lease_running_out_unannounced_re_runs_discovery(store: &dyn KvStore) {
 fn reads_that_start_in_a_re_run_are_watched_too(store: &dyn KvStore) {
     let client = Client::new(store);
     client.put("db/x", "one");
-    let mut t = harness_test(store);
-    t.script(
-        "env/DATABASE_URL",
+    let (t, child, started) = discovering_app(
+        store,
         "#!/bin/sh\nif [ -f go ]; then exec envharness kv get db; fi\necho none\n",
-    )
-    .script("cmd", RECORDS);
-    let cmd = t.p("cmd");
-    t.args(&[
-        "--init",
-        "--watch",
-        "0",
-        "-x",
-        "export",
-        "-e",
-        "env",
-        "--",
-        cmd.as_str(),
-    ]);
-    let (child, started) = t.spawn();
+    );
     t.wait_for("ready-none");
     t.file("go", "");
     send(&child, Signal::SIGHUP);
     t.wait_for("ready-one");
     client.put("db/x", "two");
     t.wait_for("ready-two");
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started).success();
+    t.terminate(child, started).success();
 }
 
 // ---- the harness's side, store-independent -----------------------------------------------

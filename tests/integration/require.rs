@@ -3,8 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
-
 use crate::support::*;
 
 fn requiring(t: &mut Test, extra: &[&str]) {
@@ -224,8 +222,7 @@ fn a_stop_signal_while_waiting_ends_the_harness() {
     let (child, started) = t.spawn();
     t.wait_for("tries");
     let sent = Instant::now();
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started).status(128 + 15);
+    t.terminate(child, started).status(128 + 15);
     assert!(sent.elapsed() < Duration::from_secs(3));
 }
 

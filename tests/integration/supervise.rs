@@ -16,21 +16,6 @@ fn init(t: &mut Test, extra: &[&str], command: &str) {
         .args(&["--", "/bin/sh", "-c", command]);
 }
 
-fn wait_for_line(t: &Test, file: &str, line: &str) {
-    let limit = Instant::now() + Duration::from_secs(10);
-    loop {
-        let content = std::fs::read_to_string(t.path(file)).unwrap_or_default();
-        if content.lines().any(|l| l == line) {
-            return;
-        }
-        assert!(
-            Instant::now() < limit,
-            "{line:?} never appeared in {file}: {content:?}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// A child that records every forwarded signal, one line each, and exits on TERM.
 const RECORDER: &str = r#"
 for s in HUP INT QUIT USR1 USR2 WINCH CONT; do trap "echo $s >> record" $s; done
@@ -56,7 +41,7 @@ fn every_forwarded_signal_reaches_the_command() {
         (Signal::SIGTERM, "TERM"),
     ] {
         send(&child, sig);
-        wait_for_line(&t, "record", name);
+        t.wait_for_line("record", name);
     }
     t.finish(child, started).success();
 }
@@ -77,8 +62,7 @@ fn sigterm_without_a_handler_ends_the_command_and_gives_143() {
     init(&mut t, &[], "touch ready; exec sleep 30");
     let (child, started) = t.spawn();
     t.wait_for("ready");
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started)
+    t.terminate(child, started)
         .status(143)
         .faster_than(Duration::from_secs(5));
 }
@@ -125,8 +109,7 @@ fn orphans_are_adopted_and_reaped_while_the_command_runs() {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started).status(143);
+    t.terminate(child, started).status(143);
 }
 
 #[test]
@@ -140,8 +123,7 @@ fn a_command_that_ignores_sigterm_is_killed_after_the_stop_timeout() {
     let (child, started) = t.spawn();
     t.wait_for("ready");
     let signalled = Instant::now();
-    send(&child, Signal::SIGTERM);
-    let run = t.finish(child, started);
+    let run = t.terminate(child, started);
     run.status(128 + 9).error_line(&["SIGKILL"]);
     let took = signalled.elapsed();
     assert!(took >= Duration::from_millis(500), "killed after {took:?}");
@@ -183,10 +165,9 @@ fn group_sends_signals_to_the_whole_process_group() {
     let (child, started) = t.spawn();
     t.wait_for("ready");
     send(&child, Signal::SIGUSR1);
-    wait_for_line(&t, "record", "grandchild");
-    wait_for_line(&t, "record", "child");
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started).success();
+    t.wait_for_line("record", "grandchild");
+    t.wait_for_line("record", "child");
+    t.terminate(child, started).success();
 }
 
 #[test]
@@ -197,9 +178,8 @@ fn without_group_only_the_command_gets_the_signal() {
     let (child, started) = t.spawn();
     t.wait_for("ready");
     send(&child, Signal::SIGUSR1);
-    wait_for_line(&t, "record", "child");
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started).success();
+    t.wait_for_line("record", "child");
+    t.terminate(child, started).success();
     assert_eq!(t.read("record"), "child\n");
 }
 
@@ -321,8 +301,7 @@ fn an_idle_supervisor_uses_no_cpu() {
     let before = cpu_ticks(child.id());
     std::thread::sleep(Duration::from_millis(1000));
     let after = cpu_ticks(child.id());
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started).status(143);
+    t.terminate(child, started).status(143);
     assert!(
         after - before <= 1,
         "{} clock ticks in one idle second",
@@ -508,8 +487,7 @@ fn a_stop_signal_during_the_phases_under_init_starts_no_command() {
     ]);
     let (child, started) = t.spawn();
     t.wait_for("slow.ready");
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started)
+    t.terminate(child, started)
         .status(143)
         .error_line(&["stopped by SIGTERM"])
         .faster_than(Duration::from_secs(3));

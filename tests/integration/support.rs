@@ -357,6 +357,19 @@ impl Test {
         });
     }
 
+    /// Waits until `relative` has a line that is exactly `line`.
+    pub fn wait_for_line(&self, relative: &str, line: &str) {
+        self.wait_until(&format!("{relative} holding the line {line:?}"), || {
+            self.lines(relative).iter().any(|l| l == line)
+        });
+    }
+
+    /// Sends SIGTERM to the binary started by [`Test::spawn`] and waits for it to finish.
+    pub fn terminate(&self, child: Child, started: Instant) -> Run {
+        send(&child, Signal::SIGTERM);
+        self.finish(child, started)
+    }
+
     /// Waits until the running binary's stderr contains `text`.
     pub fn wait_for_stderr(&self, text: &str) {
         self.wait_for_text(".stderr", text);

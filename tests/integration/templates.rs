@@ -545,8 +545,7 @@ fn under_watch_an_edited_template_restarts_the_command_after_writing() {
     t.file("env/V", "2");
     send(&child, Signal::SIGHUP);
     wait_for_line(&t, "log", "start w=2");
-    send(&child, Signal::SIGTERM);
-    let run = t.finish(child, started);
+    let run = t.terminate(child, started);
     run.success()
         .error_line(&["out/app.conf changed; restarting the command"])
         .error_line(&["V, out/app.conf changed; restarting the command"]);
@@ -561,8 +560,7 @@ fn under_watch_with_a_signal_the_file_is_written_before_the_signal() {
     t.file("app.conf.j2", "w={{ V }}\n");
     send(&child, Signal::SIGHUP);
     wait_for_line(&t, "log", "usr1 w=1");
-    send(&child, Signal::SIGTERM);
-    let run = t.finish(child, started);
+    let run = t.terminate(child, started);
     run.success()
         .error_line(&["out/app.conf changed; sending SIGUSR1"]);
     let log = t.read("log");
@@ -586,8 +584,7 @@ fn under_watch_a_failing_render_warns_and_changes_nothing() {
     t.file("app.conf.j2", "v={{ V }}\n");
     send(&child, Signal::SIGHUP);
     wait_for_line(&t, "log", "start v=2");
-    send(&child, Signal::SIGTERM);
-    let run = t.finish(child, started);
+    let run = t.terminate(child, started);
     run.success()
         .error_line(&["app.conf.j2", "line 1", "syntax error"])
         .error_line(&["V, out/app.conf changed; restarting the command"]);
@@ -607,8 +604,7 @@ fn under_watch_no_change_writes_nothing() {
         (after.ino(), after.modified().unwrap()),
         (meta.ino(), meta.modified().unwrap())
     );
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started).success();
+    t.terminate(child, started).success();
 }
 
 #[test]
@@ -625,8 +621,7 @@ fn under_watch_an_unwritable_dest_fails_the_re_run_and_the_command_keeps_running
     t.wait_for_stderr("re-run failed, nothing changed");
     assert_eq!(t.read("out/app.conf"), "v=1\n");
     assert!(others_in(&t, "out", &["app.conf"]).is_empty());
-    send(&child, Signal::SIGTERM);
-    let run = t.finish(child, started);
+    let run = t.terminate(child, started);
     run.success()
         .error_line(&[
             "out/app.conf",

@@ -57,8 +57,7 @@ fn a_changed_literal_restarts_the_command_with_the_new_value() {
     assert_eq!((runs[0].1.as_str(), runs[1].1.as_str()), ("1", "2"));
     // The old command was stopped as on SIGTERM.
     assert_eq!(t.lines("signals"), [format!("TERM {}", runs[0].0)]);
-    send(&child, Signal::SIGTERM);
-    let run = t.finish(child, started);
+    let run = t.terminate(child, started);
     run.success()
         .error_line(&["A changed; restarting the command"])
         .stderr_lacks("warning: A changed");
@@ -77,8 +76,7 @@ fn the_timer_re_runs_discovery_without_a_signal() {
     t.wait_for("ready-1");
     t.replace("env/A", "2\n");
     t.wait_for("ready-2");
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started).success();
+    t.terminate(child, started).success();
 }
 
 #[test]
@@ -98,8 +96,7 @@ fn a_name_added_or_gone_is_a_change_and_order_is_not() {
     send(&child, Signal::SIGHUP);
     t.wait_for_stderr("X, Z changed; restarting the command");
     t.wait_until("the second start", || runs(&t).len() == 2);
-    send(&child, Signal::SIGTERM);
-    let run = t.finish(child, started);
+    let run = t.terminate(child, started);
     run.success();
     assert_eq!(run.stderr_lines_with("changed").len(), 1, "{}", run.stderr);
 }
@@ -116,11 +113,8 @@ fn sighup_is_a_re_run_trigger_and_never_reaches_the_command() {
         t.lines("c-runs").len() == 2
     });
     send(&child, Signal::SIGUSR1);
-    t.wait_until("USR1 at the command", || {
-        t.lines("signals").contains(&"USR1".to_owned())
-    });
-    send(&child, Signal::SIGTERM);
-    let run = t.finish(child, started);
+    t.wait_for_line("signals", "USR1");
+    let run = t.terminate(child, started);
     run.success();
     let signals = t.lines("signals");
     assert!(!signals.iter().any(|s| s.starts_with("HUP")), "{signals:?}");
@@ -134,11 +128,8 @@ fn without_watch_sighup_is_still_forwarded() {
     let (child, started) = t.spawn();
     t.wait_for("ready-1");
     send(&child, Signal::SIGHUP);
-    t.wait_until("HUP at the command", || {
-        t.lines("signals").contains(&"HUP 1".to_owned())
-    });
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started).success();
+    t.wait_for_line("signals", "HUP 1");
+    t.terminate(child, started).success();
 }
 
 #[test]
@@ -153,11 +144,8 @@ fn on_change_signal_sends_it_once_and_keeps_the_process_and_its_environment() {
     // No change since: another trigger sends nothing.
     send(&child, Signal::SIGHUP);
     send(&child, Signal::SIGUSR1);
-    t.wait_until("USR1 at the command", || {
-        t.lines("signals").contains(&"USR1".to_owned())
-    });
-    send(&child, Signal::SIGTERM);
-    let run = t.finish(child, started);
+    t.wait_for_line("signals", "USR1");
+    let run = t.terminate(child, started);
     run.success().error_line(&["A changed; sending SIGHUP"]);
     assert_eq!(runs(&t).len(), 1, "the command was not restarted");
     let signals = t.lines("signals");
@@ -190,8 +178,7 @@ fn on_change_signal_reaches_the_whole_group_with_group() {
     t.file("env/A", "2\n");
     send(&child, Signal::SIGHUP);
     t.wait_until("USR2 at both", || t.lines("got").len() == 2);
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started).success();
+    t.terminate(child, started).success();
     let mut got = t.lines("got");
     got.sort();
     assert_eq!(got, ["child", "parent"]);
@@ -248,8 +235,7 @@ fn a_failing_re_run_changes_nothing_and_warns() {
     std::fs::remove_file(t.path("broken")).expect("removing broken");
     send(&child, Signal::SIGHUP);
     t.wait_for("ready-2");
-    send(&child, Signal::SIGTERM);
-    let run = t.finish(child, started);
+    let run = t.terminate(child, started);
     run.success().error_line(&[
         "warning: re-run failed, nothing changed:",
         "env/B: exited with status 4",
@@ -273,8 +259,7 @@ fn an_unmet_requirement_fails_the_re_run_at_once() {
         sent.elapsed() < Duration::from_secs(5),
         "--wait applies only before the start"
     );
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started).success().stderr_lacks("two");
+    t.terminate(child, started).success().stderr_lacks("two");
     assert_eq!(runs(&t).len(), 1);
 }
 
@@ -290,8 +275,7 @@ fn re_runs_never_overlap_even_with_a_slow_script() {
     t.wait_until("three re-runs", || {
         t.lines("log").iter().filter(|l| *l == "end").count() >= 4
     });
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started).success();
+    t.terminate(child, started).success();
     let log = t.lines("log");
     for pair in log.chunks(2) {
         if pair.len() == 2 {
@@ -308,8 +292,9 @@ fn re_runs_start_from_the_harness_environment_not_the_last_result() {
     t.script("env/B", "#!/bin/sh\necho run >> b-runs\necho \"${B}x\"\n");
     let (child, started) = t.spawn();
     t.wait_until("a few re-runs", || t.lines("b-runs").len() >= 4);
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started).success().stderr_lacks("changed");
+    t.terminate(child, started)
+        .success()
+        .stderr_lacks("changed");
     assert_eq!(runs(&t).len(), 1);
 }
 
@@ -330,8 +315,7 @@ fn a_stop_signal_during_a_re_run_reaches_the_scripts_and_the_command() {
     send(&child, Signal::SIGHUP);
     t.wait_for("rerun-ready");
     let stopped = Instant::now();
-    send(&child, Signal::SIGTERM);
-    let run = t.finish(child, started);
+    let run = t.terminate(child, started);
     run.success();
     assert!(stopped.elapsed() < Duration::from_secs(3));
     assert_eq!(t.lines("script-got"), ["term"]);
@@ -349,11 +333,8 @@ fn forwarded_signals_reach_the_command_during_a_re_run() {
     send(&child, Signal::SIGHUP);
     t.wait_for("rerun-ready");
     send(&child, Signal::SIGUSR1);
-    t.wait_until("USR1 at the command", || {
-        t.lines("signals").contains(&"USR1".to_owned())
-    });
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started).success();
+    t.wait_for_line("signals", "USR1");
+    t.terminate(child, started).success();
 }
 
 #[test]
@@ -413,8 +394,7 @@ fn a_sighup_during_the_first_phases_triggers_a_re_run_once_the_command_runs() {
     send(&child, Signal::SIGHUP);
     t.file("go", "");
     t.wait_for("ready-2");
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started).success();
+    t.terminate(child, started).success();
     // The first command may be restarted before it even wrote its line.
     let runs = runs(&t);
     assert_eq!(runs.last().map(|run| run.1.as_str()), Some("2"), "{runs:?}");
@@ -454,8 +434,9 @@ fn quiet_hides_the_change_line() {
     t.file("env/A", "2\n");
     send(&child, Signal::SIGHUP);
     t.wait_for("ready-2");
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started).success().stderr_lacks("changed");
+    t.terminate(child, started)
+        .success()
+        .stderr_lacks("changed");
 }
 
 #[test]
@@ -468,8 +449,7 @@ fn the_change_line_names_variables_never_values() {
     t.file("env/SECRET", "swordfish\n");
     send(&child, Signal::SIGHUP);
     t.wait_until("the restart", || runs(&t).len() == 2);
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started)
+    t.terminate(child, started)
         .success()
         .error_line(&["SECRET changed; restarting the command"])
         .stderr_lacks("hunter2")
@@ -576,8 +556,7 @@ fn sighups_during_a_re_run_give_exactly_one_more() {
     t.wait_until("the one re-run after", || t.lines("s-runs").len() == 3);
     // And no other: a re-run that would follow comes at once, well within this.
     std::thread::sleep(Duration::from_millis(300));
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started).success();
+    t.terminate(child, started).success();
     assert_eq!(t.lines("s-runs").len(), 3, "{:?}", t.lines("s-runs"));
 }
 
@@ -624,8 +603,7 @@ fn the_timer_counts_from_the_end_of_the_previous_re_run() {
             .count()
             >= 3
     });
-    send(&child, Signal::SIGTERM);
-    t.finish(child, started).success();
+    t.terminate(child, started).success();
     let stamps: Vec<(String, u128)> = t
         .lines("log")
         .iter()

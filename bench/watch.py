@@ -198,20 +198,20 @@ def idle_cost(w, stamp, empty):
     }
 
 
-def put_to_hup(w, stamp, empty):
-    """kv put -> --on-change HUP at a watching harness's command, on the file store."""
-    store = "file://" + os.path.join(w, "store-hup")
-    env = os.path.join(w, "hup-env")
+def put_to_hup(w, stamp, empty, store, name):
+    """kv put -> --on-change HUP at a watching harness's command, on `store` (a --kv URL);
+    `name` keeps this run's files apart."""
+    env = os.path.join(w, f"{name}-env")
     os.mkdir(env)
     with open(os.path.join(env, "DATABASE_URL"), "w") as f:
         f.write(f"#!/bin/sh\nexec {BIN} kv get db\n")
     os.chmod(os.path.join(env, "DATABASE_URL"), 0o755)
     subprocess.run([BIN, "--kv", store, "kv", "put", "db/x", "v0"], check=True)
-    out = os.path.join(w, "hup.out")
+    out = os.path.join(w, f"{name}.out")
     proc = spawn([BIN, "--init", "--watch", "0", "--on-change", "HUP", "--kv", store,
                   "-x", empty, "-e", env, "--", stamp, out])
     wait_lines(out, 1)
-    time.sleep(0.3)  # the harness's watch is set up once the command runs
+    time.sleep(0.5)  # the harness's watch is set up once the command runs
     deltas = []
     for i in range(1, 21):
         args = [BIN, "--kv", store, "kv", "put", "db/x", f"v{i}"]
@@ -300,32 +300,6 @@ def start_etcd(w):
             time.sleep(0.05)
     proc.kill()
     raise SystemExit("bench: etcd did not start")
-
-
-def etcd_put_to_hup(w, stamp, empty, endpoint):
-    """kv put -> --on-change HUP at a watching harness's command, on etcd."""
-    store = f"etcd://{endpoint}/bench-hup"
-    env = os.path.join(w, "etcd-hup-env")
-    os.mkdir(env)
-    with open(os.path.join(env, "DATABASE_URL"), "w") as f:
-        f.write(f"#!/bin/sh\nexec {BIN} kv get db\n")
-    os.chmod(os.path.join(env, "DATABASE_URL"), 0o755)
-    subprocess.run([BIN, "--kv", store, "kv", "put", "db/x", "v0"], check=True)
-    out = os.path.join(w, "etcd-hup.out")
-    proc = spawn([BIN, "--init", "--watch", "0", "--on-change", "HUP", "--kv", store,
-                  "-x", empty, "-e", env, "--", stamp, out])
-    wait_lines(out, 1)
-    time.sleep(0.5)  # the watch stream is open once the command runs
-    deltas = []
-    for i in range(1, 21):
-        args = [BIN, "--kv", store, "kv", "put", "db/x", f"v{i}"]
-        t0 = time.monotonic_ns()
-        pid = os.posix_spawn(BIN, args, {"PATH": "/usr/bin:/bin"})
-        got = wait_lines(out, i + 1)
-        os.waitpid(pid, 0)
-        deltas.append((int(got[i]) - t0) / 1e6)
-    stop(proc)
-    return deltas
 
 
 def many_harnesses(w, stamp, empty, endpoint, etcd_pid, count=100, secs=20):
@@ -462,14 +436,14 @@ def main():
         ratios = require_ratio(w, empty)
         idle = idle_cost(w, stamp, empty)
         log("kv put -> HUP at a watching harness's command (20 puts)")
-        hup = put_to_hup(w, stamp, empty)
+        hup = put_to_hup(w, stamp, empty, "file://" + os.path.join(w, "store-hup"), "hup")
         lease = lease_holding(w, stamp, empty)
         etcd, endpoint = start_etcd(w)
         etcd_hup = many = ctl = None
         if etcd is not None:
             try:
                 log("etcd: kv put -> HUP (20 puts)")
-                etcd_hup = etcd_put_to_hup(w, stamp, empty, endpoint)
+                etcd_hup = put_to_hup(w, stamp, empty, f"etcd://{endpoint}/bench-hup", "etcd-hup")
                 log("etcd: 100 harnesses publishing with --ttl 5")
                 many = many_harnesses(w, stamp, empty, endpoint, etcd.pid)
                 log("etcd: kv get/put against etcdctl")

@@ -469,6 +469,24 @@ fn the_instance_defaults_to_the_hostname() {
 }
 
 #[test]
+fn an_unreachable_etcd_stops_exec_mode_and_print_within_5_s_naming_the_url() {
+    let port = crate::etcd_server::free_port();
+    let url = format!("etcd://127.0.0.1:{port}");
+    for mode in [&["--", "touch", "ran"][..], &["--print"]] {
+        let mut t = Test::new();
+        t.script("export/db", DB).dir("env");
+        t.env("ENVHARNESS_KV", &url);
+        t.args(&["-x", "export", "-e", "env"]).args(mode);
+        t.run()
+            .status(125)
+            .error_line(&[&format!("{url}: unreachable: connection refused")])
+            .faster_than(std::time::Duration::from_secs(6))
+            .stdout_is("");
+        assert!(!t.exists("ran"), "nothing is exec'd");
+    }
+}
+
+#[test]
 fn a_store_that_cannot_be_used_stops_exec_mode_with_125() {
     let mut t = Test::new();
     t.script("export/db", DB).dir("env");

@@ -448,24 +448,43 @@ impl Client {
         with_token: bool,
         deadline: Instant,
     ) -> Result<Response, Error> {
+        self.each_endpoint(deadline, |store, index, attempt_deadline| {
+            let token = if with_token {
+                store.token.clone()
+            } else {
+                None
+            };
+            match store.attempt(index, path, body, token.as_deref(), attempt_deadline) {
+                Attempt::Answer(answer) if !matches!(answer.status, 503 | 504) => Ok(answer),
+                Attempt::Answer(answer) => {
+                    Err(error_message(&parse(&answer.body).unwrap_or(Value::Null)))
+                }
+                Attempt::Unreachable(reason) => Err(reason),
+            }
+        })
+    }
+
+    /// Tries `attempt` on the endpoints in turn, from the one that answered last, each with
+    /// its share of what is left until `deadline`, until one succeeds (it becomes the one to
+    /// start from). Err(reason) is that endpoint's failure, where `{share}` stands for the time
+    /// it was given; when all failed, the error names them.
+    fn each_endpoint<T>(
+        &mut self,
+        deadline: Instant,
+        mut attempt: impl FnMut(&mut Self, usize, Instant) -> Result<T, String>,
+    ) -> Result<T, Error> {
         let count = self.endpoints.len();
         let mut failures = Vec::new();
         for turn in 0..count {
             let index = (self.current + turn) % count;
             let share = deadline.saturating_duration_since(Instant::now()) / (count - turn) as u32;
-            let attempt_deadline = Instant::now() + share;
-            let token = if with_token { self.token.clone() } else { None };
-            match self.attempt(index, path, body, token.as_deref(), attempt_deadline) {
-                Attempt::Answer(answer) if !matches!(answer.status, 503 | 504) => {
+            match attempt(self, index, Instant::now() + share) {
+                Ok(done) => {
                     self.current = index;
-                    return Ok(answer);
+                    return Ok(done);
                 }
-                Attempt::Answer(answer) => {
-                    let reply = parse(&answer.body).unwrap_or(Value::Null);
-                    failures.push((index, error_message(&reply)));
-                }
-                Attempt::Unreachable(reason) => {
-                    failures.push((index, reason.replace("{share}", &http::seconds(share))))
+                Err(failure) => {
+                    failures.push((index, failure.replace("{share}", &http::seconds(share))))
                 }
             }
         }
@@ -562,42 +581,31 @@ impl Client {
         deadline: Instant,
         accept: &impl Fn(&Value) -> Result<(), String>,
     ) -> Result<Result<http::Lines, String>, Error> {
-        let count = self.endpoints.len();
-        let mut failures = Vec::new();
-        for turn in 0..count {
-            let index = (self.current + turn) % count;
-            let share = deadline.saturating_duration_since(Instant::now()) / (count - turn) as u32;
-            let attempt_deadline = Instant::now() + share;
-            let opened = http::connect(&self.endpoints[index], attempt_deadline)
-                .and_then(|c| c.post_stream(path, self.token.as_deref(), body, attempt_deadline));
-            let failure = match opened {
+        self.each_endpoint(deadline, |store, index, attempt_deadline| {
+            let opened = http::connect(&store.endpoints[index], attempt_deadline)
+                .and_then(|c| c.post_stream(path, store.token.as_deref(), body, attempt_deadline));
+            match opened {
                 Ok(http::Streamed::Lines(mut lines)) => {
                     match lines.next_line(Some(attempt_deadline)) {
                         Ok(Some(line)) => {
                             let first = parse(&line).unwrap_or(Value::Null);
-                            self.current = index;
-                            return Ok(match accept(&first) {
-                                Ok(()) => Ok(lines),
-                                Err(message) => Err(message),
-                            });
+                            Ok(accept(&first).map(|()| lines))
                         }
-                        Ok(None) => "the stream ended at once".to_owned(),
-                        Err(failure) => reason(failure),
+                        Ok(None) => Err("the stream ended at once".to_owned()),
+                        Err(failure) => Err(reason(failure)),
                     }
                 }
                 Ok(http::Streamed::Refused(answer)) => {
                     let message = error_message(&parse(&answer.body).unwrap_or(Value::Null));
-                    if !matches!(answer.status, 503 | 504) {
-                        self.current = index;
-                        return Ok(Err(message));
+                    if matches!(answer.status, 503 | 504) {
+                        Err(message)
+                    } else {
+                        Ok(Err(message))
                     }
-                    message
                 }
-                Err(failure) => reason(failure),
-            };
-            failures.push((index, failure.replace("{share}", &http::seconds(share))));
-        }
-        Err(self.unreachable(&failures))
+                Err(failure) => Err(reason(failure)),
+            }
+        })
     }
 }
 

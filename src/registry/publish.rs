@@ -69,8 +69,6 @@ pub struct Registration {
     /// A store failure was warned about; the next success says it is over.
     failing: bool,
     watch: Option<Box<dyn Watch>>,
-    /// A watch was asked for (and has not failed since).
-    watching: bool,
     /// After a failed watch request: when to ask again.
     watch_retry_at: Option<Instant>,
     /// A watch failure was warned about.
@@ -107,7 +105,6 @@ impl Registration {
             in_flight: Vec::new(),
             failing: false,
             watch: None,
-            watching: false,
             watch_retry_at: None,
             watch_failing: false,
             generation: 0,
@@ -239,14 +236,16 @@ impl Registration {
         if self.reads.is_empty() {
             return;
         }
-        if !self.watching && self.watch_retry_at.is_none() {
+        let asked = self.watch.is_some()
+            || self.watch_retry_at.is_some()
+            || self.in_flight.iter().any(|(_, p)| *p == Pending::Watch);
+        if !asked {
             self.start_watch();
         }
         self.send_look();
     }
 
     fn start_watch(&mut self) {
-        self.watching = true;
         self.send(
             Request::Watch {
                 prefix: String::new(),
@@ -325,7 +324,6 @@ impl Registration {
                             WATCH_RETRY.as_secs_f64()
                         );
                     }
-                    self.watching = false;
                     self.watch_retry_at = Some(Instant::now() + WATCH_RETRY);
                 }
             },

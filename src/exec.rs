@@ -17,8 +17,10 @@ use nix::errno::Errno;
 use nix::libc;
 
 use crate::error::Error;
-use crate::init::signals::Signals;
-use crate::shebang::explain_exec_error;
+use crate::os::c_string;
+use crate::os::shebang::explain_exec_error;
+use crate::os::signals::Signals;
+use crate::variables::env_strings;
 
 /// What execvp uses when PATH is unset (confstr(_CS_PATH) on glibc and musl).
 const DEFAULT_PATH: &str = "/bin:/usr/bin";
@@ -160,17 +162,6 @@ impl ExecArgs {
         unsafe { libc::execve(self.path.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr()) };
         Errno::last()
     }
-}
-
-/// execve's `NAME=VALUE` strings.
-pub fn env_strings(env: &[(OsString, OsString)]) -> Vec<CString> {
-    env.iter()
-        .map(|(name, value)| c_string(&[name.as_bytes(), b"=", value.as_bytes()].concat()))
-        .collect()
-}
-
-pub fn c_string(bytes: &[u8]) -> CString {
-    CString::new(bytes).expect("paths, arguments and checked environment strings contain no NUL")
 }
 
 /// The command's name for messages; an empty one shows as `''`.

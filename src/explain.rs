@@ -9,12 +9,13 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::path::Path;
 
-use crate::entries::{self, Entry, Kind};
+use crate::config::Plan;
 use crate::error::Error;
 use crate::exec::resolve;
+use crate::phase::entries::{self, Entry, Kind};
 use crate::phase::export::{publish_key, publishes, BOOTSTRAP, HEALTH, TEARDOWN};
-use crate::plan::{Directory, Plan};
-use crate::template;
+use crate::phase::template;
+use crate::phase::Directory;
 use crate::variables::Environment;
 
 /// Writes the plan to `out`; the first error found, if any, is returned after everything was
@@ -42,15 +43,20 @@ pub fn explain(
             report.error(err);
         }
     }
-    for dir in &plan.environments {
+    let discovery = &plan.discovery;
+    for dir in &discovery.environment.directories {
         report.directory("environment", dir, entries::environment_entries, |entry| {
-            Ok(environment_action(entry, plan.no_clobber, harness_env))
+            Ok(environment_action(
+                entry,
+                discovery.environment.no_clobber,
+                harness_env,
+            ))
         })?;
     }
-    for requirement in &plan.requirements {
+    for requirement in &discovery.requirements {
         report.line(requirement.describe())?;
     }
-    for (line, err) in template::plan(&plan.templates) {
+    for (line, err) in template::describe(&discovery.templates) {
         report.line(line)?;
         if let Some(err) = err {
             report.error(err);

@@ -1,6 +1,6 @@
 use std::process::exit;
 
-use envharness::cli::{self, Parsed};
+use envharness::config::cli::{self, Invocation};
 
 #[global_allocator]
 static ALLOCATOR: envharness::arena::StartupAllocator = envharness::arena::StartupAllocator;
@@ -10,19 +10,19 @@ static ALLOCATOR: envharness::arena::StartupAllocator = envharness::arena::Start
 #[used]
 #[link_section = ".init_array"]
 static RECORD_STARTUP_DISPOSITIONS: extern "C" fn() =
-    envharness::init::signals::record_startup_dispositions;
+    envharness::os::signals::record_startup_dispositions;
 
 fn main() {
     let cli = match cli::parse(std::env::args_os()) {
-        Ok(Parsed::Run(cli)) => cli,
-        Ok(Parsed::Kv(kv)) => {
+        Ok(Invocation::Run(cli)) => cli,
+        Ok(Invocation::Kv(kv)) => {
             envharness::logging::init(0, false);
-            match envharness::registry::cli::run(*kv, |name| std::env::var_os(name)) {
+            match envharness::registry::kv::run(*kv, |name| std::env::var_os(name)) {
                 Ok(status) => exit(status),
                 Err(err) => fail(err),
             }
         }
-        Ok(Parsed::Show(text)) => {
+        Ok(Invocation::Show(text)) => {
             print!("{text}");
             exit(0);
         }

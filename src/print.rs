@@ -1,14 +1,26 @@
 //! `--print`: the variables the environment phase set, in the order they were first set.
-//! - `dotenv`: `NAME='value'` lines that [`crate::dotenv::parse`] reads back unchanged (bytes
+//! - `dotenv`: `NAME='value'` lines that [`dotenv::parse`] reads back unchanged (bytes
 //!   are written as they are, non-UTF-8 included);
 //! - `shell`: `export NAME='value'` lines, single-quoted with `'\''` for a quote, safe for
 //!   `eval` whatever the bytes;
 //! - `json`: one object. JSON strings are Unicode, so bytes that are not UTF-8 are replaced by
 //!   U+FFFD, with a warning naming the variable.
 
-use crate::cli::Format;
-use crate::dotenv;
+use clap::ValueEnum;
+
+use crate::phase::dotenv;
 use crate::variables::Variables;
+
+/// How `--print` writes the variables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// `NAME='value'` lines that envharness's dotenv parser reads back unchanged
+    Dotenv,
+    /// `export NAME='value'` lines safe for `eval`
+    Shell,
+    /// one JSON object
+    Json,
+}
 
 /// The text `--print FORMAT` writes to stdout.
 pub fn render(vars: &Variables, format: Format) -> Vec<u8> {

@@ -3,8 +3,10 @@
 //! environment with those variables laid over it.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
-use std::os::unix::ffi::OsStringExt;
+use std::ffi::{CString, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+use crate::os::c_string;
 
 /// The harness's environment as it started, in its order.
 pub type Environment = Vec<(OsString, OsString)>;
@@ -40,14 +42,6 @@ impl Variables {
             .map(|(name, value)| (name.as_str(), value.as_slice()))
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// `base` with these variables laid over it: overridden ones keep their place, new ones
     /// follow in the order they were set.
     pub fn over(&self, base: &[(OsString, OsString)]) -> Environment {
@@ -66,6 +60,13 @@ impl Variables {
         }
         merged
     }
+}
+
+/// execve's `NAME=VALUE` strings.
+pub fn env_strings(env: &[(OsString, OsString)]) -> Vec<CString> {
+    env.iter()
+        .map(|(name, value)| c_string(&[name.as_bytes(), b"=", value.as_bytes()].concat()))
+        .collect()
 }
 
 /// One trailing `\n` or `\r\n` goes; everything else stays.

@@ -16,11 +16,10 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::Read;
 
-use crate::dotenv;
-use crate::entries::{self, Entry, Kind};
+use super::dotenv;
+use super::entries::{self, Entry, Kind};
+use super::Directory;
 use crate::error::Error;
-use crate::phase::export::missing;
-use crate::plan::{Directory, Plan};
 use crate::runner::{self, Host, Job, Ran, Stdout};
 use crate::variables::{strip_one_newline, Environment, Variables};
 
@@ -31,37 +30,51 @@ pub const ENV_STRING_LIMIT: usize = 131_072;
 /// the environment (a quarter of an 8 MiB stack).
 pub const DOTENV_OUTPUT_LIMIT: usize = 2 * 1024 * 1024;
 
-/// Runs every environment directory and returns the variables they set.
-pub fn discover(
-    plan: &Plan,
-    host: &mut dyn Host,
-    harness_env: &Environment,
-) -> Result<Variables, Error> {
-    let mut discovery = Discovery {
-        host,
-        harness_env,
-        jobs: plan.jobs,
-        no_clobber: plan.no_clobber,
-        vars: Variables::default(),
-    };
-    for dir in &plan.environments {
-        discovery.apply_directory(dir)?;
-    }
-    Ok(discovery.vars)
+/// The environment phase's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvironmentSettings {
+    /// Applied in order; a later one overrides an earlier one's variables.
+    pub directories: Vec<Directory>,
+    /// Environment scripts run at once within a directory; 0 means one job per script.
+    pub jobs: usize,
+    /// `--no-clobber`.
+    pub no_clobber: bool,
 }
 
-struct Discovery<'a> {
+/// Runs every environment directory and returns the variables they set. Scripts get
+/// `script_env` plus what was resolved before them.
+pub fn discover(
+    settings: &EnvironmentSettings,
+    host: &mut dyn Host,
+    script_env: &Environment,
+) -> Result<Variables, Error> {
+    let mut phase = Phase {
+        host,
+        script_env,
+        jobs: settings.jobs,
+        no_clobber: settings.no_clobber,
+        vars: Variables::default(),
+    };
+    for dir in &settings.directories {
+        phase.apply_directory(dir)?;
+    }
+    Ok(phase.vars)
+}
+
+/// One run of the phase: the variables so far, and how scripts run.
+struct Phase<'a> {
     host: &'a mut dyn Host,
-    harness_env: &'a Environment,
+    /// The harness's environment as scripts get it (see [`discover`]).
+    script_env: &'a Environment,
     jobs: usize,
     no_clobber: bool,
     vars: Variables,
 }
 
-impl Discovery<'_> {
+impl Phase<'_> {
     fn apply_directory(&mut self, dir: &Directory) -> Result<(), Error> {
         if !entries::directory_exists(&dir.path)? {
-            return missing(dir);
+            return dir.missing();
         }
         let listed = entries::environment_entries(&dir.path)?;
         if let Some(err) = listed.iter().find_map(Entry::error) {
@@ -141,14 +154,14 @@ impl Discovery<'_> {
         };
         Job {
             path: entry.path.clone(),
-            env: visible.over(self.harness_env),
+            env: visible.over(self.script_env),
             stdout: Stdout::Capture { limit },
         }
     }
 
     /// `--no-clobber`: a variable the harness was started with keeps its value.
     fn keeps_harness_value(&self, name: &str) -> bool {
-        self.no_clobber && self.harness_env.iter().any(|(n, _)| n == name)
+        self.no_clobber && self.script_env.iter().any(|(n, _)| n == name)
     }
 
     fn apply_entry(&mut self, entry: &Entry, produced: Produced) -> Result<(), Error> {

@@ -8,9 +8,9 @@
 //! of 3.3 apply, at most 131071 bytes). The values are published later, when the command
 //! starts. The first failure (after retries) stops everything.
 
-use crate::entries::{self, Entry, Kind};
+use super::entries::{self, Entry, Kind};
+use super::Directory;
 use crate::error::Error;
-use crate::plan::Directory;
 use crate::registry::{Key, VALUE_LIMIT};
 use crate::runner::{self, Host, Job, Stdout};
 use crate::variables::strip_one_newline;
@@ -34,7 +34,7 @@ pub fn announce(
     instance: Option<&str>,
 ) -> Result<Announced, Error> {
     if !entries::directory_exists(&dir.path)? {
-        missing(dir)?;
+        dir.missing()?;
         return Ok(Vec::new());
     }
     // teardown and health are not part of this phase: without --init they only draw a
@@ -187,18 +187,6 @@ fn find(dir: &Directory, name: &str) -> Result<Option<Entry>, Error> {
     match entry.error() {
         Some(err) => Err(err),
         None => Ok(Some(entry)),
-    }
-}
-
-/// A missing directory is an error only when the user named it.
-pub fn missing(dir: &Directory) -> Result<(), Error> {
-    if dir.named {
-        Err(Error::MissingDirectory {
-            path: dir.path.clone(),
-        })
-    } else {
-        log::debug!("{}: not there, skipped", dir.path.display());
-        Ok(())
     }
 }
 

@@ -12,11 +12,12 @@
 //! Under `--init` the harness makes its requests from a thread ([`worker`]), so that a slow
 //! store never holds up the supervisor.
 
-pub mod publish;
-pub mod reads;
-pub mod worker;
-
 pub mod etcd;
+pub mod file;
+pub mod kv;
+pub(crate) mod publish;
+pub(crate) mod reads;
+pub(crate) mod worker;
 
 use std::ffi::OsString;
 use std::os::fd::BorrowedFd;
@@ -25,15 +26,22 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 
-pub mod cli;
-pub mod file;
-
 /// The largest value a key may hold (SPEC.md 11.1).
 pub const VALUE_LIMIT: usize = 131_071;
 /// The longest key, in bytes.
 pub const KEY_LIMIT: usize = 512;
 /// How long a store may take to answer before it counts as unreachable.
 pub const REACH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `--kv` and what goes with it: where the registry is, and how this instance appears in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub url: String,
+    /// This instance's segment of the published keys (`NAME/INSTANCE`).
+    pub instance: String,
+    /// The lease of published keys under `--init`.
+    pub ttl: Duration,
+}
 
 /// A checked key: segments of `[A-Za-z0-9_.-]` joined by `/`, no empty, `.` or `..` segment,
 /// at most [`KEY_LIMIT`] bytes.

@@ -6,7 +6,7 @@
 //! [`Pool`] holds the running scripts and owns no loop: whoever owns the signalfd (a
 //! [`Host`]) polls the pool's pipes with its own descriptors, reaps children and hands their
 //! exits to the pool, and wakes at the pool's deadline. Before the command runs that is the
-//! phases' simple loop (`init::phases`); under `--watch` it is the supervisor's, so a re-run's
+//! phases' simple loop ([`host::PhaseHost`]); under `--watch` it is the supervisor's, so a re-run's
 //! scripts run while the command stays supervised.
 //!
 //! The pool gives, without threads:
@@ -20,6 +20,7 @@
 //! failure (retries used up) the other running scripts get SIGTERM and the failure of the
 //! lexically first job that failed by itself is reported.
 
+pub mod host;
 mod pool;
 mod spawn;
 

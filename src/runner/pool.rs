@@ -14,8 +14,8 @@ use nix::unistd::Pid;
 use super::spawn::spawn;
 use super::{Job, Limits, Outcomes, Ran, Stdout, KILL_GRACE, PIPE_GRACE};
 use crate::error::{Error, Failure};
-use crate::init::procfs;
-use crate::shebang::explain_exec_error;
+use crate::os::procfs;
+use crate::os::shebang::explain_exec_error;
 
 /// While the rest of a stopped script's group has its grace period, how often to ask whether
 /// it is gone (its members are not our children, so nothing tells us).
@@ -142,11 +142,6 @@ impl Pool {
         self.running.is_empty() && !self.has_work_left()
     }
 
-    /// The signal that stopped the pool, if one did.
-    pub fn stopped_by(&self) -> Option<Signal> {
-        self.stopped.flatten()
-    }
-
     /// The outcomes in the jobs' order; a stop signal is the error of the whole run.
     pub fn into_outcomes(self) -> Result<Outcomes, Error> {
         match self.stopped {
@@ -240,8 +235,12 @@ impl Pool {
         }
     }
 
-    /// A reaped child: returns whether it was one of this pool's scripts.
+    /// A reaped child: returns whether it was one of this pool's scripts. A status that is
+    /// no exit (a stopped script) is not one.
     pub fn exited(&mut self, pid: Pid, status: WaitStatus) -> bool {
+        if !matches!(status, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) {
+            return false;
+        }
         let Some(running) = self.running.iter_mut().find(|r| r.group == pid) else {
             return false;
         };

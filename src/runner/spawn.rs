@@ -12,7 +12,8 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
 
 use super::{Job, Stdout};
-use crate::exec::{c_string, env_strings};
+use crate::os::c_string;
+use crate::variables::env_strings;
 
 /// A started script: its pid (also its process group) and our ends of its pipes.
 pub struct Spawned {

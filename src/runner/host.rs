@@ -8,18 +8,25 @@ use std::os::fd::AsFd;
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 
-use super::signals::Signals;
-use super::wait_readable;
+use super::{Host, Limits, Pipe, Pool};
 use crate::error::Error;
-use crate::runner::{Host, Limits, Pool};
+use crate::os::children::reap;
+use crate::os::poll::Poll;
+use crate::os::signals::Signals;
 
 pub struct PhaseHost<'s> {
     signals: &'s Signals,
     limits: Limits,
     /// A SIGHUP came under `--watch`: the supervisor owes a re-run.
     rerun_requested: bool,
+}
+
+/// What woke the loop.
+#[derive(Clone, Copy)]
+enum Source {
+    Script(Pipe),
+    Signals,
 }
 
 impl<'s> PhaseHost<'s> {
@@ -49,7 +56,9 @@ impl<'s> PhaseHost<'s> {
     /// error.
     pub fn sleep_until(&mut self, until: Instant) -> Result<(), Error> {
         while Instant::now() < until {
-            wait_readable(&[self.signals.as_fd()], Some(until))?;
+            let mut poll = Poll::default();
+            poll.add(self.signals.as_fd(), ());
+            poll.wait(Some(until))?;
             self.check_stop()?;
         }
         Ok(())
@@ -60,13 +69,13 @@ impl<'s> PhaseHost<'s> {
     /// `--init` forwards are not read here (teardown reads them, with no command to take them).
     fn read_signals(&mut self, mut pool: Option<&mut Pool>) -> Result<Option<Signal>, Error> {
         let mut stop = None;
-        while let Some(signal) = self
-            .signals
-            .next()
-            .map_err(|err| Error::io("signalfd", "reading signals", err))?
-        {
+        for signal in self.signals.pending()? {
             if signal == Signal::SIGCHLD {
-                reap(pool.as_deref_mut());
+                for status in reap().statuses {
+                    if let (Some(pool), Some(pid)) = (pool.as_deref_mut(), status.pid()) {
+                        pool.exited(pid, status);
+                    }
+                }
             } else if self.signals.is_rerun_request(signal) {
                 self.rerun_requested = true;
             } else if self.signals.is_stop(signal) && stop.is_none() {
@@ -77,6 +86,16 @@ impl<'s> PhaseHost<'s> {
             }
         }
         Ok(stop)
+    }
+
+    /// Sleeps until a script's pipe or the signalfd is readable, or the pool's deadline.
+    fn wait(&self, pool: &Pool) -> Result<Vec<Source>, Error> {
+        let mut poll = Poll::default();
+        for (fd, pipe) in pool.pipes() {
+            poll.add(fd, Source::Script(pipe));
+        }
+        poll.add(self.signals.as_fd(), Source::Signals);
+        poll.wait(pool.deadline())
     }
 }
 
@@ -95,41 +114,14 @@ impl Host for PhaseHost<'_> {
             if pool.is_finished() {
                 return Ok(());
             }
-            let (ready, signals_ready) = {
-                let pipes = pool.pipes();
-                let mut fds = vec![self.signals.as_fd()];
-                fds.extend(pipes.iter().map(|(fd, _)| *fd));
-                let ready = wait_readable(&fds, pool.deadline())?;
-                let signals_ready = ready.contains(&0);
-                let pipes: Vec<_> = ready
-                    .into_iter()
-                    .filter(|at| *at > 0)
-                    .map(|at| pipes[at - 1].1)
-                    .collect();
-                (pipes, signals_ready)
-            };
-            for pipe in ready {
-                pool.read(pipe);
+            for source in self.wait(pool)? {
+                match source {
+                    Source::Script(pipe) => pool.read(pipe),
+                    Source::Signals => {
+                        self.read_signals(Some(pool))?;
+                    }
+                }
             }
-            if signals_ready {
-                self.read_signals(Some(pool))?;
-            }
-        }
-    }
-}
-
-/// Reaps every child that has exited (SIGCHLDs coalesce) and hands the pool its own; as
-/// PID 1 (or a subreaper) the harness also inherits orphans of scripts, which are forgotten.
-fn reap(mut pool: Option<&mut Pool>) {
-    loop {
-        let (pid, status) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(status @ WaitStatus::Exited(pid, _)) => (pid, status),
-            Ok(status @ WaitStatus::Signaled(pid, ..)) => (pid, status),
-            Ok(WaitStatus::StillAlive) | Err(_) => return,
-            Ok(_) => continue,
-        };
-        if let Some(pool) = pool.as_deref_mut() {
-            pool.exited(pid, status);
         }
     }
 }

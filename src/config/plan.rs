@@ -3,43 +3,34 @@
 //! Flags beat their `ENVHARNESS_*` variables; a directory the user named must exist later, a
 //! default one may be missing; boolean variables accept `1/true/yes` and `0/false/no/empty`
 //! and nothing else.
+//!
+//! The plan is the top of the house: it builds each layer's own settings ([`Discovery`],
+//! [`Supervision`], [`registry::Settings`], [`Limits`]), and no layer below sees the plan.
 
 use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::cli::{Cli, Format};
+use super::cli::Cli;
 use crate::duration::parse_seconds;
 use crate::error::Error;
-use crate::hosts::{self, EnvironmentRoot};
-use crate::init::Supervision;
-use crate::registry::Key;
-use crate::require::Requirement;
+use crate::phase::environment::EnvironmentSettings;
+use crate::phase::hosts::{self, EnvironmentRoot};
+use crate::phase::require::Requirement;
+use crate::phase::resolve::Discovery;
+use crate::phase::template::Template;
+use crate::phase::Directory;
+use crate::print::Format;
+use crate::registry::{self, Key};
 use crate::runner::Limits;
-use crate::template::Template;
-use crate::watch::{OnChange, WatchSettings};
+use crate::supervise::rerun::{OnChange, RerunSettings};
+use crate::supervise::Supervision;
 
 pub const DEFAULT_ENVIRONMENT: &str = "/environment";
 pub const DEFAULT_EXPORT: &str = "/export";
-
-/// A directory to read, and whether the user named it (a named one that is missing is an error).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Directory {
-    pub path: PathBuf,
-    pub named: bool,
-}
-
-/// The registry (SPEC.md 11): where it is, and how this instance appears in it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegistryPlan {
-    pub url: String,
-    /// This instance's segment of the published keys (`NAME/INSTANCE`).
-    pub instance: String,
-    /// The lease of published keys under `--init`.
-    pub ttl: Duration,
-}
 
 /// What happens after the phases.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,23 +46,17 @@ pub enum Mode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     pub export: Directory,
-    pub environments: Vec<Directory>,
+    /// The environment directories, the requirements and the templates: the resolve step.
+    pub discovery: Discovery,
     pub limits: Limits,
-    /// Environment scripts run at once within a directory; 0 means one job per script.
-    pub jobs: usize,
-    pub no_clobber: bool,
+    /// `--init` (and, inside it, `--watch`).
     pub supervision: Option<Supervision>,
-    /// `--watch` (needs `--init`).
-    pub watch: Option<WatchSettings>,
-    pub requirements: Vec<Requirement>,
     /// `--wait`: how long unmet requirements are waited for before the command starts.
     pub wait: Option<Duration>,
-    /// `-t SRC:DEST`, in the order given.
-    pub templates: Vec<Template>,
-    /// `--environment-root` and its choice, the first of `environments`.
+    /// `--environment-root` and its choice, the first of the environment directories.
     pub environment_root: Option<EnvironmentRoot>,
     /// `--kv` and what goes with it.
-    pub registry: Option<RegistryPlan>,
+    pub registry: Option<registry::Settings>,
     pub mode: Mode,
 }
 
@@ -106,35 +91,50 @@ impl Plan {
         Ok(Plan {
             // An empty variable counts as unset, as for ENVHARNESS_ENVIRONMENT.
             export: export_directory(cli.export.filter(|dir| !dir.is_empty())),
-            environments: environment_directories(cli.environment, &var, environment_root.as_ref()),
+            discovery: Discovery {
+                environment: EnvironmentSettings {
+                    directories: environment_directories(
+                        cli.environment,
+                        &var,
+                        environment_root.as_ref(),
+                    ),
+                    jobs: cli.jobs.unwrap_or(1),
+                    no_clobber,
+                },
+                requirements,
+                templates,
+            },
             limits: Limits {
                 timeout: cli.timeout.filter(|limit| !limit.is_zero()),
                 retries: cli.retries.unwrap_or(0),
                 retry_interval: cli.retry_interval.unwrap_or(Duration::from_secs(1)),
             },
-            jobs: cli.jobs.unwrap_or(1),
-            no_clobber,
             supervision: init.then(|| Supervision {
                 group,
                 stop_timeout: cli.stop_timeout.unwrap_or(Duration::from_secs(10)),
                 health_interval,
+                rerun: watch.map(|every| RerunSettings {
+                    every: Some(every).filter(|every| !every.is_zero()),
+                    on_change,
+                }),
             }),
-            watch: watch.map(|every| WatchSettings {
-                every: Some(every).filter(|every| !every.is_zero()),
-                on_change,
-            }),
-            requirements,
             wait,
-            templates,
             environment_root,
             registry,
             mode,
         })
     }
+
+    /// `--watch`'s settings, under `--init`.
+    pub fn rerun(&self) -> Option<RerunSettings> {
+        self.supervision
+            .as_ref()
+            .and_then(|settings| settings.rerun)
+    }
 }
 
 /// `--kv URL` and its companions; None without a URL (an empty one counts as none).
-fn registry(cli: &Cli) -> Result<Option<RegistryPlan>, Error> {
+fn registry(cli: &Cli) -> Result<Option<registry::Settings>, Error> {
     let Some(url) = cli.kv.clone().filter(|url| !url.is_empty()) else {
         return Ok(None);
     };
@@ -147,7 +147,7 @@ fn registry(cli: &Cli) -> Result<Option<RegistryPlan>, Error> {
             "--instance {instance:?}: not a key segment (A-Z, a-z, 0-9, '_', '.', '-')"
         )));
     }
-    Ok(Some(RegistryPlan {
+    Ok(Some(registry::Settings {
         url,
         instance,
         ttl: cli.ttl.unwrap_or(Duration::from_secs(10)),
@@ -245,13 +245,10 @@ fn templates(
     let Some(list) = var("ENVHARNESS_TEMPLATE") else {
         return Ok(Vec::new());
     };
-    list.as_encoded_bytes()
+    list.as_bytes()
         .split(|byte| byte.is_ascii_whitespace())
         .filter(|piece| !piece.is_empty())
-        .map(|piece| {
-            // SAFETY: split at ASCII bytes of a valid OsStr, which on Unix is any byte sequence.
-            Template::parse(unsafe { OsStr::from_encoded_bytes_unchecked(piece) })
-        })
+        .map(|piece| Template::parse(OsStr::from_bytes(piece)))
         .collect()
 }
 
@@ -338,14 +335,10 @@ fn environment_directories(
 
 /// `a::b:` -> [a, b]: empty pieces are dropped, as in a PATH-style list nobody means them.
 fn split_colon_list(list: &OsStr) -> Vec<PathBuf> {
-    list.as_encoded_bytes()
+    list.as_bytes()
         .split(|byte| *byte == b':')
         .filter(|piece| !piece.is_empty())
-        .map(|piece| {
-            // SAFETY: the pieces are split at an ASCII byte of a valid OsStr, which on Unix is
-            // any byte sequence.
-            unsafe { OsStr::from_encoded_bytes_unchecked(piece) }.into()
-        })
+        .map(|piece| OsStr::from_bytes(piece).into())
         .collect()
 }
 
@@ -387,10 +380,11 @@ mod tests {
         let plan = plan(with_command(), &[]).unwrap();
         assert_eq!(plan.export.path, PathBuf::from("/export"));
         assert!(!plan.export.named);
-        assert_eq!(plan.environments.len(), 1);
-        assert!(!plan.environments[0].named);
+        let environment = &plan.discovery.environment;
+        assert_eq!(environment.directories.len(), 1);
+        assert!(!environment.directories[0].named);
         assert_eq!(plan.limits.retry_interval, Duration::from_secs(1));
-        assert_eq!(plan.jobs, 1);
+        assert_eq!(environment.jobs, 1);
         assert_eq!(plan.supervision, None);
     }
 
@@ -399,20 +393,28 @@ mod tests {
         let vars = [("ENVHARNESS_ENVIRONMENT", "/a::/b:")];
         let from_var = plan(with_command(), &vars).unwrap();
         let paths: Vec<_> = from_var
-            .environments
+            .discovery
+            .environment
+            .directories
             .iter()
             .map(|d| d.path.clone())
             .collect();
         assert_eq!(paths, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
-        assert!(from_var.environments.iter().all(|d| d.named));
+        assert!(from_var
+            .discovery
+            .environment
+            .directories
+            .iter()
+            .all(|d| d.named));
 
         let cli = Cli {
             environment: vec!["/c".into()],
             ..with_command()
         };
         let from_flag = plan(cli, &vars).unwrap();
-        assert_eq!(from_flag.environments[0].path, PathBuf::from("/c"));
-        assert_eq!(from_flag.environments.len(), 1);
+        let directories = &from_flag.discovery.environment.directories;
+        assert_eq!(directories[0].path, PathBuf::from("/c"));
+        assert_eq!(directories.len(), 1);
     }
 
     #[test]
@@ -421,6 +423,8 @@ mod tests {
             assert!(
                 plan(with_command(), &[("ENVHARNESS_NO_CLOBBER", on)])
                     .unwrap()
+                    .discovery
+                    .environment
                     .no_clobber
             );
         }
@@ -428,6 +432,8 @@ mod tests {
             assert!(
                 !plan(with_command(), &[("ENVHARNESS_NO_CLOBBER", off)])
                     .unwrap()
+                    .discovery
+                    .environment
                     .no_clobber
             );
         }

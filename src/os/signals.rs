@@ -24,6 +24,8 @@ use nix::libc;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use crate::error::Error;
+
 /// The signals that stop the phases (SPEC.md 3.4).
 pub const STOP_SIGNALS: [Signal; 4] = [
     Signal::SIGTERM,
@@ -153,12 +155,19 @@ impl Signals {
         })
     }
 
-    /// The next pending signal, if any (never blocks).
-    pub fn next(&self) -> io::Result<Option<Signal>> {
-        Ok(self
-            .fd
-            .read_signal()?
-            .and_then(|info| Signal::try_from(info.ssi_signo as libc::c_int).ok()))
+    /// Every pending signal, in the order the signalfd gives them (never blocks).
+    pub fn pending(&self) -> Result<Vec<Signal>, Error> {
+        let mut pending = Vec::new();
+        loop {
+            let read = self
+                .fd
+                .read_signal()
+                .map_err(|err| Error::io("signalfd", "reading signals", err.into()))?;
+            let Some(info) = read else {
+                return Ok(pending);
+            };
+            pending.extend(Signal::try_from(info.ssi_signo as libc::c_int).ok());
+        }
     }
 
     /// Whether `signal` stops the phases and a re-run's scripts: a stop signal, except
@@ -174,7 +183,7 @@ impl Signals {
 
     /// From now on the signalfd also reads the forwarded signals, those already pending too
     /// (signalfd(2) reads the pending set): the supervisor is there to forward them.
-    pub fn watch_forwarded(&self) -> io::Result<()> {
+    pub fn read_forwarded(&self) -> io::Result<()> {
         self.fd.set_mask(&(self.watched | self.forwarded))?;
         Ok(())
     }

@@ -34,7 +34,7 @@ use minijinja::syntax::SyntaxConfig;
 use minijinja::value::{Enumerator, Object, Value};
 use minijinja::{AutoEscape, ErrorKind, UndefinedBehavior};
 
-use crate::entries::{self, Kind};
+use super::entries::{self, Kind};
 use crate::error::Error;
 use crate::variables::Environment;
 
@@ -207,7 +207,7 @@ pub fn render_all(templates: &[Template], env: &Environment) -> Result<Rendered,
 
 /// `--plan`'s lines: `template SRC -> DEST`, once per `-t`, each with the first error found
 /// (a missing SRC, a syntax error, a DEST that cannot be); nothing is rendered or written.
-pub fn plan(templates: &[Template]) -> Vec<(String, Option<Error>)> {
+pub fn describe(templates: &[Template]) -> Vec<(String, Option<Error>)> {
     templates
         .iter()
         .map(|template| {

@@ -1,10 +1,44 @@
-//! Which processes are the harness's children, for the end-of-run cleanup of orphans.
+//! The harness's children: reaping those that exited or stopped ([`reap`]), and listing those
+//! left ([`children`]) for the end-of-run cleanup of orphans.
 
 use std::fs;
 
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::procfs;
+
+/// What one [`reap`] found.
+pub struct Reaped {
+    /// Each child that exited, was killed or stopped, in the order waitpid reported them.
+    pub statuses: Vec<WaitStatus>,
+    /// Whether any child is still there (running or stopped).
+    pub children_left: bool,
+}
+
+/// Reaps every child that has exited and reports those that stopped, until waitpid has
+/// nothing more: SIGCHLDs coalesce, so one signal may stand for many children. Never blocks.
+pub fn reap() -> Reaped {
+    let mut statuses = Vec::new();
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED)) {
+            Ok(WaitStatus::StillAlive) => {
+                return Reaped {
+                    statuses,
+                    children_left: true,
+                }
+            }
+            Ok(status) => statuses.push(status),
+            // ECHILD: no child left at all.
+            Err(_) => {
+                return Reaped {
+                    statuses,
+                    children_left: false,
+                }
+            }
+        }
+    }
+}
 
 /// The harness's children. `/proc/self/task/*/children` is quick but best-effort (proc(5))
 /// and absent without CONFIG_PROC_CHILDREN; when it names none, every process's parent is

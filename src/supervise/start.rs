@@ -11,9 +11,9 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::{setpgid, Pid};
 
-use super::signals::{Signals, StartupState};
 use crate::error::Error;
 use crate::exec::{ExecArgs, Prepared};
+use crate::os::signals::{Signals, StartupState};
 
 /// Starts the command; 126/127 when it cannot be executed (the child is reaped then).
 pub fn spawn(

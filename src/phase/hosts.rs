@@ -10,14 +10,14 @@
 //!
 //! The choice is made once, when the plan is made ([`choose`] reads DIR's listing and nothing
 //! else), so `--plan` can show it and `--watch` re-runs read the same directory. The hostname
-//! is [`crate::plan::hostname`], also the default `--instance`.
+//! is [`crate::config::plan::hostname`], also the default `--instance`.
 
 use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::entries::directory_exists;
 use crate::error::Error;
+use crate::phase::entries::directory_exists;
 
 /// The subdirectory used when no pattern matches.
 pub const DEFAULT: &str = "default";

@@ -11,11 +11,12 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 
 use crate::duration::parse_seconds;
 use crate::error::Error;
-use crate::registry::cli as kv;
+use crate::print::Format;
+use crate::registry::kv;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -175,7 +176,7 @@ pub struct Cli {
     pub instance: Option<String>,
 
     /// With --init: lease of published keys, whole seconds, at least 2 [default: 10]
-    #[arg(long, value_name = "SECS", env = "ENVHARNESS_TTL", hide_env_values = true, value_parser = crate::registry::cli::parse_ttl)]
+    #[arg(long, value_name = "SECS", env = "ENVHARNESS_TTL", hide_env_values = true, value_parser = kv::parse_ttl)]
     pub ttl: Option<Duration>,
 
     /// With --init: how often the export directory's health check runs [default: 10]
@@ -187,43 +188,32 @@ pub struct Cli {
     pub command: Vec<OsString>,
 }
 
-/// How `--print` writes the variables.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// `NAME='value'` lines that envharness's dotenv parser reads back unchanged
-    Dotenv,
-    /// `export NAME='value'` lines safe for `eval`
-    Shell,
-    /// one JSON object
-    Json,
-}
-
 /// What the arguments ask for: a run, a `kv` call, or a text to show (`--help`, `--version`)
 /// and exit 0.
 #[derive(Debug)]
-pub enum Parsed {
+pub enum Invocation {
     Run(Box<Cli>),
     Kv(Box<kv::Kv>),
     Show(String),
 }
 
 /// Parses argv (including argv[0]).
-pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Error> {
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Error> {
     let args = split_shebang_options(args.into_iter().collect())?;
     if let Some(call) = kv_invocation(&args)? {
         return match kv::parse(call.url, call.args)? {
-            kv::Parsed::Run(kv) => Ok(Parsed::Kv(Box::new(kv))),
-            kv::Parsed::Help => Ok(Parsed::Show(kv::HELP.into())),
+            kv::Parsed::Run(kv) => Ok(Invocation::Kv(Box::new(kv))),
+            kv::Parsed::Help => Ok(Invocation::Show(kv::HELP.into())),
         };
     }
     match Cli::try_parse_from(&args) {
         Ok(cli) if names_kv_without_double_dash(&cli, &args) => Err(Error::Usage(
             "kv: the kv subcommand comes first, after --kv URL at most (envharness [--kv URL] kv ...); a command named kv is `envharness ... -- kv`".into(),
         )),
-        Ok(cli) => Ok(Parsed::Run(Box::new(cli))),
+        Ok(cli) => Ok(Invocation::Run(Box::new(cli))),
         Err(err) => match err.kind() {
             clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                Ok(Parsed::Show(err.render().to_string()))
+                Ok(Invocation::Show(err.render().to_string()))
             }
             _ => Err(Error::Usage(one_line(&err))),
         },
@@ -350,7 +340,7 @@ mod tests {
         assert!(matches!(err, Error::Usage(_)));
     }
 
-    fn kind(args: &[&str]) -> Result<Parsed, Error> {
+    fn kind(args: &[&str]) -> Result<Invocation, Error> {
         parse(os(args))
     }
 
@@ -361,7 +351,7 @@ mod tests {
             &["envharness", "--kv", "file:///r", "kv", "get", "K"],
             &["envharness", "--kv=file:///r", "kv", "get", "--", "-k"],
         ] {
-            assert!(matches!(kind(args), Ok(Parsed::Kv(_))), "{args:?}");
+            assert!(matches!(kind(args), Ok(Invocation::Kv(_))), "{args:?}");
         }
         for args in [
             &["envharness", "--", "kv"][..],
@@ -369,7 +359,7 @@ mod tests {
             &["envharness", "-e", "kv", "--", "true"],
             &["envharness", "--kv", "file:///r", "--", "kv", "get"],
         ] {
-            let Ok(Parsed::Run(cli)) = kind(args) else {
+            let Ok(Invocation::Run(cli)) = kind(args) else {
                 panic!("{args:?} is not a run");
             };
             assert!(cli

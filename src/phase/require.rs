@@ -10,8 +10,8 @@ use std::os::unix::ffi::OsStrExt;
 
 use regex_lite::Regex;
 
-use crate::entries::is_variable_name;
 use crate::error::Error;
+use crate::phase::entries::is_variable_name;
 use crate::variables::Variables;
 
 #[derive(Debug, Clone)]

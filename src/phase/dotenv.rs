@@ -8,7 +8,7 @@
 //! quoted values may span lines, and only a `#` comment may follow the closing quote. Values
 //! are bytes. A malformed line is an error naming its line number.
 
-use crate::entries::is_variable_name;
+use crate::phase::entries::is_variable_name;
 
 /// A malformed dotenv line.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,8 +1,8 @@
 //! `--watch` (SPEC.md 7): re-running discovery under `--init` and deciding what changed.
 //!
-//! A re-run is the environment phase again, from the environment the harness was started
-//! with (not the previous result), then the requirements, then the templates (rendered, not
-//! yet written). Its variables are compared, as a map of names to values, with the last
+//! A re-run is the resolve step again ([`Resolver::resolve`]: the environment phase from the
+//! environment the harness was started with, not the previous result, then the requirements,
+//! then the templates, rendered, not yet written). Its variables are compared, as a map of names to values, with the last
 //! result that was applied: a value changed, a name added or gone is a change; the order they
 //! were set in is not. A template whose output differs from its DEST's content is a change
 //! too; the supervisor writes the outputs when it applies the change (before the signal, or
@@ -18,13 +18,10 @@ use nix::sys::signal::Signal;
 
 use crate::error::Error;
 use crate::logging::NOTICE;
-use crate::phase::environment::discover;
-use crate::plan::Plan;
-use crate::registry::reads::ReadLog;
+use crate::phase::resolve::{Resolved, Resolver};
+use crate::phase::template::Staged;
 use crate::registry::Lookup;
-use crate::require;
 use crate::runner::Host;
-use crate::template::{self, Rendered, Staged};
 use crate::variables::{Environment, Variables};
 
 /// What a change does to the command.
@@ -38,7 +35,7 @@ pub enum OnChange {
 
 /// `--watch` and `--on-change`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WatchSettings {
+pub struct RerunSettings {
     /// The timer; None for `--watch 0` (only SIGHUP and registry changes).
     pub every: Option<Duration>,
     pub on_change: OnChange,
@@ -46,17 +43,23 @@ pub struct WatchSettings {
 
 /// The state of `--watch` while the command runs.
 pub struct Watching<'a> {
-    plan: &'a Plan,
-    harness_env: &'a Environment,
-    /// What the scripts get: the harness's environment, plus where to record registry reads.
-    script_env: Environment,
-    reads: Option<ReadLog>,
-    /// The last re-run worked (its reads are the ones to watch).
-    last_ok: bool,
-    settings: WatchSettings,
+    resolver: Resolver<'a>,
+    settings: RerunSettings,
     /// The variables of the last result that was applied.
     applied: BTreeMap<String, Vec<u8>>,
-    next_at: Option<Instant>,
+    /// When the next re-run is due: the timer, or now (SIGHUP, a registry change).
+    due: Due,
+    /// The last run worked, at start or in a re-run (its reads are the ones to watch).
+    last_ok: bool,
+}
+
+/// When the next re-run is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    /// At the timer's next tick; never with `--watch 0`.
+    At(Option<Instant>),
+    /// As soon as the loop can: SIGHUP or a registry change asked for it.
+    Now,
 }
 
 /// A re-run's result that differs from the applied one.
@@ -88,25 +91,19 @@ impl Change {
 }
 
 impl<'a> Watching<'a> {
-    /// Starts watching after the first discovery gave `applied`; the first timed re-run is
-    /// due one interval from now.
+    /// Starts watching after the first resolve gave `applied` (the resolver still holds its
+    /// reads); the first timed re-run is due one interval from now.
     pub fn new(
-        plan: &'a Plan,
-        harness_env: &'a Environment,
-        script_env: Environment,
-        settings: WatchSettings,
+        resolver: Resolver<'a>,
+        settings: RerunSettings,
         applied: &Variables,
-        reads: Option<ReadLog>,
     ) -> Watching<'a> {
         Watching {
-            plan,
-            harness_env,
-            script_env,
-            reads,
-            last_ok: true,
+            resolver,
             settings,
             applied: as_map(applied),
-            next_at: settings.every.map(|every| Instant::now() + every),
+            due: Due::At(settings.every.map(|every| Instant::now() + every)),
+            last_ok: true,
         }
     }
 
@@ -114,23 +111,38 @@ impl<'a> Watching<'a> {
         self.settings.on_change
     }
 
-    /// When the timer asks for the next re-run.
+    /// SIGHUP or a registry change: a re-run as soon as the loop can.
+    pub fn request(&mut self) {
+        self.due = Due::Now;
+    }
+
+    /// When the timer asks for the next re-run (a requested one is due already).
     pub fn deadline(&self) -> Option<Instant> {
-        self.next_at
+        match self.due {
+            Due::At(at) => at,
+            Due::Now => Some(Instant::now()),
+        }
     }
 
     pub fn is_due(&self, now: Instant) -> bool {
-        self.next_at.is_some_and(|at| at <= now)
+        match self.due {
+            Due::At(at) => at.is_some_and(|at| at <= now),
+            Due::Now => true,
+        }
     }
 
     /// Re-runs discovery with `host` driving the scripts; returns the change to apply, if
     /// any. The timer starts again from the end of the re-run, so re-runs never overlap.
     pub fn rerun(&mut self, host: &mut dyn Host) -> Option<Change> {
         log::debug!("re-running discovery");
-        let result = self.rediscover(host);
-        self.next_at = self.settings.every.map(|every| Instant::now() + every);
+        let result = self.resolver.resolve(host);
+        self.due = Due::At(self.settings.every.map(|every| Instant::now() + every));
         self.last_ok = result.is_ok();
-        let (vars, env, rendered) = match result {
+        let Resolved {
+            vars,
+            env,
+            templates: rendered,
+        } = match result {
             Ok(result) => result,
             // The command exited or a stop signal came: the supervisor is shutting down.
             Err(Error::Cancelled | Error::Interrupted { .. }) => return None,
@@ -162,20 +174,13 @@ impl<'a> Watching<'a> {
         Some(Change { names, env, staged })
     }
 
-    /// What the last re-run's scripts read through `envharness kv` (SPEC.md 11.5).
-    /// None after a re-run that failed or was cancelled: it changes nothing, so what the last
-    /// good run read stays watched (a script that was never reached read nothing).
+    /// What the last run's scripts read through `envharness kv` (SPEC.md 11.5), the first
+    /// resolve's included. None after a re-run that failed or was cancelled: it changes
+    /// nothing, so what the last good run read stays watched (a script that was never reached
+    /// read nothing).
     pub fn take_reads(&mut self) -> Option<Vec<(Lookup, String)>> {
-        let reads = self.reads.as_mut().map(ReadLog::take).unwrap_or_default();
+        let reads = self.resolver.take_reads();
         self.last_ok.then_some(reads)
-    }
-
-    fn rediscover(&self, host: &mut dyn Host) -> Result<(Variables, Environment, Rendered), Error> {
-        let vars = discover(self.plan, host, &self.script_env)?;
-        require::check(&self.plan.requirements, &vars, self.harness_env)?;
-        let env = vars.over(self.harness_env);
-        let rendered = template::render_all(&self.plan.templates, &env)?;
-        Ok((vars, env, rendered))
     }
 }
 

@@ -1,0 +1,68 @@
+//! `--init` (SPEC.md 6): the command becomes a child and the harness stays as its parent,
+//! doing what tini and dumb-init do as PID 1, plus giving orphans time for their cleanup.
+//!
+//! - The command is started ([`start`]) in a process group of its own (as tini does), and when
+//!   the harness's stdin is a terminal that group is made the terminal's foreground, so Ctrl-C
+//!   and job control reach the command as they would without envharness.
+//! - SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH and SIGCONT are forwarded to
+//!   the command (`--group`: to its process group). They are blocked from the harness's start
+//!   and read from the signalfd, so one that arrives while the command is being started is
+//!   delivered once it runs. After SIGTERM or SIGINT the command has `--stop-timeout` to exit
+//!   before SIGKILL.
+//! - Every child is reaped (SIGCHLDs coalesce). When the harness is not PID 1 it becomes a
+//!   child subreaper, so orphans of the command come to it. When the command has exited, the
+//!   processes left under the harness get SIGTERM and up to `--stop-timeout` to exit, then
+//!   SIGKILL; the harness returns only when none is left.
+//! - Under `--watch` (SPEC.md 7) the same loop re-runs discovery ([`rerun`]): its scripts are a
+//!   pool the supervisor's loop drives between its other events, so the command stays
+//!   supervised while they run. SIGHUP then asks for a re-run and is not forwarded; a change
+//!   restarts or signals the command.
+//! - With a registry (SPEC.md 11), the same loop publishes what the export phase announced
+//!   once the command runs (and [`health`] passed), renews the lease, withdraws the keys before
+//!   a SIGTERM or SIGINT is forwarded and when the command exits, and re-runs discovery when
+//!   what the scripts read changed. The store is reached through a thread (the registration):
+//!   its answers are one more descriptor of the poll.
+//! - It sleeps in `poll`, with a timeout only while a deadline is pending: an idle supervisor
+//!   uses no CPU.
+//!
+//! The export directory's `teardown` runs after [`supervise`] returns (see `lib.rs`).
+
+mod health;
+pub mod rerun;
+mod start;
+mod supervisor;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use supervisor::supervise;
+
+use crate::runner::Limits;
+use crate::variables::Environment;
+use rerun::RerunSettings;
+
+/// `--init`'s settings (SPEC.md 6), and `--watch`'s inside them: only a supervising harness
+/// can re-run discovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Supervision {
+    /// `--group`: signals go to the command's whole process group.
+    pub group: bool,
+    pub stop_timeout: Duration,
+    /// How often the export directory's `health` runs (SPEC.md 11.4).
+    pub health_interval: Duration,
+    /// `--watch` and `--on-change`.
+    pub rerun: Option<RerunSettings>,
+}
+
+/// What runs under supervision.
+pub struct Service<'a> {
+    pub command: &'a [OsString],
+    /// The command's environment; once supervision is over, the environment of the command
+    /// that ran last (teardown gets it).
+    pub env: Environment,
+    /// The export directory's `health`, if it has one to run.
+    pub health: Option<PathBuf>,
+    /// How `health` and a re-run's scripts run.
+    pub limits: Limits,
+}

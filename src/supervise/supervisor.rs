@@ -1,0 +1,569 @@
+//! The supervisor's loop: wait for the next event, handle it. Its state is where the command
+//! is ([`Child`]) and what the supervisor is doing with the service ([`Course`]); everything
+//! that can happen (a signal, a child's exit, a script's output, a registry answer, a deadline)
+//! is one descriptor or one deadline of the one `poll` in [`Supervisor::turn`].
+
+use std::collections::HashSet;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use nix::libc;
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+
+use super::health::{Health, Turn};
+use super::rerun::{Change, OnChange, Watching};
+use super::start::{spawn, stdin_is_a_terminal};
+use super::{Service, Supervision};
+use crate::error::Error;
+use crate::exec::display;
+use crate::os::children::{children, reap};
+use crate::os::poll::Poll;
+use crate::os::signals::{Signals, FORWARDED_ONLY, STOP_SIGNALS};
+use crate::registry::publish::{Registration, WITHDRAW_WAIT};
+use crate::runner::{Host, Limits, Pipe, Pool};
+
+/// Starts the command, supervises it (re-running discovery under `--watch`) until it and
+/// every orphan are gone, and returns the command's exit status (128+N if signal N killed
+/// it). `service.env` ends as the environment of the command that ran last, for teardown.
+pub fn supervise(
+    service: &mut Service,
+    signals: &Signals,
+    settings: &Supervision,
+    registration: Option<Registration>,
+    mut watching: Option<Watching>,
+) -> Result<i32, Error> {
+    become_subreaper();
+    signals
+        .read_forwarded()
+        .map_err(|err| Error::io("signalfd", "watching signals", err))?;
+    let pid = spawn(service.command, &service.env, signals)?;
+    log::debug!("started {} as pid {pid}", display(&service.command[0]));
+    // From here on the harness runs for as long as the command: memory it frees must be
+    // reused, which the start-up arena does not do.
+    crate::arena::end_startup();
+    let health = service
+        .health
+        .clone()
+        .map(|path| Health::new(path, settings.health_interval));
+    let mut supervisor = Supervisor {
+        signals,
+        settings,
+        limits: service.limits,
+        command: service.command,
+        env: &mut service.env,
+        child: Child::Running(pid),
+        course: Course::Serving,
+        rerun_owed: false,
+        registration,
+        health,
+    };
+    supervisor.start_registration(watching.as_mut());
+    let status = supervisor.until_command_exits(watching.as_mut());
+    supervisor.withdraw();
+    supervisor.stop_orphans()?;
+    status
+}
+
+fn become_subreaper() {
+    if nix::unistd::getpid().as_raw() == 1 {
+        return;
+    }
+    if let Err(err) = nix::sys::prctl::set_child_subreaper(true) {
+        log::warn!("cannot become a child subreaper ({err}); orphans of the command will not be reaped by envharness");
+    }
+}
+
+/// How long to wait, after SIGKILL, for processes left behind that still do not go away.
+const GIVE_UP_AFTER_SIGKILL: Duration = Duration::from_secs(2);
+
+/// The command, as the supervisor knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Child {
+    Running(Pid),
+    /// Told to stop (a stop signal, or a restart): SIGKILL at `kill_at` if it is still there.
+    Stopping {
+        pid: Pid,
+        kill_at: Instant,
+    },
+    /// Sent SIGKILL, not reaped yet.
+    Killed(Pid),
+    /// Reaped, with the status the harness exits with (128+N for signal N).
+    Exited(i32),
+}
+
+impl Child {
+    /// The pid to signal; none once reaped (its pid may already be another process's).
+    fn pid(self) -> Option<Pid> {
+        match self {
+            Child::Running(pid) | Child::Stopping { pid, .. } | Child::Killed(pid) => Some(pid),
+            Child::Exited(_) => None,
+        }
+    }
+
+    fn status(self) -> Option<i32> {
+        match self {
+            Child::Exited(status) => Some(status),
+            _ => None,
+        }
+    }
+
+    fn kill_at(self) -> Option<Instant> {
+        match self {
+            Child::Stopping { kill_at, .. } => Some(kill_at),
+            _ => None,
+        }
+    }
+}
+
+/// What the supervisor is doing with the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Course {
+    /// The command serves; re-runs may start.
+    Serving,
+    /// A re-run's change is stopping the old command to start it again: its exit is not the
+    /// service going away (its keys stay).
+    Restarting,
+    /// A stop signal came: no re-run or restart starts any more.
+    ShuttingDown,
+}
+
+/// What woke the loop.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// A re-run's script has output.
+    Rerun(Pipe),
+    /// The health check has output.
+    Health(Pipe),
+    Signals,
+    /// The registration's thread answered, or its watch saw a change.
+    Registry,
+}
+
+struct Supervisor<'s> {
+    signals: &'s Signals,
+    settings: &'s Supervision,
+    limits: Limits,
+    command: &'s [std::ffi::OsString],
+    env: &'s mut crate::variables::Environment,
+    child: Child,
+    course: Course,
+    /// A SIGHUP under `--watch` asked for a re-run that has not started yet (it may come while
+    /// a re-run or a restart is under way: one more follows).
+    rerun_owed: bool,
+    registration: Option<Registration>,
+    health: Option<Health>,
+}
+
+impl Supervisor<'_> {
+    /// The command runs: publish at once unless `health` must pass first, and watch what the
+    /// first discovery read.
+    fn start_registration(&mut self, watching: Option<&mut Watching>) {
+        let Some(registration) = self.registration.as_mut() else {
+            return;
+        };
+        if let Some(reads) = watching.and_then(Watching::take_reads) {
+            registration.set_reads(reads);
+        }
+        if self.health.is_none() {
+            registration.publish();
+        }
+    }
+
+    fn until_command_exits(&mut self, mut watching: Option<&mut Watching>) -> Result<i32, Error> {
+        loop {
+            if let Some(status) = self.child.status() {
+                return Ok(status);
+            }
+            let serving = self.course == Course::Serving;
+            if let Some(watching) = watching.as_deref_mut().filter(|_| serving) {
+                let changed = self
+                    .registration
+                    .as_mut()
+                    .is_some_and(Registration::take_change);
+                if std::mem::take(&mut self.rerun_owed) || changed {
+                    watching.request();
+                }
+                if watching.is_due(Instant::now()) {
+                    self.rerun(watching)?;
+                    continue;
+                }
+            }
+            let timer = watching
+                .as_deref()
+                .filter(|_| serving)
+                .and_then(Watching::deadline);
+            self.turn(None, timer)?;
+        }
+    }
+
+    /// One wake-up of the loop: waits for the next event (or the nearest deadline) and
+    /// handles what came. `rerun` is a re-run's pool when one is under way.
+    fn turn(
+        &mut self,
+        mut rerun: Option<&mut Pool>,
+        deadline: Option<Instant>,
+    ) -> Result<(), Error> {
+        self.move_health_on();
+        let deadline = [
+            deadline,
+            self.child.kill_at(),
+            rerun.as_deref().and_then(Pool::deadline),
+            self.health_deadline(),
+            self.registration.as_ref().and_then(Registration::deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        for source in self.wait(rerun.as_deref(), deadline)? {
+            match source {
+                Source::Rerun(pipe) => {
+                    if let Some(pool) = rerun.as_deref_mut() {
+                        pool.read(pipe);
+                    }
+                }
+                Source::Health(pipe) => {
+                    if let Some(pool) = self.health.as_mut().and_then(Health::running) {
+                        pool.read(pipe);
+                    }
+                }
+                Source::Signals => self.handle_signals(rerun.as_deref_mut())?,
+                // Handled below, at every wake-up: its deadlines need no descriptor.
+                Source::Registry => {}
+            }
+        }
+        if let Some(registration) = self.registration.as_mut() {
+            registration.handle();
+        }
+        if self.child.status().is_some() {
+            // The command is gone: a re-run's result could not be applied any more.
+            if let Some(pool) = rerun {
+                pool.cancel();
+            }
+        }
+        self.kill_if_overdue();
+        Ok(())
+    }
+
+    /// Sleeps in `poll` on the scripts' pipes (a re-run's, a health check's), the signalfd and
+    /// the registry's descriptors, until one is ready or `deadline`.
+    fn wait(&self, rerun: Option<&Pool>, deadline: Option<Instant>) -> Result<Vec<Source>, Error> {
+        let mut poll = Poll::default();
+        for (fd, pipe) in rerun.map(Pool::pipes).unwrap_or_default() {
+            poll.add(fd, Source::Rerun(pipe));
+        }
+        let health = self.health.as_ref().and_then(Health::running_ref);
+        for (fd, pipe) in health.map(Pool::pipes).unwrap_or_default() {
+            poll.add(fd, Source::Health(pipe));
+        }
+        poll.add(self.signals.as_fd(), Source::Signals);
+        for fd in self.registration.iter().flat_map(Registration::fds) {
+            poll.add(fd, Source::Registry);
+        }
+        poll.wait(deadline)
+    }
+
+    /// When `health` next needs the loop. Not once the command is gone or stopping
+    /// ([`Supervisor::move_health_on`] no longer moves it on, so a passed deadline would wake
+    /// the loop at once, again and again).
+    fn health_deadline(&self) -> Option<Instant> {
+        if self.child.status().is_some() || self.course == Course::ShuttingDown {
+            return None;
+        }
+        self.health.as_ref().and_then(Health::deadline)
+    }
+
+    /// Moves `health` on: starts a due run, and acts on a change of health (SPEC.md 11.4): a
+    /// pass publishes, a failure withdraws with one warning per failing stretch.
+    fn move_health_on(&mut self) {
+        if self.child.status().is_some() || self.course == Course::ShuttingDown {
+            return;
+        }
+        let Some(health) = self.health.as_mut() else {
+            return;
+        };
+        let Some(turn) = health.tick(self.env, self.limits) else {
+            return;
+        };
+        match turn {
+            Turn::Healthy { again } => {
+                if again {
+                    log::warn!("health passes again; publishing the keys again");
+                }
+                if let Some(registration) = self.registration.as_mut() {
+                    registration.publish();
+                }
+            }
+            Turn::Unhealthy(err) => {
+                let what = if self.registration.is_some() {
+                    "withdrawing the published keys until it passes"
+                } else {
+                    "the command keeps running"
+                };
+                log::warn!("{err}; {what}");
+                if let Some(registration) = self.registration.as_mut() {
+                    registration.withdraw(None);
+                }
+            }
+        }
+    }
+
+    /// The command did not exit within `--stop-timeout` of being told to stop: SIGKILL.
+    fn kill_if_overdue(&mut self) {
+        let Child::Stopping { pid, kill_at } = self.child else {
+            return;
+        };
+        if kill_at > Instant::now() {
+            return;
+        }
+        log::warn!(
+            "the command did not exit {}s after being told to stop: SIGKILL",
+            self.settings.stop_timeout.as_secs_f64()
+        );
+        self.signal_command(Signal::SIGKILL);
+        self.child = Child::Killed(pid);
+    }
+
+    /// The service goes away: its keys first, at most [`WITHDRAW_WAIT`].
+    fn withdraw(&mut self) {
+        if let Some(registration) = self.registration.as_mut() {
+            registration.withdraw(Some(WITHDRAW_WAIT));
+        }
+    }
+
+    fn handle_signals(&mut self, mut rerun: Option<&mut Pool>) -> Result<(), Error> {
+        for signal in self.signals.pending()? {
+            if signal == Signal::SIGCHLD {
+                self.reap(rerun.as_deref_mut());
+            } else if self.signals.is_rerun_request(signal) {
+                // Kept while a re-run or a restart is under way: one more re-run follows.
+                self.rerun_owed = true;
+            } else {
+                self.forward(signal);
+                if self.signals.is_stop(signal) {
+                    if let Some(pool) = rerun.as_deref_mut() {
+                        pool.stop(signal);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-runs discovery while the loop goes on, then applies a change (SPEC.md 7).
+    fn rerun(&mut self, watching: &mut Watching) -> Result<(), Error> {
+        let change = watching.rerun(&mut Rerunning { supervisor: self });
+        let reads = watching.take_reads();
+        if self.child.status().is_some() || self.course == Course::ShuttingDown {
+            return Ok(());
+        }
+        if let (Some(registration), Some(reads)) = (self.registration.as_mut(), reads) {
+            registration.set_reads(reads);
+        }
+        let Some(mut change) = change else {
+            return Ok(());
+        };
+        match watching.on_change() {
+            OnChange::Restart => {
+                change.announce("restarting the command");
+                self.restart(change)
+            }
+            OnChange::Signal(signal) => {
+                change.announce(&format!("sending {}", signal.as_str()));
+                change.write_templates();
+                self.signal_command(signal);
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops the command as SIGTERM would and starts it again with the new environment.
+    /// A SIGTERM or SIGINT that comes meanwhile cancels the restart: the old command's
+    /// status is the harness's.
+    fn restart(&mut self, mut change: Change) -> Result<(), Error> {
+        self.course = Course::Restarting;
+        self.signal_command(Signal::SIGTERM);
+        self.start_kill_timer();
+        while self.child.status().is_none() {
+            self.turn(None, None)?;
+        }
+        if self.course == Course::ShuttingDown {
+            return Ok(());
+        }
+        self.course = Course::Serving;
+        change.write_templates();
+        // The environment changes only with a command that runs with it (teardown gets it).
+        let pid = spawn(self.command, &change.env, self.signals)?;
+        self.child = Child::Running(pid);
+        *self.env = std::mem::take(&mut change.env);
+        log::debug!("restarted {} as pid {pid}", display(&self.command[0]));
+        Ok(())
+    }
+
+    /// Job control: Ctrl-Z stopped the command, in its own process group, so the shell that
+    /// started envharness would wait for it forever. When there is a terminal, envharness
+    /// stops too, which gives the shell its prompt; on `fg` it hands the terminal back to the
+    /// command's group and continues it.
+    fn follow_stop(&mut self, pid: Pid) {
+        if !stdin_is_a_terminal() {
+            return;
+        }
+        let _ = nix::sys::signal::raise(Signal::SIGSTOP);
+        // Continued. Only a foreground group may take the terminal (a `bg` leaves it alone).
+        // SAFETY: tcgetpgrp, getpgrp and tcsetpgrp only query and set the terminal's
+        // foreground group.
+        unsafe {
+            if libc::tcgetpgrp(libc::STDIN_FILENO) == libc::getpgrp() {
+                libc::tcsetpgrp(libc::STDIN_FILENO, pid.as_raw());
+            }
+        }
+        self.signal_command(Signal::SIGCONT);
+    }
+
+    fn forward(&mut self, signal: Signal) {
+        if !STOP_SIGNALS.contains(&signal) && !FORWARDED_ONLY.contains(&signal) {
+            return;
+        }
+        log::debug!("forwarding {}", signal.as_str());
+        let stop = matches!(signal, Signal::SIGTERM | Signal::SIGINT);
+        if stop {
+            // Consumers stop using the service before it stops serving (SPEC.md 11.3).
+            self.withdraw();
+        }
+        self.signal_command(signal);
+        if stop {
+            self.course = Course::ShuttingDown;
+            self.start_kill_timer();
+        }
+    }
+
+    /// After a stop signal or a restart's SIGTERM: the command gets SIGKILL `--stop-timeout`
+    /// later if it is still there (a second stop signal does not move the deadline).
+    fn start_kill_timer(&mut self) {
+        if let Child::Running(pid) = self.child {
+            self.child = Child::Stopping {
+                pid,
+                kill_at: Instant::now() + self.settings.stop_timeout,
+            };
+        }
+    }
+
+    fn signal_command(&self, signal: Signal) {
+        let Some(pid) = self.child.pid() else {
+            return;
+        };
+        // ESRCH: it exited and is about to be reaped.
+        let _ = if self.settings.group {
+            killpg(pid, signal)
+        } else {
+            kill(pid, signal)
+        };
+    }
+
+    /// Reaps every child that has exited: the command's status is noted, a re-run's or a
+    /// health check's scripts go to their pool, orphans are forgotten. Returns whether any
+    /// child is left.
+    fn reap(&mut self, mut rerun: Option<&mut Pool>) -> bool {
+        let reaped = reap();
+        for status in reaped.statuses {
+            let Some(pid) = status.pid() else {
+                continue;
+            };
+            if Some(pid) == self.child.pid() {
+                self.command_reported(pid, status);
+                continue;
+            }
+            let taken = rerun
+                .as_deref_mut()
+                .is_some_and(|pool| pool.exited(pid, status));
+            if !taken {
+                if let Some(pool) = self.health.as_mut().and_then(Health::running) {
+                    pool.exited(pid, status);
+                }
+            }
+        }
+        reaped.children_left
+    }
+
+    fn command_reported(&mut self, pid: Pid, status: WaitStatus) {
+        let exit = match status {
+            WaitStatus::Exited(_, code) => code,
+            WaitStatus::Signaled(_, signal, _) => 128 + signal as i32,
+            WaitStatus::Stopped(..) => return self.follow_stop(pid),
+            _ => return,
+        };
+        self.child = Child::Exited(exit);
+        if self.course != Course::Restarting {
+            // Withdrawn at once (SPEC.md 11.3), not only once a re-run's scripts are gone; a
+            // restart is the same service, whose keys stay.
+            self.withdraw();
+        }
+    }
+
+    /// After the command: SIGTERM to every process left under the harness, SIGKILL to those
+    /// still there `--stop-timeout` later; returns when there are none (waitpid says so), or
+    /// [`GIVE_UP_AFTER_SIGKILL`] after the SIGKILL if one cannot die (uninterruptible sleep).
+    fn stop_orphans(&mut self) -> Result<(), Error> {
+        let deadline = Instant::now() + self.settings.stop_timeout;
+        let give_up = deadline + GIVE_UP_AFTER_SIGKILL;
+        let mut told = HashSet::new();
+        loop {
+            if !self.reap(None) {
+                return Ok(());
+            }
+            let left = children();
+            let now = Instant::now();
+            if now >= give_up {
+                log::warn!(
+                    "{} process(es) left behind survive SIGKILL; not waiting for them",
+                    left.len()
+                );
+                return Ok(());
+            }
+            let past_deadline = now >= deadline;
+            for pid in &left {
+                if past_deadline {
+                    let _ = kill(*pid, Signal::SIGKILL);
+                } else if told.insert(*pid) {
+                    log::info!("process {pid} was left behind by the command: SIGTERM");
+                    let _ = kill(*pid, Signal::SIGTERM);
+                }
+            }
+            if past_deadline {
+                log::warn!(
+                    "{} process(es) left behind did not exit within {}s: SIGKILL",
+                    left.len(),
+                    self.settings.stop_timeout.as_secs_f64()
+                );
+            }
+            let mut poll = Poll::default();
+            poll.add(self.signals.as_fd(), ());
+            poll.wait(Some(if past_deadline { give_up } else { deadline }))?;
+            // Only SIGCHLD matters now; the loop reaps on every pass.
+            self.signals.pending()?;
+        }
+    }
+}
+
+/// The supervisor as the host of a re-run's scripts: each wake-up of its loop also serves the
+/// command.
+struct Rerunning<'a, 's> {
+    supervisor: &'a mut Supervisor<'s>,
+}
+
+impl Host for Rerunning<'_, '_> {
+    fn limits(&self) -> Limits {
+        self.supervisor.limits
+    }
+
+    fn drive(&mut self, pool: &mut Pool) -> Result<(), Error> {
+        loop {
+            pool.tick();
+            if pool.is_finished() {
+                return Ok(());
+            }
+            self.supervisor.turn(Some(pool), None)?;
+        }
+    }
+}

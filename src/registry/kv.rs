@@ -15,14 +15,12 @@ use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
-use nix::poll::{poll, PollFd, PollFlags};
-
 use super::{
     check_value, get_or_first_under, reads, Credentials, Key, Lookup, Seen, Store, VALUE_LIMIT,
 };
 use crate::duration::parse_seconds;
-use crate::duration::poll_timeout_until;
 use crate::error::Error;
+use crate::os::poll::Poll;
 
 /// The only variables `envharness kv` reads (besides RUST_LOG, which the logger reads).
 /// The last one is not the user's: the harness sets it for its environment scripts only, so
@@ -417,18 +415,9 @@ fn wait_for<T>(
         if Instant::now() >= until {
             return Err(not_found());
         }
-        let wake = super::wake_at(watch.as_ref(), Some(until));
-        let mut fds = [PollFd::new(watch.fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, poll_timeout_until(wake)) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(err) => {
-                return Err(Error::io(
-                    store.url().to_owned(),
-                    "waiting for the registry",
-                    err.into(),
-                ))
-            }
-        }
+        let mut poll = Poll::default();
+        poll.add(watch.fd(), ());
+        poll.wait(Some(until))?;
         watch.drain();
     }
 }

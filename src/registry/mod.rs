@@ -7,8 +7,8 @@
 //!
 //! Store calls block, each bounded in time (an unreachable store is an error within 5 s,
 //! naming the URL and the reason). Change notification is a [`Watch`]: a descriptor that
-//! becomes readable when a key under its prefix may have changed, plus a deadline for what no
-//! write announces (a lease running out), so a poll loop can wait on it with everything else.
+//! becomes readable when a key under its prefix may have changed (a lease running out
+//! included), so a poll loop can wait on it with everything else.
 //! Under `--init` the harness makes its requests from a thread ([`worker`]), so that a slow
 //! store never holds up the supervisor.
 
@@ -22,7 +22,7 @@ pub(crate) mod worker;
 use std::ffi::OsString;
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::Error;
 
@@ -202,18 +202,16 @@ pub trait Store: Send {
     fn watch(&mut self, prefix: &str) -> Result<Box<dyn Watch>, Error>;
 }
 
-/// Change notification for the keys under one prefix, for a poll loop.
+/// Change notification for the keys under one prefix, for a poll loop. Each store watches on
+/// a thread of its own, so that the caller's loop only ever polls a descriptor.
 pub trait Watch: Send {
-    /// Becomes readable when a key under the prefix may have changed.
+    /// Becomes readable when a key under the prefix may have changed (a put, a delete, a
+    /// lease running out).
     fn fd(&self) -> BorrowedFd<'_>;
 
     /// Consumes what made [`Watch::fd`] readable (never blocks); returns whether a key under
     /// the prefix may have changed. The caller reads the keys again to know what did.
     fn drain(&mut self) -> bool;
-
-    /// When to look again although nothing was announced: a change no write announces, such
-    /// as a lease running out. None when nothing is pending.
-    fn deadline(&self) -> Option<Instant>;
 }
 
 /// Opens the store a `--kv` URL names: `file:///DIR` (the embedded store, [`file`]) or
@@ -236,7 +234,7 @@ pub fn open(url: &str, credentials: Option<Credentials>) -> Result<Box<dyn Store
     match scheme.to_ascii_lowercase().as_str() {
         "file" => {
             drop(credentials);
-            let dir = file::directory_of(url, rest)?;
+            let dir = file::store_directory(url, rest)?;
             let store = file::FileStore::open(url, dir).map_err(|err| unusable(url, err))?;
             Ok(Box::new(store))
         }
@@ -261,11 +259,6 @@ fn unusable(url: &str, err: Error) -> Error {
         },
         other => other,
     }
-}
-
-/// When a blocking wait for `watch` should end: at `until`, or earlier at its own deadline.
-pub fn wake_at(watch: &dyn Watch, until: Option<Instant>) -> Option<Instant> {
-    [watch.deadline(), until].into_iter().flatten().min()
 }
 
 /// What an environment script read through `envharness kv`: a key (`get`, which falls back

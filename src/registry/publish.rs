@@ -15,7 +15,6 @@
 //! change (or a watched lease may have run out), it looks them up again and owes a re-run if
 //! any differs. A store failure while the command runs is a warning, once per failing stretch.
 
-use std::cell::Cell;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
@@ -40,18 +39,49 @@ pub fn publish_unleased(store: &mut dyn Store, keys: &[(Key, Vec<u8>)]) -> Resul
     Ok(())
 }
 
-/// What a request in flight was for. Publish and Look carry the generation they were sent
-/// in: an answer from before a withdrawal, or about the reads of an earlier run, is stale.
+/// What a request in flight was for. An answer that no longer counts (a publish sent before a
+/// withdrawal, a look at reads that were replaced) is [`Pending::Stale`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pending {
-    Publish(u64),
+    Publish,
     Withdraw,
     Watch,
-    Look(u64),
+    Look,
+    Stale,
 }
 
 /// How long a watch that could not be started waits before it is tried again.
 const WATCH_RETRY: Duration = Duration::from_secs(1);
+
+/// Whether the keys are in the store, or on their way there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Presence {
+    /// Not wanted there: before the command runs (and `health` passed), while it is
+    /// unhealthy, and once the service goes away.
+    Withdrawn,
+    /// Wanted: a publish or a renewal is in flight; `after_failure` when the last one failed
+    /// (and was warned about).
+    Sending { after_failure: bool },
+    /// Published under the lease, renewed at `renew_at`.
+    Published { renew_at: Instant },
+    /// Wanted, but the last publish or renewal failed: tried again at `retry_at`.
+    Failed { retry_at: Instant },
+}
+
+/// The watch that tells when what the scripts read may have changed.
+enum Subscription {
+    /// Nothing read yet: nothing to watch.
+    Unneeded,
+    /// Asked of the store; `after_failure` when an earlier try failed (and was warned about).
+    Asked {
+        after_failure: bool,
+    },
+    Held(Box<dyn Watch>),
+    /// The store could not watch: asked again at `retry_at`.
+    Failed {
+        retry_at: Instant,
+    },
+}
 
 /// The harness's presence in the store under `--init`: its published keys and their lease,
 /// and the watch that triggers re-runs.
@@ -59,31 +89,13 @@ pub struct Registration {
     worker: Worker,
     keys: Vec<(Key, Vec<u8>)>,
     ttl: Duration,
-    /// The keys should be in the store (the command runs and `health` passes).
-    wanted: bool,
-    /// The last publish or renewal worked.
-    published: bool,
-    /// When the next renewal (or, after a failure, the next try) is due.
-    renew_at: Option<Instant>,
-    in_flight: Vec<(u64, Pending)>,
-    /// A store failure was warned about; the next success says it is over.
-    failing: bool,
-    watch: Option<Box<dyn Watch>>,
-    /// After a failed watch request: when to ask again.
-    watch_retry_at: Option<Instant>,
-    /// A watch failure was warned about.
-    watch_failing: bool,
-    /// Bumped by every withdrawal: publish answers sent before it no longer count.
-    generation: u64,
-    /// Bumped with every new set of reads: look answers about an older set no longer count.
-    reads_generation: u64,
-    /// The watch's deadline as last handed to the loop: once it has passed, look again. (The
-    /// watch itself moves its deadline on as soon as it is asked after it passed.)
-    watch_wake: Cell<Option<Instant>>,
+    presence: Presence,
+    subscription: Subscription,
     /// What the scripts of the last run read, and the digest of what each saw.
     reads: Vec<(Lookup, String)>,
-    /// A change was seen since the last [`Registration::take_change`].
+    /// A change to `reads` was seen since the last [`Registration::take_change`].
     changed: bool,
+    in_flight: Vec<(u64, Pending)>,
 }
 
 impl Registration {
@@ -99,46 +111,36 @@ impl Registration {
             worker: Worker::start(url, open)?,
             keys,
             ttl,
-            wanted: false,
-            published: false,
-            renew_at: None,
-            in_flight: Vec::new(),
-            failing: false,
-            watch: None,
-            watch_retry_at: None,
-            watch_failing: false,
-            generation: 0,
-            reads_generation: 0,
-            watch_wake: Cell::new(None),
+            presence: Presence::Withdrawn,
+            subscription: Subscription::Unneeded,
             reads: Vec::new(),
             changed: false,
+            in_flight: Vec::new(),
         })
     }
 
     /// The descriptors the loop polls for this registration.
     pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
         let mut fds = vec![self.worker.as_fd()];
-        fds.extend(self.watch.as_ref().map(|watch| watch.fd()));
+        if let Subscription::Held(watch) = &self.subscription {
+            fds.push(watch.fd());
+        }
         fds
     }
 
-    /// When [`Registration::handle`] has something to do without a wake-up.
+    /// When [`Registration::handle`] has something to do without a wake-up: a renewal, a
+    /// retry. (A renewal waits for the one in flight: its answer wakes the loop.)
     pub fn deadline(&self) -> Option<Instant> {
-        let watch_deadline = self
-            .watch
-            .as_ref()
-            .filter(|_| !self.reads.is_empty())
-            .and_then(|watch| watch.deadline());
-        self.watch_wake.set(watch_deadline);
-        // A renewal waits for the one in flight: its passed time would wake the loop at once,
-        // again and again, until the store answers.
-        let renew_at = self
-            .renew_at
-            .filter(|_| self.wanted && !self.busy_publishing());
-        [renew_at, watch_deadline, self.watch_retry_at]
-            .into_iter()
-            .flatten()
-            .min()
+        let keys = match self.presence {
+            Presence::Published { renew_at } => Some(renew_at),
+            Presence::Failed { retry_at } => Some(retry_at),
+            Presence::Withdrawn | Presence::Sending { .. } => None,
+        };
+        let watch = match self.subscription {
+            Subscription::Failed { retry_at } => Some(retry_at),
+            _ => None,
+        };
+        [keys, watch].into_iter().flatten().min()
     }
 
     /// After every wake-up of the loop: takes the store's answers and the watch's
@@ -148,65 +150,64 @@ impl Registration {
             self.answered(number, answer);
         }
         let now = Instant::now();
-        let mut look = false;
-        if let Some(watch) = self.watch.as_mut() {
-            look |= watch.drain();
-        }
-        if self.watch_wake.get().is_some_and(|at| at <= now) {
-            self.watch_wake.set(None);
-            look = true;
-        }
-        if look && !self.reads.is_empty() {
+        let announced = match &mut self.subscription {
+            Subscription::Held(watch) => watch.drain(),
+            Subscription::Failed { retry_at } if *retry_at <= now => {
+                self.ask_to_watch(true);
+                false
+            }
+            _ => false,
+        };
+        if announced && !self.reads.is_empty() {
             self.look();
         }
-        if self.watch_retry_at.is_some_and(|at| at <= now) {
-            self.watch_retry_at = None;
-            self.start_watch();
-        }
-        if self.wanted && self.renew_at.is_some_and(|at| at <= now) && !self.busy_publishing() {
-            self.renew_at = None;
-            let request = if self.published {
-                Request::Renew {
+        match self.presence {
+            Presence::Published { renew_at } if renew_at <= now => {
+                self.send_keys(Request::Renew {
                     keys: self.keys.clone(),
                     ttl: self.ttl,
-                }
-            } else {
-                Request::Publish {
+                });
+                self.presence = Presence::Sending {
+                    after_failure: false,
+                };
+            }
+            Presence::Failed { retry_at } if retry_at <= now => {
+                self.send_keys(Request::Publish {
                     keys: self.keys.clone(),
                     ttl: self.ttl,
-                }
-            };
-            self.send(request, Pending::Publish(self.generation));
+                });
+                self.presence = Presence::Sending {
+                    after_failure: true,
+                };
+            }
+            _ => {}
         }
     }
 
     /// The command runs (and is healthy): put the keys, with the lease.
     pub fn publish(&mut self) {
-        if self.wanted || self.keys.is_empty() {
+        if self.presence != Presence::Withdrawn || self.keys.is_empty() {
             return;
         }
-        self.wanted = true;
-        self.renew_at = None;
-        self.send(
-            Request::Publish {
-                keys: self.keys.clone(),
-                ttl: self.ttl,
-            },
-            Pending::Publish(self.generation),
-        );
+        self.send_keys(Request::Publish {
+            keys: self.keys.clone(),
+            ttl: self.ttl,
+        });
+        self.presence = Presence::Sending {
+            after_failure: false,
+        };
     }
 
     /// The service goes away or is unhealthy: revoke the lease. With `wait`, waits up to that
     /// long for the store to confirm (the loop is blocked meanwhile, so only before a stop
     /// signal is forwarded or at the end).
     pub fn withdraw(&mut self, wait: Option<Duration>) {
-        if !self.wanted {
+        if self.presence == Presence::Withdrawn {
             return;
         }
-        self.wanted = false;
-        self.published = false;
-        self.renew_at = None;
-        self.generation += 1;
+        self.presence = Presence::Withdrawn;
+        // A publish answered after this must not count as the keys being there.
+        self.forget(Pending::Publish);
         let number = self.send(Request::Withdraw, Pending::Withdraw);
         let Some(wait) = wait else {
             return;
@@ -229,34 +230,33 @@ impl Registration {
     /// at once whether anything changed since they read it.
     pub fn set_reads(&mut self, reads: Vec<(Lookup, String)>) {
         self.reads = reads;
-        self.reads_generation += 1;
+        // Looks at the previous reads answer nothing about these.
+        self.forget(Pending::Look);
         // A change seen against the previous reads is answered by the run that made these;
         // one since then is found by the look below.
         self.changed = false;
         if self.reads.is_empty() {
             return;
         }
-        let asked = self.watch.is_some()
-            || self.watch_retry_at.is_some()
-            || self.in_flight.iter().any(|(_, p)| *p == Pending::Watch);
-        if !asked {
-            self.start_watch();
+        if matches!(self.subscription, Subscription::Unneeded) {
+            self.ask_to_watch(false);
         }
         self.send_look();
     }
 
-    fn start_watch(&mut self) {
+    /// Whether a change to what the scripts read was seen since the last call.
+    pub fn take_change(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+
+    fn ask_to_watch(&mut self, after_failure: bool) {
         self.send(
             Request::Watch {
                 prefix: String::new(),
             },
             Pending::Watch,
         );
-    }
-
-    /// Whether a change to what the scripts read was seen since the last call.
-    pub fn take_change(&mut self) -> bool {
-        std::mem::take(&mut self.changed)
+        self.subscription = Subscription::Asked { after_failure };
     }
 
     /// Looks again after a change was announced; a second look queued behind one in flight
@@ -265,7 +265,7 @@ impl Registration {
         let queued = self
             .in_flight
             .iter()
-            .filter(|(_, p)| matches!(p, Pending::Look(_)))
+            .filter(|(_, pending)| *pending == Pending::Look)
             .count();
         if queued < 2 {
             self.send_look();
@@ -278,13 +278,11 @@ impl Registration {
             .iter()
             .map(|(lookup, _)| lookup.clone())
             .collect();
-        self.send(Request::Look(lookups), Pending::Look(self.reads_generation));
+        self.send(Request::Look(lookups), Pending::Look);
     }
 
-    fn busy_publishing(&self) -> bool {
-        self.in_flight
-            .iter()
-            .any(|(_, p)| matches!(p, Pending::Publish(_)))
+    fn send_keys(&mut self, request: Request) {
+        self.send(request, Pending::Publish);
     }
 
     fn send(&mut self, request: Request, pending: Pending) -> u64 {
@@ -293,81 +291,94 @@ impl Registration {
         number
     }
 
+    /// The answers to the requests in flight for `what` will not count.
+    fn forget(&mut self, what: Pending) {
+        for (_, pending) in &mut self.in_flight {
+            if *pending == what {
+                *pending = Pending::Stale;
+            }
+        }
+    }
+
     fn answered(&mut self, number: u64, answer: Answer) {
         let Some(at) = self.in_flight.iter().position(|(id, _)| *id == number) else {
             return;
         };
         let (_, pending) = self.in_flight.remove(at);
         match (pending, answer) {
-            (Pending::Publish(generation), Answer::Done(result))
-                if generation == self.generation =>
-            {
-                self.published_or_not(result);
-            }
+            (Pending::Publish, Answer::Done(result)) => self.published_or_not(result),
             (Pending::Withdraw, Answer::Done(Err(err))) => {
                 log::warn!("withdrawing the published keys failed: {err}");
             }
-            (Pending::Watch, Answer::Watching(result)) => match result {
-                Ok(watch) => {
-                    if std::mem::take(&mut self.watch_failing) {
-                        log::warn!("{}: watching the registry again", self.worker.url());
-                    }
-                    self.watch = Some(watch);
-                    // Changes between the scripts' reads and the watch's start.
-                    self.look();
-                }
-                Err(err) => {
-                    // Tried again, quietly, until it works; warned once per failing stretch.
-                    if !std::mem::replace(&mut self.watch_failing, true) {
-                        log::warn!(
-                            "cannot watch the registry, trying again every {}s; until then its changes trigger no re-run: {err}",
-                            WATCH_RETRY.as_secs_f64()
-                        );
-                    }
-                    self.watch_retry_at = Some(Instant::now() + WATCH_RETRY);
-                }
-            },
-            (Pending::Look(generation), Answer::Looked(result)) => match result {
-                Ok(_) if generation != self.reads_generation => {}
-                Ok(digests) => {
-                    let changed = self
-                        .reads
-                        .iter()
-                        .zip(&digests)
-                        .any(|((_, seen), now)| seen != now);
-                    self.changed |= changed && digests.len() == self.reads.len();
-                }
-                Err(err) => log::debug!("looking the registry up again failed: {err}"),
-            },
+            (Pending::Watch, Answer::Watching(result)) => self.watching_or_not(result),
+            (Pending::Look, Answer::Looked(Ok(digests))) => {
+                let changed = self
+                    .reads
+                    .iter()
+                    .zip(&digests)
+                    .any(|((_, seen), now)| seen != now);
+                self.changed |= changed && digests.len() == self.reads.len();
+            }
+            (Pending::Look, Answer::Looked(Err(err))) => {
+                log::debug!("looking the registry up again failed: {err}");
+            }
             _ => {}
         }
     }
 
     fn published_or_not(&mut self, result: Result<(), Error>) {
-        if !self.wanted {
+        let Presence::Sending { after_failure } = self.presence else {
             return;
-        }
+        };
         let every = self.ttl / 3;
-        match result {
+        let next = Instant::now() + every;
+        self.presence = match result {
             Ok(()) => {
-                if std::mem::take(&mut self.failing) {
+                if after_failure {
                     log::warn!(
                         "{}: the store is back; the keys are published",
                         self.worker.url()
                     );
                 }
-                self.published = true;
+                Presence::Published { renew_at: next }
             }
             Err(err) => {
-                if !std::mem::replace(&mut self.failing, true) {
+                if !after_failure {
                     log::warn!(
                         "cannot publish, the command keeps running and envharness tries again every {}s: {err}",
                         every.as_secs_f64()
                     );
                 }
-                self.published = false;
+                Presence::Failed { retry_at: next }
+            }
+        };
+    }
+
+    fn watching_or_not(&mut self, result: Result<Box<dyn Watch>, Error>) {
+        let Subscription::Asked { after_failure } = self.subscription else {
+            return;
+        };
+        match result {
+            Ok(watch) => {
+                if after_failure {
+                    log::warn!("{}: watching the registry again", self.worker.url());
+                }
+                self.subscription = Subscription::Held(watch);
+                // Changes between the scripts' reads and the watch's start.
+                self.look();
+            }
+            Err(err) => {
+                // Tried again, quietly, until it works; warned once per failing stretch.
+                if !after_failure {
+                    log::warn!(
+                        "cannot watch the registry, trying again every {}s; until then its changes trigger no re-run: {err}",
+                        WATCH_RETRY.as_secs_f64()
+                    );
+                }
+                self.subscription = Subscription::Failed {
+                    retry_at: Instant::now() + WATCH_RETRY,
+                };
             }
         }
-        self.renew_at = Some(Instant::now() + every);
     }
 }

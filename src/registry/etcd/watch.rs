@@ -21,7 +21,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::Thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use serde_json::{json, Value};
@@ -91,11 +91,6 @@ impl Watch for EtcdWatch {
     fn drain(&mut self) -> bool {
         // Reading an eventfd returns its count and sets it to zero; EAGAIN when it is zero.
         self.events.read().is_ok_and(|count| count > 0)
-    }
-
-    fn deadline(&self) -> Option<Instant> {
-        // etcd announces everything, a lease running out included.
-        None
     }
 }
 

@@ -51,7 +51,7 @@ use print::Format;
 use registry::publish::Registration;
 use registry::reads::ReadLog;
 use runner::host::PhaseHost;
-use supervise::rerun::Watching;
+use supervise::rerun::Reruns;
 use supervise::{Service, Supervision};
 use variables::{Environment, Variables};
 
@@ -134,12 +134,12 @@ impl Supervised<'_> {
         // started: nothing is started (SPEC.md 3.4), rather than a command that is told to
         // stop at once, its keys published for a moment.
         host.check_stop()?;
-        let watching = self.settings.rerun.map(|rerun| {
-            let mut watching = Watching::new(resolver, rerun, &resolved.vars);
+        let reruns = self.settings.rerun.map(|rerun| {
+            let mut reruns = Reruns::new(resolver, rerun, &resolved.vars);
             if host.rerun_requested() {
-                watching.request();
+                reruns.request();
             }
-            watching
+            reruns
         });
         let mut service = Service {
             command,
@@ -152,7 +152,7 @@ impl Supervised<'_> {
             self.signals,
             self.settings,
             registration,
-            watching,
+            reruns,
         );
         phase::export::teardown(&self.plan.export, &mut host, &service.env);
         status

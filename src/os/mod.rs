@@ -10,8 +10,30 @@ pub(crate) mod shebang;
 pub mod signals;
 
 use std::ffi::CString;
+use std::io::{self, Read};
 
 /// A C string for execve and posix_spawn: a path, an argument or a `NAME=VALUE` string.
 pub fn c_string(bytes: &[u8]) -> CString {
     CString::new(bytes).expect("paths, arguments and checked environment strings contain no NUL")
+}
+
+/// Reads `reader` to its end, but never holds more than `limit` bytes: None when there are
+/// more (after reading `limit` + 1 of them). Every file, answer and stdin the harness reads
+/// goes through here, so no input can make it use unbounded memory.
+pub fn read_at_most(reader: impl Read, limit: usize) -> io::Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::new();
+    reader.take(limit as u64 + 1).read_to_end(&mut bytes)?;
+    Ok((bytes.len() <= limit).then_some(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bounded_read_keeps_up_to_the_limit_and_refuses_more() {
+        assert_eq!(read_at_most(&b"abc"[..], 3).unwrap(), Some(b"abc".to_vec()));
+        assert_eq!(read_at_most(&b"abcd"[..], 3).unwrap(), None);
+        assert_eq!(read_at_most(&b""[..], 0).unwrap(), Some(Vec::new()));
+    }
 }

@@ -14,12 +14,12 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::io::Read;
 
 use super::dotenv;
 use super::entries::{self, Entry, Kind};
 use super::Directory;
 use crate::error::Error;
+use crate::os::read_at_most;
 use crate::runner::{self, Host, Job, Ran, Stdout};
 use crate::variables::{strip_one_newline, Environment, Variables};
 
@@ -119,7 +119,7 @@ impl Phase<'_> {
             if produced
                 .set
                 .iter()
-                .any(|(name, value)| check_value(name, value).is_err())
+                .any(|(name, value)| check_env_string(name, value).is_err())
             {
                 break;
             }
@@ -184,7 +184,7 @@ impl Phase<'_> {
         }
         let mut names = Vec::with_capacity(set.len());
         for (name, value) in set {
-            check_value(&name, &value).map_err(|reason| Error::entry(&entry.path, reason))?;
+            check_env_string(&name, &value).map_err(|reason| Error::entry(&entry.path, reason))?;
             self.vars.set(&name, value);
             names.push(name);
         }
@@ -228,7 +228,7 @@ impl Phase<'_> {
     fn produce(&mut self, entry: &Entry, ran: Option<Ran>) -> Result<(Vec<u8>, String), Error> {
         let executable = matches!(entry.kind, Kind::Run | Kind::Dotenv { executable: true });
         if !executable {
-            return Ok((read_bounded(entry)?, "read".into()));
+            return Ok((read_entry(entry)?, "read".into()));
         }
         let ran = match ran {
             Some(ran) => ran,
@@ -268,10 +268,8 @@ impl Produced {
 
 /// A literal or static `.env` file's content; one too large to ever fit in the environment
 /// is refused by its size, without reading it into memory.
-fn read_bounded(entry: &Entry) -> Result<Vec<u8>, Error> {
+fn read_entry(entry: &Entry) -> Result<Vec<u8>, Error> {
     let read_error = |err| Error::io(&entry.path, "reading the file", err);
-    let file = std::fs::File::open(&entry.path).map_err(read_error)?;
-    let size = file.metadata().map_err(read_error)?.len();
     let (limit, refused) = match entry.kind {
         Kind::Dotenv { .. } => (
             DOTENV_OUTPUT_LIMIT,
@@ -283,21 +281,19 @@ fn read_bounded(entry: &Entry) -> Result<Vec<u8>, Error> {
             format!("more than one environment string can hold ({ENV_STRING_LIMIT} bytes)"),
         ),
     };
+    let file = std::fs::File::open(&entry.path).map_err(read_error)?;
+    let size = file.metadata().map_err(read_error)?.len();
+    let too_large = || Error::entry(&entry.path, format!("the file is {size} bytes, {refused}"));
     if size > limit as u64 {
-        return Err(Error::entry(
-            &entry.path,
-            format!("the file is {size} bytes, {refused}"),
-        ));
+        return Err(too_large());
     }
-    let mut content = Vec::with_capacity(size as usize);
-    file.take(limit as u64 + 1)
-        .read_to_end(&mut content)
-        .map_err(read_error)?;
-    Ok(content)
+    read_at_most(file, limit)
+        .map_err(read_error)?
+        .ok_or_else(too_large)
 }
 
 /// A value the kernel would refuse in an environment string is an error, with its size.
-pub fn check_value(name: &str, value: &[u8]) -> Result<(), String> {
+pub fn check_env_string(name: &str, value: &[u8]) -> Result<(), String> {
     if let Some(at) = value.iter().position(|b| *b == 0) {
         return Err(format!(
             "{name}: the value contains a NUL byte (at byte {at} of {}); an environment variable cannot hold one",
@@ -321,10 +317,10 @@ mod tests {
     #[test]
     fn the_limit_counts_name_equals_value_and_the_nul() {
         let fits = vec![b'v'; ENV_STRING_LIMIT - 3];
-        assert!(check_value("A", &fits).is_ok());
+        assert!(check_env_string("A", &fits).is_ok());
         let over = vec![b'v'; ENV_STRING_LIMIT - 2];
-        let err = check_value("A", &over).unwrap_err();
+        let err = check_env_string("A", &over).unwrap_err();
         assert!(err.contains("131072 bytes"), "{err}");
-        assert!(check_value("A", b"a\0b").unwrap_err().contains("NUL"));
+        assert!(check_env_string("A", b"a\0b").unwrap_err().contains("NUL"));
     }
 }

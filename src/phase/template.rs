@@ -36,6 +36,7 @@ use minijinja::{AutoEscape, ErrorKind, UndefinedBehavior};
 
 use super::entries::{self, Kind};
 use crate::error::Error;
+use crate::os::read_at_most;
 use crate::variables::Environment;
 
 /// The largest template source and the largest output, in bytes. Config files are kilobytes;
@@ -271,7 +272,7 @@ fn expand(template: &Template, warn: bool) -> Result<Vec<Source>, Error> {
                 ),
             ));
         }
-        let dir = directory_of(dest);
+        let dir = parent_dir(dest);
         if !dir.is_dir() {
             return Err(Error::entry(
                 dest,
@@ -325,7 +326,7 @@ fn rendered_name(name: &OsStr) -> &OsStr {
 }
 
 /// A file's directory: `app.conf` is in `.`.
-fn directory_of(path: &Path) -> &Path {
+fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -336,19 +337,20 @@ fn read_source(src: &Path, dest: PathBuf, create_dir: bool) -> Result<Source, Er
     let reading = |err| Error::io(src, "reading the template", err);
     let file = File::open(src).map_err(reading)?;
     let meta = file.metadata().map_err(reading)?;
-    if meta.len() > OUTPUT_LIMIT as u64 {
-        return Err(Error::entry(
+    let too_large = || {
+        Error::entry(
             src,
             format!("larger than {OUTPUT_LIMIT} bytes, the limit for a template"),
-        ));
+        )
+    };
+    if meta.len() > OUTPUT_LIMIT as u64 {
+        return Err(too_large());
     }
-    let mut text = String::with_capacity(meta.len() as usize);
-    file.take(OUTPUT_LIMIT as u64 + 1)
-        .read_to_string(&mut text)
-        .map_err(|err| match err.kind() {
-            io::ErrorKind::InvalidData => Error::entry(src, "not UTF-8 text, so not a template"),
-            _ => reading(err),
-        })?;
+    let bytes = read_at_most(file, OUTPUT_LIMIT)
+        .map_err(reading)?
+        .ok_or_else(too_large)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::entry(src, "not UTF-8 text, so not a template"))?;
     Ok(Source {
         name: src.to_string_lossy().into_owned(),
         src: src.to_owned(),
@@ -660,7 +662,7 @@ impl Object for EnvMap {
 
 /// Writes `output` to a new temporary file next to its DEST, with SRC's permission bits.
 fn stage(output: &Output) -> Result<PathBuf, Error> {
-    let dir = directory_of(&output.dest);
+    let dir = parent_dir(&output.dest);
     if output.create_dir {
         fs::create_dir_all(dir)
             .map_err(|err| Error::io(dir, "creating the template's DEST directory", err))?;
@@ -691,7 +693,7 @@ fn create_temporary(dest: &Path, mode: u32) -> io::Result<(PathBuf, File)> {
         tries += 1;
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let temporary =
-            directory_of(dest).join(format!(".{name}.envharness-{}-{n}", std::process::id()));
+            parent_dir(dest).join(format!(".{name}.envharness-{}-{n}", std::process::id()));
         match OpenOptions::new()
             .write(true)
             .create_new(true)

@@ -11,16 +11,17 @@
 //! errors, each with one `envharness:` line. Values go to stdout only, never to a log.
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
 use super::{
-    check_value, get_or_first_under, reads, Credentials, Key, Lookup, Seen, Store, VALUE_LIMIT,
+    check_value_size, get_or_first_under, reads, Credentials, Key, Lookup, Seen, Store, VALUE_LIMIT,
 };
 use crate::duration::parse_seconds;
 use crate::error::Error;
 use crate::os::poll::Poll;
+use crate::os::read_at_most;
 
 /// The only variables `envharness kv` reads (besides RUST_LOG, which the logger reads).
 /// The last one is not the user's: the harness sets it for its environment scripts only, so
@@ -258,7 +259,7 @@ pub fn run(kv: Kv, var: impl Fn(&str) -> Option<OsString>) -> Result<i32, Error>
     let var = |name: &str| VARIABLES.contains(&name).then(|| var(name)).flatten();
     ignore_file_size_signal();
     // Everything that can be checked without the store is checked before it is opened.
-    let request = Request::check(kv.action)?;
+    let request = Call::check(kv.action)?;
     let url = kv
         .url
         .filter(|url| !url.is_empty())
@@ -273,7 +274,7 @@ pub fn run(kv: Kv, var: impl Fn(&str) -> Option<OsString>) -> Result<i32, Error>
 }
 
 /// The call with its key checked and its value read.
-enum Request {
+enum Call {
     Get {
         key: Key,
         wait: Option<Duration>,
@@ -297,10 +298,10 @@ fn key(text: &OsString) -> Result<Key, Error> {
     Key::parse(&text.to_string_lossy())
 }
 
-impl Request {
-    fn check(action: Action) -> Result<Request, Error> {
+impl Call {
+    fn check(action: Action) -> Result<Call, Error> {
         Ok(match action {
-            Action::Get { key: text, wait } => Request::Get {
+            Action::Get { key: text, wait } => Call::Get {
                 key: key(&text)?,
                 wait,
             },
@@ -314,10 +315,10 @@ impl Request {
                     Value::Given(value) => value.as_bytes().to_vec(),
                     Value::Stdin => read_stdin(&key)?,
                 };
-                check_value(key.as_str(), &value)?;
-                Request::Put { key, value, ttl }
+                check_value_size(key.as_str(), &value)?;
+                Call::Put { key, value, ttl }
             }
-            Action::Del { key: text } => Request::Del { key: key(&text)? },
+            Action::Del { key: text } => Call::Del { key: key(&text)? },
             Action::List {
                 prefix,
                 wait,
@@ -331,7 +332,7 @@ impl Request {
                             .into(),
                     });
                 }
-                Request::List {
+                Call::List {
                     prefix,
                     wait,
                     output,
@@ -346,7 +347,7 @@ impl Request {
         var: impl Fn(&str) -> Option<OsString>,
     ) -> Result<i32, Error> {
         match self {
-            Request::Get { key, wait } => {
+            Call::Get { key, wait } => {
                 // A watch of KEY covers its `KEY/…` keys too: they start with KEY.
                 let found = wait_for(store, key.as_str(), key.as_str(), wait, |store| {
                     get_or_first_under(store, &key)
@@ -355,12 +356,12 @@ impl Request {
                 reads::record(&var, &Lookup::Get(key), &seen);
                 write_stdout(&found?)?;
             }
-            Request::Put { key, value, ttl } => {
+            Call::Put { key, value, ttl } => {
                 let lease = ttl.map(|ttl| store.grant(ttl)).transpose()?;
                 store.put(&key, &value, lease)?;
             }
-            Request::Del { key } => store.delete(&key)?,
-            Request::List {
+            Call::Del { key } => store.delete(&key)?,
+            Call::List {
                 prefix,
                 wait,
                 output,
@@ -471,29 +472,19 @@ fn render_list(found: Vec<(String, Vec<u8>)>, output: ListOutput) -> Result<Vec<
 /// stdin for `put KEY -`, refusing a value over the limit by its size (counted to the end,
 /// but never held in memory past the limit).
 fn read_stdin(key: &Key) -> Result<Vec<u8>, Error> {
-    let mut value = Vec::new();
+    let failed = |err| Error::io("stdin", "reading the value", err);
     let mut stdin = std::io::stdin().lock();
-    let mut total = 0usize;
-    let mut chunk = vec![0; 64 * 1024];
-    loop {
-        let read = match stdin.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(read) => read,
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(err) => return Err(Error::io("stdin", "reading the value", err)),
-        };
-        total += read;
-        if value.len() <= VALUE_LIMIT {
-            value.extend_from_slice(&chunk[..read]);
-        }
+    if let Some(value) = read_at_most(&mut stdin, VALUE_LIMIT).map_err(failed)? {
+        return Ok(value);
     }
-    if total > VALUE_LIMIT {
-        return Err(Error::Key {
-            key: key.to_string(),
-            reason: format!("the value is {total} bytes, over the limit of {VALUE_LIMIT}"),
-        });
-    }
-    Ok(value)
+    let rest = std::io::copy(&mut stdin, &mut std::io::sink()).map_err(failed)?;
+    Err(Error::Key {
+        key: key.to_string(),
+        reason: format!(
+            "the value is {} bytes, over the limit of {VALUE_LIMIT}",
+            VALUE_LIMIT as u64 + 1 + rest
+        ),
+    })
 }
 
 fn write_stdout(bytes: &[u8]) -> Result<(), Error> {

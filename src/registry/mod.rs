@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::os::read_at_most;
 
 /// The largest value a key may hold (SPEC.md 11.1).
 pub const VALUE_LIMIT: usize = 131_071;
@@ -94,7 +95,7 @@ fn is_key_byte(byte: u8) -> bool {
 }
 
 /// A value a key may hold: at most [`VALUE_LIMIT`] bytes.
-pub fn check_value(key: &str, value: &[u8]) -> Result<(), Error> {
+pub fn check_value_size(key: &str, value: &[u8]) -> Result<(), Error> {
     if value.len() > VALUE_LIMIT {
         return Err(Error::Key {
             key: key.to_owned(),
@@ -157,10 +158,21 @@ impl Credentials {
     }
 }
 
+/// More than any password: a file this large is the wrong file.
+const PASSWORD_LIMIT: usize = 64 * 1024;
+
 /// The password file's content minus one trailing newline (as a Docker secret is written).
 fn read_password_file(path: &std::path::Path) -> Result<String, Error> {
-    let content = std::fs::read(path)
-        .map_err(|err| Error::io(path, "reading ENVHARNESS_KV_PASSWORD_FILE", err))?;
+    let failed = |err| Error::io(path, "reading ENVHARNESS_KV_PASSWORD_FILE", err);
+    let content = std::fs::File::open(path)
+        .and_then(|file| read_at_most(file, PASSWORD_LIMIT))
+        .map_err(failed)?
+        .ok_or_else(|| {
+            Error::entry(
+                path,
+                format!("over {PASSWORD_LIMIT} bytes: not a password file"),
+            )
+        })?;
     let content = crate::variables::strip_one_newline(content);
     String::from_utf8(content).map_err(|_| Error::entry(path, "the registry password is not UTF-8"))
 }
@@ -369,7 +381,7 @@ mod tests {
 
     #[test]
     fn values_may_hold_131071_bytes() {
-        assert!(check_value("k", &vec![0; VALUE_LIMIT]).is_ok());
-        assert!(check_value("k", &vec![0; VALUE_LIMIT + 1]).is_err());
+        assert!(check_value_size("k", &vec![0; VALUE_LIMIT]).is_ok());
+        assert!(check_value_size("k", &vec![0; VALUE_LIMIT + 1]).is_err());
     }
 }

@@ -310,7 +310,7 @@ impl Registration {
             (Pending::Withdraw, Answer::Done(Err(err))) => {
                 log::warn!("withdrawing the published keys failed: {err}");
             }
-            (Pending::Watch, Answer::Watching(result)) => self.watching_or_not(result),
+            (Pending::Watch, Answer::Reruns(result)) => self.watching_or_not(result),
             (Pending::Look, Answer::Looked(Ok(digests))) => {
                 let changed = self
                     .reads

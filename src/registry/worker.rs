@@ -50,7 +50,7 @@ pub enum Request {
 /// The store's answer to the request with the same number.
 pub enum Answer {
     Done(Result<(), Error>),
-    Watching(Result<Box<dyn Watch>, Error>),
+    Reruns(Result<Box<dyn Watch>, Error>),
     /// Each lookup's digest, in order.
     Looked(Result<Vec<String>, Error>),
 }
@@ -177,7 +177,7 @@ fn answer(store: &mut dyn Store, lease: &mut Option<LeaseId>, request: Request) 
             Some(held) => store.revoke(held),
             None => Ok(()),
         }),
-        Request::Watch { prefix } => Answer::Watching(store.watch(&prefix)),
+        Request::Watch { prefix } => Answer::Reruns(store.watch(&prefix)),
         Request::Look(lookups) => Answer::Looked(
             lookups
                 .iter()
@@ -190,7 +190,7 @@ fn answer(store: &mut dyn Store, lease: &mut Option<LeaseId>, request: Request) 
 /// The answer to `request` when the store could not be opened.
 fn failed(request: &Request, err: Error) -> Answer {
     match request {
-        Request::Watch { .. } => Answer::Watching(Err(err)),
+        Request::Watch { .. } => Answer::Reruns(Err(err)),
         Request::Look(_) => Answer::Looked(Err(err)),
         _ => Answer::Done(Err(err)),
     }

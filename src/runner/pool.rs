@@ -96,6 +96,24 @@ impl Running {
     }
 }
 
+/// Whether the pool still starts scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Accepting,
+    /// A job failed for good: nothing more starts; the results so far count.
+    Failed,
+    /// Nothing more starts and no result counts.
+    Halted(Halt),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Halt {
+    /// By a stop signal: the run's error is [`Error::Interrupted`].
+    Stopped(Signal),
+    /// Given up (the command exited during a re-run): the run's error is [`Error::Cancelled`].
+    Cancelled,
+}
+
 pub struct Pool {
     limits: Limits,
     jobs: Vec<Job>,
@@ -107,11 +125,7 @@ pub struct Pool {
     retries: Vec<(usize, u32, Instant)>,
     /// Per job: its result, or its last failure and the number of tries.
     outcomes: Vec<Option<Result<Ran, (Failure, u32)>>>,
-    /// A job failed for good: nothing more starts.
-    failed: bool,
-    /// Stopped by a stop signal, or cancelled (None inside): nothing more starts and no
-    /// result counts.
-    stopped: Option<Option<Signal>>,
+    state: State,
 }
 
 impl Pool {
@@ -132,8 +146,7 @@ impl Pool {
             next: 0,
             running: Vec::new(),
             retries: Vec::new(),
-            failed: false,
-            stopped: None,
+            state: State::Accepting,
         }
     }
 
@@ -144,10 +157,10 @@ impl Pool {
 
     /// The outcomes in the jobs' order; a stop signal is the error of the whole run.
     pub fn into_outcomes(self) -> Result<Outcomes, Error> {
-        match self.stopped {
-            Some(Some(signal)) => return Err(Error::Interrupted { signal }),
-            Some(None) => return Err(Error::Cancelled),
-            None => {}
+        match self.state {
+            State::Halted(Halt::Stopped(signal)) => return Err(Error::Interrupted { signal }),
+            State::Halted(Halt::Cancelled) => return Err(Error::Cancelled),
+            State::Accepting | State::Failed => {}
         }
         let paths = self.jobs.into_iter().map(|job| job.path);
         Ok(self
@@ -211,23 +224,23 @@ impl Pool {
     /// A stop signal: it goes to every running script's group, nothing more starts, and the
     /// run's result is [`Error::Interrupted`].
     pub fn stop(&mut self, signal: Signal) {
-        if self.stopped.is_some() {
+        if matches!(self.state, State::Halted(_)) {
             return;
         }
         log::warn!("got {}: stopping the running scripts", signal.as_str());
-        self.halt(Some(signal), signal);
+        self.halt(Halt::Stopped(signal), signal);
     }
 
     /// Gives the run up: the running scripts get SIGTERM, nothing more starts, and the
     /// result is [`Error::Cancelled`].
     pub fn cancel(&mut self) {
-        if self.stopped.is_none() {
-            self.halt(None, Signal::SIGTERM);
+        if !matches!(self.state, State::Halted(_)) {
+            self.halt(Halt::Cancelled, Signal::SIGTERM);
         }
     }
 
-    fn halt(&mut self, cause: Option<Signal>, signal: Signal) {
-        self.stopped = Some(cause);
+    fn halt(&mut self, halt: Halt, signal: Signal) {
+        self.state = State::Halted(halt);
         self.retries.clear();
         let now = Instant::now();
         for running in &mut self.running {
@@ -262,7 +275,7 @@ impl Pool {
 
     /// Whether jobs may still start (or start again).
     fn accepting(&self) -> bool {
-        self.stopped.is_none() && !self.failed
+        self.state == State::Accepting
     }
 
     fn has_work_left(&self) -> bool {
@@ -403,7 +416,7 @@ impl Pool {
     }
 
     fn finish(&mut self, running: Running) {
-        if running.abandoned || self.stopped.is_some() {
+        if running.abandoned || matches!(self.state, State::Halted(_)) {
             return;
         }
         let status = running.exit.expect("collected scripts have exited");
@@ -437,7 +450,7 @@ impl Pool {
             return;
         }
         self.outcomes[index] = Some(Err((failure, tries)));
-        self.failed = true;
+        self.state = State::Failed;
         self.retries.clear();
         let now = Instant::now();
         for running in &mut self.running {

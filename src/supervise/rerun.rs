@@ -42,7 +42,7 @@ pub struct RerunSettings {
 }
 
 /// The state of `--watch` while the command runs.
-pub struct Watching<'a> {
+pub struct Reruns<'a> {
     resolver: Resolver<'a>,
     settings: RerunSettings,
     /// The variables of the last result that was applied.
@@ -90,15 +90,11 @@ impl Change {
     }
 }
 
-impl<'a> Watching<'a> {
-    /// Starts watching after the first resolve gave `applied` (the resolver still holds its
+impl<'a> Reruns<'a> {
+    /// Starts after the first resolve gave `applied` (the resolver still holds its
     /// reads); the first timed re-run is due one interval from now.
-    pub fn new(
-        resolver: Resolver<'a>,
-        settings: RerunSettings,
-        applied: &Variables,
-    ) -> Watching<'a> {
-        Watching {
+    pub fn new(resolver: Resolver<'a>, settings: RerunSettings, applied: &Variables) -> Reruns<'a> {
+        Reruns {
             resolver,
             settings,
             applied: as_map(applied),

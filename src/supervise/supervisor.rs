@@ -13,7 +13,7 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 use super::health::{Health, Turn};
-use super::rerun::{Change, OnChange, Watching};
+use super::rerun::{Change, OnChange, Reruns};
 use super::start::{spawn, stdin_is_a_terminal};
 use super::{Service, Supervision};
 use crate::error::Error;
@@ -32,7 +32,7 @@ pub fn supervise(
     signals: &Signals,
     settings: &Supervision,
     registration: Option<Registration>,
-    mut watching: Option<Watching>,
+    mut reruns: Option<Reruns>,
 ) -> Result<i32, Error> {
     become_subreaper();
     signals
@@ -59,8 +59,8 @@ pub fn supervise(
         registration,
         health,
     };
-    supervisor.start_registration(watching.as_mut());
-    let status = supervisor.until_command_exits(watching.as_mut());
+    supervisor.start_registration(reruns.as_mut());
+    let status = supervisor.until_command_exits(reruns.as_mut());
     supervisor.withdraw();
     supervisor.stop_orphans()?;
     status
@@ -159,11 +159,11 @@ struct Supervisor<'s> {
 impl Supervisor<'_> {
     /// The command runs: publish at once unless `health` must pass first, and watch what the
     /// first discovery read.
-    fn start_registration(&mut self, watching: Option<&mut Watching>) {
+    fn start_registration(&mut self, reruns: Option<&mut Reruns>) {
         let Some(registration) = self.registration.as_mut() else {
             return;
         };
-        if let Some(reads) = watching.and_then(Watching::take_reads) {
+        if let Some(reads) = reruns.and_then(Reruns::take_reads) {
             registration.set_reads(reads);
         }
         if self.health.is_none() {
@@ -171,29 +171,29 @@ impl Supervisor<'_> {
         }
     }
 
-    fn until_command_exits(&mut self, mut watching: Option<&mut Watching>) -> Result<i32, Error> {
+    fn until_command_exits(&mut self, mut reruns: Option<&mut Reruns>) -> Result<i32, Error> {
         loop {
             if let Some(status) = self.child.status() {
                 return Ok(status);
             }
             let serving = self.course == Course::Serving;
-            if let Some(watching) = watching.as_deref_mut().filter(|_| serving) {
+            if let Some(reruns) = reruns.as_deref_mut().filter(|_| serving) {
                 let changed = self
                     .registration
                     .as_mut()
                     .is_some_and(Registration::take_change);
                 if std::mem::take(&mut self.rerun_owed) || changed {
-                    watching.request();
+                    reruns.request();
                 }
-                if watching.is_due(Instant::now()) {
-                    self.rerun(watching)?;
+                if reruns.is_due(Instant::now()) {
+                    self.rerun(reruns)?;
                     continue;
                 }
             }
-            let timer = watching
+            let timer = reruns
                 .as_deref()
                 .filter(|_| serving)
-                .and_then(Watching::deadline);
+                .and_then(Reruns::deadline);
             self.turn(None, timer)?;
         }
     }
@@ -352,9 +352,9 @@ impl Supervisor<'_> {
     }
 
     /// Re-runs discovery while the loop goes on, then applies a change (SPEC.md 7).
-    fn rerun(&mut self, watching: &mut Watching) -> Result<(), Error> {
-        let change = watching.rerun(&mut Rerunning { supervisor: self });
-        let reads = watching.take_reads();
+    fn rerun(&mut self, reruns: &mut Reruns) -> Result<(), Error> {
+        let change = reruns.rerun(&mut Rerunning { supervisor: self });
+        let reads = reruns.take_reads();
         if self.child.status().is_some() || self.course == Course::ShuttingDown {
             return Ok(());
         }
@@ -364,7 +364,7 @@ impl Supervisor<'_> {
         let Some(mut change) = change else {
             return Ok(());
         };
-        match watching.on_change() {
+        match reruns.on_change() {
             OnChange::Restart => {
                 change.announce("restarting the command");
                 self.restart(change)

@@ -48,7 +48,7 @@ impl fmt::Display for Endpoint {
 
 /// Why an exchange failed, before etcd said anything about the request itself.
 #[derive(Debug)]
-pub enum Failure {
+pub enum Fault {
     /// Connecting failed or the connection broke; the text is for messages.
     Io(String),
     /// No answer before the deadline.
@@ -59,11 +59,11 @@ pub enum Failure {
     Protocol(String),
 }
 
-impl Failure {
-    fn from_io(err: io::Error) -> Failure {
+impl Fault {
+    fn from_io(err: io::Error) -> Fault {
         match err.kind() {
-            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Failure::TimedOut,
-            _ => Failure::Io(describe(&err)),
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Fault::TimedOut,
+            _ => Fault::Io(describe(&err)),
         }
     }
 }
@@ -134,22 +134,22 @@ pub struct Connection {
 }
 
 /// Connects to `endpoint` (each of its addresses in turn) before `deadline`.
-pub fn connect(endpoint: &Endpoint, deadline: Instant) -> Result<Connection, Failure> {
+pub fn connect(endpoint: &Endpoint, deadline: Instant) -> Result<Connection, Fault> {
     // The system resolver has its own timeouts (resolv.conf's `timeout` and `attempts`); an
     // address literal, the usual case, does not consult it.
     let addresses = (endpoint.host.as_str(), endpoint.port)
         .to_socket_addrs()
-        .map_err(|err| Failure::Io(format!("resolving {}: {}", endpoint.host, describe(&err))))?;
-    let mut last = Failure::Io(format!("{} has no address", endpoint.host));
+        .map_err(|err| Fault::Io(format!("resolving {}: {}", endpoint.host, describe(&err))))?;
+    let mut last = Fault::Io(format!("{} has no address", endpoint.host));
     for address in addresses {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(Failure::TimedOut);
+            return Err(Fault::TimedOut);
         }
         match TcpStream::connect_timeout(&address, left) {
             Ok(stream) => {
                 // Requests are small and answered at once: no Nagle delay on them.
-                stream.set_nodelay(true).map_err(Failure::from_io)?;
+                stream.set_nodelay(true).map_err(Fault::from_io)?;
                 return Ok(Connection {
                     reader: BufReader::new(Deadlined {
                         stream,
@@ -159,7 +159,7 @@ pub fn connect(endpoint: &Endpoint, deadline: Instant) -> Result<Connection, Fai
                     used: false,
                 });
             }
-            Err(err) => last = Failure::from_io(err),
+            Err(err) => last = Fault::from_io(err),
         }
     }
     Err(last)
@@ -174,15 +174,15 @@ impl Connection {
         authorization: Option<&str>,
         body: &[u8],
         deadline: Instant,
-    ) -> Result<(Response, bool), Failure> {
+    ) -> Result<(Response, bool), Fault> {
         self.reader.get_mut().deadline = Some(deadline);
         let reused = self.used;
         self.used = true;
         let sent = self.send(path, authorization, body);
         let head = sent.and_then(|()| self.read_head());
         let head = match head {
-            Err(Failure::Io(_)) if reused && self.reader.buffer().is_empty() => {
-                return Err(Failure::Stale)
+            Err(Fault::Io(_)) if reused && self.reader.buffer().is_empty() => {
+                return Err(Fault::Stale)
             }
             other => other?,
         };
@@ -193,26 +193,26 @@ impl Connection {
                 (&mut self.reader)
                     .take(length.min(limit))
                     .read_to_end(&mut body)
-                    .map_err(Failure::from_io)?;
+                    .map_err(Fault::from_io)?;
                 if body.len() as u64 != length {
-                    return Err(Failure::Io("the answer was cut short".into()));
+                    return Err(Fault::Io("the answer was cut short".into()));
                 }
             }
             Framing::Chunked => {
                 Chunked::new(&mut self.reader)
                     .take(limit)
                     .read_to_end(&mut body)
-                    .map_err(Failure::from_io)?;
+                    .map_err(Fault::from_io)?;
             }
             Framing::UntilClose => {
                 (&mut self.reader)
                     .take(limit)
                     .read_to_end(&mut body)
-                    .map_err(Failure::from_io)?;
+                    .map_err(Fault::from_io)?;
             }
         }
         if body.len() as u64 > BODY_LIMIT {
-            return Err(Failure::Protocol(format!(
+            return Err(Fault::Protocol(format!(
                 "an answer of more than {BODY_LIMIT} bytes"
             )));
         }
@@ -234,7 +234,7 @@ impl Connection {
         authorization: Option<&str>,
         body: &[u8],
         deadline: Instant,
-    ) -> Result<Streamed, Failure> {
+    ) -> Result<Streamed, Fault> {
         self.reader.get_mut().deadline = Some(deadline);
         self.send(path, authorization, body)?;
         let head = self.read_head()?;
@@ -251,12 +251,7 @@ impl Connection {
         }))
     }
 
-    fn send(
-        &mut self,
-        path: &str,
-        authorization: Option<&str>,
-        body: &[u8],
-    ) -> Result<(), Failure> {
+    fn send(&mut self, path: &str, authorization: Option<&str>, body: &[u8]) -> Result<(), Fault> {
         let mut request = Vec::with_capacity(200 + body.len());
         write!(
             request,
@@ -264,7 +259,7 @@ impl Connection {
             self.host,
             body.len()
         )
-        .map_err(Failure::from_io)?;
+        .map_err(Fault::from_io)?;
         if let Some(token) = authorization {
             // etcd wants the bare token, not `Bearer …`.
             request.extend_from_slice(b"Authorization: ");
@@ -274,16 +269,14 @@ impl Connection {
         request.extend_from_slice(b"\r\n");
         request.extend_from_slice(body);
         let socket = self.reader.get_ref();
-        socket.arm(true).map_err(Failure::from_io)?;
-        (&socket.stream)
-            .write_all(&request)
-            .map_err(Failure::from_io)
+        socket.arm(true).map_err(Fault::from_io)?;
+        (&socket.stream).write_all(&request).map_err(Fault::from_io)
     }
 
-    fn read_head(&mut self) -> Result<Head, Failure> {
+    fn read_head(&mut self) -> Result<Head, Fault> {
         let status_line = read_line(&mut self.reader)?;
         if status_line.is_empty() {
-            return Err(Failure::Io(
+            return Err(Fault::Io(
                 "the connection was closed before an answer".into(),
             ));
         }
@@ -293,7 +286,7 @@ impl Connection {
             .next()
             .and_then(|code| code.parse::<u16>().ok())
             .filter(|_| version.starts_with("HTTP/1."))
-            .ok_or_else(|| Failure::Protocol("an answer that is not HTTP/1.1".into()))?;
+            .ok_or_else(|| Fault::Protocol("an answer that is not HTTP/1.1".into()))?;
         let mut head = Head {
             status,
             framing: Framing::UntilClose,
@@ -305,17 +298,17 @@ impl Connection {
                 return Ok(head);
             }
             let Some((name, value)) = line.split_once(':') else {
-                return Err(Failure::Protocol("a malformed header line".into()));
+                return Err(Fault::Protocol("a malformed header line".into()));
             };
             let value = value.trim();
             if name.eq_ignore_ascii_case("content-length") {
                 let length = value
                     .parse()
-                    .map_err(|_| Failure::Protocol("a malformed Content-Length".into()))?;
+                    .map_err(|_| Fault::Protocol("a malformed Content-Length".into()))?;
                 head.framing = Framing::Length(length);
             } else if name.eq_ignore_ascii_case("transfer-encoding") {
                 if !value.eq_ignore_ascii_case("chunked") {
-                    return Err(Failure::Protocol(format!("transfer encoding {value:?}")));
+                    return Err(Fault::Protocol(format!("transfer encoding {value:?}")));
                 }
                 head.framing = Framing::Chunked;
             } else if name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close")
@@ -323,7 +316,7 @@ impl Connection {
                 head.keep_alive = false;
             }
         }
-        Err(Failure::Protocol("too many header lines".into()))
+        Err(Fault::Protocol("too many header lines".into()))
     }
 }
 
@@ -343,13 +336,13 @@ pub struct Lines {
 impl Lines {
     /// The next line without its newline; None at the end of the stream. Waits until
     /// `deadline` (none: as long as it takes).
-    pub fn next_line(&mut self, deadline: Option<Instant>) -> Result<Option<Vec<u8>>, Failure> {
+    pub fn next_line(&mut self, deadline: Option<Instant>) -> Result<Option<Vec<u8>>, Fault> {
         self.reader.get_mut().inner.get_mut().deadline = deadline;
         let mut line = Vec::new();
         (&mut self.reader)
             .take(BODY_LIMIT)
             .read_until(b'\n', &mut line)
-            .map_err(Failure::from_io)?;
+            .map_err(Fault::from_io)?;
         if line.is_empty() {
             return Ok(None);
         }
@@ -366,7 +359,7 @@ impl Lines {
 
     /// Turns on TCP keep-alive, so a peer that vanished (a lost machine: no FIN, no RST) ends
     /// an idle stream within about half a minute instead of never.
-    pub fn keep_alive(&self) -> Result<(), Failure> {
+    pub fn keep_alive(&self) -> Result<(), Fault> {
         let stream = &self.reader.get_ref().inner.get_ref().stream;
         let set = || -> nix::Result<()> {
             setsockopt(stream, sockopt::KeepAlive, &true)?;
@@ -374,7 +367,7 @@ impl Lines {
             setsockopt(stream, sockopt::TcpKeepInterval, &5)?;
             setsockopt(stream, sockopt::TcpKeepCount, &3)
         };
-        set().map_err(|errno| Failure::Io(describe(&io::Error::from(errno))))
+        set().map_err(|errno| Fault::Io(describe(&io::Error::from(errno))))
     }
 }
 
@@ -398,19 +391,19 @@ enum Framing {
 /// One header line (CRLF or LF ended) as text, empty for the blank line that ends the head;
 /// an empty string also when the connection closed first (the caller tells them apart by
 /// position: a status line is never empty).
-fn read_line(reader: &mut impl BufRead) -> Result<String, Failure> {
+fn read_line(reader: &mut impl BufRead) -> Result<String, Fault> {
     let mut line = Vec::new();
     reader
         .take(LINE_LIMIT)
         .read_until(b'\n', &mut line)
-        .map_err(Failure::from_io)?;
+        .map_err(Fault::from_io)?;
     if !line.is_empty() && line.last() != Some(&b'\n') {
-        return Err(Failure::Io("the answer was cut short".into()));
+        return Err(Fault::Io("the answer was cut short".into()));
     }
     while matches!(line.last(), Some(b'\n' | b'\r')) {
         line.pop();
     }
-    String::from_utf8(line).map_err(|_| Failure::Protocol("a header that is not UTF-8".into()))
+    String::from_utf8(line).map_err(|_| Fault::Protocol("a header that is not UTF-8".into()))
 }
 
 /// Reads a chunked body (RFC 9112 7.1): hex size lines, data, and trailers after the last,
@@ -433,9 +426,9 @@ impl<R: BufRead> Chunked<R> {
 
     fn line(&mut self) -> io::Result<String> {
         read_line(&mut self.inner).map_err(|failure| match failure {
-            Failure::TimedOut => io::ErrorKind::TimedOut.into(),
-            Failure::Io(text) | Failure::Protocol(text) => io::Error::other(text),
-            Failure::Stale => io::ErrorKind::UnexpectedEof.into(),
+            Fault::TimedOut => io::ErrorKind::TimedOut.into(),
+            Fault::Io(text) | Fault::Protocol(text) => io::Error::other(text),
+            Fault::Stale => io::ErrorKind::UnexpectedEof.into(),
         })
     }
 }

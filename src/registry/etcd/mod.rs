@@ -43,7 +43,7 @@ use serde_json::{json, Value};
 
 use super::{Credentials, Key, LeaseId, Store, Watch, REACH_TIMEOUT};
 use crate::error::Error;
-use http::{Connection, Endpoint, Failure, Response};
+use http::{Connection, Endpoint, Fault, Response};
 
 /// An etcd cluster as a [`Store`].
 pub struct EtcdStore {
@@ -540,7 +540,7 @@ impl Client {
             },
         };
         let mut result = connection.post(path, token, body, deadline);
-        if matches!(result, Err(Failure::Stale)) && !fresh {
+        if matches!(result, Err(Fault::Stale)) && !fresh {
             // The server closed the idle connection; the request never reached it.
             match http::connect(&self.endpoints[index], deadline) {
                 Ok(new) => connection = new,
@@ -611,11 +611,11 @@ impl Client {
 
 /// A failure as the reason in `unreachable: …`; `{share}` stands for the time the endpoint
 /// was given, filled in by the caller.
-fn reason(failure: Failure) -> String {
+fn reason(failure: Fault) -> String {
     match failure {
-        Failure::Io(text) | Failure::Protocol(text) => text,
-        Failure::TimedOut => "no answer within {share} s".into(),
-        Failure::Stale => "the connection was closed before an answer".into(),
+        Fault::Io(text) | Fault::Protocol(text) => text,
+        Fault::TimedOut => "no answer within {share} s".into(),
+        Fault::Stale => "the connection was closed before an answer".into(),
     }
 }
 

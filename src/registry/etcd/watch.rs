@@ -26,7 +26,7 @@ use std::time::Duration;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use serde_json::{json, Value};
 
-use super::http::{self, Failure, Lines};
+use super::http::{self, Fault, Lines};
 use super::{error_message, parse, Client};
 use crate::error::Error;
 use crate::registry::Watch;
@@ -155,9 +155,9 @@ fn read(mut client: Client, request: Value, mut lines: Lines, events: &EventFd, 
                     }
                 }
                 Ok(None) => break "etcd ended the stream".to_owned(),
-                Err(Failure::TimedOut) => break "the connection timed out".to_owned(),
-                Err(Failure::Io(text) | Failure::Protocol(text)) => break text,
-                Err(Failure::Stale) => break "the connection was closed".to_owned(),
+                Err(Fault::TimedOut) => break "the connection timed out".to_owned(),
+                Err(Fault::Io(text) | Fault::Protocol(text)) => break text,
+                Err(Fault::Stale) => break "the connection was closed".to_owned(),
             }
         };
         if stopped() {

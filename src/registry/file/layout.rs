@@ -20,6 +20,7 @@ use super::format::{
     HEADER_LIMIT,
 };
 use crate::error::Error;
+use crate::os::read_at_most;
 
 pub(super) const KEYS: &str = "keys";
 pub(super) const LEASES: &str = "leases";
@@ -98,7 +99,7 @@ impl Layout {
         path: &Path,
         key: Option<&str>,
     ) -> Result<Option<Record>, Error> {
-        let bytes = match read_bounded(path, VALUE_LIMIT + HEADER_LIMIT) {
+        let bytes = match read_value_file(path, VALUE_LIMIT + HEADER_LIMIT) {
             Ok(bytes) => bytes,
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
             // Too large, or a directory: not something a writer of the store left.
@@ -354,18 +355,13 @@ pub(super) fn key_and_lease(path: &Path) -> Option<(String, Option<LeaseId>)> {
 }
 
 /// The file's bytes, failing (InvalidData) past `limit` rather than reading without bound.
-pub(super) fn read_bounded(path: &Path, limit: usize) -> io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    File::open(path)?
-        .take(limit as u64 + 1)
-        .read_to_end(&mut bytes)?;
-    if bytes.len() > limit {
-        return Err(io::Error::new(
+fn read_value_file(path: &Path, limit: usize) -> io::Result<Vec<u8>> {
+    read_at_most(File::open(path)?, limit)?.ok_or_else(|| {
+        io::Error::new(
             io::ErrorKind::InvalidData,
             "larger than any value of the file store",
-        ));
-    }
-    Ok(bytes)
+        )
+    })
 }
 
 pub(super) fn remove_if_present(path: &Path) -> io::Result<()> {

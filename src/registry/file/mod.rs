@@ -49,7 +49,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::{check_value, Key, LeaseId, Store, Watch};
+use super::{check_value_size, Key, LeaseId, Store, Watch};
 use crate::error::Error;
 use format::{encode_record, lease_content, SHORT_KEY};
 use layout::{random_u64, remove_if_present, Layout, LeaseState, KEYS, LEASES, TMP};
@@ -143,7 +143,7 @@ impl Store for FileStore {
     }
 
     fn put(&mut self, key: &Key, value: &[u8], lease: Option<LeaseId>) -> Result<(), Error> {
-        check_value(key.as_str(), value)?;
+        check_value_size(key.as_str(), value)?;
         let layout = &self.layout;
         let path = layout.key_path(key.as_str());
         let temporary =

@@ -26,13 +26,14 @@ release: toolchain
 
 # The scratch-root and container tests run the static binary, so it is built first (after
 # deps). --nocapture because libtest hides what a passing test prints, and the container tests
-# print whether podman ran ("containers: podman built ...") or why they skipped ("skipped: ...");
-# the other tests print nothing unless they skip or fail. deps installed etcd, so the etcd
-# tests must run, not skip.
+# print that podman ran ("containers: podman built ..."). deps and engine installed etcd,
+# podman and the util-linux tools, and the tests run as root: so the etcd, container and
+# namespace tests must run, and fail where they cannot (the *_required variables), never skip.
 test: static engine
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	ENVHARNESS_STATIC_BIN=$(CURDIR)/$(STATIC_BIN) ENVHARNESS_TEST_ETCD=required $(CARGO) test -- --nocapture
+	ENVHARNESS_STATIC_BIN=$(CURDIR)/$(STATIC_BIN) ENVHARNESS_TEST_ETCD=required \
+		ENVHARNESS_TEST_PODMAN=required ENVHARNESS_TEST_SYSTEM=required $(CARGO) test -- --nocapture
 
 demo: toolchain
 	$(CARGO) run -q -- -e environments/development -x examples/export --print

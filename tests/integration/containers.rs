@@ -11,7 +11,8 @@
 //! is built once per test process, since the tests run in threads and parallel builds of one
 //! image would race. Each container is removed by a guard when its test ends, passed or failed;
 //! the image and the store go when the process exits. Every podman command is bounded in time.
-//! Where podman cannot run a container at all, each test prints `skipped: ...` and returns.
+//! Where podman cannot run a container at all, each test prints `skipped: ...` and returns,
+//! unless `ENVHARNESS_TEST_PODMAN=required` (set by `make test`) makes that a failure.
 
 use std::fs;
 use std::io::{Read, Seek};
@@ -303,7 +304,7 @@ impl Scratch {
         let engine = match ENGINE.get_or_init(Engine::start) {
             Ok(engine) => engine,
             Err(reason) => {
-                eprintln!("skipped: {reason}");
+                unavailable("ENVHARNESS_TEST_PODMAN", reason);
                 return None;
             }
         };

@@ -334,7 +334,7 @@ fn as_pid_1_in_a_pid_namespace() {
 fn the_command_gets_the_terminal_foreground() {
     // `script` gives the harness a pseudo-terminal as its controlling terminal.
     if output(std::process::Command::new("script").arg("--version")).is_err() {
-        eprintln!("skipped: script(1) is not installed");
+        unavailable("ENVHARNESS_TEST_SYSTEM", "script(1) is not installed");
         return;
     }
     let t = Test::new();

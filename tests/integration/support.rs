@@ -668,8 +668,20 @@ pub fn static_binary() -> PathBuf {
     path
 }
 
+/// What a test needs of this machine and does not find there. Where `make test` provided it
+/// (and says so with `VARIABLE=required`: `ENVHARNESS_TEST_PODMAN`, `ENVHARNESS_TEST_SYSTEM`
+/// for namespaces, root and the util-linux tools), its absence fails the test: a test that
+/// passes without testing would hide it. Elsewhere (a developer's laptop) the test says why it
+/// skips and returns.
+pub fn unavailable(variable: &str, reason: &str) {
+    if std::env::var(variable).as_deref() == Ok("required") {
+        panic!("{reason}, and {variable}=required");
+    }
+    eprintln!("skipped: {reason}");
+}
+
 /// Whether this machine lets us make a PID namespace (`unshare --fork --pid --mount-proc`);
-/// prints why not when it does not, for the tests that then skip.
+/// see [`unavailable`] for when it does not.
 pub fn namespaces_permitted() -> bool {
     let probe = output(Command::new("unshare").args([
         "--fork",
@@ -678,20 +690,16 @@ pub fn namespaces_permitted() -> bool {
         "--mount-proc",
         "true",
     ]));
-    match probe {
-        Ok(out) if out.status.success() => true,
-        Ok(out) => {
-            eprintln!(
-                "skipped: unshare is not permitted: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            false
-        }
-        Err(err) => {
-            eprintln!("skipped: unshare cannot run: {err}");
-            false
-        }
-    }
+    let reason = match probe {
+        Ok(out) if out.status.success() => return true,
+        Ok(out) => format!(
+            "unshare is not permitted: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(err) => format!("unshare cannot run: {err}"),
+    };
+    unavailable("ENVHARNESS_TEST_SYSTEM", &reason);
+    false
 }
 
 /// Is a process still alive (not gone, not a zombie)?

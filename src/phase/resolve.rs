@@ -2,7 +2,8 @@
 //! 1. the environment phase discovers the variables ([`environment::discover`]);
 //! 2. the requirements are checked against the final environment ([`require::check`]);
 //! 3. the variables are laid over the harness's environment;
-//! 4. the templates are rendered with it (in memory; written by the caller, who decides when).
+//! 4. the templates are rendered with it, on a thread of their own while the loop serves
+//!    signals (in memory; written by the caller, who decides when).
 //!
 //! The start and every `--watch` re-run take this same step, through one [`Resolver`]: what
 //! differs is only who drives the scripts (the phases' loop, or the supervisor's) and that the
@@ -22,7 +23,7 @@ use crate::error::Error;
 use crate::registry::reads::ReadLog;
 use crate::registry::Lookup;
 use crate::runner::host::PhaseHost;
-use crate::runner::Host;
+use crate::runner::{task, Host};
 use crate::variables::{Environment, Variables};
 
 /// What the resolve step reads: the environment directories, the requirements, the templates.
@@ -80,12 +81,25 @@ impl<'a> Resolver<'a> {
         let vars = environment::discover(&self.discovery.environment, host, &self.script_env)?;
         require::check(&self.discovery.requirements, &vars, self.harness_env)?;
         let env = vars.over(self.harness_env);
-        let templates = template::render_all(&self.discovery.templates, &env)?;
+        let templates = self.render(host, &env)?;
         Ok(Resolved {
             vars,
             env,
             templates,
         })
+    }
+
+    /// Renders the templates with `env`, off the loop's thread: a template's work is bounded
+    /// (its fuel), but even a slow render must not hold up a signal, a reap or a renewal.
+    fn render(&self, host: &mut dyn Host, env: &Environment) -> Result<Rendered, Error> {
+        if self.discovery.templates.is_empty() {
+            return Ok(Rendered::default());
+        }
+        let templates = self.discovery.templates.clone();
+        let env = env.clone();
+        task::run(host, "templates", move || {
+            template::render_all(&templates, &env)
+        })?
     }
 
     /// The start's resolve: with `--wait`, while a requirement is unmet the step is taken

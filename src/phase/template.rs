@@ -43,6 +43,12 @@ use crate::variables::Environment;
 /// a render past this is a runaway loop, and all outputs are held in memory until written.
 pub const OUTPUT_LIMIT: usize = 16 * 1024 * 1024;
 
+/// The work one render may do, in minijinja's fuel (about one unit per instruction, one per 64
+/// bytes of data): about 25 ms here, and at most about 64 MB of data. A config file of 100
+/// upstream lines takes under 1,000; a template that needs a thousand times that is a loop
+/// that would hold up the start (or a re-run) for good.
+pub const FUEL: u64 = 1_000_000;
+
 /// Suffixes a directory SRC's entries lose in DEST (`nginx.conf.j2` -> `nginx.conf`).
 const SUFFIXES: [&str; 2] = [".template", ".j2"];
 
@@ -248,6 +254,7 @@ fn engine<'source>() -> minijinja::Environment<'source> {
             .build()
             .expect("the default delimiters are valid"),
     );
+    engine.set_fuel(Some(FUEL));
     engine
 }
 
@@ -423,6 +430,9 @@ fn template_error(source: &Source, err: &minijinja::Error, missing: &[String]) -
     let kind = err.kind();
     let what = match (kind, err.detail()) {
         (ErrorKind::UndefinedError, _) => undefined(&source.text, err.line(), missing),
+        (ErrorKind::OutOfFuel, _) => {
+            format!("exceeded its budget of {FUEL} units of work (an endless loop?)")
+        }
         (
             ErrorKind::SyntaxError
             | ErrorKind::UnknownFilter

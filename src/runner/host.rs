@@ -4,7 +4,7 @@
 //! re-runs discovery once the command has started (SPEC.md 7). Children that are not the
 //! pool's scripts (orphans a PID 1 inherits) are reaped and forgotten.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
 
 use nix::sys::signal::Signal;
@@ -27,6 +27,8 @@ pub struct PhaseHost<'s> {
 enum Source {
     Script(Pipe),
     Signals,
+    /// A task's result is there.
+    Task,
 }
 
 impl<'s> PhaseHost<'s> {
@@ -120,8 +122,20 @@ impl Host for PhaseHost<'_> {
                     Source::Signals => {
                         self.read_signals(Some(pool))?;
                     }
+                    Source::Task => {}
                 }
             }
         }
+    }
+
+    fn wait_for(&mut self, fd: BorrowedFd<'_>) -> Result<(), Error> {
+        // A stop signal that is already there stops the harness before the task's end too.
+        self.check_stop()?;
+        let mut poll = Poll::default();
+        poll.add(fd, Source::Task);
+        poll.add(self.signals.as_fd(), Source::Signals);
+        // Woken by the task's fd, or by a signal: the caller looks whether the result is there.
+        poll.wait(None)?;
+        self.check_stop()
     }
 }

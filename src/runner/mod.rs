@@ -23,8 +23,10 @@
 pub mod host;
 mod pool;
 mod spawn;
+pub mod task;
 
 use std::ffi::OsString;
+use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -84,6 +86,10 @@ pub trait Host {
     /// the run; the pool has then been told to stop its scripts and was driven until they
     /// were gone.
     fn drive(&mut self, pool: &mut Pool) -> Result<(), Error>;
+
+    /// Serves the loop's events until `fd` (a [`task::Task`]'s) is readable. An error (a stop
+    /// signal, a cancelled re-run) ends the wait.
+    fn wait_for(&mut self, fd: BorrowedFd<'_>) -> Result<(), Error>;
 }
 
 /// Runs the jobs, at most `parallel` at once (0: all at once), and returns each one's

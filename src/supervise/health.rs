@@ -1,6 +1,6 @@
 //! `health` (SPEC.md 11.4): the export directory's check, run under `--init` right after the
 //! command starts and then every `--health-interval`, with the command's environment and the
-//! scripts' `--timeout` and `--retries`. Its run is a [`Pool`] the supervisor's loop drives
+//! scripts' `--timeout` (or, without one, `--health-interval`) and `--retries`. Its run is a [`Pool`] the supervisor's loop drives
 //! with everything else, so a slow check never holds up signals or reaping.
 //!
 //! The check says something only when the service's health changes ([`Turn`]): the first pass
@@ -88,6 +88,12 @@ impl Health {
                 path: self.path.clone(),
                 env: env.clone(),
                 stdout: Stdout::ToStderr,
+            };
+            // A check that hangs must not keep the keys published (or withdrawn) for good:
+            // without --timeout, a run may take one interval.
+            let limits = Limits {
+                timeout: limits.timeout.or(Some(self.interval)),
+                ..limits
             };
             self.run = Run::Running(Pool::new(vec![job], 1, limits));
         }

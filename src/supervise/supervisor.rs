@@ -4,7 +4,7 @@
 //! is one descriptor or one deadline of the one `poll` in [`Supervisor::turn`].
 
 use std::collections::HashSet;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use nix::libc;
@@ -129,11 +129,58 @@ enum Course {
     ShuttingDown,
 }
 
+/// What a re-run is waiting for while the loop goes on.
+enum Rerun<'a> {
+    /// Its scripts.
+    Scripts(&'a mut Pool),
+    /// Work off the loop's thread (rendering the templates): `ready` once its descriptor is
+    /// readable; `stopped` by a stop signal that came meanwhile.
+    Task {
+        fd: BorrowedFd<'a>,
+        ready: bool,
+        stopped: Option<Signal>,
+    },
+}
+
+impl Rerun<'_> {
+    fn pool(&mut self) -> Option<&mut Pool> {
+        match self {
+            Rerun::Scripts(pool) => Some(pool),
+            Rerun::Task { .. } => None,
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        match self {
+            Rerun::Scripts(pool) => pool.deadline(),
+            Rerun::Task { .. } => None,
+        }
+    }
+
+    /// A stop signal (or SIGQUIT) during the re-run: its scripts are stopped, its task is
+    /// given up.
+    fn stop(&mut self, signal: Signal) {
+        match self {
+            Rerun::Scripts(pool) => pool.stop(signal),
+            Rerun::Task { stopped, .. } => *stopped = Some(signal),
+        }
+    }
+
+    /// The command exited: the re-run's result could not be applied any more.
+    fn cancel(&mut self) {
+        if let Rerun::Scripts(pool) = self {
+            pool.cancel();
+        }
+    }
+}
+
 /// What woke the loop.
 #[derive(Debug, Clone, Copy)]
 enum Source {
     /// A re-run's script has output.
     Rerun(Pipe),
+    /// A re-run's task is done.
+    Task,
     /// The health check has output.
     Health(Pipe),
     Signals,
@@ -187,6 +234,9 @@ impl Supervisor<'_> {
                 }
                 if reruns.is_due(Instant::now()) {
                     self.rerun(reruns)?;
+                    // Signals first: a re-run with nothing to run never waits in the loop, so
+                    // at a tiny --watch interval re-runs alone would starve them.
+                    self.turn(None, Some(Instant::now()))?;
                     continue;
                 }
             }
@@ -199,17 +249,17 @@ impl Supervisor<'_> {
     }
 
     /// One wake-up of the loop: waits for the next event (or the nearest deadline) and
-    /// handles what came. `rerun` is a re-run's pool when one is under way.
+    /// handles what came. `rerun` is what a re-run under way waits for.
     fn turn(
         &mut self,
-        mut rerun: Option<&mut Pool>,
+        mut rerun: Option<&mut Rerun>,
         deadline: Option<Instant>,
     ) -> Result<(), Error> {
         self.move_health_on();
         let deadline = [
             deadline,
             self.child.kill_at(),
-            rerun.as_deref().and_then(Pool::deadline),
+            rerun.as_deref().and_then(Rerun::deadline),
             self.health_deadline(),
             self.registration.as_ref().and_then(Registration::deadline),
         ]
@@ -219,8 +269,13 @@ impl Supervisor<'_> {
         for source in self.wait(rerun.as_deref(), deadline)? {
             match source {
                 Source::Rerun(pipe) => {
-                    if let Some(pool) = rerun.as_deref_mut() {
+                    if let Some(pool) = rerun.as_deref_mut().and_then(Rerun::pool) {
                         pool.read(pipe);
+                    }
+                }
+                Source::Task => {
+                    if let Some(Rerun::Task { ready, .. }) = rerun.as_deref_mut() {
+                        *ready = true;
                     }
                 }
                 Source::Health(pipe) => {
@@ -237,9 +292,8 @@ impl Supervisor<'_> {
             registration.handle();
         }
         if self.child.status().is_some() {
-            // The command is gone: a re-run's result could not be applied any more.
-            if let Some(pool) = rerun {
-                pool.cancel();
+            if let Some(rerun) = rerun {
+                rerun.cancel();
             }
         }
         self.kill_if_overdue();
@@ -248,10 +302,18 @@ impl Supervisor<'_> {
 
     /// Sleeps in `poll` on the scripts' pipes (a re-run's, a health check's), the signalfd and
     /// the registry's descriptors, until one is ready or `deadline`.
-    fn wait(&self, rerun: Option<&Pool>, deadline: Option<Instant>) -> Result<Vec<Source>, Error> {
+    fn wait(&self, rerun: Option<&Rerun>, deadline: Option<Instant>) -> Result<Vec<Source>, Error> {
         let mut poll = Poll::default();
-        for (fd, pipe) in rerun.map(Pool::pipes).unwrap_or_default() {
-            poll.add(fd, Source::Rerun(pipe));
+        match rerun {
+            Some(Rerun::Scripts(pool)) => {
+                for (fd, pipe) in pool.pipes() {
+                    poll.add(fd, Source::Rerun(pipe));
+                }
+            }
+            Some(Rerun::Task { fd, .. }) => {
+                poll.add(*fd, Source::Task);
+            }
+            None => {}
         }
         let health = self.health.as_ref().and_then(Health::running_ref);
         for (fd, pipe) in health.map(Pool::pipes).unwrap_or_default() {
@@ -332,18 +394,18 @@ impl Supervisor<'_> {
         }
     }
 
-    fn handle_signals(&mut self, mut rerun: Option<&mut Pool>) -> Result<(), Error> {
+    fn handle_signals(&mut self, mut rerun: Option<&mut Rerun>) -> Result<(), Error> {
         for signal in self.signals.pending()? {
             if signal == Signal::SIGCHLD {
-                self.reap(rerun.as_deref_mut());
+                self.reap(rerun.as_deref_mut().and_then(Rerun::pool));
             } else if self.signals.is_rerun_request(signal) {
                 // Kept while a re-run or a restart is under way: one more re-run follows.
                 self.rerun_owed = true;
             } else {
                 self.forward(signal);
                 if self.signals.is_stop(signal) {
-                    if let Some(pool) = rerun.as_deref_mut() {
-                        pool.stop(signal);
+                    if let Some(rerun) = rerun.as_deref_mut() {
+                        rerun.stop(signal);
                     }
                 }
             }
@@ -563,7 +625,30 @@ impl Host for Rerunning<'_, '_> {
             if pool.is_finished() {
                 return Ok(());
             }
-            self.supervisor.turn(Some(pool), None)?;
+            self.supervisor
+                .turn(Some(&mut Rerun::Scripts(pool)), None)?;
+        }
+    }
+
+    fn wait_for(&mut self, fd: BorrowedFd<'_>) -> Result<(), Error> {
+        let mut rerun = Rerun::Task {
+            fd,
+            ready: false,
+            stopped: None,
+        };
+        loop {
+            self.supervisor.turn(Some(&mut rerun), None)?;
+            if self.supervisor.child.status().is_some() {
+                return Err(Error::Cancelled);
+            }
+            match rerun {
+                Rerun::Task {
+                    stopped: Some(signal),
+                    ..
+                } => return Err(Error::Interrupted { signal }),
+                Rerun::Task { ready: true, .. } => return Ok(()),
+                _ => {}
+            }
         }
     }
 }

@@ -833,7 +833,10 @@ fn file_store_keeps_the_old_value_when_a_write_fails_for_lack_of_room() {
 fn file_store_on_a_full_tmpfs_keeps_the_old_value() {
     let probe = output(Command::new("unshare").args(["-r", "-m", "true"]));
     if !probe.as_ref().is_ok_and(|out| out.status.success()) {
-        unavailable("ENVHARNESS_TEST_SYSTEM", "unshare -r -m is not permitted here");
+        unavailable(
+            "ENVHARNESS_TEST_SYSTEM",
+            "unshare -r -m is not permitted here",
+        );
         return;
     }
     let t = Test::new();
@@ -861,7 +864,10 @@ fn file_store_on_a_full_tmpfs_keeps_the_old_value() {
 fn can_run_as_nobody() -> bool {
     use std::os::unix::fs::MetadataExt;
     if !fs::metadata("/proc/self").is_ok_and(|me| me.uid() == 0) {
-        unavailable("ENVHARNESS_TEST_SYSTEM", "not root, so cannot switch to nobody");
+        unavailable(
+            "ENVHARNESS_TEST_SYSTEM",
+            "not root, so cannot switch to nobody",
+        );
         return false;
     }
     let probe = output(Command::new("setpriv").args([

@@ -1,5 +1,5 @@
 //! The one error type. Every way envharness can fail is a variant here, and each variant knows
-//! the exit status SPEC.md section 2 gives it: 125 for the harness's own failures, 126 and 127
+//! the exit status docs/reference.md §2 gives it: 125 for the harness's own failures, 126 and 127
 //! for a command that cannot be run, 128+N for a harness stopped by signal N. Messages are one
 //! lower-case line that starts with the thing that failed, so `main` prints
 //! `envharness: <message>` and nothing else.
@@ -68,7 +68,7 @@ pub enum Error {
     #[error("{url}: {reason}")]
     Store { url: String, reason: String },
 
-    /// A registry key or value that breaks the rules of SPEC.md 11.1.
+    /// A registry key or value that breaks the rules of docs/reference.md §11.1.
     #[error("{key}: {reason}")]
     Key { key: String, reason: String },
 
@@ -142,7 +142,7 @@ fn tries_suffix(tries: u32) -> String {
 }
 
 impl Error {
-    /// The exit status SPEC.md section 2 assigns to this failure.
+    /// The exit status docs/reference.md §2 assigns to this failure.
     pub fn exit_status(&self) -> i32 {
         match self {
             Error::CommandNotFound { .. } => 127,

@@ -1,8 +1,8 @@
-//! Replacing the harness with the command (SPEC.md 4). A COMMAND with a `/` is a path; any
-//! other is looked up in the PATH of the *final* environment, so an environment entry named
-//! PATH takes effect. Then execve with the final environment and the arguments exactly as
-//! given, never through a shell: a file without a `#!` line or binary format fails with 126
-//! instead of being handed to /bin/sh. 127 is only for a command that is not found.
+//! Replacing the harness with the command (docs/reference.md §4). A COMMAND with a `/` is a path;
+//! any other is looked up in the PATH of the *final* environment, so an environment entry named
+//! PATH takes effect. Then execve with the final environment and the arguments exactly as given,
+//! never through a shell: a file without a `#!` line or binary format fails with 126 instead of
+//! being handed to /bin/sh. 127 is only for a command that is not found.
 //!
 //! Every descriptor the harness opened is close-on-exec (std and our signalfd open them so), so
 //! the command inherits only what the harness was given. The signal mask and SIGPIPE are put
@@ -25,8 +25,8 @@ use crate::variables::env_strings;
 /// What execvp uses when PATH is unset (confstr(_CS_PATH) on glibc and musl).
 const DEFAULT_PATH: &str = "/bin:/usr/bin";
 
-/// Execs the command; returns only on failure, with the error to exit with. `just_before`
-/// runs once the command has been found, right before the execve (SPEC.md 11.3: exec mode
+/// Execs the command; returns only on failure, with the error to exit with. `just_before` runs once
+/// the command has been found, right before the execve (docs/reference.md §11.3: exec mode
 /// publishes there, so a service is not announced when its command does not exist).
 pub fn exec(
     command: &[OsString],
@@ -130,7 +130,7 @@ fn not_executed(program: String, path: &Path, errno: Errno) -> Error {
 
 /// execve's arguments, built in advance so that the call itself allocates nothing: `--init`
 /// makes it in the cloned child. (execve, not std's execvp, which runs a file without a `#!`
-/// line through /bin/sh; SPEC.md 4 wants 126 instead.)
+/// line through /bin/sh; docs/reference.md §4 says 126 instead.)
 pub struct ExecArgs {
     path: CString,
     _strings: Vec<CString>,

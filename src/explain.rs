@@ -1,9 +1,8 @@
-//! `--plan` (SPEC.md 5): run nothing; for the export directory and then each environment
-//! directory, show every entry and what it would do, then the command with its path resolved
-//! in the current PATH (scripts are not run, so they cannot change it). The requirements are
-//! listed too (their regexes were checked by the plan; values cannot be). Every entry is
-//! listed even after an error; the first error decides the exit status (125) and the stderr
-//! line.
+//! `--plan` (docs/reference.md §5.2): run nothing; for the export directory and then each
+//! environment directory, show every entry and what it would do, then the command with its path
+//! resolved in the current PATH (scripts are not run, so they cannot change it). The requirements
+//! are listed too (their regexes were checked by the plan; values cannot be). Every entry is listed
+//! even after an error; the first error decides the exit status (125) and the stderr line.
 
 use std::ffi::OsString;
 use std::io::Write;

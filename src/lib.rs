@@ -130,9 +130,9 @@ impl Supervised<'_> {
         mut host: PhaseHost,
     ) -> Result<i32, Error> {
         let registration = register(self.plan, announced)?;
-        // A stop signal that came while the templates were written or the registration
-        // started: nothing is started (SPEC.md 3.4), rather than a command that is told to
-        // stop at once, its keys published for a moment.
+        // A stop signal that came while the templates were written or the registration started:
+        // nothing is started (docs/reference.md §3.4), rather than a command that is told to stop
+        // at once, its keys published for a moment.
         host.check_stop()?;
         let reruns = self.settings.rerun.map(|rerun| {
             let mut reruns = Reruns::new(resolver, rerun, &resolved.vars);
@@ -168,8 +168,8 @@ fn explain_plan(
     Ok(0)
 }
 
-/// With a registry, every script and the command get `ENVHARNESS_KV` and
-/// `ENVHARNESS_INSTANCE`, so that `envharness kv` there reaches the same store (SPEC.md 11.1).
+/// With a registry, every script and the command get `ENVHARNESS_KV` and `ENVHARNESS_INSTANCE`, so
+/// that `envharness kv` there reaches the same store (docs/reference.md §11.1).
 fn with_registry_variables(mut env: Environment, plan: &Plan) -> Environment {
     let Some(registry) = &plan.registry else {
         return env;

@@ -5,8 +5,8 @@
 //! Two things happen before clap sees the arguments. A shebang line delivers all of its
 //! options as ONE argument (Linux passes everything after the interpreter path as a single
 //! string), so a first argument that starts with `-` and contains a space or tab is split with
-//! POSIX shell quoting rules, as `env -S` does. And clap's usage errors exit 2; SPEC.md wants
-//! 125 like env(1), so they become [`Error::Usage`].
+//! POSIX shell quoting rules, as `env -S` does. And clap's usage errors exit 2; the reference
+//! (docs/reference.md §1.2) says 125, like env(1), so they become [`Error::Usage`].
 
 use std::ffi::OsString;
 use std::time::Duration;
@@ -228,7 +228,7 @@ struct KvCall<'a> {
 
 /// Recognises a `kv` call. Only `--kv` may come before `kv`: the harness's other options do
 /// not apply to the subcommand, and the environment variables clap would read for them must
-/// not be read at all (SPEC.md 11.1).
+/// not be read at all (docs/reference.md §11.1).
 fn kv_invocation(args: &[OsString]) -> Result<Option<KvCall<'_>>, Error> {
     let mut url = None;
     let mut index = 1;
@@ -267,7 +267,7 @@ fn names_kv_without_double_dash(cli: &Cli, args: &[OsString]) -> bool {
     start == 0 || args[start - 1] != "--"
 }
 
-/// Clap renders an error as a paragraph with usage; SPEC.md wants one line.
+/// Clap renders an error as a paragraph with usage; docs/reference.md §1.2 says one line.
 fn one_line(err: &clap::Error) -> String {
     let rendered = err.render().to_string();
     let first = rendered.lines().next().unwrap_or("invalid arguments");
@@ -275,7 +275,7 @@ fn one_line(err: &clap::Error) -> String {
     format!("{reason} (see envharness --help)")
 }
 
-/// Splits a shebang line's single option argument into separate arguments (SPEC "Shebang use").
+/// Splits a shebang line's single option argument into separate arguments (docs/reference.md §1.5).
 pub fn split_shebang_options(mut args: Vec<OsString>) -> Result<Vec<OsString>, Error> {
     let Some(first) = args.get(1) else {
         return Ok(args);

@@ -1,6 +1,6 @@
-//! Why an existing file could not be executed. The kernel answers ENOEXEC or ENOENT and leaves
-//! the reader to guess; the first line of the file says which of the usual mistakes it is.
-//! Scripts and the command share these words (SPEC.md 3.4 and 4), and neither is ever retried
+//! Why an existing file could not be executed. The kernel answers ENOEXEC or ENOENT and leaves the
+//! reader to guess; the first line of the file says which of the usual mistakes it is. Scripts and
+//! the command share these words (docs/reference.md §3.4 and §4), and neither is ever retried
 //! through `/bin/sh`.
 
 use std::fs::File;

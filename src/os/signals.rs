@@ -26,7 +26,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::error::Error;
 
-/// The signals that stop the phases (SPEC.md 3.4).
+/// The signals that stop the phases (docs/reference.md §3.4).
 pub const STOP_SIGNALS: [Signal; 4] = [
     Signal::SIGTERM,
     Signal::SIGINT,
@@ -34,7 +34,7 @@ pub const STOP_SIGNALS: [Signal; 4] = [
     Signal::SIGQUIT,
 ];
 
-/// The signals `--init` forwards to the command besides the stop signals (SPEC.md 6).
+/// The signals `--init` forwards to the command besides the stop signals (docs/reference.md §6).
 pub const FORWARDED_ONLY: [Signal; 4] = [
     Signal::SIGUSR1,
     Signal::SIGUSR2,
@@ -102,7 +102,7 @@ pub struct Signals {
     /// Under `--init`, the other forwarded signals (not ignored at start): blocked from the
     /// start, so none is lost, but read only once the supervisor can forward them.
     forwarded: SigSet,
-    /// `--watch`: SIGHUP asks for a re-run and stops nothing (SPEC.md 7).
+    /// `--watch`: SIGHUP asks for a re-run and stops nothing (docs/reference.md §7).
     hup_reruns: bool,
     startup: StartupState,
 }

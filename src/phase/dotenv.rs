@@ -1,12 +1,12 @@
 //! Dotenv lines: parsing `PREFIX.env` files and writing `--print`'s default format. The two
 //! must round-trip: whatever [`quote`] writes, [`parse`] reads back byte for byte.
 //!
-//! The rules (SPEC.md 3.3): blank lines and `#` comments are skipped; an optional `export `
-//! prefix; `KEY=VALUE` where an unquoted VALUE is trimmed and kept as it is (a `#` in it is part
-//! of the value, as in `docker run --env-file`), a `'single'` quoted one is literal, a
+//! The rules (docs/reference.md §3.3): blank lines and `#` comments are skipped; an optional
+//! `export ` prefix; `KEY=VALUE` where an unquoted VALUE is trimmed and kept as it is (a `#` in it
+//! is part of the value, as in `docker run --env-file`), a `'single'` quoted one is literal, a
 //! `"double"` quoted one knows the escapes `\n`, `\"` and `\\` (any other backslash is kept);
-//! quoted values may span lines, and only a `#` comment may follow the closing quote. Values
-//! are bytes. A malformed line is an error naming its line number.
+//! quoted values may span lines, and only a `#` comment may follow the closing quote. Values are
+//! bytes. A malformed line is an error naming its line number.
 
 use crate::phase::entries::is_variable_name;
 

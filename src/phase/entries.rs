@@ -1,4 +1,4 @@
-//! The entries of a directory and what each one is (SPEC.md 3.1 and the table of 3.3).
+//! The entries of a directory and what each one is (docs/reference.md §3.1 and the table of §3.3).
 //!
 //! Entries are taken in byte-wise order of their names (`LC_ALL=C ls`). Dot-names, names
 //! ending in `~` and `*.md` files are ignored silently (the dot rule is what makes a Kubernetes
@@ -89,7 +89,8 @@ pub fn export_entries(dir: &Path) -> Result<Vec<Entry>, Error> {
     list(dir, classify_export)
 }
 
-/// The entries of a directory of templates (SPEC.md 9), classified: files are `Literal`s.
+/// The entries of a directory of templates (docs/reference.md §9), classified: files are
+/// `Literal`s.
 pub fn template_entries(dir: &Path) -> Result<Vec<Entry>, Error> {
     list(dir, |_, path| {
         common_kind(&inspect(path)).unwrap_or(Kind::Literal)
@@ -227,7 +228,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn variable_names_follow_the_spec_pattern() {
+    fn variable_names_follow_the_documented_pattern() {
         for good in ["A", "_", "DB_URL", "a1", "_9"] {
             assert!(is_variable_name(good), "{good}");
         }

@@ -1,4 +1,4 @@
-//! The environment phase (SPEC.md 3.3): where a file becomes a variable.
+//! The environment phase (docs/reference.md §3.3): where a file becomes a variable.
 //!
 //! Directories are applied in order, and so are the entries of each: an executable `NAME` is
 //! run and its stdout is the value; a `NAME` without exec bits is a literal; `PREFIX.env`

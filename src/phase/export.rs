@@ -1,12 +1,12 @@
-//! The export phase (SPEC.md 3.2): announce the service by running the export directory's
-//! scripts, `bootstrap` first, then the others in byte order. `teardown` and `health` are not
-//! run here: they belong to `--init` (its shutdown, and the health checks while the command
-//! runs). Each script gets the harness's environment; its stderr goes to the harness's stderr,
-//! and so does its stdout, because stdout belongs to the command and `--print`, unless a
-//! registry is configured: then a script other than `bootstrap` whose stdout is not empty
-//! publishes it at `NAME/INSTANCE` (SPEC.md 11.3), so its stdout is captured (the value rules
-//! of 3.3 apply, at most 131071 bytes). The values are published later, when the command
-//! starts. The first failure (after retries) stops everything.
+//! The export phase (docs/reference.md §3.2): announce the service by running the export
+//! directory's scripts, `bootstrap` first, then the others in byte order. `teardown` and `health`
+//! are not run here: they belong to `--init` (its shutdown, and the health checks while the command
+//! runs). Each script gets the harness's environment; its stderr goes to the harness's stderr, and
+//! so does its stdout, because stdout belongs to the command and `--print`, unless a registry is
+//! configured: then a script other than `bootstrap` whose stdout is not empty publishes it at
+//! `NAME/INSTANCE` (docs/reference.md §11.3), so its stdout is captured (the value rules of §3.3
+//! apply, at most 131071 bytes). The values are published later, when the command starts. The first
+//! failure (after retries) stops everything.
 
 use super::entries::{self, Entry, Kind};
 use super::Directory;
@@ -134,7 +134,7 @@ fn run(
     Ok((!value.is_empty()).then_some(value))
 }
 
-/// Runs `teardown` after a supervised command has exited (SPEC.md 6), with the final
+/// Runs `teardown` after a supervised command has exited (docs/reference.md §6), with the final
 /// environment. It cannot change the exit status any more, so a failure is only logged.
 pub fn teardown(dir: &Directory, host: &mut dyn Host, env: &Environment) {
     let result = match find_teardown(dir) {
@@ -157,7 +157,7 @@ fn find_teardown(dir: &Directory) -> Result<Option<Entry>, Error> {
     find(dir, TEARDOWN)
 }
 
-/// The export directory's `health`, when it is an executable (SPEC.md 11.4); one that is
+/// The export directory's `health`, when it is an executable (docs/reference.md §11.4); one that is
 /// there but cannot be run is logged and ignored.
 pub fn find_health(dir: &Directory) -> Option<Entry> {
     match find(dir, HEALTH) {

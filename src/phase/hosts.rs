@@ -1,5 +1,5 @@
-//! Per-host environments (SPEC.md 10): `--environment-root DIR` holds one subdirectory per
-//! deployment, named by a hostname pattern, and the one that matches the hostname becomes the
+//! Per-host environments (docs/reference.md §10): `--environment-root DIR` holds one subdirectory
+//! per deployment, named by a hostname pattern, and the one that matches the hostname becomes the
 //! first environment directory, in place of the default `/environment`.
 //!
 //! The choice: the subdirectory named exactly the hostname; else the pattern that matches
@@ -38,7 +38,7 @@ impl EnvironmentRoot {
         self.chosen.as_ref().map(|chosen| self.dir.join(chosen))
     }
 
-    /// The error when nothing was chosen (SPEC.md 10).
+    /// The error when nothing was chosen (docs/reference.md §10).
     pub fn unmatched(&self) -> Option<Error> {
         self.chosen.is_none().then(|| {
             Error::entry(

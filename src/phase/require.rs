@@ -1,4 +1,4 @@
-//! `--require NAME[=REGEX]` (SPEC.md 8): what the final environment must hold before the
+//! `--require NAME[=REGEX]` (docs/reference.md §8): what the final environment must hold before the
 //! command starts. NAME must be set and non-empty (in the variables the environment phase
 //! set, or in the harness's own environment: `docker run -e` satisfies it); with a REGEX the
 //! whole value must match it (regex-lite syntax, anchored at both ends; a value that is not

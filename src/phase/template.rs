@@ -1,6 +1,6 @@
-//! Templates (SPEC.md 9): `-t SRC:DEST` renders SRC with Jinja syntax (the `minijinja` crate)
-//! to DEST. The context is the final environment: every variable as a top-level name, and all
-//! of them in the map `env`.
+//! Templates (docs/reference.md §9): `-t SRC:DEST` renders SRC with Jinja syntax (the `minijinja`
+//! crate) to DEST. The context is the final environment: every variable as a top-level name, and
+//! all of them in the map `env`.
 //!
 //! Invariants:
 //! - Rendering is strict (an undefined name is an error naming the template, its line and the

@@ -1,4 +1,5 @@
-//! `envharness [--kv URL] kv get|put|del|list ...` (SPEC.md 11.2): the registry for scripts.
+//! `envharness [--kv URL] kv get|put|del|list ...` (docs/reference.md §11.2): the registry for
+//! scripts.
 //!
 //! Parsing is by hand rather than by clap, for three rules clap does not state directly:
 //! options may come before or after the KEY, a VALUE may start with `-` (an argument that is

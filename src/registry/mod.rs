@@ -1,5 +1,5 @@
-//! The registry (SPEC.md 11): export scripts publish what they print, environment scripts
-//! discover it with `envharness kv`, and a lease makes a dead service's keys disappear.
+//! The registry (docs/reference.md §11): export scripts publish what they print, environment
+//! scripts discover it with `envharness kv`, and a lease makes a dead service's keys disappear.
 //!
 //! One interface, [`Store`], with one file per store behind it; everything above it (the
 //! `kv` subcommand, publishing, leases, withdrawal, health, change triggers) is written once
@@ -27,7 +27,7 @@ use std::time::Duration;
 use crate::error::Error;
 use crate::os::read_at_most;
 
-/// The largest value a key may hold (SPEC.md 11.1).
+/// The largest value a key may hold (docs/reference.md §11.1).
 pub const VALUE_LIMIT: usize = 131_071;
 /// The longest key, in bytes.
 pub const KEY_LIMIT: usize = 512;
@@ -108,7 +108,7 @@ pub fn check_value_size(key: &str, value: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
-/// etcd's user authentication (SPEC.md 11.1): `ENVHARNESS_KV_USER` with
+/// etcd's user authentication (docs/reference.md §11.1): `ENVHARNESS_KV_USER` with
 /// `ENVHARNESS_KV_PASSWORD` or `ENVHARNESS_KV_PASSWORD_FILE`. Never logged; its Debug hides
 /// the password.
 #[derive(Clone, PartialEq, Eq)]
@@ -181,8 +181,8 @@ fn read_password_file(path: &std::path::Path) -> Result<String, Error> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LeaseId(pub i64);
 
-/// A key/value store (SPEC.md 11.1). Every call is bounded in time; an unreachable store is
-/// [`Error::Store`] naming the URL and the reason.
+/// A key/value store (docs/reference.md §11.1). Every call is bounded in time; an unreachable store
+/// is [`Error::Store`] naming the URL and the reason.
 pub trait Store: Send {
     /// The URL as given (never with credentials), for messages.
     fn url(&self) -> &str;
@@ -258,7 +258,7 @@ pub fn open(url: &str, credentials: Option<Credentials>) -> Result<Box<dyn Store
     }
 }
 
-/// A store that cannot be opened is named by its URL (SPEC.md 11.1), with what failed.
+/// A store that cannot be opened is named by its URL (docs/reference.md §11.1), with what failed.
 fn unusable(url: &str, err: Error) -> Error {
     match err {
         Error::Io { path, about, err } => Error::Store {
@@ -275,7 +275,7 @@ fn unusable(url: &str, err: Error) -> Error {
 
 /// What an environment script read through `envharness kv`: a key (`get`, which falls back
 /// to the first live key under `KEY/`) or a prefix (`list`). Under `--watch` the harness looks
-/// each one up again when the store changes (SPEC.md 11.5).
+/// each one up again when the store changes (docs/reference.md §11.5).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Lookup {
     Get(Key),
@@ -330,8 +330,8 @@ impl Fnv {
     }
 }
 
-/// `get`'s rule (SPEC.md 11.2): KEY's value; if KEY does not exist but live keys `KEY/…` do,
-/// the value of the first of them in byte order.
+/// `get`'s rule (docs/reference.md §11.2): KEY's value; if KEY does not exist but live keys `KEY/…`
+/// do, the value of the first of them in byte order.
 pub fn get_or_first_under(store: &mut dyn Store, key: &Key) -> Result<Option<Vec<u8>>, Error> {
     if let Some(value) = store.get(key)? {
         return Ok(Some(value));
@@ -367,7 +367,7 @@ mod tests {
     }
 
     #[test]
-    fn keys_follow_the_spec() {
+    fn keys_follow_the_key_rules() {
         for good in ["a", "web/host-1", "x.y/z_0", "A/B/C"] {
             assert!(Key::parse(good).is_ok(), "{good}");
         }

@@ -1,4 +1,5 @@
-//! Publishing (SPEC.md 11.3) and registry-change triggers (11.5), as the harness does them.
+//! Publishing (docs/reference.md §11.3) and registry-change triggers (§11.5), as the harness does
+//! them.
 //!
 //! An export script other than `bootstrap` that prints something announces it at key
 //! `NAME/INSTANCE`. In exec mode and with `--print` the keys are put once, without a lease

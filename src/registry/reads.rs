@@ -1,5 +1,5 @@
 //! Which keys and prefixes the environment scripts read through `envharness kv` during a run,
-//! and what they saw (SPEC.md 11.5: under `--watch` a change to any of them re-runs
+//! and what they saw (docs/reference.md §11.5: under `--watch` a change to any of them re-runs
 //! discovery).
 //!
 //! The harness keeps an in-memory file (memfd) and hands its scripts, and only them, its path

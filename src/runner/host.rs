@@ -1,7 +1,7 @@
 //! The loop that drives scripts while no command runs: the export and environment phases,
-//! `--wait`'s pauses, and teardown. A stop signal stops the running scripts and nothing more
-//! starts (SPEC.md 3.4); under `--watch` a SIGHUP is remembered for the supervisor, which
-//! re-runs discovery once the command has started (SPEC.md 7). Children that are not the
+//! `--wait`'s pauses, and teardown. A stop signal stops the running scripts and nothing more starts
+//! (docs/reference.md §3.4); under `--watch` a SIGHUP is remembered for the supervisor, which
+//! re-runs discovery once the command has started (docs/reference.md §7). Children that are not the
 //! pool's scripts (orphans a PID 1 inherits) are reaped and forgotten.
 
 use std::os::fd::{AsFd, BorrowedFd};
@@ -109,7 +109,7 @@ impl Host for PhaseHost<'_> {
     fn drive(&mut self, pool: &mut Pool) -> Result<(), Error> {
         // A stop signal that came while no script ran (between two scripts, or between the
         // phases) waits in the signalfd: read it before starting anything, or the next script
-        // would be started and only then stopped (SPEC.md 3.4: "runs nothing more").
+        // would be started and only then stopped (docs/reference.md §3.4: "runs nothing more").
         self.read_signals(Some(pool))?;
         loop {
             pool.tick();

@@ -34,7 +34,8 @@ pub use pool::{Pipe, Pool};
 
 use crate::error::Error;
 
-/// Between SIGTERM and SIGKILL for a script that timed out or is being stopped (SPEC.md 3.4).
+/// Between SIGTERM and SIGKILL for a script that timed out or is being stopped
+/// (docs/reference.md §3.4).
 pub const KILL_GRACE: Duration = Duration::from_secs(2);
 /// How long a script's pipes are still read after it exited.
 pub const PIPE_GRACE: Duration = Duration::from_millis(100);

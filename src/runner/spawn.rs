@@ -1,5 +1,5 @@
 //! Starting one script: posix_spawn with the pipes, process group and signal state a script
-//! gets (SPEC.md 3.3 and 3.4).
+//! gets (docs/reference.md §3.3 and §3.4).
 
 use std::fs::File;
 use std::io;

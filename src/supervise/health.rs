@@ -1,7 +1,8 @@
-//! `health` (SPEC.md 11.4): the export directory's check, run under `--init` right after the
-//! command starts and then every `--health-interval`, with the command's environment and the
-//! scripts' `--timeout` (or, without one, `--health-interval`) and `--retries`. Its run is a [`Pool`] the supervisor's loop drives
-//! with everything else, so a slow check never holds up signals or reaping.
+//! `health` (docs/reference.md §11.4): the export directory's check, run under `--init` right
+//! after the command starts and then every `--health-interval`, with the command's environment
+//! and the scripts' `--timeout` (or, without one, `--health-interval`) and `--retries`. Its run
+//! is a [`Pool`] the supervisor's loop drives with everything else, so a slow check never holds
+//! up signals or reaping.
 //!
 //! The check says something only when the service's health changes ([`Turn`]): the first pass
 //! (publish), a failure after passes or at first (withdraw, one warning per failing stretch), a

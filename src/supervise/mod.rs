@@ -1,5 +1,5 @@
-//! `--init` (SPEC.md 6): the command becomes a child and the harness stays as its parent,
-//! doing what tini and dumb-init do as PID 1, plus giving orphans time for their cleanup.
+//! `--init` (docs/reference.md §6): the command becomes a child and the harness stays as its
+//! parent, doing what tini and dumb-init do as PID 1, plus giving orphans time for their cleanup.
 //!
 //! - The command is started ([`start`]) in a process group of its own (as tini does), and when
 //!   the harness's stdin is a terminal that group is made the terminal's foreground, so Ctrl-C
@@ -13,15 +13,15 @@
 //!   child subreaper, so orphans of the command come to it. When the command has exited, the
 //!   processes left under the harness get SIGTERM and up to `--stop-timeout` to exit, then
 //!   SIGKILL; the harness returns only when none is left.
-//! - Under `--watch` (SPEC.md 7) the same loop re-runs discovery ([`rerun`]): its scripts are a
-//!   pool the supervisor's loop drives between its other events, so the command stays
+//! - Under `--watch` (docs/reference.md §7) the same loop re-runs discovery ([`rerun`]): its
+//!   scripts are a pool the supervisor's loop drives between its other events, so the command stays
 //!   supervised while they run. SIGHUP then asks for a re-run and is not forwarded; a change
 //!   restarts or signals the command.
-//! - With a registry (SPEC.md 11), the same loop publishes what the export phase announced
-//!   once the command runs (and [`health`] passed), renews the lease, withdraws the keys before
-//!   a SIGTERM or SIGINT is forwarded and when the command exits, and re-runs discovery when
-//!   what the scripts read changed. The store is reached through a thread (the registration):
-//!   its answers are one more descriptor of the poll.
+//! - With a registry (docs/reference.md §11), the same loop publishes what the export phase
+//!   announced once the command runs (and [`health`] passed), renews the lease, withdraws the keys
+//!   before a SIGTERM or SIGINT is forwarded and when the command exits, and re-runs discovery when
+//!   what the scripts read changed. The store is reached through a thread (the registration): its
+//!   answers are one more descriptor of the poll.
 //! - It sleeps in `poll`, with a timeout only while a deadline is pending: an idle supervisor
 //!   uses no CPU.
 //!
@@ -42,14 +42,14 @@ use crate::runner::Limits;
 use crate::variables::Environment;
 use rerun::RerunSettings;
 
-/// `--init`'s settings (SPEC.md 6), and `--watch`'s inside them: only a supervising harness
-/// can re-run discovery.
+/// `--init`'s settings (docs/reference.md §6), and `--watch`'s inside them: only a supervising
+/// harness can re-run discovery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Supervision {
     /// `--group`: signals go to the command's whole process group.
     pub group: bool,
     pub stop_timeout: Duration,
-    /// How often the export directory's `health` runs (SPEC.md 11.4).
+    /// How often the export directory's `health` runs (docs/reference.md §11.4).
     pub health_interval: Duration,
     /// `--watch` and `--on-change`.
     pub rerun: Option<RerunSettings>,

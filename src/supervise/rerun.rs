@@ -1,4 +1,4 @@
-//! `--watch` (SPEC.md 7): re-running discovery under `--init` and deciding what changed.
+//! `--watch` (docs/reference.md §7): re-running discovery under `--init` and deciding what changed.
 //!
 //! A re-run is the resolve step again ([`Resolver::resolve`]: the environment phase from the
 //! environment the harness was started with, not the previous result, then the requirements,
@@ -75,7 +75,7 @@ pub struct Change {
 }
 
 impl Change {
-    /// The one line SPEC.md 7 asks for at the default log level: names, never values.
+    /// The one line docs/reference.md §7 describes at the default log level: names, never values.
     pub fn announce(&self, action: &str) {
         log::warn!(target: NOTICE, "{} changed; {action}", self.names.join(", "));
     }
@@ -170,10 +170,10 @@ impl<'a> Reruns<'a> {
         Some(Change { names, env, staged })
     }
 
-    /// What the last run's scripts read through `envharness kv` (SPEC.md 11.5), the first
-    /// resolve's included. None after a re-run that failed or was cancelled: it changes
-    /// nothing, so what the last good run read stays watched (a script that was never reached
-    /// read nothing).
+    /// What the last run's scripts read through `envharness kv` (docs/reference.md §11.5), the
+    /// first resolve's included. None after a re-run that failed or was cancelled: it changes
+    /// nothing, so what the last good run read stays watched (a script that was never reached read
+    /// nothing).
     pub fn take_reads(&mut self) -> Option<Vec<(Lookup, String)>> {
         let reads = self.resolver.take_reads();
         self.last_ok.then_some(reads)

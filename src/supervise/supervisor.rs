@@ -336,8 +336,9 @@ impl Supervisor<'_> {
         self.health.as_ref().and_then(Health::deadline)
     }
 
-    /// Moves `health` on: starts a due run, and acts on a change of health (SPEC.md 11.4): a
-    /// pass publishes, a failure withdraws with one warning per failing stretch.
+    /// Moves `health` on: starts a due run, and acts on a change of health
+    /// (docs/reference.md §11.4): a pass publishes, a failure withdraws with one warning per
+    /// failing stretch.
     fn move_health_on(&mut self) {
         if self.child.status().is_some() || self.course == Course::ShuttingDown {
             return;
@@ -413,7 +414,7 @@ impl Supervisor<'_> {
         Ok(())
     }
 
-    /// Re-runs discovery while the loop goes on, then applies a change (SPEC.md 7).
+    /// Re-runs discovery while the loop goes on, then applies a change (docs/reference.md §7).
     fn rerun(&mut self, reruns: &mut Reruns) -> Result<(), Error> {
         let change = reruns.rerun(&mut Rerunning { supervisor: self });
         let reads = reruns.take_reads();
@@ -490,7 +491,7 @@ impl Supervisor<'_> {
         log::debug!("forwarding {}", signal.as_str());
         let stop = matches!(signal, Signal::SIGTERM | Signal::SIGINT);
         if stop {
-            // Consumers stop using the service before it stops serving (SPEC.md 11.3).
+            // Consumers stop using the service before it stops serving (docs/reference.md §11.3).
             self.withdraw();
         }
         self.signal_command(signal);
@@ -557,8 +558,8 @@ impl Supervisor<'_> {
         };
         self.child = Child::Exited(exit);
         if self.course != Course::Restarting {
-            // Withdrawn at once (SPEC.md 11.3), not only once a re-run's scripts are gone; a
-            // restart is the same service, whose keys stay.
+            // Withdrawn at once (docs/reference.md §11.3), not only once a re-run's scripts are
+            // gone; a restart is the same service, whose keys stay.
             self.withdraw();
         }
     }

@@ -1,5 +1,5 @@
-//! The environment phase (SPEC.md 3.1 and 3.3): what each entry becomes, what is ignored,
-//! the value rules.
+//! The environment phase (docs/reference.md §3.1 and §3.3): what each entry becomes, what is
+//! ignored, the value rules.
 
 use crate::support::*;
 
@@ -337,7 +337,8 @@ fn an_oversize_literal_is_refused_by_its_size_without_reading_it() {
 
 #[test]
 fn an_error_in_a_dotenv_file_never_shows_its_values() {
-    // SPEC.md 5: values never appear in logs, even at -v and even when the file is wrong.
+    // docs/reference.md §5.1: values never appear in logs, even at -v and even when the file is
+    // wrong.
     let mut t = Test::new();
     t.file("env/a.env", "TOKEN=sup3rsecret\nBAD LINE\n");
     t.args(&["-v"]);

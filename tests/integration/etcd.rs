@@ -1,6 +1,6 @@
-//! The etcd store (SPEC.md 11.1) against real etcd servers ([`crate::etcd_server`]), through
-//! the [`Store`] and [`Watch`] interface: every operation, prefixes, leases, watches, faults
-//! (unreachable, frozen, restarted, wiped, one endpoint of two down) and authentication.
+//! The etcd store (docs/reference.md §11.1) against real etcd servers ([`crate::etcd_server`]),
+//! through the [`Store`] and [`Watch`] interface: every operation, prefixes, leases, watches,
+//! faults (unreachable, frozen, restarted, wiped, one endpoint of two down) and authentication.
 
 use std::sync::{Mutex, Once, PoisonError};
 use std::time::{Duration, Instant};
@@ -49,8 +49,9 @@ fn store_error<T>(result: Result<T, Error>) -> String {
     err.to_string()
 }
 
-/// How soon a watch must say a change happened. SPEC.md 11.2 asks for 100 ms; the figure is
-/// measured by `make bench` (bench/watch.py), and the tests leave room for a loaded machine.
+/// How soon a watch must say a change happened. docs/reference.md §11.2 says within 100 ms; the
+/// figure is measured by `make bench` (bench/watch.py), and the tests leave room for a loaded
+/// machine.
 const WATCH_LATENCY: Duration = Duration::from_secs(1);
 #[test]
 fn every_operation_on_a_real_etcd() {

@@ -1,5 +1,5 @@
-//! Exec (SPEC.md 4): PATH of the final environment, arguments exactly as given, 126/127, no
-//! leaked descriptors, and the signal state the harness was started with.
+//! Exec (docs/reference.md §4): PATH of the final environment, arguments exactly as given, 126/127,
+//! no leaked descriptors, and the signal state the harness was started with.
 
 use std::os::unix::process::CommandExt;
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The export phase (SPEC.md 3.2).
+//! The export phase (docs/reference.md §3.2).
 
 use crate::support::*;
 
@@ -169,7 +169,7 @@ fn export_entries_that_cannot_be_run_stop_everything_and_say_why() {
 
 #[test]
 fn a_broken_teardown_is_only_a_warning_without_init() {
-    // Not run without --init (SPEC.md 3.2), so a fault in it stops nothing.
+    // Not run without --init (docs/reference.md §3.2), so a fault in it stops nothing.
     let mut t = Test::new();
     t.file("export/teardown", "#!/bin/sh\ntouch torn-down\n");
     then_touch_command_ran(&mut t);

@@ -1,5 +1,5 @@
-//! Per-host environments (SPEC.md 10): `--environment-root DIR` picks the subdirectory named
-//! by the hostname, else the most specific matching pattern, else `default`; `-e` directories
+//! Per-host environments (docs/reference.md §10): `--environment-root DIR` picks the subdirectory
+//! named by the hostname, else the most specific matching pattern, else `default`; `-e` directories
 //! apply after it; `--plan` shows the choice; no choice is 125 naming DIR and the hostname.
 
 use std::fs;

@@ -1,6 +1,6 @@
-//! `--jobs` (SPEC.md 3.4): the scripts of a directory run several at once, and the outcome is
-//! sequential mode's except that they cannot see one another's output. Concurrency is shown
-//! with barriers (each script waits until all of them have started), not with timing, where
+//! `--jobs` (docs/reference.md §3.4): the scripts of a directory run several at once, and the
+//! outcome is sequential mode's except that they cannot see one another's output. Concurrency is
+//! shown with barriers (each script waits until all of them have started), not with timing, where
 //! possible.
 
 use std::time::Duration;

@@ -1,5 +1,5 @@
-//! `envharness kv` (SPEC.md 11.1–11.2): every rule with its status and message. The bodies
-//! take a [`KvStore`] and run on every store (`every_store!` below); the file store's own
+//! `envharness kv` (docs/reference.md §11.1–11.2): every rule with its status and message. The
+//! bodies take a [`KvStore`] and run on every store (`every_store!` below); the file store's own
 //! rules (layout, modes, crash leftovers, a full disk, permissions) follow them.
 
 use std::fs;

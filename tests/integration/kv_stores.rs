@@ -1,6 +1,6 @@
 //! The stores the registry tests run against, and a client that runs `envharness kv` on one.
 //!
-//! The tests of SPEC.md 11.1–11.2 that hold for every store are written once, against
+//! The tests of docs/reference.md §11.1–11.2 that hold for every store are written once, against
 //! [`KvStore`]; `every_store!` in kv.rs runs each of them on every fixture here. A fixture
 //! starts its store itself (the file store is a temporary directory) and yields the `--kv`
 //! URL; dropping it removes the store.

@@ -1,6 +1,6 @@
-//! Scripts and commands that misbehave (SPEC.md 2, 3.4 and 4): stop signals during the phases,
-//! background processes holding stdout open, files that cannot be executed, floods of output,
-//! timeouts and retries. Every test bounds its time; a test that has to act while a script
+//! Scripts and commands that misbehave (docs/reference.md §2, §3.4 and §4): stop signals during the
+//! phases, background processes holding stdout open, files that cannot be executed, floods of
+//! output, timeouts and retries. Every test bounds its time; a test that has to act while a script
 //! runs waits for the script's ready file instead of sleeping.
 
 use std::io::Read;

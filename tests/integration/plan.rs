@@ -1,6 +1,6 @@
-//! Deciding what runs: `--plan` (SPEC.md 5) shows what every entry would do and runs nothing;
-//! `--no-clobber` (SPEC.md 1) keeps a variable the harness was given and skips the entries
-//! that would set it. Every script here would leave a file behind if it ran.
+//! Deciding what runs: `--plan` (docs/reference.md §5.2) shows what every entry would do and runs
+//! nothing; `--no-clobber` (docs/reference.md §1.3) keeps a variable the harness was given and
+//! skips the entries that would set it. Every script here would leave a file behind if it ran.
 
 use crate::support::*;
 

@@ -1,6 +1,6 @@
-//! Publishing (SPEC.md 11.3), health (11.4) and registry changes that trigger re-runs (11.5),
-//! on every store (`publish::file_store::*`, `publish::etcd_store::*` on a real etcd): real
-//! harnesses, real scripts, the store checked with `envharness kv`.
+//! Publishing (docs/reference.md §11.3), health (§11.4) and registry changes that trigger re-runs
+//! (§11.5), on every store (`publish::file_store::*`, `publish::etcd_store::*` on a real etcd):
+//! real harnesses, real scripts, the store checked with `envharness kv`.
 
 use std::time::{Duration, Instant};
 

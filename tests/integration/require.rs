@@ -1,4 +1,4 @@
-//! `--require` and `--wait` (SPEC.md 8): what the final environment must hold before the
+//! `--require` and `--wait` (docs/reference.md §8): what the final environment must hold before the
 //! command starts, and waiting for a dependency to announce itself.
 
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! The script runner (SPEC.md 3.4): timeouts, retries, the message for the last failure.
+//! The script runner (docs/reference.md §3.4): timeouts, retries, the message for the last failure.
 
 use std::time::Duration;
 

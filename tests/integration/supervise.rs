@@ -1,5 +1,5 @@
-//! `--init` (SPEC.md 6), checked the way tini's and dumb-init's suites check themselves: real
-//! children that record what they receive, orphans, zombies, PID 1 in a namespace.
+//! `--init` (docs/reference.md §6), checked the way tini's and dumb-init's suites check themselves:
+//! real children that record what they receive, orphans, zombies, PID 1 in a namespace.
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -19,8 +19,8 @@ use wait_timeout::ChildExt;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_envharness");
 pub const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
-/// Executables the kernel refuses (SPEC.md 3.4 and 4): no `#!` line (run through a shell it
-/// would touch `ran`), Windows line endings, an interpreter that does not exist.
+/// Executables the kernel refuses (docs/reference.md §3.4 and §4): no `#!` line (run through a
+/// shell it would touch `ran`), Windows line endings, an interpreter that does not exist.
 pub const NO_SHEBANG: &str = "touch ran\necho value\n";
 pub const CRLF: &str = "#!/bin/sh\r\necho value\r\n";
 pub const NO_INTERPRETER: &str = "#!/nonexistent/sh\necho value\n";

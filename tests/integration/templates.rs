@@ -1,6 +1,6 @@
-//! Templates (SPEC.md 9): `-t SRC:DEST` rendered with the final environment, strictly, without
-//! escaping, atomically and only when the output changed; a directory SRC; every bad input a
-//! 125 naming the file and the reason, with nothing written; `--plan`; `--watch` re-renders.
+//! Templates (docs/reference.md §9): `-t SRC:DEST` rendered with the final environment, strictly,
+//! without escaping, atomically and only when the output changed; a directory SRC; every bad input
+//! a 125 naming the file and the reason, with nothing written; `--plan`; `--watch` re-renders.
 
 use std::fs;
 use std::os::unix::ffi::OsStringExt;

@@ -1,7 +1,7 @@
-//! `--watch` (SPEC.md 7): re-running discovery under `--init`, what counts as a change, and
-//! what a change does to the command. The command is a small recorder that writes its pid and
-//! the value it got to `runs`, the signals it receives to `signals`, and touches
-//! `ready-VALUE` once it is waiting; the tests wait on those files.
+//! `--watch` (docs/reference.md §7): re-running discovery under `--init`, what counts as a change,
+//! and what a change does to the command. The command is a small recorder that writes its pid and
+//! the value it got to `runs`, the signals it receives to `signals`, and touches `ready-VALUE` once
+//! it is waiting; the tests wait on those files.
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,5 @@
-//! The registry on an etcd v3 cluster (SPEC.md 11.1): `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]`.
+//! The registry on an etcd v3 cluster (docs/reference.md §11.1):
+//! `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]`.
 //!
 //! Key `KEY` is the etcd key `PREFIX/KEY` (just `KEY` without a prefix). Every operation is one
 //! `POST` to etcd's JSON gateway (`/v3/kv/range`, `/v3/lease/grant`, …) over plain HTTP/1.1
@@ -58,8 +59,8 @@ impl std::fmt::Debug for EtcdStore {
     }
 }
 
-/// Reads the URL; contacts nobody (SPEC.md 11.1: the harness contacts the store only when it
-/// has something to publish or to watch). A malformed URL is a usage error naming it.
+/// Reads the URL; contacts nobody (docs/reference.md §11.1: the harness contacts the store only
+/// when it has something to publish or to watch). A malformed URL is a usage error naming it.
 pub fn open(url: &str, credentials: Option<Credentials>) -> Result<EtcdStore, Error> {
     let (endpoints, prefix) = parse_url(url)?;
     Ok(EtcdStore {
@@ -156,7 +157,7 @@ fn parse_endpoint(member: &str) -> Result<Endpoint, String> {
 impl EtcdStore {
     /// Bounds every later call by `limit` instead of [`REACH_TIMEOUT`] (at least 0.1 s): for
     /// a caller that must not wait long, such as a withdrawal before a forwarded SIGTERM
-    /// (SPEC.md 11.3: at most 2 s). Establishing a watch (and each of its reconnects) is
+    /// (docs/reference.md §11.3: at most 2 s). Establishing a watch (and each of its reconnects) is
     /// bounded the same way.
     pub fn set_timeout(&mut self, limit: Duration) {
         self.client.limit = limit.max(Duration::from_millis(100));

@@ -1,5 +1,5 @@
-//! The embedded store, `file:///DIR` (SPEC.md 11.1): a directory that the containers of one
-//! machine share through a volume, read and written by any number of processes at once.
+//! The embedded store, `file:///DIR` (docs/reference.md §11.1): a directory that the containers of
+//! one machine share through a volume, read and written by any number of processes at once.
 //!
 //! # Layout
 //! ```text
@@ -93,8 +93,8 @@ impl FileStore {
     }
 }
 
-/// `mkdir` with exactly `mode` (whatever the umask) unless it exists; with `parents`, the
-/// missing parents first, with mode 0700 too (SPEC.md 11.1: the store is created "with its
+/// `mkdir` with exactly `mode` (whatever the umask) unless it exists; with `parents`, the missing
+/// parents first, with mode 0700 too (docs/reference.md §11.1: the store is created "with its
 /// missing parents" 0700; a parent that exists keeps its mode).
 fn create_directory(path: &Path, mode: u32, parents: bool) -> Result<(), Error> {
     let failed = |err| Error::io(path, "creating the registry directory", err);

@@ -19,6 +19,7 @@ every_store!(
     sigterm_withdraws_before_it_is_forwarded,
     a_killed_harness_loses_its_keys_within_the_ttl,
     health_decides_when_the_keys_are_published,
+    a_health_check_that_hangs_fails_after_the_interval,
     a_changed_key_that_a_script_read_re_runs_discovery,
     a_key_gone_makes_the_re_run_fail_and_the_command_keep_running,
     keys_outside_what_scripts_read_trigger_nothing,
@@ -217,6 +218,53 @@ fn health_decides_when_the_keys_are_published(store: &dyn KvStore) {
     // One warning per failing stretch, not per run: the first stretch and the second.
     let warnings = run.stderr_lines_with("health: exited with status 1");
     assert_eq!(warnings.len(), 2, "{}", run.stderr);
+}
+
+fn a_health_check_that_hangs_fails_after_the_interval(store: &dyn KvStore) {
+    let mut t = harness_test(store);
+    t.script("export/db", DB)
+        .script(
+            "export/health",
+            "#!/bin/sh
+touch checking
+exec sleep 1000
+",
+        )
+        .script(
+            "cmd",
+            "#!/bin/sh
+while [ ! -f stop ]; do sleep 0.02; done
+",
+        );
+    let cmd = t.p("cmd");
+    t.args(&[
+        "--init",
+        "--health-interval",
+        "0.5",
+        "-x",
+        "export",
+        "-e",
+        "env",
+        "--",
+    ])
+    .args(&[cmd.as_str()]);
+    let (child, started) = t.spawn();
+    // Without --timeout a run may take one interval: then it has failed, and says so.
+    t.wait_for_stderr("health: timed out after 0.5s");
+    assert!(
+        !Client::new(store).has("db/i1"),
+        "published while unhealthy"
+    );
+    t.file("stop", "");
+    let run = t.finish(child, started);
+    run.success();
+    let warnings = run.stderr_lines_with("timed out");
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning per failing stretch\n{}",
+        run.stderr
+    );
 }
 
 /// An environment entry that discovers DATABASE_URL from the store, as examples/discovery's

@@ -631,3 +631,59 @@ fn under_watch_an_unwritable_dest_fails_the_re_run_and_the_command_keeps_running
         .stderr_lacks("restarting the command");
     assert_eq!(t.read("log").matches("start").count(), 1);
 }
+
+/// A template that works for a while without going over its budget: 250,000 loop turns,
+/// about a quarter of the budget (20 ms in a release build, ten times that in a debug one).
+const HEAVY: &str = "{% for i in range(500) %}{% for j in range(500) %}{% endfor %}{% endfor %}\n";
+
+#[test]
+fn a_template_over_its_budget_is_an_error_naming_it_and_writes_nothing() {
+    let mut t = with_env(&[]);
+    t.file("ok.j2", "fine\n").file(
+        "loop.j2",
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}\n",
+    );
+    run_with(
+        &mut t,
+        &["ok.j2:out/ok", "loop.j2:out/loop"],
+        &["--", "true"],
+    )
+    .status(125)
+    .error_line(&["loop.j2", "line 1", "exceeded its budget"])
+    .faster_than(Duration::from_secs(10));
+    assert!(others_in(&t, "out", &[]).is_empty());
+}
+
+#[test]
+fn a_stop_signal_while_templates_render_stops_the_harness_at_once() {
+    let t = with_env(&[]);
+    t.script("env/RENDERING", "#!/bin/sh\ntouch rendering\n");
+    // 200 of them: several seconds of rendering even in a release build.
+    for i in 0..200 {
+        t.file(&format!("heavy/t{i:03}.j2"), HEAVY);
+    }
+    let mut t = t;
+    t.args(&[
+        "-x",
+        "export",
+        "-e",
+        "env",
+        "-t",
+        "heavy:out/heavy",
+        "--",
+        "true",
+    ]);
+    let (child, started) = t.spawn();
+    t.wait_for("rendering");
+    send(&child, Signal::SIGTERM);
+    let signalled = Instant::now();
+    let run = t.finish(child, started);
+    run.status(143);
+    assert!(
+        signalled.elapsed() < Duration::from_secs(2),
+        "stopped {:?} after SIGTERM\n{}",
+        signalled.elapsed(),
+        run.stderr
+    );
+    assert!(!t.exists("out/heavy"), "a template was written");
+}

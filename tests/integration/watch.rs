@@ -659,3 +659,60 @@ fn no_re_run_starts_after_sigterm() {
         t.lines("c-runs")
     );
 }
+
+#[test]
+fn signals_reach_the_command_while_a_re_run_renders_and_a_stop_gives_the_render_up() {
+    let mut t = Test::new();
+    // Light at the start; 200 templates that each keep the engine busy once HEAVY is 1:
+    // several seconds of rendering even in a release build.
+    t.file("env/HEAVY", "0\n");
+    let body = "{% if HEAVY == '1' %}{% for i in range(500) %}{% for j in range(500) %}\
+                {% endfor %}{% endfor %}{% endif %}\n";
+    for i in 0..200 {
+        t.file(&format!("heavy/t{i:03}.j2"), body);
+    }
+    t.script(
+        "env/RENDERING",
+        "#!/bin/sh\n[ -f started ] && touch rendering\ntouch started\n",
+    );
+    let template = format!("{}:{}", t.p("heavy"), t.p("out"));
+    watched(&mut t, &["--watch", "0", "-t", &template]);
+    let (child, started) = t.spawn();
+    t.wait_for("ready-1");
+    t.replace("env/HEAVY", "1\n");
+    send(&child, Signal::SIGHUP);
+    t.wait_for("rendering");
+    let signalled = Instant::now();
+    send(&child, Signal::SIGUSR1);
+    t.wait_for_line("signals", "USR1");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(1),
+        "SIGUSR1 reached the command {:?} after it was sent",
+        signalled.elapsed()
+    );
+    let stopping = Instant::now();
+    let run = t.terminate(child, started);
+    run.success();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(2),
+        "stopped {:?} after SIGTERM",
+        stopping.elapsed()
+    );
+    assert_eq!(runs(&t).len(), 1, "the re-run was applied");
+}
+
+#[test]
+fn a_tiny_watch_interval_never_starves_signals() {
+    let mut t = Test::new();
+    watched(&mut t, &["--watch", "0.000001"]);
+    let (child, started) = t.spawn();
+    t.wait_for("ready-1");
+    let stopping = Instant::now();
+    let run = t.terminate(child, started);
+    run.success();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(2),
+        "stopped {:?} after SIGTERM",
+        stopping.elapsed()
+    );
+}

@@ -10,7 +10,7 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -18,7 +18,7 @@ use nix::libc;
 
 use crate::error::Error;
 use crate::os::c_string;
-use crate::os::shebang::explain_exec_error;
+use crate::os::shebang::{explain_exec_error, interpreter_line, InterpreterLine};
 use crate::os::signals::Signals;
 use crate::variables::env_strings;
 
@@ -66,6 +66,7 @@ impl Prepared {
         let Some(path) = resolve(&command[0], env).filter(|path| path.exists()) else {
             return Err(Error::CommandNotFound { program });
         };
+        refuse_a_loop(&command[0], &path, env)?;
         let args = ExecArgs::new(&path, command, env);
         Ok(Prepared {
             program,
@@ -110,6 +111,85 @@ pub fn resolve(program: &OsStr, env: &[(OsString, OsString)]) -> Option<PathBuf>
         }
     }
     not_executable
+}
+
+/// Refuses a command whose `#!` line runs envharness itself without naming a command after a
+/// `--` word: the kernel would run envharness with the script as its command, which the kernel
+/// would run with envharness again, forever (docs/reference.md §1.5). A line with
+/// `-- INTERPRETER` is a nested harness, and runs.
+pub fn refuse_a_loop(
+    program: &OsStr,
+    path: &Path,
+    env: &[(OsString, OsString)],
+) -> Result<(), Error> {
+    let Some(args) = interpreter_line(path).and_then(|line| envharness_arguments(&line, env))
+    else {
+        return Ok(());
+    };
+    let after_double_dash = args.iter().skip_while(|arg| arg.as_slice() != b"--").nth(1);
+    if after_double_dash.is_some() {
+        return Ok(());
+    }
+    Err(Error::entry(
+        display(program),
+        "its #! line runs envharness without a command: add -- INTERPRETER (e.g. -- /bin/sh)",
+    ))
+}
+
+/// The arguments a `#!` line gives envharness, when it runs envharness: directly, or as
+/// `env envharness` or `env -S envharness ...` found in `env`'s PATH.
+fn envharness_arguments(
+    line: &InterpreterLine,
+    env: &[(OsString, OsString)],
+) -> Option<Vec<Vec<u8>>> {
+    let argument = line.argument.clone().unwrap_or_default();
+    let interpreter = Path::new(OsStr::from_bytes(&line.interpreter));
+    if is_this_program(interpreter) {
+        return harness_words(argument);
+    }
+    if interpreter.file_name() != Some(OsStr::new("env")) {
+        return None;
+    }
+    // Without -S, env gets the rest of the line as one word: the program's name.
+    let mut words = match argument.strip_prefix(b"-S") {
+        Some(rest) => shell_words::split(&String::from_utf8_lossy(rest))
+            .ok()?
+            .into_iter()
+            .map(String::into_bytes)
+            .collect(),
+        None => vec![argument],
+    };
+    if words.is_empty() {
+        return None;
+    }
+    let program = words.remove(0);
+    let found = resolve(OsStr::from_bytes(&program), env)?;
+    is_this_program(&found).then_some(words)
+}
+
+/// One argument as envharness reads it: split with shell rules when it starts with `-` and
+/// holds a blank (a shebang line's options), else one word. None when it cannot be split: the
+/// nested harness would refuse it with a usage error, not loop.
+fn harness_words(argument: Vec<u8>) -> Option<Vec<Vec<u8>>> {
+    if argument.is_empty() {
+        return Some(Vec::new());
+    }
+    let blank = argument.iter().any(|b| *b == b' ' || *b == b'\t');
+    if argument[0] != b'-' || !blank {
+        return Some(vec![argument]);
+    }
+    let words = shell_words::split(&String::from_utf8_lossy(&argument)).ok()?;
+    Some(words.into_iter().map(String::into_bytes).collect())
+}
+
+/// Whether `path` is the file this process runs (the same inode as /proc/self/exe).
+fn is_this_program(path: &Path) -> bool {
+    let identity = |path: &Path| {
+        std::fs::metadata(path)
+            .ok()
+            .map(|meta| (meta.dev(), meta.ino()))
+    };
+    identity(path).is_some_and(|found| identity(Path::new("/proc/self/exe")) == Some(found))
 }
 
 /// The error for a command that the kernel refused to execute.

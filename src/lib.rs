@@ -63,7 +63,10 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
     let then = match &plan.mode {
         Mode::Explain { command } => return explain_plan(&plan, command, &harness_env),
         Mode::Print { format } => Then::Print(*format),
-        Mode::Exec { command } => Then::Exec(command),
+        Mode::Exec { command } => {
+            refuse_a_loop_now(command, &harness_env)?;
+            Then::Exec(command)
+        }
     };
     if let Some(unmatched) = plan
         .environment_root
@@ -75,11 +78,12 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
     let signals = Signals::install(plan.supervision.is_some(), plan.rerun().is_some())
         .map_err(|err| Error::io("signalfd", "watching signals", err))?;
     let mut host = PhaseHost::new(&signals, plan.limits);
+    let exec_mode = matches!(then, Then::Exec(_)) && plan.supervision.is_none();
     let announced = phase::export::announce(
         &plan.export,
         &mut host,
         &harness_env,
-        plan.supervision.is_some(),
+        exec_mode,
         plan.registry
             .as_ref()
             .map(|registry| registry.instance.as_str()),
@@ -90,7 +94,11 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
     resolved.templates.write()?;
     match (then, &plan.supervision) {
         (Then::Print(format), _) => {
-            publish_unleased(&plan, &announced)?;
+            // A look at the variables announces no service: a watching consumer would follow
+            // it to an address that serves nothing.
+            for (key, _) in &announced {
+                log::info!("{key}: not published (--print publishes nothing)");
+            }
             print_variables(&resolved.vars, format)
         }
         (Then::Exec(command), None) => Err(exec::exec(command, &resolved.env, &signals, || {
@@ -159,6 +167,15 @@ impl Supervised<'_> {
     }
 }
 
+/// A command that would run envharness on itself forever is refused before anything runs, as
+/// given or found in the harness's own PATH (and again at exec, in the final PATH).
+fn refuse_a_loop_now(command: &[OsString], harness_env: &Environment) -> Result<(), Error> {
+    match exec::resolve(&command[0], harness_env) {
+        Some(path) => exec::refuse_a_loop(&command[0], &path, harness_env),
+        None => Ok(()),
+    }
+}
+
 fn explain_plan(
     plan: &Plan,
     command: &[OsString],
@@ -193,7 +210,7 @@ fn read_log(plan: &Plan) -> Result<Option<ReadLog>, Error> {
     }
 }
 
-/// Exec mode and `--print`: what the export phase announced, put without a lease.
+/// Exec mode: what the export phase announced, put without a lease.
 fn publish_unleased(plan: &Plan, announced: &Announced) -> Result<(), Error> {
     let Some(registry) = plan.registry.as_ref().filter(|_| !announced.is_empty()) else {
         return Ok(());

@@ -30,7 +30,35 @@ pub fn explain_exec_error(path: &Path, err: &io::Error) -> String {
     }
 }
 
-/// The first line (without `\n`), or None when the file cannot be read.
+/// A `#!` line as the kernel reads it: the interpreter, and everything after it (trimmed) as
+/// one argument, or None when nothing follows.
+#[derive(Debug, PartialEq, Eq)]
+pub struct InterpreterLine {
+    pub interpreter: Vec<u8>,
+    pub argument: Option<Vec<u8>>,
+}
+
+/// The `#!` line of `path`, or None when it has none (or cannot be read).
+pub fn interpreter_line(path: &Path) -> Option<InterpreterLine> {
+    parse_interpreter_line(&read_first_line(path)?)
+}
+
+fn parse_interpreter_line(line: &[u8]) -> Option<InterpreterLine> {
+    let rest = line.strip_prefix(b"#!")?.trim_ascii();
+    let end = rest
+        .iter()
+        .position(|b| b.is_ascii_whitespace())
+        .unwrap_or(rest.len());
+    let (interpreter, argument) = rest.split_at(end);
+    let argument = argument.trim_ascii();
+    (!interpreter.is_empty()).then(|| InterpreterLine {
+        interpreter: interpreter.to_vec(),
+        argument: (!argument.is_empty()).then(|| argument.to_vec()),
+    })
+}
+
+/// The first line (without `\n`), or None when the file cannot be read. The kernel reads no
+/// more than this of a `#!` line (BINPRM_BUF_SIZE).
 fn read_first_line(path: &Path) -> Option<Vec<u8>> {
     let mut head = [0u8; 256];
     let mut file = File::open(path).ok()?;
@@ -53,6 +81,17 @@ fn interpreter(line: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kernel_passes_one_argument_after_the_interpreter() {
+        let line = parse_interpreter_line(b"#! /usr/bin/env  -S envharness -e x  ").unwrap();
+        assert_eq!(line.interpreter, b"/usr/bin/env");
+        assert_eq!(line.argument.as_deref(), Some(&b"-S envharness -e x"[..]));
+        let bare = parse_interpreter_line(b"#!/bin/sh").unwrap();
+        assert_eq!(bare.argument, None);
+        assert_eq!(parse_interpreter_line(b"echo"), None);
+        assert_eq!(parse_interpreter_line(b"#!"), None);
+    }
 
     #[test]
     fn interpreter_is_the_first_word_after_the_bang() {

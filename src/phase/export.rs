@@ -23,14 +23,15 @@ pub const HEALTH: &str = "health";
 /// What the export phase announced: the keys to publish and their values.
 pub type Announced = Vec<(Key, Vec<u8>)>;
 
-/// Runs the export scripts. `supervised` says whether `teardown` and `health` will run later
-/// (`--init`); with `instance` (a registry is configured) the scripts' output is captured and
+/// Runs the export scripts. `warn_unrun`: `teardown` and `health`, which only `--init` runs
+/// (later), draw a warning (exec mode; not under `--init`, nor for `--print`, a look at the
+/// variables). With `instance` (a registry is configured) the scripts' output is captured and
 /// returned as the keys to publish.
 pub fn announce(
     dir: &Directory,
     host: &mut dyn Host,
     env: &Environment,
-    supervised: bool,
+    warn_unrun: bool,
     instance: Option<&str>,
 ) -> Result<Announced, Error> {
     if !entries::directory_exists(&dir.path)? {
@@ -42,7 +43,7 @@ pub fn announce(
     let (later, others): (Vec<Entry>, Vec<Entry>) = entries::export_entries(&dir.path)?
         .into_iter()
         .partition(|entry| entry.name == TEARDOWN || entry.name == HEALTH);
-    if !supervised {
+    if warn_unrun {
         for entry in &later {
             log::warn!(
                 "{}: {} runs only under --init; ignored",

@@ -1,5 +1,7 @@
 //! Options, their ENVHARNESS_* twins, usage errors (125) and shebang splitting.
 
+use std::process::Command;
+
 use crate::support::*;
 
 #[test]
@@ -288,4 +290,71 @@ fn a_shebang_line_with_an_unbalanced_quote_is_a_usage_error() {
         .status(125)
         .error_line(&["shebang", "missing closing quote"])
         .stdout_is("");
+}
+
+/// The refusal of a `#!` line that would run envharness on its own script forever.
+const LOOP: &str = "its #! line runs envharness without a command: add -- INTERPRETER";
+
+/// A script `tool` with `shebang` as its first line, an export script that records that it ran,
+/// `bin/envharness` and PATH with `bin` first (for `env envharness`).
+fn looping_tool(shebang: &str) -> (Test, Command) {
+    let t = Test::new();
+    t.dir("env")
+        .script("export/announce", "#!/bin/sh\ntouch announced\n")
+        .symlink("bin/envharness", BIN)
+        .script("tool", &format!("{shebang}\necho ran >> ran\n"));
+    let mut command = t.external(t.path("tool"));
+    command.env("PATH", format!("{}:{PATH}", t.p("bin")));
+    (t, command)
+}
+
+#[test]
+fn a_shebang_line_without_a_command_is_refused_before_anything_runs() {
+    for shebang in [
+        format!("#!{BIN} -e env -x export"),
+        format!("#!{BIN} -x export -e env --"),
+        format!("#!{BIN} --init"),
+        format!("#!{BIN}"),
+        "#!/usr/bin/env envharness".to_owned(),
+        "#!/usr/bin/env -S envharness -x export -e env".to_owned(),
+    ] {
+        let (t, command) = looping_tool(&shebang);
+        t.run_command(command)
+            .status(125)
+            .error_line(&[&t.p("tool"), LOOP])
+            .stdout_is("");
+        assert!(!t.exists("announced"), "{shebang}: the export phase ran");
+        assert!(!t.exists("ran"), "{shebang}: the script ran");
+    }
+}
+
+#[test]
+fn a_looping_script_given_as_the_command_is_refused_too() {
+    let (mut t, _) = looping_tool(&format!("#!{BIN} -e env"));
+    t.args(&["-x", "export", "-e", "env", "--", "./tool", "arg"]);
+    t.run().status(125).error_line(&["./tool", LOOP]);
+    assert!(!t.exists("announced"), "the export phase ran");
+}
+
+#[test]
+fn a_looping_script_found_in_the_final_path_is_refused_at_exec() {
+    for init in [false, true] {
+        let (mut t, _) = looping_tool(&format!("#!{BIN} -e env"));
+        t.script("app-bin/app", &format!("#!{BIN} -e env\necho ran >> ran\n"))
+            .file("env/PATH", format!("{}:{PATH}\n", t.p("app-bin")));
+        if init {
+            t.args(&["--init"]);
+        }
+        t.args(&["-x", "export", "-e", "env", "--", "app"]);
+        t.run().status(125).error_line(&["app", LOOP]);
+        assert!(!t.exists("ran"), "the script ran");
+    }
+}
+
+#[test]
+fn a_nested_harness_with_an_interpreter_is_no_loop() {
+    let (t, command) = looping_tool(&format!("#!{BIN} -x export -e env -- /bin/sh"));
+    t.run_command(command).success();
+    assert_eq!(t.read("ran"), "ran\n");
+    assert!(t.exists("announced"));
 }

@@ -386,7 +386,7 @@ fn print_in_the_container_shows_the_mounted_environment() {
         .success()
         .printed_is(DEVELOPMENT)
         .stderr_has(&format!("bootstrap: {HOSTNAME} starting (pid "))
-        .stderr_has("teardown runs only under --init")
+        .stderr_lacks("teardown runs only under --init")
         .stderr_lacks("not found");
 }
 

@@ -83,7 +83,7 @@ fn development_prints_the_documented_variables() {
         .success()
         .printed_is(DEVELOPMENT)
         .stderr_has("bootstrap: ")
-        .stderr_has("teardown runs only under --init");
+        .stderr_lacks("teardown runs only under --init");
 }
 
 /// The fenced block that follows `<!-- output of: ... -->` in README.md.

@@ -12,7 +12,7 @@ use crate::support::*;
 every_store!(
     exec_mode_publishes_without_a_lease_and_warns,
     a_command_that_is_not_found_publishes_nothing,
-    print_publishes_too,
+    print_publishes_nothing,
     bootstrap_and_empty_output_publish_nothing,
     the_store_and_instance_reach_scripts_and_the_command,
     init_holds_the_keys_while_the_command_runs_and_withdraws_them_when_it_exits,
@@ -72,12 +72,20 @@ fn a_command_that_is_not_found_publishes_nothing(store: &dyn KvStore) {
     }
 }
 
-fn print_publishes_too(store: &dyn KvStore) {
+fn print_publishes_nothing(store: &dyn KvStore) {
     let mut t = harness_test(store);
-    t.script("export/db", DB).file("env/A", "1\n");
-    t.args(&["-x", "export", "-e", "env", "--print"]);
-    t.run().success().stdout_is("A='1'\n");
-    assert_eq!(Client::new(store).get("db/i1"), b"postgres://db-1:5432/app");
+    t.script("export/db", DB)
+        .file("env/A", "1\n")
+        .script("export/health", "#!/bin/sh\n")
+        .script("export/teardown", "#!/bin/sh\n");
+    t.args(&["-v", "-x", "export", "-e", "env", "--print"]);
+    t.run()
+        .success()
+        .stdout_is("A='1'\n")
+        .error_line(&["db/i1: not published (--print publishes nothing)"])
+        .stderr_lacks("runs only under --init")
+        .stderr_lacks("postgres://");
+    assert!(!Client::new(store).has("db/i1"), "--print published");
 }
 
 fn bootstrap_and_empty_output_publish_nothing(store: &dyn KvStore) {
@@ -517,21 +525,28 @@ fn the_instance_defaults_to_the_hostname() {
 }
 
 #[test]
-fn an_unreachable_etcd_stops_exec_mode_and_print_within_5_s_naming_the_url() {
+fn an_unreachable_etcd_stops_exec_mode_within_5_s_naming_the_url_and_print_never_asks_it() {
     let port = crate::etcd_server::free_port();
     let url = format!("etcd://127.0.0.1:{port}");
-    for mode in [&["--", "touch", "ran"][..], &["--print"]] {
+    let harness = |mode: &[&str]| {
         let mut t = Test::new();
-        t.script("export/db", DB).dir("env");
+        t.script("export/db", DB).file("env/A", "1\n");
         t.env("ENVHARNESS_KV", &url);
         t.args(&["-x", "export", "-e", "env"]).args(mode);
-        t.run()
-            .status(125)
-            .error_line(&[&format!("{url}: unreachable: connection refused")])
-            .faster_than(std::time::Duration::from_secs(6))
-            .stdout_is("");
-        assert!(!t.exists("ran"), "nothing is exec'd");
-    }
+        t
+    };
+    let t = harness(&["--", "touch", "ran"]);
+    t.run()
+        .status(125)
+        .error_line(&[&format!("{url}: unreachable: connection refused")])
+        .faster_than(std::time::Duration::from_secs(6))
+        .stdout_is("");
+    assert!(!t.exists("ran"), "nothing is exec'd");
+    harness(&["--print"])
+        .run()
+        .success()
+        .stdout_is("A='1'\n")
+        .stderr_lacks("unreachable");
 }
 
 #[test]

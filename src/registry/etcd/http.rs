@@ -323,6 +323,11 @@ fn read_head(reader: &mut impl BufRead) -> Result<Head, Fault> {
         keep_alive: version == "HTTP/1.1",
     };
     for _ in 0..HEADER_LINES {
+        // A closed connection reads as an empty line too: it must not pass for the blank
+        // line that ends the head.
+        if at_end(reader)? {
+            return Err(Fault::Io("the answer was cut short".into()));
+        }
         let line = read_line(reader)?;
         if line.is_empty() {
             return Ok(head);
@@ -346,6 +351,17 @@ fn read_head(reader: &mut impl BufRead) -> Result<Head, Fault> {
         }
     }
     Err(Fault::Protocol("too many header lines".into()))
+}
+
+/// Whether the answer has ended: nothing more to read (this waits for the next byte).
+fn at_end(reader: &mut impl BufRead) -> Result<bool, Fault> {
+    loop {
+        match reader.fill_buf() {
+            Ok(buffered) => return Ok(buffered.is_empty()),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(Fault::from_io(err)),
+        }
+    }
 }
 
 /// The body of an answer, framed as its head says; more than [`BODY_LIMIT`] bytes is refused.
@@ -728,6 +744,23 @@ mod tests {
         }
         let latin1 = b"HTTP/1.1 200 OK\r\nServer: caf\xe9\r\n\r\n";
         assert_eq!(refused(latin1), "Protocol: a header that is not UTF-8");
+    }
+
+    #[test]
+    fn a_head_cut_short_at_the_end_of_a_line_is_refused() {
+        // A closed connection reads as an empty line, as the blank line that ends the head
+        // does: neither answer may pass for a complete one (the second would be a 200 with
+        // an empty body on a connection that looks reusable).
+        for answer in [
+            "HTTP/1.1 200 OK\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n",
+        ] {
+            assert_eq!(
+                refused(answer.as_bytes()),
+                "Io: the answer was cut short",
+                "{answer:?}"
+            );
+        }
     }
 
     /// An answer with `count` header lines (besides the blank line that ends them).

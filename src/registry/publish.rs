@@ -383,3 +383,614 @@ impl Registration {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::{BTreeMap, HashMap};
+    use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once};
+
+    use nix::sys::eventfd::{EfdFlags, EventFd};
+
+    use super::*;
+    use crate::os::poll::Poll;
+    use crate::registry::{LeaseId, Seen};
+
+    /// How long one test may drive its registration: reached only when something hangs.
+    const GIVE_UP: Duration = Duration::from_secs(10);
+    const URL: &str = "memory://test";
+
+    /// Calls the store received, by kind; `refused` counts those it failed.
+    #[derive(Debug, Default, Clone, Copy)]
+    struct Calls {
+        get: usize,
+        grant: usize,
+        keep_alive: usize,
+        put: usize,
+        revoke: usize,
+        watch: usize,
+        refused: usize,
+    }
+
+    /// What the store holds, shared between the registration's worker and the test.
+    #[derive(Default)]
+    struct Contents {
+        /// Each key's value and lease.
+        keys: BTreeMap<String, (Vec<u8>, Option<LeaseId>)>,
+        /// Each live lease with the TTL it was granted with. Leases do not run out by
+        /// themselves here: the test says when one is gone ([`Memory::lose_lease`]), so that a
+        /// slow machine cannot make one run out behind its back.
+        leases: HashMap<LeaseId, Duration>,
+        last_lease: i64,
+        /// Every call fails while the store is down.
+        down: bool,
+        /// The next this many calls fail.
+        refuse_next: usize,
+        /// Calls wait while the gate is closed; `waiting` counts those that do.
+        gate_closed: bool,
+        waiting: usize,
+        calls: Calls,
+        /// Written on every change of a key, for the watches.
+        watches: Vec<Arc<EventFd>>,
+    }
+
+    impl Contents {
+        fn announce_change(&self) {
+            for watch in &self.watches {
+                watch.write(1).expect("writing a watch's eventfd");
+            }
+        }
+
+        /// Removes a lease and the keys put with it.
+        fn end_lease(&mut self, lease: LeaseId) {
+            self.leases.remove(&lease);
+            let before = self.keys.len();
+            self.keys.retain(|_, (_, held)| *held != Some(lease));
+            if self.keys.len() != before {
+                self.announce_change();
+            }
+        }
+    }
+
+    /// An in-memory store: the test's handle and the store's are clones of one another.
+    #[derive(Clone, Default)]
+    struct Memory(Arc<(Mutex<Contents>, Condvar)>);
+
+    impl Memory {
+        fn contents(&self) -> MutexGuard<'_, Contents> {
+            self.0 .0.lock().expect("the store's lock")
+        }
+
+        /// An opener for [`Registration::start`] that hands out this store.
+        fn opener(&self) -> Opener {
+            let memory = self.clone();
+            Box::new(move || Ok(Box::new(memory.clone()) as Box<dyn Store>))
+        }
+
+        fn calls(&self) -> Calls {
+            self.contents().calls
+        }
+
+        /// The keys with their values and leases, as `key=value@lease`.
+        fn keys(&self) -> Vec<String> {
+            let contents = self.contents();
+            contents
+                .keys
+                .iter()
+                .map(|(key, (value, lease))| {
+                    let lease = lease.map_or("none".into(), |LeaseId(id)| id.to_string());
+                    format!("{key}={}@{lease}", String::from_utf8_lossy(value))
+                })
+                .collect()
+        }
+
+        /// The one lease the keys are held with; panics when there are several or none.
+        fn lease_of_keys(&self) -> LeaseId {
+            let contents = self.contents();
+            let mut leases: Vec<Option<LeaseId>> =
+                contents.keys.values().map(|(_, lease)| *lease).collect();
+            leases.dedup();
+            match leases[..] {
+                [Some(lease)] => lease,
+                _ => panic!("the keys are not under one lease: {leases:?}"),
+            }
+        }
+
+        fn is_live(&self, lease: LeaseId) -> bool {
+            self.contents().leases.contains_key(&lease)
+        }
+
+        fn set_down(&self, down: bool) {
+            self.contents().down = down;
+        }
+
+        fn refuse_next(&self, calls: usize) {
+            self.contents().refuse_next = calls;
+        }
+
+        /// The lease runs out (or the store was wiped): its keys go with it.
+        fn lose_lease(&self, lease: LeaseId) {
+            self.contents().end_lease(lease);
+        }
+
+        /// Another instance (or `envharness kv put`) sets a key.
+        fn set(&self, key: &str, value: &str) {
+            let mut contents = self.contents();
+            contents
+                .keys
+                .insert(key.into(), (value.as_bytes().to_vec(), None));
+            contents.announce_change();
+        }
+
+        /// Closes the gate and returns once a call waits at it.
+        fn hold_the_next_call(&self, first: impl FnOnce()) {
+            let (lock, turned) = &*self.0;
+            lock.lock().expect("the store's lock").gate_closed = true;
+            first();
+            let (contents, timed_out) = turned
+                .wait_timeout_while(lock.lock().expect("the store's lock"), GIVE_UP, |c| {
+                    c.waiting == 0
+                })
+                .expect("the store's lock");
+            assert!(!timed_out.timed_out(), "no call reached the store");
+            drop(contents);
+        }
+
+        fn open_the_gate(&self) {
+            self.contents().gate_closed = false;
+            self.0 .1.notify_all();
+        }
+
+        /// Every call starts here: it waits while the gate is closed, is counted, and fails
+        /// while the store is down or refuses it.
+        fn call(&self, count: impl FnOnce(&mut Calls)) -> Result<MutexGuard<'_, Contents>, Error> {
+            let (lock, turned) = &*self.0;
+            let mut contents = lock.lock().expect("the store's lock");
+            if contents.gate_closed {
+                contents.waiting += 1;
+                turned.notify_all();
+                contents = turned
+                    .wait_timeout_while(contents, GIVE_UP, |c| c.gate_closed)
+                    .expect("the store's lock")
+                    .0;
+                contents.waiting -= 1;
+            }
+            count(&mut contents.calls);
+            if contents.down || contents.refuse_next > 0 {
+                contents.refuse_next = contents.refuse_next.saturating_sub(1);
+                contents.calls.refused += 1;
+                return Err(Error::Store {
+                    url: URL.into(),
+                    reason: "down".into(),
+                });
+            }
+            Ok(contents)
+        }
+    }
+
+    impl Store for Memory {
+        fn url(&self) -> &str {
+            URL
+        }
+
+        fn get(&mut self, key: &Key) -> Result<Option<Vec<u8>>, Error> {
+            let contents = self.call(|calls| calls.get += 1)?;
+            Ok(contents
+                .keys
+                .get(key.as_str())
+                .map(|(value, _)| value.clone()))
+        }
+
+        fn list(&mut self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
+            let contents = self.call(|_| {})?;
+            Ok(contents
+                .keys
+                .iter()
+                .filter(|(key, _)| key.starts_with(prefix))
+                .map(|(key, (value, _))| (key.clone(), value.clone()))
+                .collect())
+        }
+
+        fn put(&mut self, key: &Key, value: &[u8], lease: Option<LeaseId>) -> Result<(), Error> {
+            let mut contents = self.call(|calls| calls.put += 1)?;
+            if lease.is_some_and(|lease| !contents.leases.contains_key(&lease)) {
+                // As etcd does: a key cannot be put with a lease that is gone.
+                return Err(Error::Store {
+                    url: URL.into(),
+                    reason: "requested lease not found".into(),
+                });
+            }
+            contents
+                .keys
+                .insert(key.as_str().into(), (value.to_vec(), lease));
+            contents.announce_change();
+            Ok(())
+        }
+
+        fn delete(&mut self, key: &Key) -> Result<(), Error> {
+            let mut contents = self.call(|_| {})?;
+            if contents.keys.remove(key.as_str()).is_some() {
+                contents.announce_change();
+            }
+            Ok(())
+        }
+
+        fn grant(&mut self, ttl: Duration) -> Result<LeaseId, Error> {
+            let mut contents = self.call(|calls| calls.grant += 1)?;
+            contents.last_lease += 1;
+            let lease = LeaseId(contents.last_lease);
+            contents.leases.insert(lease, ttl);
+            Ok(lease)
+        }
+
+        fn keep_alive(&mut self, lease: LeaseId) -> Result<bool, Error> {
+            let contents = self.call(|calls| calls.keep_alive += 1)?;
+            Ok(contents.leases.contains_key(&lease))
+        }
+
+        fn revoke(&mut self, lease: LeaseId) -> Result<(), Error> {
+            self.call(|calls| calls.revoke += 1)?.end_lease(lease);
+            Ok(())
+        }
+
+        fn watch(&mut self, _prefix: &str) -> Result<Box<dyn Watch>, Error> {
+            // Every watch here is of all keys, as the registration's is.
+            let mut contents = self.call(|calls| calls.watch += 1)?;
+            let event = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+                .expect("creating an eventfd");
+            let event = Arc::new(event);
+            contents.watches.push(event.clone());
+            Ok(Box::new(MemoryWatch(event)))
+        }
+    }
+
+    struct MemoryWatch(Arc<EventFd>);
+
+    impl Watch for MemoryWatch {
+        fn fd(&self) -> BorrowedFd<'_> {
+            self.0.as_fd()
+        }
+
+        fn drain(&mut self) -> bool {
+            // EAGAIN: nothing since the last drain.
+            self.0.read().is_ok_and(|count| count > 0)
+        }
+    }
+
+    /// Keeps the warnings logged on this thread, so a test can count them. One logger serves
+    /// the whole test process; each thread keeps its own warnings, so tests running at once
+    /// do not see each other's.
+    struct Warnings;
+
+    thread_local! {
+        static WARNINGS: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    }
+
+    impl log::Log for Warnings {
+        fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+            metadata.level() <= log::Level::Warn
+        }
+
+        fn log(&self, record: &log::Record<'_>) {
+            if self.enabled(record.metadata()) {
+                WARNINGS.with(|warnings| warnings.borrow_mut().push(record.args().to_string()));
+            }
+        }
+
+        fn flush(&self) {}
+    }
+
+    /// Starts keeping this thread's warnings, from none.
+    fn capture_warnings() {
+        static INSTALL: Once = Once::new();
+        static LOGGER: Warnings = Warnings;
+        INSTALL.call_once(|| {
+            log::set_logger(&LOGGER).expect("no other logger in the unit tests");
+            log::set_max_level(log::LevelFilter::Warn);
+        });
+        WARNINGS.with(|warnings| warnings.borrow_mut().clear());
+    }
+
+    fn warnings() -> Vec<String> {
+        WARNINGS.with(|warnings| warnings.borrow().clone())
+    }
+
+    fn key(text: &str) -> Key {
+        Key::parse(text).expect("a valid key")
+    }
+
+    /// What the export phase would have announced.
+    fn announced() -> Vec<(Key, Vec<u8>)> {
+        vec![
+            (key("web/one"), b"10.0.0.1:80".to_vec()),
+            (key("web/two"), b"10.0.0.2:80".to_vec()),
+        ]
+    }
+
+    fn start(memory: &Memory, ttl: Duration) -> Registration {
+        Registration::start(URL, memory.opener(), announced(), ttl).expect("starting the worker")
+    }
+
+    /// Plays the supervisor's loop: polls the registration's descriptors until its deadline,
+    /// then lets it handle what came, until `done` holds. Panics after [`GIVE_UP`], naming
+    /// what was awaited.
+    fn drive_until(
+        registration: &mut Registration,
+        awaited: &str,
+        mut done: impl FnMut(&mut Registration) -> bool,
+    ) {
+        let give_up = Instant::now() + GIVE_UP;
+        loop {
+            registration.handle();
+            if done(registration) {
+                return;
+            }
+            assert!(
+                Instant::now() < give_up,
+                "{awaited}: not within {GIVE_UP:?}"
+            );
+            let wake_at = registration
+                .deadline()
+                .map_or(give_up, |at| at.min(give_up));
+            let mut poll = Poll::default();
+            for fd in registration.fds() {
+                poll.add(fd, ());
+            }
+            poll.wait(Some(wake_at)).expect("polling the registration");
+        }
+    }
+
+    fn is_published(registration: &mut Registration) -> bool {
+        matches!(registration.presence, Presence::Published { .. })
+    }
+
+    /// Every answer has come.
+    fn is_settled(registration: &mut Registration) -> bool {
+        registration.in_flight.is_empty()
+    }
+
+    fn publish(registration: &mut Registration) {
+        registration.publish();
+        drive_until(registration, "published", is_published);
+    }
+
+    const PUBLISHED: [&str; 2] = ["web/one=10.0.0.1:80", "web/two=10.0.0.2:80"];
+
+    /// The keys as announced, each held with `lease`.
+    fn published_with(lease: LeaseId) -> Vec<String> {
+        PUBLISHED
+            .iter()
+            .map(|pair| format!("{pair}@{}", lease.0))
+            .collect()
+    }
+
+    #[test]
+    fn publish_puts_the_keys_under_one_granted_lease() {
+        let memory = Memory::default();
+        let ttl = Duration::from_secs(3);
+        let mut registration = start(&memory, ttl);
+        publish(&mut registration);
+        let lease = memory.lease_of_keys();
+        assert_eq!(memory.keys(), published_with(lease));
+        assert_eq!(memory.contents().leases.get(&lease), Some(&ttl));
+        let calls = memory.calls();
+        assert_eq!((calls.grant, calls.put), (1, 2), "{calls:?}");
+        // Published already: a second publish sends nothing.
+        registration.publish();
+        assert!(is_settled(&mut registration));
+    }
+
+    #[test]
+    fn the_lease_is_renewed_every_third_of_the_ttl_without_new_grants() {
+        let memory = Memory::default();
+        let ttl = Duration::from_millis(1200);
+        let mut registration = start(&memory, ttl);
+        let started = Instant::now();
+        publish(&mut registration);
+        let lease = memory.lease_of_keys();
+        drive_until(&mut registration, "two renewals", |_| {
+            memory.calls().keep_alive >= 2
+        });
+        // Each renewal waits a third of the TTL after the answer before it.
+        let elapsed = started.elapsed();
+        assert!(elapsed >= ttl * 2 / 3, "two renewals after {elapsed:?}");
+        let calls = memory.calls();
+        assert_eq!((calls.grant, calls.put), (1, 2), "{calls:?}");
+        assert_eq!(memory.keys(), published_with(lease));
+    }
+
+    #[test]
+    fn withdraw_revokes_the_lease_and_the_keys_are_gone() {
+        let memory = Memory::default();
+        let mut registration = start(&memory, Duration::from_secs(3));
+        publish(&mut registration);
+        let lease = memory.lease_of_keys();
+        registration.withdraw(Some(WITHDRAW_WAIT));
+        assert_eq!(memory.calls().revoke, 1);
+        assert!(memory.keys().is_empty(), "{:?}", memory.keys());
+        assert!(!memory.is_live(lease));
+        assert_eq!(registration.presence, Presence::Withdrawn);
+        assert_eq!(registration.deadline(), None, "nothing more to renew");
+        assert!(is_settled(&mut registration));
+    }
+
+    #[test]
+    fn keys_lost_while_the_store_was_down_are_published_again_when_it_is_back() {
+        capture_warnings();
+        let memory = Memory::default();
+        let mut registration = start(&memory, Duration::from_millis(600));
+        publish(&mut registration);
+        let first = memory.lease_of_keys();
+        memory.set_down(true);
+        // Meanwhile the lease runs out: the keys are gone.
+        memory.lose_lease(first);
+        drive_until(&mut registration, "three failed tries", |_| {
+            memory.calls().refused >= 3
+        });
+        assert!(memory.keys().is_empty());
+        let warned = warnings();
+        assert_eq!(
+            warned.len(),
+            1,
+            "one warning per failing stretch: {warned:?}"
+        );
+        assert!(warned[0].contains("cannot publish"), "{warned:?}");
+        memory.set_down(false);
+        drive_until(&mut registration, "published again", is_published);
+        let second = memory.lease_of_keys();
+        assert_ne!(second, first);
+        assert_eq!(memory.keys(), published_with(second));
+        assert_eq!(memory.calls().grant, 2);
+        let warned = warnings();
+        assert_eq!(warned.len(), 2, "{warned:?}");
+        assert!(warned[1].contains("the store is back"), "{warned:?}");
+    }
+
+    #[test]
+    fn a_lease_gone_from_the_store_is_replaced_and_the_keys_published_again() {
+        capture_warnings();
+        let memory = Memory::default();
+        let mut registration = start(&memory, Duration::from_millis(600));
+        publish(&mut registration);
+        let first = memory.lease_of_keys();
+        memory.lose_lease(first);
+        assert!(memory.keys().is_empty());
+        drive_until(&mut registration, "published again", |registration| {
+            is_published(registration) && !memory.keys().is_empty()
+        });
+        let second = memory.lease_of_keys();
+        assert_ne!(second, first);
+        assert_eq!(memory.keys(), published_with(second));
+        let calls = memory.calls();
+        assert_eq!((calls.grant, calls.refused), (2, 0), "{calls:?}");
+        // The renewal found the lease gone and published again: no failure to warn about
+        // here (the worker warns on its own thread).
+        assert_eq!(warnings(), Vec::<String>::new());
+    }
+
+    /// What a script saw when it read `key` holding `value`.
+    fn read_of(key_text: &str, value: &str) -> (Lookup, String) {
+        let seen = Seen::Value(Some(value.as_bytes().to_vec()));
+        (Lookup::Get(key(key_text)), seen.digest())
+    }
+
+    /// Watching, and every look answered.
+    fn is_watching(registration: &mut Registration) -> bool {
+        matches!(registration.subscription, Subscription::Held(_)) && is_settled(registration)
+    }
+
+    #[test]
+    fn a_change_of_a_key_the_scripts_read_is_seen_once() {
+        let memory = Memory::default();
+        memory.set("db/url", "postgres://one");
+        let mut registration = start(&memory, Duration::from_secs(3));
+        registration.set_reads(vec![read_of("db/url", "postgres://one")]);
+        drive_until(&mut registration, "watching", is_watching);
+        assert!(!registration.take_change(), "nothing changed yet");
+        // A key nobody read changes, and the read one is put again unchanged: each is
+        // announced and looked at, and neither is a change.
+        for (key, value) in [("other/key", "x"), ("db/url", "postgres://one")] {
+            let looked = memory.calls().get;
+            memory.set(key, value);
+            drive_until(&mut registration, "looked again", |registration| {
+                memory.calls().get > looked && is_settled(registration)
+            });
+            assert!(!registration.take_change(), "{key} set to {value}");
+        }
+        memory.set("db/url", "postgres://two");
+        drive_until(
+            &mut registration,
+            "the change seen",
+            Registration::take_change,
+        );
+        assert!(!registration.take_change(), "a change is taken once");
+    }
+
+    #[test]
+    fn a_change_before_the_watch_started_is_seen_at_once() {
+        let memory = Memory::default();
+        memory.set("db/url", "postgres://two");
+        let mut registration = start(&memory, Duration::from_secs(3));
+        registration.set_reads(vec![read_of("db/url", "postgres://one")]);
+        drive_until(
+            &mut registration,
+            "the change seen",
+            Registration::take_change,
+        );
+    }
+
+    #[test]
+    fn a_watch_that_failed_is_asked_again_until_the_store_is_back() {
+        capture_warnings();
+        let memory = Memory::default();
+        memory.set_down(true);
+        let mut registration = start(&memory, Duration::from_secs(3));
+        registration.set_reads(vec![read_of("db/url", "postgres://one")]);
+        drive_until(&mut registration, "the watch failed", |registration| {
+            matches!(registration.subscription, Subscription::Failed { .. })
+        });
+        assert!(registration.deadline().is_some(), "a retry is due");
+        // A change while nothing watches is found by the look that follows the new watch.
+        memory.set("db/url", "postgres://two");
+        memory.set_down(false);
+        drive_until(&mut registration, "watching", is_watching);
+        assert!(registration.take_change(), "the change while unwatched");
+        let warned = warnings();
+        assert_eq!(warned.len(), 2, "{warned:?}");
+        assert!(warned[0].contains("cannot watch"), "{warned:?}");
+        assert!(
+            warned[1].contains("watching the registry again"),
+            "{warned:?}"
+        );
+        // The watch works: the next change is seen too.
+        memory.set("db/url", "postgres://three");
+        drive_until(
+            &mut registration,
+            "the change seen",
+            Registration::take_change,
+        );
+    }
+
+    #[test]
+    fn a_publish_answered_after_the_withdrawal_leaves_no_keys() {
+        let memory = Memory::default();
+        let mut registration = start(&memory, Duration::from_secs(3));
+        // The publish is held in the store until the withdrawal has been sent.
+        memory.hold_the_next_call(|| registration.publish());
+        registration.withdraw(None);
+        let pending: Vec<Pending> = registration.in_flight.iter().map(|(_, p)| *p).collect();
+        assert_eq!(pending, [Pending::Stale, Pending::Withdraw]);
+        memory.open_the_gate();
+        drive_until(&mut registration, "every answer", is_settled);
+        assert!(memory.keys().is_empty(), "{:?}", memory.keys());
+        assert_eq!(memory.calls().revoke, 1);
+        assert_eq!(registration.presence, Presence::Withdrawn);
+        assert_eq!(registration.deadline(), None, "nothing to renew");
+    }
+
+    #[test]
+    fn a_failed_publish_from_before_a_withdrawal_does_not_spoil_the_next_publish() {
+        capture_warnings();
+        let memory = Memory::default();
+        let mut registration = start(&memory, Duration::from_secs(3));
+        // Unhealthy and healthy again while the first publish is held in the store, and
+        // fails there; the publish after the withdrawal succeeds.
+        memory.refuse_next(1);
+        memory.hold_the_next_call(|| registration.publish());
+        registration.withdraw(None);
+        registration.publish();
+        memory.open_the_gate();
+        drive_until(&mut registration, "every answer", is_settled);
+        assert!(
+            is_published(&mut registration),
+            "{:?}",
+            registration.presence
+        );
+        assert_eq!(memory.keys(), published_with(memory.lease_of_keys()));
+        assert_eq!(
+            warnings(),
+            Vec::<String>::new(),
+            "the stale failure is no failure"
+        );
+    }
+}

@@ -496,3 +496,403 @@ fn write_labelled(label: &str, line: &[u8]) {
     labelled.extend_from_slice(line);
     let _ = io::stderr().lock().write_all(&labelled);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::ffi::OsString;
+    use std::path::PathBuf;
+    use std::process::Command;
+
+    use nix::sys::wait::{waitpid, WaitPidFlag};
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::os::poll::Poll;
+
+    /// How long one test may drive its pool: reached only when something hangs.
+    const GIVE_UP: Duration = Duration::from_secs(20);
+    /// No SIGCHLD reaches a test as an event (the harness's signalfd is not set up here), so
+    /// the driver asks waitpid about the pool's children at least this often.
+    const REAP_EVERY: Duration = Duration::from_millis(10);
+    /// A script that is meant to be stopped runs this long otherwise: far past `GIVE_UP`.
+    const LONG: &str = "sleep 60";
+
+    const NO_RETRIES: Limits = Limits {
+        timeout: None,
+        retries: 0,
+        retry_interval: Duration::ZERO,
+    };
+    const CAPTURE: Stdout = Stdout::Capture { limit: 64 * 1024 };
+
+    /// A directory of scripts and of the files they leave behind.
+    struct Scripts {
+        dir: TempDir,
+    }
+
+    impl Scripts {
+        fn new() -> Scripts {
+            Scripts {
+                dir: tempfile::tempdir().expect("creating a temporary directory"),
+            }
+        }
+
+        fn file(&self, name: &str) -> PathBuf {
+            self.dir.path().join(name)
+        }
+
+        /// A job running the `#!/bin/sh` script `body`, with `$DIR` the scripts' directory.
+        /// A child process writes the script: a descriptor open for writing on it in this
+        /// process could be inherited by a child that another test thread forks meanwhile,
+        /// and the script's exec would then fail with ETXTBSY.
+        fn job(&self, name: &str, body: &str) -> Job {
+            let path = self.file(name);
+            let written = Command::new("/bin/sh")
+                .args(["-c", r#"printf '%s\n' "$2" >"$1" && chmod 755 "$1""#, "sh"])
+                .arg(&path)
+                .arg(format!("#!/bin/sh\n{body}"))
+                .status()
+                .expect("running sh to write a script");
+            assert!(written.success(), "writing {}", path.display());
+            Job {
+                path,
+                env: vec![
+                    ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+                    (OsString::from("DIR"), self.dir.path().into()),
+                ],
+                stdout: CAPTURE,
+            }
+        }
+
+        fn exists(&self, name: &str) -> bool {
+            self.file(name).exists()
+        }
+
+        fn read(&self, name: &str) -> String {
+            std::fs::read_to_string(self.file(name)).unwrap_or_default()
+        }
+    }
+
+    /// The pids of the pool's scripts that have not been reaped yet.
+    fn unreaped(pool: &Pool) -> Vec<Pid> {
+        pool.running
+            .iter()
+            .filter(|running| running.exit.is_none())
+            .map(|running| running.group)
+            .collect()
+    }
+
+    /// Hands the pool the exits of its own children. Only their pids are asked about:
+    /// `waitpid(-1)` would reap the children of other tests running in this process.
+    fn reap_own(pool: &mut Pool) {
+        for pid in unreaped(pool) {
+            match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => {}
+                Ok(status) => {
+                    pool.exited(pid, status);
+                }
+            }
+        }
+    }
+
+    /// Plays the host ([`super::super::host::PhaseHost`] without signals): polls the pool's
+    /// pipes until its deadline, reads the ready ones, hands it its children's exits and
+    /// ticks, until it is finished. `meanwhile` sees the pool after every wake-up (to stop
+    /// or cancel it). Returns the process groups of every script that ran.
+    fn drive(pool: &mut Pool, mut meanwhile: impl FnMut(&mut Pool)) -> BTreeSet<Pid> {
+        let give_up = Instant::now() + GIVE_UP;
+        let mut groups = BTreeSet::new();
+        loop {
+            pool.tick();
+            groups.extend(pool.running.iter().map(|running| running.group));
+            if pool.is_finished() {
+                return groups;
+            }
+            if Instant::now() >= give_up {
+                kill_and_reap(pool);
+                panic!("the pool did not finish within {GIVE_UP:?}");
+            }
+            let reap_at = Instant::now() + REAP_EVERY;
+            let wake_at = pool.deadline().map_or(reap_at, |at| at.min(reap_at));
+            let mut poll = Poll::default();
+            for (fd, pipe) in pool.pipes() {
+                poll.add(fd, pipe);
+            }
+            for pipe in poll.wait(Some(wake_at)).expect("polling the pipes") {
+                pool.read(pipe);
+            }
+            reap_own(pool);
+            meanwhile(pool);
+        }
+    }
+
+    /// Leaves nothing running behind a test that failed.
+    fn kill_and_reap(pool: &Pool) {
+        for running in &pool.running {
+            let _ = killpg(running.group, Signal::SIGKILL);
+            if running.exit.is_none() {
+                let _ = waitpid(running.group, None);
+            }
+        }
+    }
+
+    fn run(
+        jobs: Vec<Job>,
+        parallel: usize,
+        limits: Limits,
+    ) -> (Result<Outcomes, Error>, BTreeSet<Pid>) {
+        let mut pool = Pool::new(jobs, parallel, limits);
+        let groups = drive(&mut pool, |_| {});
+        (pool.into_outcomes(), groups)
+    }
+
+    fn assert_all_gone(groups: &BTreeSet<Pid>) {
+        assert!(!groups.is_empty(), "no script ran");
+        for group in groups {
+            assert!(
+                !group_has_a_living_member(*group),
+                "a process of group {group} still runs"
+            );
+        }
+    }
+
+    fn output(outcome: &Option<Result<Ran, Error>>) -> String {
+        match outcome {
+            Some(Ok(ran)) => String::from_utf8_lossy(&ran.output).into_owned(),
+            other => panic!("expected a success, got {other:?}"),
+        }
+    }
+
+    /// The failure and the number of tries of an outcome that is a script's failure.
+    fn failure(outcome: &Option<Result<Ran, Error>>) -> (&Failure, u32) {
+        match outcome {
+            Some(Err(Error::Script { failure, tries, .. })) => (failure, *tries),
+            other => panic!("expected a script's failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn results_come_back_in_the_jobs_order_not_the_order_they_finished_in() {
+        let scripts = Scripts::new();
+        // `first` cannot finish before `second` has: they run at once, and the last job
+        // starts in the slot `second` frees.
+        let jobs = vec![
+            scripts.job(
+                "first",
+                r#"while [ ! -e "$DIR/second-done" ]; do sleep 0.01; done; echo first"#,
+            ),
+            scripts.job("second", r#"echo second; touch "$DIR/second-done""#),
+            scripts.job("third", "echo third"),
+        ];
+        let (outcomes, groups) = run(jobs, 2, NO_RETRIES);
+        let outcomes = outcomes.expect("no stop signal");
+        let outputs: Vec<String> = outcomes.iter().map(output).collect();
+        assert_eq!(outputs, ["first\n", "second\n", "third\n"]);
+        assert_eq!(groups.len(), 3);
+    }
+
+    #[test]
+    fn a_failing_script_is_retried_apart_and_its_last_failure_reported_with_the_tries() {
+        let scripts = Scripts::new();
+        let job = scripts.job("flaky", r#"echo try >>"$DIR/tries"; exit 3"#);
+        let interval = Duration::from_millis(300);
+        let limits = Limits {
+            retries: 2,
+            retry_interval: interval,
+            ..NO_RETRIES
+        };
+        let started = Instant::now();
+        let (outcomes, _) = run(vec![job], 1, limits);
+        let elapsed = started.elapsed();
+        let outcomes = outcomes.expect("no stop signal");
+        let (last, tries) = failure(&outcomes[0]);
+        assert!(matches!(last, Failure::Exited(3)), "{last:?}");
+        assert_eq!(tries, 3);
+        assert_eq!(scripts.read("tries").lines().count(), 3);
+        assert!(elapsed >= interval * 2, "3 tries in {elapsed:?}");
+        let message = outcomes[0]
+            .as_ref()
+            .unwrap()
+            .as_ref()
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("(after 3 tries)"), "{message}");
+    }
+
+    #[test]
+    fn a_retry_that_succeeds_is_a_success() {
+        let scripts = Scripts::new();
+        let job = scripts.job(
+            "third-time-lucky",
+            r#"echo try >>"$DIR/tries"; [ "$(wc -l <"$DIR/tries")" -ge 3 ] || exit 1; echo ok"#,
+        );
+        let limits = Limits {
+            retries: 5,
+            retry_interval: Duration::from_millis(10),
+            ..NO_RETRIES
+        };
+        let (outcomes, _) = run(vec![job], 1, limits);
+        assert_eq!(output(&outcomes.expect("no stop signal")[0]), "ok\n");
+        assert_eq!(scripts.read("tries").lines().count(), 3);
+    }
+
+    #[test]
+    fn a_script_over_the_timeout_fails_timed_out_and_its_group_gets_sigterm() {
+        let scripts = Scripts::new();
+        // The background sleep is in the script's group: the SIGTERM must reach it too.
+        let job = scripts.job(
+            "slow",
+            &format!(r#"trap 'echo TERM >"$DIR/got"; exit 1' TERM; {LONG} & wait"#),
+        );
+        let limit = Duration::from_millis(300);
+        let limits = Limits {
+            timeout: Some(limit),
+            ..NO_RETRIES
+        };
+        let started = Instant::now();
+        let (outcomes, groups) = run(vec![job], 1, limits);
+        let outcomes = outcomes.expect("no stop signal");
+        let (failure, tries) = failure(&outcomes[0]);
+        assert!(
+            matches!(failure, Failure::TimedOut(at) if *at == limit),
+            "{failure:?}"
+        );
+        assert_eq!(tries, 1);
+        assert!(failure.to_string().contains("timed out"), "{failure}");
+        assert_eq!(scripts.read("got"), "TERM\n");
+        // Gone with the SIGTERM, not with the SIGKILL that would follow KILL_GRACE later.
+        assert!(
+            started.elapsed() < limit + KILL_GRACE,
+            "{:?}",
+            started.elapsed()
+        );
+        assert_all_gone(&groups);
+    }
+
+    #[test]
+    fn cancel_ends_the_run_as_cancelled_and_the_scripts_are_gone() {
+        let scripts = Scripts::new();
+        let body = |name: &str| format!(r#"touch "$DIR/{name}-ready"; {LONG} & wait"#);
+        let jobs = vec![
+            scripts.job("one", &body("one")),
+            scripts.job("two", &body("two")),
+            scripts.job("never", r#"touch "$DIR/never-ran""#),
+        ];
+        let mut pool = Pool::new(jobs, 2, NO_RETRIES);
+        let groups = drive(&mut pool, |pool| {
+            if scripts.exists("one-ready") && scripts.exists("two-ready") {
+                pool.cancel();
+            }
+        });
+        assert!(matches!(pool.into_outcomes(), Err(Error::Cancelled)));
+        assert!(!scripts.exists("never-ran"));
+        assert_eq!(groups.len(), 2);
+        assert_all_gone(&groups);
+    }
+
+    #[test]
+    fn a_retry_pending_when_the_run_is_cancelled_never_starts() {
+        let scripts = Scripts::new();
+        // `lingering` outlives its SIGTERM by far more than the retry interval: a retry
+        // that survived the cancel would start meanwhile.
+        let jobs = vec![
+            scripts.job(
+                "lingering",
+                &format!(r#"trap 'sleep 0.5; exit 1' TERM; {LONG} & wait"#),
+            ),
+            scripts.job("flaky", r#"echo try >>"$DIR/tries"; exit 1"#),
+        ];
+        let limits = Limits {
+            retries: 3,
+            retry_interval: Duration::from_millis(50),
+            ..NO_RETRIES
+        };
+        let mut pool = Pool::new(jobs, 2, limits);
+        let groups = drive(&mut pool, |pool| {
+            if !pool.retries.is_empty() {
+                pool.cancel();
+            }
+        });
+        assert!(matches!(pool.into_outcomes(), Err(Error::Cancelled)));
+        assert_eq!(scripts.read("tries").lines().count(), 1);
+        assert_eq!(groups.len(), 2);
+        assert_all_gone(&groups);
+    }
+
+    #[test]
+    fn a_stop_signal_goes_to_the_scripts_and_ends_the_run_as_interrupted() {
+        let scripts = Scripts::new();
+        let jobs = vec![
+            scripts.job(
+                "waiting",
+                &format!(
+                    r#"trap 'echo INT >"$DIR/got"; exit 130' INT; touch "$DIR/ready"; {LONG}"#
+                ),
+            ),
+            scripts.job("never", r#"touch "$DIR/never-ran""#),
+        ];
+        let mut pool = Pool::new(jobs, 1, NO_RETRIES);
+        let groups = drive(&mut pool, |pool| {
+            if scripts.exists("ready") {
+                pool.stop(Signal::SIGINT);
+            }
+        });
+        match pool.into_outcomes() {
+            Err(Error::Interrupted { signal }) => assert_eq!(signal, Signal::SIGINT),
+            other => panic!("expected Interrupted, got {other:?}"),
+        }
+        assert_eq!(scripts.read("got"), "INT\n");
+        assert!(!scripts.exists("never-ran"));
+        assert_all_gone(&groups);
+    }
+
+    #[test]
+    fn output_past_the_capture_limit_fails_without_a_retry() {
+        let scripts = Scripts::new();
+        let job = Job {
+            stdout: Stdout::Capture { limit: 1000 },
+            ..scripts.job(
+                "chatty",
+                r#"echo try >>"$DIR/tries"; while :; do echo 0123456789; done"#,
+            )
+        };
+        let limits = Limits {
+            retries: 2,
+            retry_interval: Duration::from_millis(10),
+            ..NO_RETRIES
+        };
+        let (outcomes, groups) = run(vec![job], 1, limits);
+        let outcomes = outcomes.expect("no stop signal");
+        let (failure, tries) = failure(&outcomes[0]);
+        assert!(
+            matches!(failure, Failure::OutputTooLarge(1000)),
+            "{failure:?}"
+        );
+        assert_eq!(tries, 1);
+        assert_eq!(scripts.read("tries").lines().count(), 1);
+        assert_all_gone(&groups);
+    }
+
+    #[test]
+    fn after_a_job_fails_for_good_the_others_are_stopped_and_count_as_none() {
+        let scripts = Scripts::new();
+        let jobs = vec![
+            scripts.job("slow", &format!(r#"touch "$DIR/slow-ready"; {LONG}"#)),
+            scripts.job(
+                "failing",
+                r#"while [ ! -e "$DIR/slow-ready" ]; do sleep 0.01; done; exit 7"#,
+            ),
+            scripts.job("never", r#"touch "$DIR/never-ran""#),
+        ];
+        let (outcomes, groups) = run(jobs, 2, NO_RETRIES);
+        let outcomes = outcomes.expect("a failure is no error of the whole run");
+        assert!(outcomes[0].is_none(), "{:?}", outcomes[0]);
+        let (failure, tries) = failure(&outcomes[1]);
+        assert!(matches!(failure, Failure::Exited(7)), "{failure:?}");
+        assert_eq!(tries, 1);
+        assert!(outcomes[2].is_none(), "{:?}", outcomes[2]);
+        assert!(!scripts.exists("never-ran"));
+        assert_eq!(groups.len(), 2);
+        assert_all_gone(&groups);
+    }
+}

@@ -179,43 +179,14 @@ impl Connection {
         let reused = self.used;
         self.used = true;
         let sent = self.send(path, authorization, body);
-        let head = sent.and_then(|()| self.read_head());
+        let head = sent.and_then(|()| read_head(&mut self.reader));
         let head = match head {
             Err(Fault::Io(_)) if reused && self.reader.buffer().is_empty() => {
                 return Err(Fault::Stale)
             }
             other => other?,
         };
-        let mut body = Vec::new();
-        let limit = BODY_LIMIT + 1;
-        match head.framing {
-            Framing::Length(length) => {
-                (&mut self.reader)
-                    .take(length.min(limit))
-                    .read_to_end(&mut body)
-                    .map_err(Fault::from_io)?;
-                if body.len() as u64 != length {
-                    return Err(Fault::Io("the answer was cut short".into()));
-                }
-            }
-            Framing::Chunked => {
-                Chunked::new(&mut self.reader)
-                    .take(limit)
-                    .read_to_end(&mut body)
-                    .map_err(Fault::from_io)?;
-            }
-            Framing::UntilClose => {
-                (&mut self.reader)
-                    .take(limit)
-                    .read_to_end(&mut body)
-                    .map_err(Fault::from_io)?;
-            }
-        }
-        if body.len() as u64 > BODY_LIMIT {
-            return Err(Fault::Protocol(format!(
-                "an answer of more than {BODY_LIMIT} bytes"
-            )));
-        }
+        let body = read_body(&mut self.reader, &head.framing)?;
         let reusable = head.keep_alive && !matches!(head.framing, Framing::UntilClose);
         Ok((
             Response {
@@ -237,7 +208,7 @@ impl Connection {
     ) -> Result<Streamed, Fault> {
         self.reader.get_mut().deadline = Some(deadline);
         self.send(path, authorization, body)?;
-        let head = self.read_head()?;
+        let head = read_head(&mut self.reader)?;
         if head.status != 200 || !matches!(head.framing, Framing::Chunked) {
             let mut body = Vec::new();
             let _ = (&mut self.reader).take(LINE_LIMIT).read_to_end(&mut body);
@@ -271,52 +242,6 @@ impl Connection {
         let socket = self.reader.get_ref();
         socket.arm(true).map_err(Fault::from_io)?;
         (&socket.stream).write_all(&request).map_err(Fault::from_io)
-    }
-
-    fn read_head(&mut self) -> Result<Head, Fault> {
-        let status_line = read_line(&mut self.reader)?;
-        if status_line.is_empty() {
-            return Err(Fault::Io(
-                "the connection was closed before an answer".into(),
-            ));
-        }
-        let mut words = status_line.split(' ');
-        let version = words.next().unwrap_or_default();
-        let status = words
-            .next()
-            .and_then(|code| code.parse::<u16>().ok())
-            .filter(|_| version.starts_with("HTTP/1."))
-            .ok_or_else(|| Fault::Protocol("an answer that is not HTTP/1.1".into()))?;
-        let mut head = Head {
-            status,
-            framing: Framing::UntilClose,
-            keep_alive: version == "HTTP/1.1",
-        };
-        for _ in 0..HEADER_LINES {
-            let line = read_line(&mut self.reader)?;
-            if line.is_empty() {
-                return Ok(head);
-            }
-            let Some((name, value)) = line.split_once(':') else {
-                return Err(Fault::Protocol("a malformed header line".into()));
-            };
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("content-length") {
-                let length = value
-                    .parse()
-                    .map_err(|_| Fault::Protocol("a malformed Content-Length".into()))?;
-                head.framing = Framing::Length(length);
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                if !value.eq_ignore_ascii_case("chunked") {
-                    return Err(Fault::Protocol(format!("transfer encoding {value:?}")));
-                }
-                head.framing = Framing::Chunked;
-            } else if name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close")
-            {
-                head.keep_alive = false;
-            }
-        }
-        Err(Fault::Protocol("too many header lines".into()))
     }
 }
 
@@ -374,6 +299,104 @@ impl Lines {
 /// Shuts a socket down, waking whatever thread is blocked reading it.
 pub fn shut_down(socket: &TcpStream) {
     let _ = socket.shutdown(Shutdown::Both);
+}
+
+/// The status line and the headers of an answer: its status, how its body is framed, and
+/// whether the connection may carry another request.
+fn read_head(reader: &mut impl BufRead) -> Result<Head, Fault> {
+    let status_line = read_line(reader)?;
+    if status_line.is_empty() {
+        return Err(Fault::Io(
+            "the connection was closed before an answer".into(),
+        ));
+    }
+    let mut words = status_line.split(' ');
+    let version = words.next().unwrap_or_default();
+    let status = words
+        .next()
+        .and_then(|code| code.parse::<u16>().ok())
+        .filter(|_| version.starts_with("HTTP/1."))
+        .ok_or_else(|| Fault::Protocol("an answer that is not HTTP/1.1".into()))?;
+    let mut head = Head {
+        status,
+        framing: Framing::UntilClose,
+        keep_alive: version == "HTTP/1.1",
+    };
+    for _ in 0..HEADER_LINES {
+        // A closed connection reads as an empty line too: it must not pass for the blank
+        // line that ends the head.
+        if at_end(reader)? {
+            return Err(Fault::Io("the answer was cut short".into()));
+        }
+        let line = read_line(reader)?;
+        if line.is_empty() {
+            return Ok(head);
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(Fault::Protocol("a malformed header line".into()));
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            let length = value
+                .parse()
+                .map_err(|_| Fault::Protocol("a malformed Content-Length".into()))?;
+            head.framing = Framing::Length(length);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if !value.eq_ignore_ascii_case("chunked") {
+                return Err(Fault::Protocol(format!("transfer encoding {value:?}")));
+            }
+            head.framing = Framing::Chunked;
+        } else if name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close") {
+            head.keep_alive = false;
+        }
+    }
+    Err(Fault::Protocol("too many header lines".into()))
+}
+
+/// Whether the answer has ended: nothing more to read (this waits for the next byte).
+fn at_end(reader: &mut impl BufRead) -> Result<bool, Fault> {
+    loop {
+        match reader.fill_buf() {
+            Ok(buffered) => return Ok(buffered.is_empty()),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(Fault::from_io(err)),
+        }
+    }
+}
+
+/// The body of an answer, framed as its head says; more than [`BODY_LIMIT`] bytes is refused.
+fn read_body(reader: &mut impl BufRead, framing: &Framing) -> Result<Vec<u8>, Fault> {
+    let mut body = Vec::new();
+    let limit = BODY_LIMIT + 1;
+    match *framing {
+        Framing::Length(length) => {
+            reader
+                .take(length.min(limit))
+                .read_to_end(&mut body)
+                .map_err(Fault::from_io)?;
+            if body.len() as u64 != length {
+                return Err(Fault::Io("the answer was cut short".into()));
+            }
+        }
+        Framing::Chunked => {
+            Chunked::new(reader)
+                .take(limit)
+                .read_to_end(&mut body)
+                .map_err(Fault::from_io)?;
+        }
+        Framing::UntilClose => {
+            reader
+                .take(limit)
+                .read_to_end(&mut body)
+                .map_err(Fault::from_io)?;
+        }
+    }
+    if body.len() as u64 > BODY_LIMIT {
+        return Err(Fault::Protocol(format!(
+            "an answer of more than {BODY_LIMIT} bytes"
+        )));
+    }
+    Ok(body)
 }
 
 struct Head {
@@ -483,5 +506,560 @@ pub fn seconds(duration: Duration) -> String {
         format!("{}", tenths / 10)
     } else {
         format!("{}.{}", tenths / 10, tenths % 10)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+    use std::thread::{self, JoinHandle};
+
+    use super::*;
+
+    /// How a socket might hand out an answer: sizes of the reads, in turn (1: a byte at a
+    /// time; 65536: all at once).
+    const SPLITS: [&[usize]; 4] = [&[1], &[2, 3], &[7, 1, 13], &[65536]];
+
+    /// A reader that hands out `bytes` in pieces of `sizes`, in turn, as a socket may; at the
+    /// end, EOF, or a timeout when `times_out` (what a socket's read timeout gives).
+    struct Pieces {
+        bytes: Vec<u8>,
+        at: usize,
+        piece_end: usize,
+        sizes: &'static [usize],
+        turn: usize,
+        times_out: bool,
+    }
+
+    impl Pieces {
+        fn new(bytes: &[u8], sizes: &'static [usize]) -> Pieces {
+            Pieces {
+                bytes: bytes.to_vec(),
+                at: 0,
+                piece_end: 0,
+                sizes,
+                turn: 0,
+                times_out: false,
+            }
+        }
+
+        fn then_time_out(self) -> Pieces {
+            Pieces {
+                times_out: true,
+                ..self
+            }
+        }
+
+        fn rest(&self) -> &[u8] {
+            &self.bytes[self.at..]
+        }
+    }
+
+    impl Read for Pieces {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let piece = self.fill_buf()?;
+            let len = piece.len().min(buf.len());
+            buf[..len].copy_from_slice(&piece[..len]);
+            self.consume(len);
+            Ok(len)
+        }
+    }
+
+    impl BufRead for Pieces {
+        fn fill_buf(&mut self) -> io::Result<&[u8]> {
+            if self.at == self.piece_end {
+                if self.at == self.bytes.len() {
+                    return match self.times_out {
+                        true => Err(io::ErrorKind::WouldBlock.into()),
+                        false => Ok(&[]),
+                    };
+                }
+                let size = self.sizes[self.turn % self.sizes.len()];
+                self.turn += 1;
+                self.piece_end = (self.at + size).min(self.bytes.len());
+            }
+            Ok(&self.bytes[self.at..self.piece_end])
+        }
+
+        fn consume(&mut self, amount: usize) {
+            self.at += amount;
+        }
+    }
+
+    /// What [`read_head`] and [`read_body`] made of an answer, and what they left unread
+    /// (the next answer on a kept connection).
+    #[derive(Debug, PartialEq, Eq)]
+    struct Parsed {
+        status: u16,
+        keep_alive: bool,
+        framing: &'static str,
+        body: String,
+        rest: String,
+    }
+
+    fn parse_from(reader: &mut Pieces) -> Result<Parsed, Fault> {
+        let head = read_head(reader)?;
+        let body = read_body(reader, &head.framing)?;
+        Ok(Parsed {
+            status: head.status,
+            keep_alive: head.keep_alive,
+            framing: match head.framing {
+                Framing::Length(_) => "length",
+                Framing::Chunked => "chunked",
+                Framing::UntilClose => "until close",
+            },
+            body: String::from_utf8_lossy(&body).into_owned(),
+            rest: String::from_utf8_lossy(reader.rest()).into_owned(),
+        })
+    }
+
+    /// Parses `answer` read in each of the [`SPLITS`]; they must all agree.
+    fn parse(answer: &[u8]) -> Result<Parsed, Fault> {
+        let mut results = SPLITS
+            .iter()
+            .map(|sizes| parse_from(&mut Pieces::new(answer, sizes)));
+        let first = results.next().expect("splits");
+        let first_text = format!("{first:?}");
+        for (result, sizes) in results.zip(&SPLITS[1..]) {
+            assert_eq!(
+                format!("{result:?}"),
+                first_text,
+                "read in pieces of {sizes:?}"
+            );
+        }
+        first
+    }
+
+    fn parsed(answer: &str) -> Parsed {
+        parse(answer.as_bytes()).unwrap_or_else(|fault| panic!("{answer:?}: {fault:?}"))
+    }
+
+    /// The fault an answer is refused with, as `Io: text` or `Protocol: text`.
+    fn refused(answer: &[u8]) -> String {
+        match parse(answer) {
+            Ok(parsed) => panic!(
+                "{:?} was accepted: {parsed:?}",
+                String::from_utf8_lossy(answer)
+            ),
+            Err(Fault::Io(text)) => format!("Io: {text}"),
+            Err(Fault::Protocol(text)) => format!("Protocol: {text}"),
+            Err(other) => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_content_length_answer_stops_at_its_length() {
+        let answer =
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}NEXT";
+        assert_eq!(
+            parsed(answer),
+            Parsed {
+                status: 200,
+                keep_alive: true,
+                framing: "length",
+                body: r#"{"ok":true}"#.into(),
+                rest: "NEXT".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn a_chunked_answer_joins_its_chunks_and_skips_the_trailers() {
+        let answer = concat!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "5\r\nhello\r\n",
+            "1;name=value\r\n \r\n",
+            "A\r\n0123456789\r\n",
+            "0\r\nGrpc-Trailer-Status: 0\r\n\r\n",
+            "NEXT"
+        );
+        let parsed = parsed(answer);
+        assert_eq!(parsed.framing, "chunked");
+        assert_eq!(parsed.body, "hello 0123456789");
+        assert_eq!(parsed.rest, "NEXT");
+        assert!(parsed.keep_alive);
+    }
+
+    #[test]
+    fn header_names_are_case_blind_and_lines_may_end_in_lf_alone() {
+        let closing = parsed(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-LENGTH: 2\r\nCONNECTION: Close\r\n\r\nno",
+        );
+        assert_eq!((closing.status, closing.keep_alive), (503, false));
+        assert_eq!(closing.body, "no");
+        let bare = parsed("HTTP/1.1 204 No Content\nContent-Length: 0\n\n");
+        assert_eq!((bare.status, bare.body.as_str()), (204, ""));
+        let chunked =
+            parsed("HTTP/1.1 200 OK\r\ntransfer-encoding: Chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n");
+        assert_eq!(chunked.body, "ok");
+    }
+
+    #[test]
+    fn an_answer_without_framing_lasts_until_the_connection_closes() {
+        let old = parsed("HTTP/1.0 200 OK\r\n\r\nall of it");
+        assert_eq!((old.framing, old.keep_alive), ("until close", false));
+        assert_eq!(old.body, "all of it");
+    }
+
+    #[test]
+    fn malformed_heads_are_refused() {
+        for (answer, fault) in [
+            ("", "Io: the connection was closed before an answer"),
+            (
+                "HTTP/2 200\r\n\r\n",
+                "Protocol: an answer that is not HTTP/1.1",
+            ),
+            (
+                "HTTP/1.1 OK\r\n\r\n",
+                "Protocol: an answer that is not HTTP/1.1",
+            ),
+            (
+                "SSH-2.0-OpenSSH_9.6\r\n",
+                "Protocol: an answer that is not HTTP/1.1",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
+                "Protocol: a malformed header line",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n",
+                "Protocol: a malformed Content-Length",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+                "Protocol: a malformed Content-Length",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                "Protocol: transfer encoding \"gzip\"",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Le",
+                "Io: the answer was cut short",
+            ),
+            ("HTTP/1.1 200 OK", "Io: the answer was cut short"),
+        ] {
+            assert_eq!(refused(answer.as_bytes()), fault, "{answer:?}");
+        }
+        let latin1 = b"HTTP/1.1 200 OK\r\nServer: caf\xe9\r\n\r\n";
+        assert_eq!(refused(latin1), "Protocol: a header that is not UTF-8");
+    }
+
+    #[test]
+    fn a_head_cut_short_at_the_end_of_a_line_is_refused() {
+        // A closed connection reads as an empty line, as the blank line that ends the head
+        // does: neither answer may pass for a complete one (the second would be a 200 with
+        // an empty body on a connection that looks reusable).
+        for answer in [
+            "HTTP/1.1 200 OK\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n",
+        ] {
+            assert_eq!(
+                refused(answer.as_bytes()),
+                "Io: the answer was cut short",
+                "{answer:?}"
+            );
+        }
+    }
+
+    /// An answer with `count` header lines (besides the blank line that ends them).
+    fn with_headers(count: usize) -> String {
+        let mut answer = String::from("HTTP/1.1 200 OK\r\n");
+        for number in 1..count {
+            answer.push_str(&format!("X-Header-{number}: {number}\r\n"));
+        }
+        answer + "Content-Length: 2\r\n\r\nok"
+    }
+
+    #[test]
+    fn at_most_a_hundred_header_lines_are_read() {
+        // The limit counts the blank line that ends the head.
+        assert_eq!(parsed(&with_headers(HEADER_LINES - 1)).body, "ok");
+        assert_eq!(
+            refused(with_headers(HEADER_LINES).as_bytes()),
+            "Protocol: too many header lines"
+        );
+    }
+
+    #[test]
+    fn a_header_line_over_the_limit_is_refused_without_reading_it_all() {
+        let long = |length: usize| {
+            let name = "X-Long: ";
+            let value = "v".repeat(length - name.len() - 2);
+            format!("HTTP/1.1 200 OK\r\n{name}{value}\r\nContent-Length: 2\r\n\r\nok")
+        };
+        let limit = LINE_LIMIT as usize;
+        assert_eq!(
+            parsed(&long(limit)).body,
+            "ok",
+            "a line of the limit exactly"
+        );
+        let answer = long(4 * limit);
+        assert!(parse(answer.as_bytes()).is_err());
+        let mut reader = Pieces::new(answer.as_bytes(), &[65536]);
+        assert!(read_head(&mut reader).is_err());
+        let read = answer.len() - reader.rest().len();
+        assert!(read <= 2 * limit, "{read} bytes read for a refused line");
+    }
+
+    #[test]
+    fn malformed_bodies_are_refused() {
+        let chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for (answer, fault) in [
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort".to_owned(),
+                "Io: the answer was cut short",
+            ),
+            (
+                format!("{chunked}zz\r\nhello\r\n0\r\n\r\n"),
+                "Io: a malformed chunk size",
+            ),
+            (
+                format!("{chunked}\r\nhello\r\n0\r\n\r\n"),
+                "Io: unexpected end of file",
+            ),
+            (
+                format!("{chunked}5\r\nhello world\r\n0\r\n\r\n"),
+                "Io: a chunk longer than its size",
+            ),
+            (format!("{chunked}a\r\nhello"), "Io: unexpected end of file"),
+            (
+                format!("{chunked}5\r\nhello\r\n"),
+                "Io: unexpected end of file",
+            ),
+            (format!("{chunked}5\r\nhel"), "Io: unexpected end of file"),
+        ] {
+            assert_eq!(refused(answer.as_bytes()), fault, "{answer:?}");
+        }
+    }
+
+    #[test]
+    fn a_read_that_times_out_is_a_timeout_wherever_it_happens() {
+        for answer in [
+            "HTTP/1.1 200 O",
+            "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nTrailer: x",
+        ] {
+            for sizes in SPLITS {
+                let mut reader = Pieces::new(answer.as_bytes(), sizes).then_time_out();
+                let result = parse_from(&mut reader);
+                assert!(
+                    matches!(result, Err(Fault::TimedOut)),
+                    "{answer:?} in {sizes:?}: {result:?}"
+                );
+            }
+        }
+    }
+
+    /// A server on loopback for one connection: it reads each request and answers it with the
+    /// next of `answers`, each written in the pieces given (so a chunk boundary can fall
+    /// anywhere). Then it closes the connection, or holds it open until `hold` is dropped.
+    /// Its thread returns the head of each request it read.
+    struct Server {
+        endpoint: Endpoint,
+        thread: JoinHandle<Vec<String>>,
+    }
+
+    /// How long a loopback exchange may take: reached only when something hangs.
+    const EXCHANGE: Duration = Duration::from_secs(5);
+
+    impl Server {
+        fn start(answers: Vec<Vec<&'static str>>, hold: Option<mpsc::Receiver<()>>) -> Server {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+            let port = listener.local_addr().expect("the bound address").port();
+            let thread = thread::spawn(move || {
+                let (stream, _) = listener.accept().expect("accepting the client");
+                stream
+                    .set_read_timeout(Some(EXCHANGE))
+                    .expect("a read timeout");
+                let mut reader = BufReader::new(stream.try_clone().expect("cloning the socket"));
+                let mut requests = Vec::new();
+                for answer in answers {
+                    requests.push(read_request(&mut reader));
+                    for piece in answer {
+                        (&stream).write_all(piece.as_bytes()).expect("answering");
+                    }
+                }
+                if let Some(hold) = hold {
+                    let _ = hold.recv();
+                }
+                requests
+            });
+            Server {
+                endpoint: Endpoint {
+                    host: "127.0.0.1".into(),
+                    port,
+                },
+                thread,
+            }
+        }
+
+        fn requests(self) -> Vec<String> {
+            self.thread.join().expect("the server's thread")
+        }
+    }
+
+    /// A request's head (its body, as long as Content-Length says, is read and dropped).
+    fn read_request(reader: &mut impl BufRead) -> String {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("reading a request");
+            if line.trim_end().is_empty() {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let length = head
+            .lines()
+            .find_map(|line| line.strip_prefix("Content-Length: "))
+            .and_then(|length| length.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        reader
+            .read_exact(&mut body)
+            .expect("reading a request's body");
+        head
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + EXCHANGE
+    }
+
+    #[test]
+    fn a_kept_connection_carries_one_request_after_another() {
+        let server = Server::start(
+            vec![
+                vec!["HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"],
+                vec![
+                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                    "b\r\n{\"count\"",
+                    ":1}\r\n0\r\n\r\n",
+                ],
+            ],
+            None,
+        );
+        let mut connection = connect(&server.endpoint, soon()).expect("connecting");
+        let (first, reusable) = connection
+            .post("/v3/kv/range", Some("token"), b"{}", soon())
+            .expect("the first answer");
+        assert_eq!(
+            (first.status, first.body.as_slice(), reusable),
+            (200, &b"{}"[..], true)
+        );
+        let (second, reusable) = connection
+            .post("/v3/kv/put", None, b"{\"key\":\"a\"}", soon())
+            .expect("the second answer");
+        assert_eq!(second.body, br#"{"count":1}"#);
+        assert!(reusable);
+        let requests = server.requests();
+        assert!(
+            requests[0].starts_with("POST /v3/kv/range HTTP/1.1\r\n"),
+            "{requests:?}"
+        );
+        assert!(
+            requests[0].contains("\r\nAuthorization: token\r\n"),
+            "{requests:?}"
+        );
+        assert!(
+            requests[1].contains("\r\nContent-Length: 11\r\n"),
+            "{requests:?}"
+        );
+        assert!(!requests[1].contains("Authorization"), "{requests:?}");
+    }
+
+    #[test]
+    fn a_kept_connection_closed_before_the_next_answer_is_stale() {
+        let server = Server::start(
+            vec![vec!["HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"]],
+            None,
+        );
+        let mut connection = connect(&server.endpoint, soon()).expect("connecting");
+        connection
+            .post("/v3/kv/range", None, b"{}", soon())
+            .expect("the first answer");
+        server.requests();
+        let second = connection.post("/v3/kv/range", None, b"{}", soon());
+        assert!(matches!(second, Err(Fault::Stale)), "{second:?}");
+    }
+
+    #[test]
+    fn a_stream_yields_its_lines_whatever_the_chunks() {
+        let server = Server::start(
+            vec![vec![
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "4\r\n{\"a\"\r\n",
+                "c\r\n:1}\n{\"b\":2}\n\r\n",
+                "7\r\n{\"c\":3}\r\n",
+                "0\r\n\r\n",
+            ]],
+            None,
+        );
+        let connection = connect(&server.endpoint, soon()).expect("connecting");
+        let Streamed::Lines(mut lines) = connection
+            .post_stream("/v3/watch", None, b"{}", soon())
+            .expect("the stream")
+        else {
+            panic!("a 200 with a chunked body is a stream");
+        };
+        let mut seen = Vec::new();
+        while let Some(line) = lines.next_line(Some(soon())).expect("a line") {
+            seen.push(String::from_utf8(line).expect("UTF-8"));
+        }
+        assert_eq!(seen, [r#"{"a":1}"#, r#"{"b":2}"#, r#"{"c":3}"#]);
+        server.requests();
+    }
+
+    #[test]
+    fn a_stream_that_is_refused_is_read_whole() {
+        let server = Server::start(
+            vec![vec![
+                "HTTP/1.1 401 Unauthorized\r\nContent-Length: 15\r\n\r\n{\"error\":\"no\"}\n",
+            ]],
+            None,
+        );
+        let connection = connect(&server.endpoint, soon()).expect("connecting");
+        match connection.post_stream("/v3/watch", None, b"{}", soon()) {
+            Ok(Streamed::Refused(answer)) => {
+                assert_eq!(answer.status, 401);
+                assert_eq!(answer.body, b"{\"error\":\"no\"}\n");
+            }
+            Ok(Streamed::Lines(_)) => panic!("a 401 is no stream"),
+            Err(fault) => panic!("{fault:?}"),
+        }
+        server.requests();
+    }
+
+    #[test]
+    fn a_line_of_a_stream_waits_no_longer_than_its_deadline() {
+        let (hold, held) = mpsc::channel();
+        let server = Server::start(
+            vec![vec![
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "6\r\n{\"a\":1\r\n",
+            ]],
+            Some(held),
+        );
+        let connection = connect(&server.endpoint, soon()).expect("connecting");
+        let Ok(Streamed::Lines(mut lines)) =
+            connection.post_stream("/v3/watch", None, b"{}", soon())
+        else {
+            panic!("a stream");
+        };
+        let wait = Duration::from_millis(200);
+        let started = Instant::now();
+        let result = lines.next_line(Some(started + wait));
+        assert!(matches!(result, Err(Fault::TimedOut)), "{result:?}");
+        // Not sooner, and not at the later deadline the request was sent with.
+        let waited = started.elapsed();
+        assert!(
+            waited >= wait && waited < EXCHANGE / 2,
+            "gave up after {waited:?}"
+        );
+        drop(hold);
+        server.requests();
     }
 }

@@ -11,6 +11,10 @@ const MAX_SECONDS: f64 = 1e9;
 
 /// Seconds as a non-negative decimal number (`1`, `0.25`).
 pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    // `-0` parses as a float: refused like any other negative number.
+    if text.trim_start().starts_with('-') {
+        return Err(format!("{text:?} is negative; seconds are 0 or more"));
+    }
     let seconds: f64 = text
         .trim()
         .parse()
@@ -43,6 +47,7 @@ mod tests {
         assert_eq!(parse_seconds("0.25"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_seconds("3"), Ok(Duration::from_secs(3)));
         assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("-0").is_err());
         assert!(parse_seconds("soon").is_err());
         assert!(parse_seconds("inf").is_err());
         assert!(parse_seconds("1e19").is_err());

@@ -11,6 +11,7 @@ use std::path::Path;
 use crate::config::Plan;
 use crate::error::Error;
 use crate::exec::resolve;
+use crate::logging::one_line;
 use crate::phase::entries::{self, Entry, Kind};
 use crate::phase::export::{publish_key, publishes, BOOTSTRAP, HEALTH, TEARDOWN};
 use crate::phase::template;
@@ -75,7 +76,8 @@ struct Report<'o, W: Write> {
 
 impl<W: Write> Report<'_, W> {
     fn line(&mut self, text: String) -> Result<(), Error> {
-        writeln!(self.out, "{text}").map_err(|err| Error::io("stdout", "writing the plan", err))
+        writeln!(self.out, "{}", one_line(&text))
+            .map_err(|err| Error::io("stdout", "writing the plan", err))
     }
 
     fn error(&mut self, err: Error) {

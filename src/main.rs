@@ -36,6 +36,9 @@ fn main() {
 }
 
 fn fail(err: envharness::Error) -> ! {
-    eprintln!("envharness: {err}");
+    eprintln!(
+        "envharness: {}",
+        envharness::logging::one_line(&err.to_string())
+    );
     exit(err.exit_status())
 }

@@ -52,7 +52,7 @@ pub struct Cli {
     pub export: Option<OsString>,
 
     /// Limit for one run of one script, fractions allowed; 0 means none [default: 0]
-    #[arg(long, value_name = "SECS", env = "ENVHARNESS_TIMEOUT", hide_env_values = true, value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", env = "ENVHARNESS_TIMEOUT", hide_env_values = true, allow_negative_numbers = true, value_parser = parse_seconds)]
     pub timeout: Option<Duration>,
 
     /// Run a failing script again up to N more times [default: 0]
@@ -65,7 +65,7 @@ pub struct Cli {
     pub retries: Option<u32>,
 
     /// Pause between tries, fractions allowed [default: 1]
-    #[arg(long, value_name = "SECS", env = "ENVHARNESS_RETRY_INTERVAL", hide_env_values = true, value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", env = "ENVHARNESS_RETRY_INTERVAL", hide_env_values = true, allow_negative_numbers = true, value_parser = parse_seconds)]
     pub retry_interval: Option<Duration>,
 
     /// Run up to N environment scripts of a directory at once; 0 means all [default: 1]
@@ -92,7 +92,7 @@ pub struct Cli {
     pub group: bool,
 
     /// With --init: grace after SIGTERM/SIGINT before SIGKILL [default: 10]
-    #[arg(long, value_name = "SECS", env = "ENVHARNESS_STOP_TIMEOUT", hide_env_values = true, value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", env = "ENVHARNESS_STOP_TIMEOUT", hide_env_values = true, allow_negative_numbers = true, value_parser = parse_seconds)]
     pub stop_timeout: Option<Duration>,
 
     /// With --init: re-run discovery every SECS; 0: only on SIGHUP or a registry change
@@ -100,13 +100,9 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = parse_seconds)]
     pub watch: Option<Duration>,
 
-    /// With --watch: restart, or a signal to send (HUP, SIGUSR1, 15, ...) [default: restart]
-    #[arg(
-        long,
-        value_name = "ACTION",
-        env = "ENVHARNESS_ON_CHANGE",
-        hide_env_values = true
-    )]
+    /// With --watch: restart, or a signal to send (HUP, SIGUSR1, 15, ...)
+    /// [env: ENVHARNESS_ON_CHANGE] [default: restart]
+    #[arg(long, value_name = "ACTION")]
     pub on_change: Option<String>,
 
     /// NAME must end up non-empty (and match REGEX, anchored); repeatable
@@ -176,11 +172,11 @@ pub struct Cli {
     pub instance: Option<String>,
 
     /// With --init: lease of published keys, whole seconds, at least 2 [default: 10]
-    #[arg(long, value_name = "SECS", env = "ENVHARNESS_TTL", hide_env_values = true, value_parser = kv::parse_ttl)]
+    #[arg(long, value_name = "SECS", env = "ENVHARNESS_TTL", hide_env_values = true, allow_negative_numbers = true, value_parser = kv::parse_ttl)]
     pub ttl: Option<Duration>,
 
     /// With --init: how often the export directory's health check runs [default: 10]
-    #[arg(long, value_name = "SECS", env = "ENVHARNESS_HEALTH_INTERVAL", hide_env_values = true, value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", env = "ENVHARNESS_HEALTH_INTERVAL", hide_env_values = true, allow_negative_numbers = true, value_parser = parse_seconds)]
     pub health_interval: Option<Duration>,
 
     /// The command and its arguments (everything after `--` is the command)

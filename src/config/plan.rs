@@ -67,7 +67,7 @@ impl Plan {
         let group = cli.group || boolean_variable(&var, "ENVHARNESS_GROUP")?;
         let no_clobber = cli.no_clobber || boolean_variable(&var, "ENVHARNESS_NO_CLOBBER")?;
         let mode = choose_mode(&cli)?;
-        let on_change = on_change(cli.on_change.as_deref())?;
+        let on_change = on_change(cli.on_change.as_deref(), &var)?;
         let watch = watch_interval(cli.watch, &var)?;
         if watch.is_some() && !init {
             return Err(Error::Usage(
@@ -138,6 +138,7 @@ fn registry(cli: &Cli) -> Result<Option<registry::Settings>, Error> {
     let Some(url) = cli.kv.clone().filter(|url| !url.is_empty()) else {
         return Ok(None);
     };
+    registry::check_url(&url)?;
     let instance = match cli.instance.clone().filter(|id| !id.is_empty()) {
         Some(instance) => instance,
         None => hostname(cli.hostname.as_deref())?,
@@ -181,22 +182,32 @@ fn watch_interval(
         .map_err(|reason| Error::Usage(format!("ENVHARNESS_WATCH: {reason}")))
 }
 
-/// `--on-change restart|SIGNAL`; checked even without `--watch`, where it has no effect.
-fn on_change(action: Option<&str>) -> Result<OnChange, Error> {
-    let Some(action) = action.filter(|action| !action.is_empty()) else {
-        return Ok(OnChange::Restart);
+/// `--on-change restart|SIGNAL`, else `ENVHARNESS_ON_CHANGE` (empty: unset, as for the other
+/// variables); checked even without `--watch`, where it has no effect.
+fn on_change(
+    flag: Option<&str>,
+    var: impl Fn(&str) -> Option<OsString>,
+) -> Result<OnChange, Error> {
+    let from_variable = var("ENVHARNESS_ON_CHANGE")
+        .filter(|value| !value.is_empty())
+        .map(|value| value.to_string_lossy().into_owned());
+    // Messages name what the user wrote: the flag, or the variable.
+    let (action, given) = match (flag, &from_variable) {
+        (Some(action), _) => (action, format!("--on-change {action:?}")),
+        (None, Some(action)) => (action.as_str(), format!("ENVHARNESS_ON_CHANGE={action:?}")),
+        (None, None) => return Ok(OnChange::Restart),
     };
     if action.eq_ignore_ascii_case("restart") {
         return Ok(OnChange::Restart);
     }
     let signal = parse_signal(action).ok_or_else(|| {
         Error::Usage(format!(
-            "--on-change {action:?}: not `restart` nor a signal (HUP, SIGUSR1, 15, ...)"
+            "{given}: not `restart` nor a signal (HUP, SIGUSR1, 15, ...)"
         ))
     })?;
     if matches!(signal, Signal::SIGKILL | Signal::SIGSTOP) {
         return Err(Error::Usage(format!(
-            "--on-change {action}: {} cannot be caught, so the command could not react to it; use restart",
+            "{given}: {} cannot be caught, so the command could not react to it; use restart",
             signal.as_str()
         )));
     }

@@ -258,6 +258,20 @@ pub fn open(url: &str, credentials: Option<Credentials>) -> Result<Box<dyn Store
     }
 }
 
+/// Checks a `--kv` URL as the harness starts, contacting nothing and creating nothing: a
+/// scheme, a path or an endpoint that could never work is a usage error before anything runs,
+/// even under `--init`, where the store itself is opened later, on the registry's thread.
+pub fn check_url(url: &str) -> Result<(), Error> {
+    let file = url
+        .split_once("://")
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("file"));
+    match file {
+        Some((_, rest)) if !url.contains('@') => file::store_directory(url, rest).map(drop),
+        // The etcd store contacts nobody when it is opened.
+        _ => open(url, None).map(drop),
+    }
+}
+
 /// A store that cannot be opened is named by its URL (docs/reference.md §11.1), with what failed.
 fn unusable(url: &str, err: Error) -> Error {
     match err {

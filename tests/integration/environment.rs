@@ -347,3 +347,22 @@ fn an_error_in_a_dotenv_file_never_shows_its_values() {
         .error_line(&["env/a.env", "line 2", "expected KEY=VALUE"])
         .stderr_lacks("sup3rsecret");
 }
+
+#[test]
+fn names_with_control_characters_are_escaped_so_every_message_stays_one_line() {
+    let mut t = Test::new();
+    t.dir("export")
+        .dir("env/sub\ndir")
+        .file("env/bad\nname", "x")
+        .file("env/OK", "1");
+    t.args(&["-e", "env", "-x", "export", "--print"]);
+    let run = t.run();
+    run.status(125)
+        .error_line(&["env/bad\\nname", "not a valid variable name"]);
+    assert_eq!(run.stderr.lines().count(), 1, "{:?}", run.stderr);
+    // A warning, too: the subdirectory is skipped (the bad entry is gone).
+    std::fs::remove_file(t.path("env/bad\nname")).unwrap();
+    let run = t.run();
+    run.success().error_line(&["env/sub\\ndir", "subdirectory"]);
+    assert_eq!(run.stderr.lines().count(), 1, "{:?}", run.stderr);
+}

@@ -324,6 +324,11 @@ fn invalid_keys_are_refused_naming_the_key_and_the_reason(store: &dyn KvStore) {
                 .error_line(&[&format!("envharness: {key}: "), reason]);
         }
     }
+    // A key with a control character is named escaped: the message stays one line.
+    let run = c.run(&["get", "--", "a\nforged: line"]);
+    run.status(125)
+        .error_line(&["envharness: a\\nforged: line: ", "may only hold"]);
+    assert_eq!(run.stderr.lines().count(), 1, "{:?}", run.stderr);
     c.run(&["put", &"k".repeat(512), "longest"]).success();
     c.run(&["get", &"k".repeat(512)])
         .success()

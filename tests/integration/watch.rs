@@ -465,7 +465,7 @@ fn watch_needs_init() {
 }
 
 #[test]
-fn bad_watch_and_on_change_values_are_usage_errors() {
+fn bad_option_values_are_usage_errors_naming_the_flag_or_variable() {
     for (args, env, words) in [
         (vec!["--init", "--watch", "-1"], None, vec!["--watch"]),
         (
@@ -481,12 +481,12 @@ fn bad_watch_and_on_change_values_are_usage_errors() {
         (
             vec!["--init", "--watch", "1", "--on-change", "KILL"],
             None,
-            vec!["--on-change KILL", "SIGKILL cannot be caught"],
+            vec!["--on-change \"KILL\"", "SIGKILL cannot be caught"],
         ),
         (
             vec!["--on-change", "STOP"],
             None,
-            vec!["--on-change STOP", "SIGSTOP"],
+            vec!["--on-change \"STOP\"", "SIGSTOP"],
         ),
         (
             vec!["--plan", "--on-change", "SIGFOO"],
@@ -497,7 +497,28 @@ fn bad_watch_and_on_change_values_are_usage_errors() {
         (
             vec![],
             Some(("ENVHARNESS_ON_CHANGE", "reload")),
-            vec!["\"reload\"", "not `restart` nor a signal"],
+            vec![
+                "ENVHARNESS_ON_CHANGE=\"reload\"",
+                "not `restart` nor a signal",
+            ],
+        ),
+        (vec!["--on-change", ""], None, vec!["--on-change \"\""]),
+        (
+            vec!["--init", "--watch", "-0"],
+            None,
+            vec!["--watch", "negative"],
+        ),
+        (vec!["--ttl", "-0"], None, vec!["--ttl", "whole number"]),
+        (vec!["--timeout", "-1"], None, vec!["--timeout", "negative"]),
+        (
+            vec!["--init", "--kv", "bogus://x"],
+            None,
+            vec!["bogus://x", "unknown registry scheme"],
+        ),
+        (
+            vec!["--kv", "file://relative"],
+            None,
+            vec!["file://relative", "absolute path"],
         ),
     ] {
         let mut t = Test::new();

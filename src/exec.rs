@@ -31,10 +31,11 @@ const DEFAULT_PATH: &str = "/bin:/usr/bin";
 pub fn exec(
     command: &[OsString],
     env: &[(OsString, OsString)],
+    found: Option<&Found>,
     signals: &Signals,
     just_before: impl FnOnce() -> Result<(), Error>,
 ) -> Error {
-    let prepared = match Prepared::new(command, env) {
+    let prepared = match Prepared::new(command, env, found) {
         Ok(prepared) => prepared,
         Err(err) => return err,
     };
@@ -58,15 +59,20 @@ pub struct Prepared {
 
 impl Prepared {
     /// Fails with 127 when the command is not found (a path included: a dangling symlink
-    /// is not found, as execve says).
-    pub fn new(command: &[OsString], env: &[(OsString, OsString)]) -> Result<Prepared, Error> {
+    /// is not found, as execve says), and refuses a `#!` loop. What was `found` before the
+    /// start is used as it is when `env` searches the same PATH.
+    pub fn new(
+        command: &[OsString],
+        env: &[(OsString, OsString)],
+        found: Option<&Found>,
+    ) -> Result<Prepared, Error> {
         let program = display(&command[0]);
-        // A path that is not there is not found either, before anything is announced for
-        // it (exec mode publishes between this and the execve).
-        let Some(path) = resolve(&command[0], env).filter(|path| path.exists()) else {
-            return Err(Error::CommandNotFound { program });
+        let path = match found.filter(|found| found.searched_as(command, env)) {
+            Some(found) => found.path.clone(),
+            None => find(command, env)?.ok_or(Error::CommandNotFound {
+                program: program.clone(),
+            })?,
         };
-        refuse_a_loop(&command[0], &path, env)?;
         let args = ExecArgs::new(&path, command, env);
         Ok(Prepared {
             program,
@@ -81,6 +87,55 @@ impl Prepared {
     }
 }
 
+/// Where the command was found before anything ran, with the PATH it was looked for in, its
+/// `#!` line found to be no loop. At exec the same PATH finds the same file: it is not looked
+/// for, nor its first line read, again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    program: OsString,
+    path_variable: Option<OsString>,
+    path: PathBuf,
+}
+
+impl Found {
+    /// Looks for the command in the harness's own PATH and refuses a loop (docs/reference.md
+    /// §1.5: before anything runs). None when it is not there (the final PATH may hold it).
+    pub fn before_start(
+        command: &[OsString],
+        harness_env: &[(OsString, OsString)],
+    ) -> Result<Option<Found>, Error> {
+        Ok(find(command, harness_env)?.map(|path| Found {
+            program: command[0].clone(),
+            path_variable: path_variable(harness_env).map(OsStr::to_owned),
+            path,
+        }))
+    }
+
+    /// Whether `env` would find `command` where this was found.
+    fn searched_as(&self, command: &[OsString], env: &[(OsString, OsString)]) -> bool {
+        self.program == command[0]
+            && (self.program.as_bytes().contains(&b'/')
+                || self.path_variable.as_deref() == path_variable(env))
+    }
+}
+
+/// The command's path in `env`'s PATH, its `#!` line checked; None when it is not there (a
+/// path that is not there is not found either: nothing is announced for it, as exec mode
+/// publishes between this and the execve).
+fn find(command: &[OsString], env: &[(OsString, OsString)]) -> Result<Option<PathBuf>, Error> {
+    let Some(path) = resolve(&command[0], env).filter(|path| path.exists()) else {
+        return Ok(None);
+    };
+    refuse_a_loop(&command[0], &path, env)?;
+    Ok(Some(path))
+}
+
+fn path_variable(env: &[(OsString, OsString)]) -> Option<&OsStr> {
+    env.iter()
+        .find(|(name, _)| name == "PATH")
+        .map(|(_, value)| value.as_os_str())
+}
+
 /// The command's path: as given when it has a `/`; else, as execvp(3) searches, the first
 /// executable file of that name in the final PATH (an empty entry is the current directory),
 /// or failing that the first non-executable one, so that exec reports 126 "permission
@@ -92,10 +147,7 @@ pub fn resolve(program: &OsStr, env: &[(OsString, OsString)]) -> Option<PathBuf>
     if program.as_bytes().contains(&b'/') {
         return Some(PathBuf::from(program));
     }
-    let path = env
-        .iter()
-        .find(|(name, _)| name == "PATH")
-        .map_or(OsStr::new(DEFAULT_PATH), |(_, value)| value.as_os_str());
+    let path = path_variable(env).unwrap_or(OsStr::new(DEFAULT_PATH));
     let mut not_executable = None;
     for dir in path.as_bytes().split(|byte| *byte == b':') {
         let dir = if dir.is_empty() { b".".as_slice() } else { dir };
@@ -117,11 +169,7 @@ pub fn resolve(program: &OsStr, env: &[(OsString, OsString)]) -> Option<PathBuf>
 /// `--` word: the kernel would run envharness with the script as its command, which the kernel
 /// would run with envharness again, forever (docs/reference.md §1.5). A line with
 /// `-- INTERPRETER` is a nested harness, and runs.
-pub fn refuse_a_loop(
-    program: &OsStr,
-    path: &Path,
-    env: &[(OsString, OsString)],
-) -> Result<(), Error> {
+fn refuse_a_loop(program: &OsStr, path: &Path, env: &[(OsString, OsString)]) -> Result<(), Error> {
     let Some(args) = interpreter_line(path).and_then(|line| envharness_arguments(&line, env))
     else {
         return Ok(());

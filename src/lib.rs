@@ -43,10 +43,11 @@ pub use error::Error;
 
 use config::cli::Cli;
 use config::{Mode, Plan};
+use exec::Found;
 use os::signals::Signals;
 use phase::export::Announced;
 use phase::hosts::EnvironmentRoot;
-use phase::resolve::{Resolved, Resolver};
+use phase::resolve::Resolver;
 use print::Format;
 use registry::publish::Registration;
 use registry::reads::ReadLog;
@@ -63,10 +64,7 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
     let then = match &plan.mode {
         Mode::Explain { command } => return explain_plan(&plan, command, &harness_env),
         Mode::Print { format } => Then::Print(*format),
-        Mode::Exec { command } => {
-            refuse_a_loop_now(command, &harness_env)?;
-            Then::Exec(command)
-        }
+        Mode::Exec { command } => Then::Exec(command, Found::before_start(command, &harness_env)?),
     };
     if let Some(unmatched) = plan
         .environment_root
@@ -78,7 +76,7 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
     let signals = Signals::install(plan.supervision.is_some(), plan.rerun().is_some())
         .map_err(|err| Error::io("signalfd", "watching signals", err))?;
     let mut host = PhaseHost::new(&signals, plan.limits);
-    let exec_mode = matches!(then, Then::Exec(_)) && plan.supervision.is_none();
+    let exec_mode = matches!(then, Then::Exec(..)) && plan.supervision.is_none();
     let announced = phase::export::announce(
         &plan.export,
         &mut host,
@@ -101,16 +99,27 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
             }
             print_variables(&resolved.vars, format)
         }
-        (Then::Exec(command), None) => Err(exec::exec(command, &resolved.env, &signals, || {
-            publish_unleased(&plan, &announced)
-        })),
-        (Then::Exec(command), Some(settings)) => {
+        (Then::Exec(command, found), None) => Err(exec::exec(
+            command,
+            &resolved.env,
+            found.as_ref(),
+            &signals,
+            || publish_unleased(&plan, &announced),
+        )),
+        (Then::Exec(command, found), Some(settings)) => {
             let started = Supervised {
                 plan: &plan,
                 settings,
                 signals: &signals,
             };
-            started.run(command, resolved, resolver, announced, host)
+            let service = Service {
+                command,
+                found,
+                env: resolved.env,
+                export: &plan.export,
+                limits: plan.limits,
+            };
+            started.run(service, &resolved.vars, resolver, announced, host)
         }
     }
 }
@@ -118,7 +127,8 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
 /// What follows the phases (`--plan` runs none).
 enum Then<'p> {
     Print(Format),
-    Exec(&'p [OsString]),
+    /// The command, and where it was found before anything ran (if it was).
+    Exec(&'p [OsString], Option<Found>),
 }
 
 /// Step 5 under `--init`: the command as a child, then `teardown`.
@@ -131,8 +141,8 @@ struct Supervised<'a> {
 impl Supervised<'_> {
     fn run(
         &self,
-        command: &[OsString],
-        resolved: Resolved,
+        mut service: Service,
+        applied: &Variables,
         resolver: Resolver,
         announced: Announced,
         mut host: PhaseHost,
@@ -143,18 +153,12 @@ impl Supervised<'_> {
         // at once, its keys published for a moment.
         host.check_stop()?;
         let reruns = self.settings.rerun.map(|rerun| {
-            let mut reruns = Reruns::new(resolver, rerun, &resolved.vars);
+            let mut reruns = Reruns::new(resolver, rerun, applied);
             if host.rerun_requested() {
                 reruns.request();
             }
             reruns
         });
-        let mut service = Service {
-            command,
-            env: resolved.env,
-            health: phase::export::find_health(&self.plan.export).map(|entry| entry.path),
-            limits: self.plan.limits,
-        };
         let status = supervise::supervise(
             &mut service,
             self.signals,
@@ -164,15 +168,6 @@ impl Supervised<'_> {
         );
         phase::export::teardown(&self.plan.export, &mut host, &service.env);
         status
-    }
-}
-
-/// A command that would run envharness on itself forever is refused before anything runs, as
-/// given or found in the harness's own PATH (and again at exec, in the final PATH).
-fn refuse_a_loop_now(command: &[OsString], harness_env: &Environment) -> Result<(), Error> {
-    match exec::resolve(&command[0], harness_env) {
-        Some(path) => exec::refuse_a_loop(&command[0], &path, harness_env),
-        None => Ok(()),
     }
 }
 

@@ -33,11 +33,12 @@ mod start;
 mod supervisor;
 
 use std::ffi::OsString;
-use std::path::PathBuf;
 use std::time::Duration;
 
 pub use supervisor::supervise;
 
+use crate::exec::Found;
+use crate::phase::Directory;
 use crate::runner::Limits;
 use crate::variables::Environment;
 use rerun::RerunSettings;
@@ -58,11 +59,13 @@ pub struct Supervision {
 /// What runs under supervision.
 pub struct Service<'a> {
     pub command: &'a [OsString],
+    /// Where the command was found before the start.
+    pub found: Option<Found>,
     /// The command's environment; once supervision is over, the environment of the command
     /// that ran last (teardown gets it).
     pub env: Environment,
-    /// The export directory's `health`, if it has one to run.
-    pub health: Option<PathBuf>,
+    /// The export directory, whose `health` runs while the command does.
+    pub export: &'a Directory,
     /// How `health` and a re-run's scripts run.
     pub limits: Limits,
 }

@@ -12,16 +12,18 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{setpgid, Pid};
 
 use crate::error::Error;
-use crate::exec::{ExecArgs, Prepared};
+use crate::exec::{ExecArgs, Found, Prepared};
 use crate::os::signals::{Signals, StartupState};
 
-/// Starts the command; 126/127 when it cannot be executed (the child is reaped then).
+/// Starts the command (where it was `found` before the start, when `env` searches the same
+/// PATH); 126/127 when it cannot be executed (the child is reaped then).
 pub fn spawn(
     command: &[OsString],
     env: &[(OsString, OsString)],
+    found: Option<&Found>,
     signals: &Signals,
 ) -> Result<Pid, Error> {
-    let prepared = Prepared::new(command, env)?;
+    let prepared = Prepared::new(command, env, found)?;
     let startup = signals.startup_state();
     let exec_errno = AtomicI32::new(0);
     // Not posix_spawn: glibc and musl leave their internal real-time signals ignored in a

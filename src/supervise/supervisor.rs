@@ -21,6 +21,7 @@ use crate::exec::display;
 use crate::os::children::{children, reap};
 use crate::os::poll::Poll;
 use crate::os::signals::{Signals, FORWARDED_ONLY, STOP_SIGNALS};
+use crate::phase::export::find_health;
 use crate::registry::publish::{Registration, WITHDRAW_WAIT};
 use crate::runner::{Host, Limits, Pipe, Pool};
 
@@ -38,15 +39,19 @@ pub fn supervise(
     signals
         .read_forwarded()
         .map_err(|err| Error::io("signalfd", "watching signals", err))?;
-    let pid = spawn(service.command, &service.env, signals)?;
+    let pid = spawn(
+        service.command,
+        &service.env,
+        service.found.as_ref(),
+        signals,
+    )?;
     log::debug!("started {} as pid {pid}", display(&service.command[0]));
     // From here on the harness runs for as long as the command: memory it frees must be
     // reused, which the start-up arena does not do.
     crate::arena::end_startup();
-    let health = service
-        .health
-        .clone()
-        .map(|path| Health::new(path, settings.health_interval));
+    // Looked for once the command is started: the listing overlaps the command's own start.
+    let health =
+        find_health(service.export).map(|entry| Health::new(entry.path, settings.health_interval));
     let mut supervisor = Supervisor {
         signals,
         settings,
@@ -457,7 +462,8 @@ impl Supervisor<'_> {
         self.course = Course::Serving;
         change.write_templates();
         // The environment changes only with a command that runs with it (teardown gets it).
-        let pid = spawn(self.command, &change.env, self.signals)?;
+        // Looked for again, its #! line read again: it may have changed since the start.
+        let pid = spawn(self.command, &change.env, None, self.signals)?;
         self.child = Child::Running(pid);
         *self.env = std::mem::take(&mut change.env);
         log::debug!("restarted {} as pid {pid}", display(&self.command[0]));

@@ -13,7 +13,9 @@ const MAX_SECONDS: f64 = 1e9;
 pub fn parse_seconds(text: &str) -> Result<Duration, String> {
     // `-0` parses as a float: refused like any other negative number.
     if text.trim_start().starts_with('-') {
-        return Err(format!("{text:?} is not a number of seconds: it is negative"));
+        return Err(format!(
+            "{text:?} is not a number of seconds: it is negative"
+        ));
     }
     let seconds: f64 = text
         .trim()

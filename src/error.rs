@@ -79,6 +79,15 @@ pub enum Error {
         waited: Option<Duration>,
     },
 
+    /// A `--wait-for` address that does not accept a connection; `name` is the variable that
+    /// held it, `address` only `HOST:PORT` (never a password).
+    #[error("{}{address} not reachable: {reason}", name.as_ref().map(|name| format!("{name}: ")).unwrap_or_default())]
+    Unreachable {
+        name: Option<String>,
+        address: String,
+        reason: String,
+    },
+
     /// A `--require` that the final environment does not meet.
     #[error("{name}: {}", unmet_reason(rule.as_deref()))]
     Unmet { name: String, rule: Option<String> },

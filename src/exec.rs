@@ -20,6 +20,7 @@ use crate::error::Error;
 use crate::os::c_string;
 use crate::os::shebang::{explain_exec_error, interpreter_line, InterpreterLine};
 use crate::os::signals::Signals;
+use crate::os::user::Switch;
 use crate::variables::env_strings;
 
 /// What execvp uses when PATH is unset (confstr(_CS_PATH) on glibc and musl).
@@ -32,6 +33,7 @@ pub fn exec(
     command: &[OsString],
     env: &[(OsString, OsString)],
     found: Option<&Found>,
+    user: Option<&Switch>,
     signals: &Signals,
     just_before: impl FnOnce() -> Result<(), Error>,
 ) -> Error {
@@ -44,6 +46,12 @@ pub fn exec(
     }
     if let Err(err) = signals.startup_state().restore() {
         return Error::io(prepared.path, "restoring the signal mask", err);
+    }
+    // Last, so that nothing of the harness's own runs as USER.
+    if let Some(user) = user {
+        if let Err(failed) = user.switch() {
+            return user.failed(failed);
+        }
     }
     let errno = prepared.args.execve();
     prepared.not_executed(errno)

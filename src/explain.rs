@@ -13,9 +13,10 @@ use crate::error::Error;
 use crate::exec::resolve;
 use crate::logging::one_line;
 use crate::phase::entries::{self, Entry, Kind};
-use crate::phase::export::{publish_key, publishes, BOOTSTRAP, HEALTH, TEARDOWN};
+use crate::phase::export::{publish_key, publishes, BOOTSTRAP, HEALTH, PRESTOP, TEARDOWN};
 use crate::phase::template;
 use crate::phase::Directory;
+use crate::supervise::Supervision;
 use crate::variables::Environment;
 
 /// Writes the plan to `out`; the first error found, if any, is returned after everything was
@@ -56,10 +57,21 @@ pub fn explain(
     for requirement in &discovery.requirements {
         report.line(requirement.describe())?;
     }
+    for address in &discovery.wait_for {
+        report.line(address.describe())?;
+    }
     for (line, err) in template::describe(&discovery.templates) {
         report.line(line)?;
         if let Some(err) = err {
             report.error(err);
+        }
+    }
+    if let Some(user) = &plan.user {
+        report.line(user.describe())?;
+    }
+    if let Some(settings) = &plan.supervision {
+        for line in stopping(settings) {
+            report.line(line)?;
         }
     }
     report.command(command, harness_env)?;
@@ -155,6 +167,27 @@ impl<W: Write> Report<'_, W> {
     }
 }
 
+/// How a stop goes under `--init`, when it goes otherwise than by default.
+fn stopping(settings: &Supervision) -> Vec<String> {
+    let mut lines = Vec::new();
+    if !settings.drain.is_zero() {
+        lines.push(format!(
+            "drain {}s after a stop signal before forwarding it",
+            settings.drain.as_secs_f64()
+        ));
+    }
+    for (from, to) in &settings.rewrites.0 {
+        lines.push(match to {
+            Some(to) => format!("rewrite {} to {}", from.as_str(), to.as_str()),
+            None => format!("rewrite {} to nothing (dropped)", from.as_str()),
+        });
+    }
+    for (from, to) in &settings.exit_map.0 {
+        lines.push(format!("remap exit status {from} to {to}"));
+    }
+    lines
+}
+
 fn export_action(entry: &Entry, supervised: bool, instance: Option<&str>) -> Result<String, Error> {
     Ok(match &entry.kind {
         Kind::Run if entry.name == BOOTSTRAP => "run (first)".into(),
@@ -164,6 +197,10 @@ fn export_action(entry: &Entry, supervised: bool, instance: Option<&str>) -> Res
             "run as the health check (--init)".into()
         }
         Kind::Run if entry.name == HEALTH => "ignored (health runs only under --init)".into(),
+        Kind::Run if entry.name == PRESTOP && supervised => {
+            "run on a stop signal, before it is forwarded (--init)".into()
+        }
+        Kind::Run if entry.name == PRESTOP => "ignored (prestop runs only under --init)".into(),
         Kind::Run => match instance.filter(|_| publishes(entry)) {
             Some(instance) => format!("run; publish {}", publish_key(entry, instance)?),
             None => "run".into(),

@@ -99,13 +99,20 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
             }
             print_variables(&resolved.vars, format)
         }
-        (Then::Exec(command, found), None) => Err(exec::exec(
-            command,
-            &resolved.env,
-            found.as_ref(),
-            &signals,
-            || publish_unleased(&plan, &announced),
-        )),
+        (Then::Exec(command, found), None) => {
+            let env = match &plan.user {
+                Some(user) => user.environment(&resolved.env, resolved.vars.get("HOME").is_some()),
+                None => resolved.env,
+            };
+            Err(exec::exec(
+                command,
+                &env,
+                found.as_ref(),
+                plan.user.as_ref(),
+                &signals,
+                || publish_unleased(&plan, &announced),
+            ))
+        }
         (Then::Exec(command, found), Some(settings)) => {
             let started = Supervised {
                 plan: &plan,
@@ -115,7 +122,9 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
             let service = Service {
                 command,
                 found,
+                home_from_directory: resolved.vars.get("HOME").is_some(),
                 env: resolved.env,
+                user: plan.user.as_ref(),
                 export: &plan.export,
                 limits: plan.limits,
             };

@@ -91,7 +91,7 @@ pub struct Cli {
     #[arg(long)]
     pub group: bool,
 
-    /// With --init: grace after SIGTERM/SIGINT before SIGKILL [default: 10]
+    /// With --init: grace after SIGTERM/SIGINT before SIGKILL [default: 5]
     #[arg(long, value_name = "SECS", env = "ENVHARNESS_STOP_TIMEOUT", hide_env_values = true, allow_negative_numbers = true, value_parser = parse_seconds)]
     pub stop_timeout: Option<Duration>,
 
@@ -178,6 +178,33 @@ pub struct Cli {
     /// With --init: how often the export directory's health check runs [default: 10]
     #[arg(long, value_name = "SECS", env = "ENVHARNESS_HEALTH_INTERVAL", hide_env_values = true, allow_negative_numbers = true, value_parser = parse_seconds)]
     pub health_interval: Option<Duration>,
+
+    /// Run the command (only the command) as USER, a name or a uid, with GROUP
+    /// [env: ENVHARNESS_USER]
+    #[arg(long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+
+    /// A TCP address (HOST:PORT, a URL, or a variable that holds one) that must accept a
+    /// connection before the command starts; repeatable
+    /// [env: ENVHARNESS_WAIT_FOR (whitespace-separated)]
+    #[arg(long, value_name = "ADDRESS")]
+    pub wait_for: Vec<String>,
+
+    /// With --init: on SIGTERM/SIGINT withdraw the keys, run prestop, and keep the command
+    /// serving until SECS after the signal before forwarding it [env: ENVHARNESS_DRAIN]
+    /// [default: 0]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = parse_seconds)]
+    pub drain: Option<Duration>,
+
+    /// With --init: forward signal FROM as TO (TERM:QUIT), or drop it (USR1:0); repeatable
+    /// [env: ENVHARNESS_REWRITE (whitespace-separated)]
+    #[arg(long, value_name = "FROM:TO")]
+    pub rewrite: Vec<String>,
+
+    /// With --init: exit M where the command's status would be N (143:0); repeatable
+    /// [env: ENVHARNESS_REMAP_EXIT (whitespace-separated)]
+    #[arg(long, value_name = "N:M")]
+    pub remap_exit: Vec<String>,
 
     /// The command and its arguments (everything after `--` is the command)
     #[arg(value_name = "COMMAND", trailing_var_arg = true)]

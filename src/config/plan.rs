@@ -17,17 +17,20 @@ use nix::sys::signal::Signal;
 use super::cli::Cli;
 use crate::duration::parse_seconds;
 use crate::error::Error;
+use crate::os::signals::{FORWARDED_ONLY, STOP_SIGNALS};
+use crate::os::user::Switch;
 use crate::phase::environment::EnvironmentSettings;
 use crate::phase::hosts::{self, EnvironmentRoot};
 use crate::phase::require::Requirement;
+use crate::phase::require::WaitFor;
 use crate::phase::resolve::Discovery;
-use crate::phase::template::Template;
+use crate::phase::template::{Owner, Template};
 use crate::phase::Directory;
 use crate::print::Format;
 use crate::registry::{self, Key};
 use crate::runner::Limits;
 use crate::supervise::rerun::{OnChange, RerunSettings};
-use crate::supervise::Supervision;
+use crate::supervise::{ExitMap, Rewrites, Supervision};
 
 pub const DEFAULT_ENVIRONMENT: &str = "/environment";
 pub const DEFAULT_EXPORT: &str = "/export";
@@ -57,8 +60,14 @@ pub struct Plan {
     pub environment_root: Option<EnvironmentRoot>,
     /// `--kv` and what goes with it.
     pub registry: Option<registry::Settings>,
+    /// `--user`: who the command runs as.
+    pub user: Option<Switch>,
     pub mode: Mode,
 }
+
+/// The grace after a stop signal: with `teardown`, a stop must fit in an engine's own grace
+/// (docker's and podman's 10 s), or the engine kills the harness before teardown runs.
+const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Plan {
     /// Decides the plan; `var` reads the harness's environment (a parameter so tests need none).
@@ -75,6 +84,12 @@ impl Plan {
             ));
         }
         let requirements = requirements(&cli.require, &var)?;
+        let wait_for = flags_or_list(&cli.wait_for, &var, "ENVHARNESS_WAIT_FOR")
+            .iter()
+            .map(|address| WaitFor::parse(address))
+            .collect::<Result<Vec<_>, _>>()?;
+        let user = user(cli.user.as_deref(), &var)?;
+        let stopping = Stopping::from_cli(&cli, &var, init)?;
         let registry = registry(&cli)?;
         let health_interval = cli.health_interval.unwrap_or(Duration::from_secs(10));
         if health_interval.is_zero() {
@@ -83,8 +98,8 @@ impl Plan {
             ));
         }
         let wait = cli.wait.filter(|wait| !wait.is_zero());
-        if wait.is_some() && requirements.is_empty() {
-            log::warn!("--wait has no effect without --require: nothing to wait for");
+        if wait.is_some() && requirements.is_empty() && wait_for.is_empty() {
+            log::warn!("--wait has no effect without --require or --wait-for: nothing to wait for");
         }
         let templates = templates(&cli.template, &var)?;
         let environment_root = environment_root(cli.environment_root, cli.hostname.as_deref())?;
@@ -102,7 +117,15 @@ impl Plan {
                     no_clobber,
                 },
                 requirements,
+                wait_for,
                 templates,
+                owner: user
+                    .as_ref()
+                    .filter(|user| !user.unchanged)
+                    .map(|user| Owner {
+                        uid: user.uid.as_raw(),
+                        gid: user.gid.as_raw(),
+                    }),
             },
             limits: Limits {
                 timeout: cli.timeout.filter(|limit| !limit.is_zero()),
@@ -111,13 +134,17 @@ impl Plan {
             },
             supervision: init.then(|| Supervision {
                 group,
-                stop_timeout: cli.stop_timeout.unwrap_or(Duration::from_secs(10)),
+                stop_timeout: cli.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
                 health_interval,
                 rerun: watch.map(|every| RerunSettings {
                     every: Some(every).filter(|every| !every.is_zero()),
                     on_change,
                 }),
+                drain: stopping.drain,
+                rewrites: stopping.rewrites,
+                exit_map: stopping.exit_map,
             }),
+            user,
             wait,
             environment_root,
             registry,
@@ -233,16 +260,134 @@ fn requirements(
     flags: &[String],
     var: impl Fn(&str) -> Option<OsString>,
 ) -> Result<Vec<Requirement>, Error> {
-    let from_variable;
-    let texts: Vec<&str> = if flags.is_empty() {
-        from_variable = var("ENVHARNESS_REQUIRE")
-            .map(|value| value.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        from_variable.split_whitespace().collect()
-    } else {
-        flags.iter().map(String::as_str).collect()
+    flags_or_list(flags, var, "ENVHARNESS_REQUIRE")
+        .iter()
+        .map(|text| Requirement::parse(text))
+        .collect()
+}
+
+/// A repeatable option's flags, else its variable split at whitespace.
+fn flags_or_list(
+    flags: &[String],
+    var: impl Fn(&str) -> Option<OsString>,
+    variable: &str,
+) -> Vec<String> {
+    if !flags.is_empty() {
+        return flags.to_vec();
+    }
+    var(variable)
+        .map(|value| {
+            value
+                .to_string_lossy()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `--user USER[:GROUP]`, else `ENVHARNESS_USER` (empty: unset), looked up now: an unknown
+/// user is an error before anything runs.
+fn user(
+    flag: Option<&str>,
+    var: impl Fn(&str) -> Option<OsString>,
+) -> Result<Option<Switch>, Error> {
+    let from_variable = var("ENVHARNESS_USER")
+        .filter(|value| !value.is_empty())
+        .map(|value| value.to_string_lossy().into_owned());
+    match flag.or(from_variable.as_deref()) {
+        Some(given) => Switch::lookup(given).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// How a stop goes under `--init`: `--drain`, `--rewrite`, `--remap-exit`.
+struct Stopping {
+    drain: Duration,
+    rewrites: Rewrites,
+    exit_map: ExitMap,
+}
+
+impl Stopping {
+    /// The flags need `--init` (a usage error without it); their variables are read only under
+    /// `--init`, so a harness nested in a script that inherits them still runs.
+    fn from_cli(
+        cli: &Cli,
+        var: impl Fn(&str) -> Option<OsString>,
+        init: bool,
+    ) -> Result<Stopping, Error> {
+        let flags = [
+            ("--drain", cli.drain.is_some()),
+            ("--rewrite", !cli.rewrite.is_empty()),
+            ("--remap-exit", !cli.remap_exit.is_empty()),
+        ];
+        if let Some((flag, _)) = flags.iter().find(|(_, given)| *given).filter(|_| !init) {
+            return Err(Error::Usage(format!(
+                "{flag} needs --init: only a supervising harness stops the command"
+            )));
+        }
+        if !init {
+            return Ok(Stopping {
+                drain: Duration::ZERO,
+                rewrites: Rewrites::default(),
+                exit_map: ExitMap::default(),
+            });
+        }
+        let drain = match cli.drain {
+            Some(drain) => drain,
+            None => match var("ENVHARNESS_DRAIN").filter(|value| !value.is_empty()) {
+                Some(value) => parse_seconds(&value.to_string_lossy())
+                    .map_err(|reason| Error::Usage(format!("ENVHARNESS_DRAIN: {reason}")))?,
+                None => Duration::ZERO,
+            },
+        };
+        let rewrites = flags_or_list(&cli.rewrite, &var, "ENVHARNESS_REWRITE")
+            .iter()
+            .map(|text| rewrite(text))
+            .collect::<Result<_, _>>()?;
+        let exit_map = flags_or_list(&cli.remap_exit, &var, "ENVHARNESS_REMAP_EXIT")
+            .iter()
+            .map(|text| remap_exit(text))
+            .collect::<Result<_, _>>()?;
+        Ok(Stopping {
+            drain,
+            rewrites: Rewrites(rewrites),
+            exit_map: ExitMap(exit_map),
+        })
+    }
+}
+
+/// `FROM:TO`: FROM a signal the harness forwards, TO any signal, or `0` to drop FROM.
+fn rewrite(text: &str) -> Result<(Signal, Option<Signal>), Error> {
+    let usage = |reason: String| Error::Usage(format!("--rewrite {text}: {reason}"));
+    let (from, to) = text
+        .split_once(':')
+        .ok_or_else(|| usage("FROM:TO, e.g. TERM:QUIT, or USR1:0 to drop it".into()))?;
+    let from_signal = parse_signal(from).ok_or_else(|| usage(format!("{from} is not a signal")))?;
+    if !STOP_SIGNALS.contains(&from_signal) && !FORWARDED_ONLY.contains(&from_signal) {
+        return Err(usage(format!(
+            "{from} is not a signal envharness forwards (TERM, INT, HUP, QUIT, USR1, USR2, WINCH, CONT)"
+        )));
+    }
+    if to == "0" {
+        return Ok((from_signal, None));
+    }
+    let to_signal = parse_signal(to).ok_or_else(|| usage(format!("{to} is not a signal")))?;
+    Ok((from_signal, Some(to_signal)))
+}
+
+/// `N:M`, each an exit status (0-255).
+fn remap_exit(text: &str) -> Result<(i32, i32), Error> {
+    let usage = |reason: String| Error::Usage(format!("--remap-exit {text}: {reason}"));
+    let (from, to) = text
+        .split_once(':')
+        .ok_or_else(|| usage("N:M, e.g. 143:0".into()))?;
+    let status = |part: &str| {
+        part.parse::<u8>()
+            .map(i32::from)
+            .map_err(|_| usage(format!("{part} is not an exit status (0-255)")))
     };
-    texts.into_iter().map(Requirement::parse).collect()
+    Ok((status(from)?, status(to)?))
 }
 
 /// `-t` flags, else `ENVHARNESS_TEMPLATE` split at whitespace.

@@ -8,6 +8,7 @@ pub(crate) mod poll;
 pub(crate) mod procfs;
 pub(crate) mod shebang;
 pub mod signals;
+pub(crate) mod user;
 
 use std::ffi::CString;
 use std::io::{self, Read};

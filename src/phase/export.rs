@@ -19,6 +19,10 @@ use crate::variables::Environment;
 pub const BOOTSTRAP: &str = "bootstrap";
 pub const TEARDOWN: &str = "teardown";
 pub const HEALTH: &str = "health";
+pub const PRESTOP: &str = "prestop";
+
+/// The entries the export phase does not run: `--init` runs them later.
+const LATER: [&str; 3] = [TEARDOWN, HEALTH, PRESTOP];
 
 /// What the export phase announced: the keys to publish and their values.
 pub type Announced = Vec<(Key, Vec<u8>)>;
@@ -42,7 +46,7 @@ pub fn announce(
     // warning, and under --init they are looked at, and any fault in them logged, when they run.
     let (later, others): (Vec<Entry>, Vec<Entry>) = entries::export_entries(&dir.path)?
         .into_iter()
-        .partition(|entry| entry.name == TEARDOWN || entry.name == HEALTH);
+        .partition(|entry| LATER.iter().any(|later| entry.name == *later));
     if warn_unrun {
         for entry in &later {
             log::warn!(
@@ -67,7 +71,8 @@ pub fn announce(
 /// `teardown` and `health`.
 pub fn publishes(entry: &Entry) -> bool {
     entry.kind == Kind::Run
-        && ![BOOTSTRAP, TEARDOWN, HEALTH].contains(&&*entry.name.to_string_lossy())
+        && entry.name != BOOTSTRAP
+        && !LATER.iter().any(|later| entry.name == *later)
 }
 
 /// `NAME/INSTANCE`; a NAME that cannot be a key segment is the script's error.
@@ -161,7 +166,17 @@ fn find_teardown(dir: &Directory) -> Result<Option<Entry>, Error> {
 /// The export directory's `health`, when it is an executable (docs/reference.md §11.4); one that is
 /// there but cannot be run is logged and ignored.
 pub fn find_health(dir: &Directory) -> Option<Entry> {
-    match find(dir, HEALTH) {
+    find_to_run(dir, HEALTH)
+}
+
+/// The export directory's `prestop`, run on a stop signal under `--init` (docs/reference.md
+/// §13.3), as it is now; one that cannot be run is logged and ignored.
+pub fn find_prestop(dir: &Directory) -> Option<Entry> {
+    find_to_run(dir, PRESTOP)
+}
+
+fn find_to_run(dir: &Directory, name: &str) -> Option<Entry> {
+    match find(dir, name) {
         Ok(Some(entry)) if entry.kind == Kind::Run => Some(entry),
         Ok(Some(entry)) => {
             log::warn!("{}: not executable, not run", entry.path.display());
@@ -169,7 +184,7 @@ pub fn find_health(dir: &Directory) -> Option<Entry> {
         }
         Ok(None) => None,
         Err(err) => {
-            log::warn!("health is not run: {err}");
+            log::warn!("{name} is not run: {err}");
             None
         }
     }

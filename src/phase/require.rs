@@ -93,17 +93,26 @@ pub fn check(
     harness_env: &[(OsString, OsString)],
 ) -> Result<(), Error> {
     for requirement in requirements {
-        let value = vars.get(&requirement.name).or_else(|| {
-            harness_env
-                .iter()
-                .find(|(name, _)| name == OsStr::new(&requirement.name))
-                .map(|(_, value)| value.as_bytes())
-        });
+        let value = value_of(&requirement.name, vars, harness_env);
         if !requirement.is_met_by(value) {
             return Err(requirement.unmet());
         }
     }
     Ok(())
+}
+
+/// NAME's value in the final environment: set by the environment phase, else the harness's.
+fn value_of<'v>(
+    name: &str,
+    vars: &'v Variables,
+    harness_env: &'v [(OsString, OsString)],
+) -> Option<&'v [u8]> {
+    vars.get(name).or_else(|| {
+        harness_env
+            .iter()
+            .find(|(found, _)| found == OsStr::new(name))
+            .map(|(_, value)| value.as_bytes())
+    })
 }
 
 /// regex-lite explains a syntax error over several lines; the message is one.
@@ -155,5 +164,249 @@ mod tests {
         let err = Requirement::parse("X=(").unwrap_err();
         assert!(err.to_string().contains("invalid regex"), "{err}");
         assert!(!err.to_string().contains('\n'));
+    }
+}
+
+/// `--wait-for ADDRESS` (docs/reference.md §13.2): a TCP address that must accept a connection
+/// before the command starts. As given: an address, or the name of a variable of the final
+/// environment that holds one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitFor {
+    Address(Target),
+    Variable(String),
+}
+
+/// Where to connect: HOST and PORT, and how to name them in a message (never with a password:
+/// only `HOST:PORT`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// The ports of the schemes a URL may leave without one.
+const DEFAULT_PORTS: [(&str, u16); 9] = [
+    ("http", 80),
+    ("https", 443),
+    ("postgres", 5432),
+    ("postgresql", 5432),
+    ("mysql", 3306),
+    ("redis", 6379),
+    ("amqp", 5672),
+    ("mongodb", 27017),
+    ("nats", 4222),
+];
+
+impl WaitFor {
+    /// `NAME`, `$NAME`, `HOST:PORT` or a URL; a bad one is a usage error naming it (a URL's
+    /// password is never repeated: only what follows the `@`).
+    pub fn parse(text: &str) -> Result<WaitFor, Error> {
+        let name = text.strip_prefix('$').unwrap_or(text);
+        if is_variable_name(name) {
+            return Ok(WaitFor::Variable(name.to_owned()));
+        }
+        parse_target(text).map(WaitFor::Address).map_err(|reason| {
+            Error::Usage(format!("--wait-for {}: {reason}", without_password(text)))
+        })
+    }
+
+    /// `--plan`'s description.
+    pub fn describe(&self) -> String {
+        match self {
+            WaitFor::Address(target) => format!("wait for {target} to accept a connection"),
+            WaitFor::Variable(name) => {
+                format!("wait for the address in {name} to accept a connection")
+            }
+        }
+    }
+}
+
+/// HOST:PORT, `[IPv6]:PORT`, or `SCHEME://[USER[:PASS]@]HOST[:PORT][/...]`.
+pub fn parse_target(text: &str) -> Result<Target, String> {
+    let (scheme, rest) = match text.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme.to_ascii_lowercase()), rest),
+        None => (None, text),
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let (host, port) = split_host_port(authority)?;
+    if host.is_empty() {
+        return Err("no host (HOST:PORT, or a URL)".into());
+    }
+    let port = match (port, &scheme) {
+        (Some(port), _) => port
+            .parse::<u16>()
+            .ok()
+            .filter(|port| *port != 0)
+            .ok_or_else(|| format!("{port:?} is not a port"))?,
+        (None, Some(scheme)) => DEFAULT_PORTS
+            .iter()
+            .find(|(known, _)| known == scheme)
+            .map(|(_, port)| *port)
+            .ok_or_else(|| format!("no port, and the scheme {scheme} has no default one"))?,
+        (None, None) => return Err("no port (HOST:PORT)".into()),
+    };
+    Ok(Target {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port`.
+fn split_host_port(authority: &str) -> Result<(&str, Option<&str>), String> {
+    if let Some(bracketed) = authority.strip_prefix('[') {
+        let (host, after) = bracketed
+            .split_once(']')
+            .ok_or("an IPv6 address without its closing ']'")?;
+        return match after.strip_prefix(':') {
+            Some(port) => Ok((host, Some(port))),
+            None if after.is_empty() => Ok((host, None)),
+            None => Err("junk after the IPv6 address".into()),
+        };
+    }
+    Ok(match authority.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
+    })
+}
+
+/// A URL shown without what precedes its `@` (a user and password).
+fn without_password(text: &str) -> String {
+    match text.split_once("://") {
+        Some((scheme, rest)) if rest.contains('@') => {
+            let after = rest.rsplit_once('@').map_or(rest, |(_, after)| after);
+            format!("{scheme}://…@{after}")
+        }
+        _ => text.to_owned(),
+    }
+}
+
+/// The targets of `wait_for` in the final environment (`vars` over `harness_env`); a variable
+/// that is unset or empty is "required but not set", one that holds no address says so
+/// without its value.
+pub fn targets(
+    wait_for: &[WaitFor],
+    vars: &Variables,
+    harness_env: &[(OsString, OsString)],
+) -> Result<Vec<(Option<String>, Target)>, Error> {
+    let mut targets = Vec::with_capacity(wait_for.len());
+    for address in wait_for {
+        match address {
+            WaitFor::Address(target) => targets.push((None, target.clone())),
+            WaitFor::Variable(name) => {
+                let value = value_of(name, vars, harness_env).filter(|value| !value.is_empty());
+                let Some(value) = value else {
+                    return Err(Error::Unmet {
+                        name: name.clone(),
+                        rule: None,
+                    });
+                };
+                let target = std::str::from_utf8(value)
+                    .map_err(|_| "not UTF-8".to_owned())
+                    .and_then(parse_target)
+                    .map_err(|reason| Error::Entry {
+                        path: name.into(),
+                        reason: format!("holds no address to wait for ({reason})"),
+                    })?;
+                targets.push((Some(name.clone()), target));
+            }
+        }
+    }
+    Ok(targets)
+}
+
+/// How long one connection attempt may take.
+pub const CONNECT_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Connects to each target once, HOST resolved anew; the first that does not accept is the
+/// error. Blocking (a name lookup can take seconds): run it off the loop's thread.
+pub fn probe_all(targets: &[(Option<String>, Target)]) -> Result<(), Error> {
+    for (name, target) in targets {
+        probe(target).map_err(|reason| Error::Unreachable {
+            name: name.clone(),
+            address: target.to_string(),
+            reason,
+        })?;
+    }
+    Ok(())
+}
+
+fn probe(target: &Target) -> Result<(), String> {
+    use std::net::{TcpStream, ToSocketAddrs};
+    let addresses = (target.host.as_str(), target.port)
+        .to_socket_addrs()
+        .map_err(|err| format!("cannot resolve {}: {}", target.host, lower(&err)))?;
+    let mut last = format!("{} has no address", target.host);
+    for address in addresses {
+        match TcpStream::connect_timeout(&address, CONNECT_LIMIT) {
+            Ok(_) => return Ok(()),
+            Err(err) => last = lower(&err),
+        }
+    }
+    Err(last)
+}
+
+/// An I/O error as words: `connection refused`, not `Connection refused (os error 111)`.
+fn lower(err: &std::io::Error) -> String {
+    let text = err.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text);
+    text.to_lowercase()
+}
+
+#[cfg(test)]
+mod wait_for_tests {
+    use super::*;
+
+    fn target(text: &str) -> Result<(String, u16), String> {
+        parse_target(text).map(|target| (target.host, target.port))
+    }
+
+    #[test]
+    fn addresses_urls_and_default_ports() {
+        assert_eq!(target("db:5432"), Ok(("db".into(), 5432)));
+        assert_eq!(target("tcp://db:1"), Ok(("db".into(), 1)));
+        assert_eq!(
+            target("postgres://u:p@db.example/app?x=1"),
+            Ok(("db.example".into(), 5432))
+        );
+        assert_eq!(target("http://web/"), Ok(("web".into(), 80)));
+        assert_eq!(target("[::1]:8080"), Ok(("::1".into(), 8080)));
+        assert_eq!(target("redis://[fe80::1]"), Ok(("fe80::1".into(), 6379)));
+        assert!(target("db").is_err());
+        assert!(target("db:0").is_err());
+        assert!(target("db:x").is_err());
+        let err = target("gopher://hole").unwrap_err();
+        assert!(err.contains("gopher"), "{err}");
+    }
+
+    #[test]
+    fn names_are_variables_and_passwords_are_never_shown() {
+        assert_eq!(
+            WaitFor::parse("$DATABASE_URL").unwrap(),
+            WaitFor::Variable("DATABASE_URL".into())
+        );
+        assert_eq!(
+            WaitFor::parse("DB").unwrap(),
+            WaitFor::Variable("DB".into())
+        );
+        let err = WaitFor::parse("weird://user:secret@host").unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
+        let shown = Target {
+            host: "::1".into(),
+            port: 80,
+        };
+        assert_eq!(shown.to_string(), "[::1]:80");
     }
 }

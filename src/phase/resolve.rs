@@ -1,6 +1,7 @@
 //! The resolve step: the environment directories become the final environment. In order:
 //! 1. the environment phase discovers the variables ([`environment::discover`]);
-//! 2. the requirements are checked against the final environment ([`require::check`]);
+//! 2. the requirements are checked against the final environment ([`require::check`]), then
+//!    the `--wait-for` addresses are connected to (off the loop's thread);
 //! 3. the variables are laid over the harness's environment;
 //! 4. the templates are rendered with it, on a thread of their own while the loop serves
 //!    signals (in memory; written by the caller, who decides when).
@@ -14,11 +15,12 @@
 //! command see the harness's environment without it.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::environment::{self, EnvironmentSettings};
-use super::require::{self, Requirement};
-use super::template::{self, Rendered, Template};
+use super::require::{self, Requirement, WaitFor};
+use super::template::{self, Owner, Rendered, Template};
 use crate::error::Error;
 use crate::registry::reads::ReadLog;
 use crate::registry::Lookup;
@@ -31,9 +33,16 @@ use crate::variables::{Environment, Variables};
 pub struct Discovery {
     pub environment: EnvironmentSettings,
     pub requirements: Vec<Requirement>,
+    /// `--wait-for`: addresses that must accept a connection.
+    pub wait_for: Vec<WaitFor>,
     /// `-t SRC:DEST`, in the order given.
     pub templates: Vec<Template>,
+    /// Who the written DESTs belong to (`--user`, when the harness runs as root).
+    pub owner: Option<Owner>,
 }
+
+/// The variables of the result last applied (at the start, or by a re-run's change), by name.
+pub type Applied = BTreeMap<String, Vec<u8>>;
 
 /// One resolve's result.
 #[derive(Debug)]
@@ -75,11 +84,17 @@ impl<'a> Resolver<'a> {
     }
 
     /// Discovers, checks the requirements, overlays and renders, with `host` driving the
-    /// scripts. The first failure is the error: a script, a value, an unmet requirement, a
-    /// template.
-    pub fn resolve(&self, host: &mut dyn Host) -> Result<Resolved, Error> {
+    /// scripts. The first failure is the error: a script, a value, an unmet requirement, an
+    /// address that does not answer, a template. `applied` is the result a re-run is compared
+    /// with (None at the start).
+    pub fn resolve(
+        &self,
+        host: &mut dyn Host,
+        applied: Option<&Applied>,
+    ) -> Result<Resolved, Error> {
         let vars = environment::discover(&self.discovery.environment, host, &self.script_env)?;
         require::check(&self.discovery.requirements, &vars, self.harness_env)?;
+        self.wait_for(host, &vars, applied)?;
         let env = vars.over(self.harness_env);
         let templates = self.render(host, &env)?;
         Ok(Resolved {
@@ -89,6 +104,31 @@ impl<'a> Resolver<'a> {
         })
     }
 
+    /// Connects to each `--wait-for` address, off the loop's thread (a name lookup can take
+    /// seconds). A re-run tries again only an address whose variable changed since the result
+    /// last applied: a database should not see a probe every `--watch` interval.
+    fn wait_for(
+        &self,
+        host: &mut dyn Host,
+        vars: &Variables,
+        applied: Option<&Applied>,
+    ) -> Result<(), Error> {
+        let targets = require::targets(&self.discovery.wait_for, vars, self.harness_env)?;
+        let changed = |name: &Option<String>| match (applied, name) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(applied), Some(name)) => applied.get(name).map(Vec::as_slice) != vars.get(name),
+        };
+        let targets: Vec<_> = targets
+            .into_iter()
+            .filter(|(name, _)| changed(name))
+            .collect();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        task::run(host, "wait-for", move || require::probe_all(&targets))?
+    }
+
     /// Renders the templates with `env`, off the loop's thread: a template's work is bounded
     /// (its fuel), but even a slow render must not hold up a signal, a reap or a renewal.
     fn render(&self, host: &mut dyn Host, env: &Environment) -> Result<Rendered, Error> {
@@ -96,9 +136,9 @@ impl<'a> Resolver<'a> {
             return Ok(Rendered::default());
         }
         let templates = self.discovery.templates.clone();
-        let env = env.clone();
+        let (env, owner) = (env.clone(), self.discovery.owner);
         task::run(host, "templates", move || {
-            template::render_all(&templates, &env)
+            template::render_all(&templates, &env, owner)
         })?
     }
 
@@ -111,8 +151,8 @@ impl<'a> Resolver<'a> {
     ) -> Result<Resolved, Error> {
         let give_up = wait.map(|wait| Instant::now() + wait);
         loop {
-            let unmet = match self.resolve(host) {
-                Err(unmet @ Error::Unmet { .. }) => unmet,
+            let unmet = match self.resolve(host, None) {
+                Err(unmet @ (Error::Unmet { .. } | Error::Unreachable { .. })) => unmet,
                 resolved => return resolved,
             };
             let now = Instant::now();

@@ -98,6 +98,15 @@ struct Source {
 #[derive(Default)]
 pub struct Rendered {
     outputs: Vec<Output>,
+    owner: Option<Owner>,
+}
+
+/// Who the written DESTs belong to: `--user`'s USER:GROUP when the harness runs as root (the
+/// command reads them as that user).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 struct Output {
@@ -142,7 +151,7 @@ impl Rendered {
         for output in &self.outputs {
             if !same_content(&output.dest, &output.content) {
                 // On an error, dropping `staged` removes the files staged so far.
-                let temporary = stage(output)?;
+                let temporary = stage(output, self.owner)?;
                 staged.files.push((temporary, output.dest.clone()));
             }
         }
@@ -186,7 +195,11 @@ impl Drop for Staged {
 }
 
 /// Renders every template with `env` (the final environment); writes nothing.
-pub fn render_all(templates: &[Template], env: &Environment) -> Result<Rendered, Error> {
+pub fn render_all(
+    templates: &[Template],
+    env: &Environment,
+    owner: Option<Owner>,
+) -> Result<Rendered, Error> {
     if templates.is_empty() {
         return Ok(Rendered::default());
     }
@@ -209,7 +222,7 @@ pub fn render_all(templates: &[Template], env: &Environment) -> Result<Rendered,
             create_dir: source.create_dir,
         });
     }
-    Ok(Rendered { outputs })
+    Ok(Rendered { outputs, owner })
 }
 
 /// `--plan`'s lines: `template SRC -> DEST`, once per `-t`, each with the first error found
@@ -671,7 +684,7 @@ impl Object for EnvMap {
 }
 
 /// Writes `output` to a new temporary file next to its DEST, with SRC's permission bits.
-fn stage(output: &Output) -> Result<PathBuf, Error> {
+fn stage(output: &Output, owner: Option<Owner>) -> Result<PathBuf, Error> {
     let dir = parent_dir(&output.dest);
     if output.create_dir {
         fs::create_dir_all(dir)
@@ -679,9 +692,14 @@ fn stage(output: &Output) -> Result<PathBuf, Error> {
     }
     let writing = |err| Error::io(&output.dest, "writing the rendered template", err);
     let (temporary, mut file) = create_temporary(&output.dest, output.mode).map_err(writing)?;
-    let written = file
-        // The mode given to open is reduced by the umask; SRC's bits are wanted exactly.
-        .set_permissions(Permissions::from_mode(output.mode))
+    let owned = match owner {
+        Some(owner) => std::os::unix::fs::fchown(&file, Some(owner.uid), Some(owner.gid)),
+        None => Ok(()),
+    };
+    let written = owned
+        // The mode given to open is reduced by the umask; SRC's bits are wanted exactly (set
+        // after the chown, which would clear a setuid bit).
+        .and_then(|()| file.set_permissions(Permissions::from_mode(output.mode)))
         .and_then(|()| file.write_all(&output.content));
     if let Err(err) = written {
         let _ = fs::remove_file(&temporary);

@@ -27,6 +27,7 @@
 //!
 //! The export directory's `teardown` runs after [`supervise`] returns (see `lib.rs`).
 
+mod drain;
 mod health;
 pub mod rerun;
 mod start;
@@ -35,9 +36,12 @@ mod supervisor;
 use std::ffi::OsString;
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
+
 pub use supervisor::supervise;
 
 use crate::exec::Found;
+use crate::os::user::Switch;
 use crate::phase::Directory;
 use crate::runner::Limits;
 use crate::variables::Environment;
@@ -45,7 +49,7 @@ use rerun::RerunSettings;
 
 /// `--init`'s settings (docs/reference.md §6), and `--watch`'s inside them: only a supervising
 /// harness can re-run discovery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Supervision {
     /// `--group`: signals go to the command's whole process group.
     pub group: bool,
@@ -54,8 +58,42 @@ pub struct Supervision {
     pub health_interval: Duration,
     /// `--watch` and `--on-change`.
     pub rerun: Option<RerunSettings>,
+    /// `--drain`: how long after a stop signal the command keeps serving before it gets it.
+    pub drain: Duration,
+    /// `--rewrite`: forwarded signals sent as others, or dropped.
+    pub rewrites: Rewrites,
+    /// `--remap-exit`: the command's statuses the harness exits with as others.
+    pub exit_map: ExitMap,
 }
 
+/// `--rewrite FROM:TO` (docs/reference.md §13.3): a forwarded FROM is sent as TO, or dropped
+/// (None). What the harness itself does on FROM does not change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rewrites(pub Vec<(Signal, Option<Signal>)>);
+
+impl Rewrites {
+    /// What to send the command for a forwarded `signal`; None to send nothing.
+    pub fn apply(&self, signal: Signal) -> Option<Signal> {
+        match self.0.iter().rev().find(|(from, _)| *from == signal) {
+            Some((_, to)) => *to,
+            None => Some(signal),
+        }
+    }
+}
+
+/// `--remap-exit N:M` (docs/reference.md §13.3): the harness exits M where the command's status
+/// would be N. Only the command's statuses: never the harness's own failures.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExitMap(pub Vec<(i32, i32)>);
+
+impl ExitMap {
+    pub fn apply(&self, status: i32) -> i32 {
+        match self.0.iter().rev().find(|(from, _)| *from == status) {
+            Some((_, to)) => *to,
+            None => status,
+        }
+    }
+}
 /// What runs under supervision.
 pub struct Service<'a> {
     pub command: &'a [OsString],
@@ -64,6 +102,10 @@ pub struct Service<'a> {
     /// The command's environment; once supervision is over, the environment of the command
     /// that ran last (teardown gets it).
     pub env: Environment,
+    /// An environment directory set HOME (`--user` then leaves it as it is).
+    pub home_from_directory: bool,
+    /// `--user`: who the command runs as.
+    pub user: Option<&'a Switch>,
     /// The export directory, whose `health` runs while the command does.
     pub export: &'a Directory,
     /// How `health` and a re-run's scripts run.

@@ -18,7 +18,7 @@ use nix::sys::signal::Signal;
 
 use crate::error::Error;
 use crate::logging::NOTICE;
-use crate::phase::resolve::{Resolved, Resolver};
+use crate::phase::resolve::{Applied, Resolved, Resolver};
 use crate::phase::template::Staged;
 use crate::registry::Lookup;
 use crate::runner::Host;
@@ -46,7 +46,7 @@ pub struct Reruns<'a> {
     resolver: Resolver<'a>,
     settings: RerunSettings,
     /// The variables of the last result that was applied.
-    applied: BTreeMap<String, Vec<u8>>,
+    applied: Applied,
     /// When the next re-run is due: the timer, or now (SIGHUP, a registry change).
     due: Due,
     /// The last run worked, at start or in a re-run (its reads are the ones to watch).
@@ -68,6 +68,8 @@ pub struct Change {
     pub names: Vec<String>,
     /// The command's new environment.
     pub env: Environment,
+    /// An environment directory set HOME in it (`--user` then leaves it as it is).
+    pub home_from_directory: bool,
     /// The templates' changed outputs, written next to their DESTs already (so a DEST that
     /// cannot be written fails the re-run, not the restart), renamed over them when the
     /// change is applied.
@@ -131,7 +133,7 @@ impl<'a> Reruns<'a> {
     /// any. The timer starts again from the end of the re-run, so re-runs never overlap.
     pub fn rerun(&mut self, host: &mut dyn Host) -> Option<Change> {
         log::debug!("re-running discovery");
-        let result = self.resolver.resolve(host);
+        let result = self.resolver.resolve(host, Some(&self.applied));
         self.due = Due::At(self.settings.every.map(|every| Instant::now() + every));
         self.last_ok = result.is_ok();
         let Resolved {
@@ -167,7 +169,12 @@ impl<'a> Reruns<'a> {
             }
         };
         self.applied = now;
-        Some(Change { names, env, staged })
+        Some(Change {
+            names,
+            home_from_directory: vars.get("HOME").is_some(),
+            env,
+            staged,
+        })
     }
 
     /// What the last run's scripts read through `envharness kv` (docs/reference.md §11.5), the

@@ -12,16 +12,19 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
+use super::drain::Drain;
 use super::health::{Health, Turn};
 use super::rerun::{Change, OnChange, Reruns};
-use super::start::{spawn, stdin_is_a_terminal};
+use super::start::{spawn, stdin_is_a_terminal, Start};
 use super::{Service, Supervision};
 use crate::error::Error;
 use crate::exec::display;
 use crate::os::children::{children, reap};
 use crate::os::poll::Poll;
 use crate::os::signals::{Signals, FORWARDED_ONLY, STOP_SIGNALS};
-use crate::phase::export::find_health;
+use crate::os::user::Switch;
+use crate::phase::export::{find_health, find_prestop};
+use crate::phase::Directory;
 use crate::registry::publish::{Registration, WITHDRAW_WAIT};
 use crate::runner::{Host, Limits, Pipe, Pool};
 
@@ -40,9 +43,13 @@ pub fn supervise(
         .read_forwarded()
         .map_err(|err| Error::io("signalfd", "watching signals", err))?;
     let pid = spawn(
-        service.command,
-        &service.env,
-        service.found.as_ref(),
+        &Start {
+            command: service.command,
+            env: &service.env,
+            home_from_directory: service.home_from_directory,
+            found: service.found.as_ref(),
+            user: service.user,
+        },
         signals,
     )?;
     log::debug!("started {} as pid {pid}", display(&service.command[0]));
@@ -58,6 +65,8 @@ pub fn supervise(
         limits: service.limits,
         command: service.command,
         env: &mut service.env,
+        export: service.export,
+        user: service.user,
         child: Child::Running(pid),
         course: Course::Serving,
         rerun_owed: false,
@@ -68,7 +77,8 @@ pub fn supervise(
     let status = supervisor.until_command_exits(reruns.as_mut());
     supervisor.withdraw();
     supervisor.stop_orphans()?;
-    status
+    // Only the command's own status is remapped, never a failure of the harness's.
+    status.map(|status| settings.exit_map.apply(status))
 }
 
 fn become_subreaper() {
@@ -123,15 +133,28 @@ impl Child {
 }
 
 /// What the supervisor is doing with the service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Course {
     /// The command serves; re-runs may start.
     Serving,
     /// A re-run's change is stopping the old command to start it again: its exit is not the
     /// service going away (its keys stay).
     Restarting,
-    /// A stop signal came: no re-run or restart starts any more.
+    /// A stop signal came and the keys are withdrawn: `prestop` runs and the command keeps
+    /// serving until `--drain` is over, then gets the signal.
+    Draining(Drain),
+    /// The command got its stop signal: no re-run or restart starts any more.
     ShuttingDown,
+}
+
+impl Course {
+    fn is_serving(&self) -> bool {
+        matches!(self, Course::Serving)
+    }
+
+    /// A stop signal came: no re-run, restart or health check starts any more.
+    fn is_stopping(&self) -> bool {
+        matches!(self, Course::Draining(_) | Course::ShuttingDown)
+    }
 }
 
 /// What a re-run is waiting for while the loop goes on.
@@ -188,6 +211,8 @@ enum Source {
     Task,
     /// The health check has output.
     Health(Pipe),
+    /// `prestop` has output.
+    Prestop(Pipe),
     Signals,
     /// The registration's thread answered, or its watch saw a change.
     Registry,
@@ -199,6 +224,10 @@ struct Supervisor<'s> {
     limits: Limits,
     command: &'s [std::ffi::OsString],
     env: &'s mut crate::variables::Environment,
+    /// The export directory: `prestop` is looked for there when a stop signal comes.
+    export: &'s Directory,
+    /// `--user`: who every start of the command runs as.
+    user: Option<&'s Switch>,
     child: Child,
     course: Course,
     /// A SIGHUP under `--watch` asked for a re-run that has not started yet (it may come while
@@ -228,7 +257,7 @@ impl Supervisor<'_> {
             if let Some(status) = self.child.status() {
                 return Ok(status);
             }
-            let serving = self.course == Course::Serving;
+            let serving = self.course.is_serving();
             if let Some(reruns) = reruns.as_deref_mut().filter(|_| serving) {
                 let changed = self
                     .registration
@@ -266,6 +295,7 @@ impl Supervisor<'_> {
             self.child.kill_at(),
             rerun.as_deref().and_then(Rerun::deadline),
             self.health_deadline(),
+            self.drain_deadline(),
             self.registration.as_ref().and_then(Registration::deadline),
         ]
         .into_iter()
@@ -288,6 +318,13 @@ impl Supervisor<'_> {
                         pool.read(pipe);
                     }
                 }
+                Source::Prestop(pipe) => {
+                    if let Course::Draining(drain) = &mut self.course {
+                        if let Some(pool) = drain.running() {
+                            pool.read(pipe);
+                        }
+                    }
+                }
                 Source::Signals => self.handle_signals(rerun.as_deref_mut())?,
                 // Handled below, at every wake-up: its deadlines need no descriptor.
                 Source::Registry => {}
@@ -301,6 +338,7 @@ impl Supervisor<'_> {
                 rerun.cancel();
             }
         }
+        self.move_drain_on();
         self.kill_if_overdue();
         Ok(())
     }
@@ -324,6 +362,13 @@ impl Supervisor<'_> {
         for (fd, pipe) in health.map(Pool::pipes).unwrap_or_default() {
             poll.add(fd, Source::Health(pipe));
         }
+        let prestop = match &self.course {
+            Course::Draining(drain) => drain.running_ref(),
+            _ => None,
+        };
+        for (fd, pipe) in prestop.map(Pool::pipes).unwrap_or_default() {
+            poll.add(fd, Source::Prestop(pipe));
+        }
         poll.add(self.signals.as_fd(), Source::Signals);
         for fd in self.registration.iter().flat_map(Registration::fds) {
             poll.add(fd, Source::Registry);
@@ -335,17 +380,37 @@ impl Supervisor<'_> {
     /// ([`Supervisor::move_health_on`] no longer moves it on, so a passed deadline would wake
     /// the loop at once, again and again).
     fn health_deadline(&self) -> Option<Instant> {
-        if self.child.status().is_some() || self.course == Course::ShuttingDown {
+        if self.child.status().is_some() || self.course.is_stopping() {
             return None;
         }
         self.health.as_ref().and_then(Health::deadline)
+    }
+
+    fn drain_deadline(&self) -> Option<Instant> {
+        match &self.course {
+            Course::Draining(drain) => drain.deadline(),
+            _ => None,
+        }
+    }
+
+    /// Moves a drain on: once `prestop` is over and `--drain` has passed, the command gets the
+    /// stop signal and has `--stop-timeout` to exit.
+    fn move_drain_on(&mut self) {
+        let Course::Draining(drain) = &mut self.course else {
+            return;
+        };
+        if let Some(signal) = drain.tick() {
+            self.course = Course::ShuttingDown;
+            self.send_forwarded(signal);
+            self.start_kill_timer();
+        }
     }
 
     /// Moves `health` on: starts a due run, and acts on a change of health
     /// (docs/reference.md §11.4): a pass publishes, a failure withdraws with one warning per
     /// failing stretch.
     fn move_health_on(&mut self) {
-        if self.child.status().is_some() || self.course == Course::ShuttingDown {
+        if self.child.status().is_some() || self.course.is_stopping() {
             return;
         }
         let Some(health) = self.health.as_mut() else {
@@ -423,7 +488,7 @@ impl Supervisor<'_> {
     fn rerun(&mut self, reruns: &mut Reruns) -> Result<(), Error> {
         let change = reruns.rerun(&mut Rerunning { supervisor: self });
         let reads = reruns.take_reads();
-        if self.child.status().is_some() || self.course == Course::ShuttingDown {
+        if self.child.status().is_some() || self.course.is_stopping() {
             return Ok(());
         }
         if let (Some(registration), Some(reads)) = (self.registration.as_mut(), reads) {
@@ -451,19 +516,28 @@ impl Supervisor<'_> {
     /// status is the harness's.
     fn restart(&mut self, mut change: Change) -> Result<(), Error> {
         self.course = Course::Restarting;
-        self.signal_command(Signal::SIGTERM);
+        // No stop of the service (no withdrawal, prestop or drain), but its SIGTERM is
+        // rewritten as a forwarded one is.
+        self.send_forwarded(Signal::SIGTERM);
         self.start_kill_timer();
         while self.child.status().is_none() {
             self.turn(None, None)?;
         }
-        if self.course == Course::ShuttingDown {
+        if self.course.is_stopping() {
             return Ok(());
         }
         self.course = Course::Serving;
         change.write_templates();
         // The environment changes only with a command that runs with it (teardown gets it).
         // Looked for again, its #! line read again: it may have changed since the start.
-        let pid = spawn(self.command, &change.env, None, self.signals)?;
+        let start = Start {
+            command: self.command,
+            env: &change.env,
+            home_from_directory: change.home_from_directory,
+            found: None,
+            user: self.user,
+        };
+        let pid = spawn(&start, self.signals)?;
         self.child = Child::Running(pid);
         *self.env = std::mem::take(&mut change.env);
         log::debug!("restarted {} as pid {pid}", display(&self.command[0]));
@@ -490,20 +564,52 @@ impl Supervisor<'_> {
         self.signal_command(Signal::SIGCONT);
     }
 
+    /// A signal the harness forwards (docs/reference.md §6). A stop signal (SIGTERM, SIGINT)
+    /// withdraws the keys first, then runs `prestop` and the drain before the command gets it
+    /// (§13.3); a second one cuts them short and is forwarded at once.
     fn forward(&mut self, signal: Signal) {
         if !STOP_SIGNALS.contains(&signal) && !FORWARDED_ONLY.contains(&signal) {
             return;
         }
         log::debug!("forwarding {}", signal.as_str());
-        let stop = matches!(signal, Signal::SIGTERM | Signal::SIGINT);
-        if stop {
-            // Consumers stop using the service before it stops serving (docs/reference.md §11.3).
-            self.withdraw();
+        if !matches!(signal, Signal::SIGTERM | Signal::SIGINT) {
+            self.send_forwarded(signal);
+            return;
         }
-        self.signal_command(signal);
-        if stop {
-            self.course = Course::ShuttingDown;
-            self.start_kill_timer();
+        match std::mem::replace(&mut self.course, Course::ShuttingDown) {
+            Course::Serving => {
+                // Consumers stop using the service before it stops serving (§11.3).
+                self.withdraw();
+                let prestop = find_prestop(self.export).map(|entry| entry.path);
+                let drain = Drain::start(
+                    signal,
+                    self.settings.drain,
+                    prestop,
+                    self.env,
+                    self.limits,
+                    self.settings.stop_timeout,
+                );
+                self.course = Course::Draining(drain);
+                self.move_drain_on();
+            }
+            Course::Draining(drain) => {
+                drain.cut_short();
+                self.send_forwarded(signal);
+                self.start_kill_timer();
+            }
+            // A restart is stopping the old command already: the stop cancels the restart.
+            Course::Restarting | Course::ShuttingDown => {
+                self.withdraw();
+                self.send_forwarded(signal);
+                self.start_kill_timer();
+            }
+        }
+    }
+
+    /// Sends the command a forwarded signal, as `--rewrite` has it (or not at all).
+    fn send_forwarded(&self, signal: Signal) {
+        if let Some(signal) = self.settings.rewrites.apply(signal) {
+            self.signal_command(signal);
         }
     }
 
@@ -543,12 +649,17 @@ impl Supervisor<'_> {
                 self.command_reported(pid, status);
                 continue;
             }
-            let taken = rerun
-                .as_deref_mut()
-                .is_some_and(|pool| pool.exited(pid, status));
-            if !taken {
-                if let Some(pool) = self.health.as_mut().and_then(Health::running) {
-                    pool.exited(pid, status);
+            let pools = [
+                rerun.as_deref_mut(),
+                self.health.as_mut().and_then(Health::running),
+                match &mut self.course {
+                    Course::Draining(drain) => drain.running(),
+                    _ => None,
+                },
+            ];
+            for pool in pools.into_iter().flatten() {
+                if pool.exited(pid, status) {
+                    break;
                 }
             }
         }
@@ -563,7 +674,14 @@ impl Supervisor<'_> {
             _ => return,
         };
         self.child = Child::Exited(exit);
-        if self.course != Course::Restarting {
+        match std::mem::replace(&mut self.course, Course::ShuttingDown) {
+            // The command exiting by itself ends a drain (and its prestop).
+            Course::Draining(drain) => drain.cut_short(),
+            // The restart starts the new one.
+            Course::Restarting => self.course = Course::Restarting,
+            Course::Serving | Course::ShuttingDown => {}
+        }
+        if !matches!(self.course, Course::Restarting) {
             // Withdrawn at once (docs/reference.md §11.3), not only once a re-run's scripts are
             // gone; a restart is the same service, whose keys stay.
             self.withdraw();

@@ -65,7 +65,8 @@ toolchain:
 # What the tests need besides, installed only when missing (a fresh Debian machine, as root):
 # file(1), a static busybox for the scratch-root test, util-linux's unshare and script,
 # rustfmt, clippy and the musl target; etcd-server for the etcd store's tests, which start
-# their own etcd processes (never the service the package may start).
+# their own etcd processes (never the service the package may start); gosu, tini and
+# dumb-init, which the --user, --remap-exit and --rewrite tests compare envharness with.
 deps: toolchain
 	@missing=""; \
 	command -v file >/dev/null 2>&1 || missing="$$missing file"; \
@@ -73,6 +74,9 @@ deps: toolchain
 	command -v script >/dev/null 2>&1 || missing="$$missing bsdutils"; \
 	dpkg -s busybox-static >/dev/null 2>&1 || missing="$$missing busybox-static"; \
 	command -v etcd >/dev/null 2>&1 || missing="$$missing etcd-server"; \
+	command -v gosu >/dev/null 2>&1 || missing="$$missing gosu"; \
+	command -v tini >/dev/null 2>&1 || missing="$$missing tini"; \
+	command -v dumb-init >/dev/null 2>&1 || missing="$$missing dumb-init"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \

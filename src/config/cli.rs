@@ -203,7 +203,7 @@ pub struct Cli {
 
     /// With --init: exit M where the command's status would be N (143:0); repeatable
     /// [env: ENVHARNESS_REMAP_EXIT (whitespace-separated)]
-    #[arg(long, value_name = "N:M")]
+    #[arg(long, value_name = "N:M", allow_hyphen_values = true)]
     pub remap_exit: Vec<String>,
 
     /// The command and its arguments (everything after `--` is the command)

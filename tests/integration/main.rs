@@ -25,6 +25,8 @@ mod publish;
 mod require;
 mod scratch;
 mod scripts;
+mod stopping;
 mod supervise;
 mod templates;
+mod user;
 mod watch;

@@ -242,3 +242,255 @@ fn requirements_are_checked_under_init_before_the_command_starts() {
     t.run().status(125).error_line(&["A: required but not set"]);
     assert!(!t.exists("ran"));
 }
+
+/// A loopback port nobody listens on, and a listener that counts the connections it accepts.
+struct Listener {
+    port: u16,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Listener {
+    /// Listens on `port` (from now, or `after` from now), accepting until the test ends.
+    fn on(port: u16, after: Duration) -> Listener {
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let bind = move || std::net::TcpListener::bind(("127.0.0.1", port)).expect("listening");
+        // Listening before the harness starts, or later on the thread.
+        let listening = after.is_zero().then(bind);
+        std::thread::spawn(move || {
+            let listener = listening.unwrap_or_else(|| {
+                std::thread::sleep(after);
+                bind()
+            });
+            for connection in listener.incoming() {
+                drop(connection);
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        Listener { port, accepted }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn free_port() -> u16 {
+    crate::etcd_server::free_port()
+}
+
+#[test]
+fn wait_for_waits_until_the_port_accepts_and_then_runs_the_command() {
+    let listener = Listener::on(free_port(), Duration::from_secs(1));
+    let mut t = Test::new();
+    let address = format!("127.0.0.1:{}", listener.port);
+    requiring(
+        &mut t,
+        &[
+            "--wait-for",
+            &address,
+            "--wait",
+            "10",
+            "--retry-interval",
+            "0.2",
+            "--",
+            "touch",
+            "ran",
+        ],
+    );
+    let started = Instant::now();
+    t.run().success();
+    assert!(t.exists("ran"));
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn an_address_in_a_variable_is_named_by_the_variable_and_its_password_never_shown() {
+    let port = free_port();
+    let mut t = Test::new();
+    t.file(
+        "env/DATABASE_URL",
+        format!("postgres://app:s3cret@127.0.0.1:{port}/db\n"),
+    );
+    requiring(
+        &mut t,
+        &["--wait-for", "$DATABASE_URL", "--", "touch", "ran"],
+    );
+    t.run()
+        .status(125)
+        .error_line(&[&format!(
+            "DATABASE_URL: 127.0.0.1:{port} not reachable: connection refused"
+        )])
+        .stderr_lacks("s3cret");
+    assert!(!t.exists("ran"));
+}
+
+#[test]
+fn wait_for_gives_up_when_the_wait_runs_out() {
+    let port = free_port();
+    let mut t = Test::new();
+    t.env("ENVHARNESS_WAIT_FOR", format!("127.0.0.1:{port}"));
+    requiring(
+        &mut t,
+        &[
+            "--wait",
+            "0.6",
+            "--retry-interval",
+            "0.2",
+            "--",
+            "touch",
+            "ran",
+        ],
+    );
+    let started = Instant::now();
+    t.run().status(125).error_line(&[&format!(
+        "127.0.0.1:{port} not reachable: connection refused"
+    )]);
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    assert!(!t.exists("ran"));
+}
+
+#[test]
+fn an_address_that_changes_between_tries_is_followed() {
+    let listener = Listener::on(free_port(), Duration::ZERO);
+    let closed = free_port();
+    let mut t = Test::new();
+    // The first try finds a port nobody listens on, the next ones the listener.
+    t.script(
+        "env/DB",
+        &format!(
+            "#!/bin/sh\nif [ -f tried ]; then echo tcp://127.0.0.1:{}; else touch tried; echo 127.0.0.1:{closed}; fi\n",
+            listener.port
+        ),
+    );
+    requiring(
+        &mut t,
+        &[
+            "--wait-for",
+            "DB",
+            "--wait",
+            "10",
+            "--retry-interval",
+            "0.1",
+            "--",
+            "touch",
+            "ran",
+        ],
+    );
+    t.run().success();
+    assert!(t.exists("ran"));
+    assert_eq!(listener.accepted(), 1);
+}
+
+#[test]
+fn bad_addresses_are_errors_naming_them() {
+    for (setup, args, words) in [
+        (
+            None,
+            vec!["--wait-for", "gopher://hole"],
+            vec!["--wait-for gopher://hole", "scheme gopher has no default"],
+        ),
+        (
+            None,
+            vec!["--wait-for", "db:x"],
+            vec!["--wait-for db:x", "not a port"],
+        ),
+        (
+            Some("gopher://hole"),
+            vec!["--wait-for", "DB"],
+            vec!["DB: holds no address", "gopher"],
+        ),
+        (
+            None,
+            vec!["--wait-for", "DB"],
+            vec!["DB: required but not set"],
+        ),
+    ] {
+        let mut t = Test::new();
+        if let Some(value) = setup {
+            t.file("env/DB", value);
+        }
+        requiring(&mut t, &args);
+        t.args(&["--", "touch", "ran"]);
+        t.run().status(125).error_line(&words);
+        assert!(!t.exists("ran"), "{args:?}");
+    }
+}
+
+#[test]
+fn a_re_run_probes_only_an_address_whose_value_changed() {
+    let listener = Listener::on(free_port(), Duration::ZERO);
+    let other = Listener::on(free_port(), Duration::ZERO);
+    let mut t = Test::new();
+    t.file("env/DB", format!("127.0.0.1:{}\n", listener.port))
+        .file("env/A", "1\n")
+        .script(
+            "cmd",
+            "#!/bin/sh\ntrap 'exit 0' TERM\ntrap '' USR1\ntouch ready\nwhile :; do sleep 0.02; done\n",
+        );
+    let literal = format!("127.0.0.1:{}", other.port);
+    let cmd = t.p("cmd");
+    requiring(
+        &mut t,
+        &[
+            "--init",
+            "--watch",
+            "0",
+            "--on-change",
+            "USR1",
+            "--wait-for",
+            "DB",
+            "--wait-for",
+            &literal,
+            "--",
+            &cmd,
+        ],
+    );
+    let (child, started) = t.spawn();
+    t.wait_for("ready");
+    assert_eq!((listener.accepted(), other.accepted()), (1, 1));
+    // Re-runs whose DB is unchanged probe nothing.
+    for (n, value) in ["2", "3"].into_iter().enumerate() {
+        t.replace("env/A", format!("{value}\n"));
+        send(&child, nix::sys::signal::Signal::SIGHUP);
+        t.wait_until("the change", || {
+            t.stderr_so_far()
+                .matches("A changed; sending SIGUSR1")
+                .count()
+                == n + 1
+        });
+    }
+    assert_eq!((listener.accepted(), other.accepted()), (1, 1));
+    // A changed DB is probed again (the literal address never changes).
+    let moved = Listener::on(free_port(), Duration::ZERO);
+    t.replace("env/DB", format!("127.0.0.1:{}\n", moved.port));
+    send(&child, nix::sys::signal::Signal::SIGHUP);
+    t.wait_for_stderr("DB changed; sending SIGUSR1");
+    assert_eq!((moved.accepted(), other.accepted()), (1, 1));
+    t.terminate(child, started).success();
+}
+
+#[test]
+fn plan_lists_each_address() {
+    let mut t = Test::new();
+    requiring(
+        &mut t,
+        &[
+            "--wait-for",
+            "db:5432",
+            "--wait-for",
+            "$DATABASE_URL",
+            "--plan",
+            "--",
+            "true",
+        ],
+    );
+    t.run()
+        .success()
+        .stdout_has("wait for db:5432 to accept a connection\n")
+        .stdout_has("wait for the address in DATABASE_URL to accept a connection\n");
+}

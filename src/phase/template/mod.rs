@@ -19,20 +19,26 @@
 //! Every failure is an [`Error`] naming SRC or DEST and the reason: exit 125 at start, a
 //! warning and no file written under `--watch` (see `watch.rs`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsStr;
-use std::fmt;
-use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::{self, Read, Write};
+use std::fs::{self, File};
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use minijinja::syntax::SyntaxConfig;
-use minijinja::value::{Enumerator, Object, Value};
+use minijinja::value::Value;
 use minijinja::{AutoEscape, ErrorKind, UndefinedBehavior};
+
+mod context;
+mod write;
+
+pub use write::{Owner, Rendered, Staged};
+
+use context::{Root, Vars};
+use write::{same_content, Output};
 
 use super::entries::{self, Kind};
 use crate::error::Error;
@@ -92,106 +98,6 @@ struct Source {
     mode: u32,
     /// DEST's directory may be created (a directory SRC's DEST).
     create_dir: bool,
-}
-
-/// The outputs of one rendering of every template, not yet written.
-#[derive(Default)]
-pub struct Rendered {
-    outputs: Vec<Output>,
-    owner: Option<Owner>,
-}
-
-/// Who the written DESTs belong to: `--user`'s USER:GROUP when the harness runs as root (the
-/// command reads them as that user).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Owner {
-    pub uid: u32,
-    pub gid: u32,
-}
-
-struct Output {
-    dest: PathBuf,
-    mode: u32,
-    content: Vec<u8>,
-    create_dir: bool,
-    /// The content differed from DEST's when it was rendered.
-    changed: bool,
-}
-
-// Written by hand: the derived one would print the contents, which hold values.
-impl fmt::Debug for Rendered {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(self.outputs.iter().map(|output| &output.dest))
-            .finish()
-    }
-}
-
-impl Rendered {
-    /// The DESTs whose content differed from the output when it was rendered, in the order
-    /// the templates were given.
-    pub fn changed(&self) -> Vec<PathBuf> {
-        self.outputs
-            .iter()
-            .filter(|output| output.changed)
-            .map(|output| output.dest.clone())
-            .collect()
-    }
-
-    /// Writes every output that differs from its DEST now ([`Rendered::stage`], then
-    /// [`Staged::commit`]).
-    pub fn write(&self) -> Result<(), Error> {
-        self.stage()?.commit()
-    }
-
-    /// Writes every output that differs from its DEST now to a temporary file next to it;
-    /// when one cannot be written, the others are removed and nothing is left behind.
-    pub fn stage(&self) -> Result<Staged, Error> {
-        let mut staged = Staged::default();
-        for output in &self.outputs {
-            if !same_content(&output.dest, &output.content) {
-                // On an error, dropping `staged` removes the files staged so far.
-                let temporary = stage(output, self.owner)?;
-                staged.files.push((temporary, output.dest.clone()));
-            }
-        }
-        Ok(staged)
-    }
-}
-
-/// Temporary files that hold the outputs, each in its DEST's directory, not yet renamed over
-/// their DESTs. Dropped uncommitted (a restart that was cancelled), they are removed.
-#[derive(Debug, Default)]
-pub struct Staged {
-    /// (temporary file, DEST)
-    files: Vec<(PathBuf, PathBuf)>,
-}
-
-impl Staged {
-    /// Renames each temporary file over its DEST. A rename within one directory fails only
-    /// when the directory changed under envharness; the rest are then removed.
-    pub fn commit(&mut self) -> Result<(), Error> {
-        for (temporary, dest) in std::mem::take(&mut self.files) {
-            if let Err(err) = fs::rename(&temporary, &dest) {
-                let _ = fs::remove_file(&temporary);
-                return Err(Error::io(
-                    &dest,
-                    "replacing it with the rendered template",
-                    err,
-                ));
-            }
-            log::debug!("wrote {}", dest.display());
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        for (temporary, _) in &self.files {
-            let _ = fs::remove_file(temporary);
-        }
-    }
 }
 
 /// Renders every template with `env` (the final environment); writes nothing.
@@ -346,7 +252,7 @@ fn rendered_name(name: &OsStr) -> &OsStr {
 }
 
 /// A file's directory: `app.conf` is in `.`.
-fn parent_dir(path: &Path) -> &Path {
+pub(super) fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -554,202 +460,6 @@ impl Write for Bounded {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
-}
-
-/// The final environment as template values, recording what a render looks up: the names it
-/// did not find (for the undefined-name message) and the first one used whose value is not
-/// UTF-8 (an error, since a template's output is text).
-struct Vars {
-    values: HashMap<String, Value>,
-    not_utf8: HashSet<String>,
-    /// Every name, in byte order: `env`'s keys.
-    names: Vec<Value>,
-    record: Mutex<Record>,
-}
-
-#[derive(Default)]
-struct Record {
-    missing: Vec<String>,
-    not_utf8: Option<String>,
-}
-
-impl Vars {
-    fn new(env: &Environment) -> Vars {
-        let mut values = HashMap::with_capacity(env.len());
-        let mut not_utf8 = HashSet::new();
-        for (name, value) in env {
-            // A name that is not UTF-8 cannot be written in a template.
-            let Some(name) = name.to_str() else { continue };
-            let text = match value.to_str() {
-                Some(text) => text.to_owned(),
-                None => {
-                    not_utf8.insert(name.to_owned());
-                    value.to_string_lossy().into_owned()
-                }
-            };
-            values.insert(name.to_owned(), Value::from(text));
-        }
-        let mut names: Vec<&String> = values.keys().collect();
-        names.sort();
-        let names = names
-            .into_iter()
-            .map(|name| Value::from(name.as_str()))
-            .collect();
-        Vars {
-            values,
-            not_utf8,
-            names,
-            record: Mutex::default(),
-        }
-    }
-
-    fn record(&self) -> std::sync::MutexGuard<'_, Record> {
-        self.record.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn start(&self) {
-        *self.record() = Record::default();
-    }
-
-    fn finish(&self) -> Record {
-        std::mem::take(&mut *self.record())
-    }
-
-    fn lookup(&self, name: &str) -> Option<Value> {
-        match self.values.get(name) {
-            Some(value) => {
-                if self.not_utf8.contains(name) {
-                    self.record()
-                        .not_utf8
-                        .get_or_insert_with(|| name.to_owned());
-                }
-                Some(value.clone())
-            }
-            None => {
-                let mut record = self.record();
-                if !record.missing.iter().any(|seen| seen == name) {
-                    record.missing.push(name.to_owned());
-                }
-                None
-            }
-        }
-    }
-}
-
-// Written by hand: minijinja may format an object, and this one holds values.
-impl fmt::Debug for Vars {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "<{} variables>", self.values.len())
-    }
-}
-
-/// The template's top level: every variable by name, and `env`.
-#[derive(Debug)]
-struct Root(Arc<Vars>);
-
-impl Object for Root {
-    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
-        self.get_value_by_str(key.as_str()?)
-    }
-
-    fn get_value_by_str(self: &Arc<Self>, name: &str) -> Option<Value> {
-        // `env` is the map even if a variable is named `env`: templates can rely on it.
-        if name == "env" {
-            return Some(Value::from_object(EnvMap(self.0.clone())));
-        }
-        self.0.lookup(name)
-    }
-
-    fn enumerate(self: &Arc<Self>) -> Enumerator {
-        Enumerator::NonEnumerable
-    }
-}
-
-/// `env`: a map of every variable, iterated in byte order of the names.
-#[derive(Debug)]
-struct EnvMap(Arc<Vars>);
-
-impl Object for EnvMap {
-    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
-        self.0.lookup(key.as_str()?)
-    }
-
-    fn enumerate(self: &Arc<Self>) -> Enumerator {
-        Enumerator::Values(self.0.names.clone())
-    }
-
-    fn enumerator_len(self: &Arc<Self>) -> Option<usize> {
-        Some(self.0.names.len())
-    }
-}
-
-/// Writes `output` to a new temporary file next to its DEST, with SRC's permission bits.
-fn stage(output: &Output, owner: Option<Owner>) -> Result<PathBuf, Error> {
-    let dir = parent_dir(&output.dest);
-    if output.create_dir {
-        fs::create_dir_all(dir)
-            .map_err(|err| Error::io(dir, "creating the template's DEST directory", err))?;
-    }
-    let writing = |err| Error::io(&output.dest, "writing the rendered template", err);
-    let (temporary, mut file) = create_temporary(&output.dest, output.mode).map_err(writing)?;
-    let owned = match owner {
-        Some(owner) => std::os::unix::fs::fchown(&file, Some(owner.uid), Some(owner.gid)),
-        None => Ok(()),
-    };
-    let written = owned
-        // The mode given to open is reduced by the umask; SRC's bits are wanted exactly (set
-        // after the chown, which would clear a setuid bit).
-        .and_then(|()| file.set_permissions(Permissions::from_mode(output.mode)))
-        .and_then(|()| file.write_all(&output.content));
-    if let Err(err) = written {
-        let _ = fs::remove_file(&temporary);
-        return Err(writing(err));
-    }
-    Ok(temporary)
-}
-
-/// A new file `.NAME.envharness-PID-N` in DEST's directory: a dot-name, so a program reading
-/// that directory (`conf.d/*.conf`) or envharness itself passes over it.
-fn create_temporary(dest: &Path, mode: u32) -> io::Result<(PathBuf, File)> {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let name = dest
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let temporary =
-            parent_dir(dest).join(format!(".{name}.envharness-{}-{n}", std::process::id()));
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&temporary)
-        {
-            Ok(file) => return Ok((temporary, file)),
-            // Left by a harness that died with this pid: take the next name.
-            Err(err) if err.kind() == io::ErrorKind::AlreadyExists && tries < 1000 => continue,
-            Err(err) => return Err(err),
-        }
-    }
-}
-
-/// Whether DEST is a regular file holding exactly `content`.
-fn same_content(dest: &Path, content: &[u8]) -> bool {
-    let Ok(file) = File::open(dest) else {
-        return false;
-    };
-    match file.metadata() {
-        Ok(meta) if meta.is_file() && meta.len() == content.len() as u64 => {}
-        _ => return false,
-    }
-    let mut current = Vec::with_capacity(content.len());
-    file.take(content.len() as u64 + 1)
-        .read_to_end(&mut current)
-        .is_ok()
-        && current == content
 }
 
 #[cfg(test)]

@@ -88,6 +88,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A template used `kv("KEY")` bare and KEY is absent from the registry: at the start,
+    /// `--wait` waits for it as for a requirement.
+    #[error("{}: line {line}: kv(\"{key}\") is undefined: no such key in the registry", path.display())]
+    KeyAbsent {
+        path: PathBuf,
+        line: usize,
+        key: String,
+    },
+
     /// A `--require` that the final environment does not meet.
     #[error("{name}: {}", unmet_reason(rule.as_deref()))]
     Unmet { name: String, rule: Option<String> },

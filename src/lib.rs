@@ -86,7 +86,7 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
             .as_ref()
             .map(|registry| registry.instance.as_str()),
     )?;
-    let resolver = Resolver::new(&plan.discovery, &harness_env, read_log(&plan)?);
+    let mut resolver = Resolver::new(&plan.discovery, &harness_env, read_log(&plan)?);
     let resolved = resolver.resolve_waiting(&mut host, plan.wait)?;
     host.check_stop()?;
     resolved.templates.write()?;

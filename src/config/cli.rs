@@ -206,6 +206,12 @@ pub struct Cli {
     #[arg(long, value_name = "N:M", allow_hyphen_values = true)]
     pub remap_exit: Vec<String>,
 
+    /// With --watch: wait a random time up to SECS before acting on a change, so that the
+    /// instances that watch one key do not all restart at once [env: ENVHARNESS_SPLAY]
+    /// [default: 0]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = parse_seconds)]
+    pub splay: Option<Duration>,
+
     /// The command and its arguments (everything after `--` is the command)
     #[arg(value_name = "COMMAND", trailing_var_arg = true)]
     pub command: Vec<OsString>,

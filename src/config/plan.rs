@@ -83,6 +83,7 @@ impl Plan {
                 "--watch needs --init: only a supervising harness can re-run discovery".into(),
             ));
         }
+        let splay = splay(cli.splay, &var, watch.is_some())?;
         let requirements = requirements(&cli.require, &var)?;
         let wait_for = flags_or_list(&cli.wait_for, &var, "ENVHARNESS_WAIT_FOR")
             .iter()
@@ -98,10 +99,13 @@ impl Plan {
             ));
         }
         let wait = cli.wait.filter(|wait| !wait.is_zero());
-        if wait.is_some() && requirements.is_empty() && wait_for.is_empty() {
-            log::warn!("--wait has no effect without --require or --wait-for: nothing to wait for");
-        }
         let templates = templates(&cli.template, &var)?;
+        if wait.is_some() && requirements.is_empty() && wait_for.is_empty() && templates.is_empty()
+        {
+            log::warn!(
+                "--wait has no effect without --require, --wait-for or a template: nothing to wait for"
+            );
+        }
         let environment_root = environment_root(cli.environment_root, cli.hostname.as_deref())?;
         Ok(Plan {
             // An empty variable counts as unset, as for ENVHARNESS_ENVIRONMENT.
@@ -119,6 +123,7 @@ impl Plan {
                 requirements,
                 wait_for,
                 templates,
+                kv: registry.as_ref().map(|registry| registry.url.clone()),
                 owner: user
                     .as_ref()
                     .filter(|user| !user.unchanged)
@@ -139,6 +144,7 @@ impl Plan {
                 rerun: watch.map(|every| RerunSettings {
                     every: Some(every).filter(|every| !every.is_zero()),
                     on_change,
+                    splay,
                 }),
                 drain: stopping.drain,
                 rewrites: stopping.rewrites,
@@ -207,6 +213,31 @@ fn watch_interval(
     parse_seconds(&value.to_string_lossy())
         .map(Some)
         .map_err(|reason| Error::Usage(format!("ENVHARNESS_WATCH: {reason}")))
+}
+
+/// `--splay SECS`, which needs `--watch`; `ENVHARNESS_SPLAY` is read only under `--watch`, so a
+/// harness nested in a script that inherits it still runs.
+fn splay(
+    flag: Option<Duration>,
+    var: impl Fn(&str) -> Option<OsString>,
+    watching: bool,
+) -> Result<Duration, Error> {
+    if flag.is_some() && !watching {
+        return Err(Error::Usage(
+            "--splay needs --watch: it spreads the restarts of re-runs".into(),
+        ));
+    }
+    if !watching {
+        return Ok(Duration::ZERO);
+    }
+    if let Some(splay) = flag {
+        return Ok(splay);
+    }
+    match var("ENVHARNESS_SPLAY").filter(|value| !value.is_empty()) {
+        Some(value) => parse_seconds(&value.to_string_lossy())
+            .map_err(|reason| Error::Usage(format!("ENVHARNESS_SPLAY: {reason}"))),
+        None => Ok(Duration::ZERO),
+    }
 }
 
 /// `--on-change restart|SIGNAL`, else `ENVHARNESS_ON_CHANGE` (empty: unset, as for the other

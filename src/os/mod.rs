@@ -11,11 +11,21 @@ pub mod signals;
 pub(crate) mod user;
 
 use std::ffi::CString;
+use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read};
 
 /// A C string for execve and posix_spawn: a path, an argument or a `NAME=VALUE` string.
 pub fn c_string(bytes: &[u8]) -> CString {
     CString::new(bytes).expect("paths, arguments and checked environment strings contain no NUL")
+}
+
+/// 64 random bits, from this process's own randomness: std's RandomState is seeded from the
+/// kernel's (getrandom), so ten harnesses started in the same second draw different numbers,
+/// where a seed from the clock would give them the same.
+pub fn random_u64() -> u64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }
 
 /// Reads `reader` to its end, but never holds more than `limit` bytes: None when there are

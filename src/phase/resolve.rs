@@ -16,11 +16,12 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::environment::{self, EnvironmentSettings};
 use super::require::{self, Requirement, WaitFor};
-use super::template::{self, Owner, Rendered, Template};
+use super::template::{self, KvReads, KvSource, Owner, Rendered, SharedReads, Template};
 use crate::error::Error;
 use crate::registry::reads::ReadLog;
 use crate::registry::Lookup;
@@ -39,6 +40,8 @@ pub struct Discovery {
     pub templates: Vec<Template>,
     /// Who the written DESTs belong to (`--user`, when the harness runs as root).
     pub owner: Option<Owner>,
+    /// The registry's URL (`--kv`), which templates may read.
+    pub kv: Option<String>,
 }
 
 /// The variables of the result last applied (at the start, or by a re-run's change), by name.
@@ -62,6 +65,10 @@ pub struct Resolver<'a> {
     /// What the scripts get: `harness_env`, plus where to record registry reads.
     script_env: Cow<'a, Environment>,
     reads: Option<ReadLog>,
+    /// The store the templates read, kept between renders once a render opened it.
+    kv: Option<KvSource>,
+    /// What the templates of the last render read of the registry.
+    template_reads: Vec<(Lookup, String)>,
 }
 
 impl<'a> Resolver<'a> {
@@ -80,6 +87,8 @@ impl<'a> Resolver<'a> {
             harness_env,
             script_env,
             reads,
+            kv: None,
+            template_reads: Vec::new(),
         }
     }
 
@@ -88,7 +97,7 @@ impl<'a> Resolver<'a> {
     /// address that does not answer, a template. `applied` is the result a re-run is compared
     /// with (None at the start).
     pub fn resolve(
-        &self,
+        &mut self,
         host: &mut dyn Host,
         applied: Option<&Applied>,
     ) -> Result<Resolved, Error> {
@@ -131,28 +140,46 @@ impl<'a> Resolver<'a> {
 
     /// Renders the templates with `env`, off the loop's thread: a template's work is bounded
     /// (its fuel), but even a slow render must not hold up a signal, a reap or a renewal.
-    fn render(&self, host: &mut dyn Host, env: &Environment) -> Result<Rendered, Error> {
+    fn render(&mut self, host: &mut dyn Host, env: &Environment) -> Result<Rendered, Error> {
+        self.template_reads.clear();
         if self.discovery.templates.is_empty() {
             return Ok(Rendered::default());
         }
+        let source = self
+            .kv
+            .take()
+            .or_else(|| self.discovery.kv.clone().map(KvSource::new));
+        let reads: SharedReads = Arc::new(Mutex::new(KvReads::new(source)));
         let templates = self.discovery.templates.clone();
-        let (env, owner) = (env.clone(), self.discovery.owner);
-        task::run(host, "templates", move || {
-            template::render_all(&templates, &env, owner)
-        })?
+        let (env, owner, shared) = (env.clone(), self.discovery.owner, reads.clone());
+        let rendered = task::run(host, "templates", move || {
+            template::render_all(&templates, &env, owner, &shared)
+        })?;
+        let done = std::mem::replace(
+            &mut *reads.lock().unwrap_or_else(PoisonError::into_inner),
+            KvReads::new(None),
+        );
+        let (source, template_reads) = done.finish();
+        self.kv = source;
+        self.template_reads = template_reads;
+        rendered
     }
 
     /// The start's resolve: with `--wait`, while a requirement is unmet the step is taken
     /// again every `--retry-interval` until the wait is over (a stop signal ends the wait).
     pub fn resolve_waiting(
-        &self,
+        &mut self,
         host: &mut PhaseHost,
         wait: Option<Duration>,
     ) -> Result<Resolved, Error> {
         let give_up = wait.map(|wait| Instant::now() + wait);
         loop {
             let unmet = match self.resolve(host, None) {
-                Err(unmet @ (Error::Unmet { .. } | Error::Unreachable { .. })) => unmet,
+                Err(
+                    unmet @ (Error::Unmet { .. }
+                    | Error::Unreachable { .. }
+                    | Error::KeyAbsent { .. }),
+                ) => unmet,
                 resolved => return resolved,
             };
             let now = Instant::now();
@@ -168,9 +195,13 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// What the scripts read through `envharness kv` since the last call (nothing without a
-    /// read log).
+    /// What the last run read of the registry: its scripts through `envharness kv` (nothing
+    /// without a read log), and its templates.
     pub fn take_reads(&mut self) -> Vec<(Lookup, String)> {
-        self.reads.as_mut().map(ReadLog::take).unwrap_or_default()
+        let mut reads = self.reads.as_mut().map(ReadLog::take).unwrap_or_default();
+        reads.extend(std::mem::take(&mut self.template_reads));
+        reads.sort();
+        reads.dedup();
+        reads
     }
 }

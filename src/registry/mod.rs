@@ -212,6 +212,11 @@ pub trait Store: Send {
 
     /// Starts watching the keys that start with `prefix` (empty: all).
     fn watch(&mut self, prefix: &str) -> Result<Box<dyn Watch>, Error>;
+
+    /// Bounds every later call by `limit` (less than [`REACH_TIMEOUT`]), for a caller with a
+    /// budget of its own (a template's reads). A store whose calls cannot wait for long
+    /// anyway does nothing.
+    fn limit_calls(&mut self, _limit: Duration) {}
 }
 
 /// Change notification for the keys under one prefix, for a poll loop. Each store watches on
@@ -258,6 +263,12 @@ pub fn open(url: &str, credentials: Option<Credentials>) -> Result<Box<dyn Store
     }
 }
 
+/// Opens the store at `url` with the credentials of the process's environment
+/// (`ENVHARNESS_KV_USER`, `ENVHARNESS_KV_PASSWORD` or `_PASSWORD_FILE`).
+pub fn open_with_env_credentials(url: &str) -> Result<Box<dyn Store>, Error> {
+    open(url, Credentials::from_env(|name| std::env::var_os(name))?)
+}
+
 /// Checks a `--kv` URL as the harness starts, contacting nothing and creating nothing: a
 /// scheme, a path or an endpoint that could never work is a usage error before anything runs,
 /// even under `--init`, where the store itself is opened later, on the registry's thread.
@@ -294,6 +305,16 @@ fn unusable(url: &str, err: Error) -> Error {
 pub enum Lookup {
     Get(Key),
     List(String),
+}
+
+impl Lookup {
+    /// The template call that makes this lookup, for messages.
+    pub fn call(&self) -> String {
+        match self {
+            Lookup::Get(key) => format!("kv(\"{key}\")"),
+            Lookup::List(prefix) => format!("kv_list(\"{prefix}\")"),
+        }
+    }
 }
 
 /// What a lookup saw.

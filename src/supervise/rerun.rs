@@ -39,6 +39,8 @@ pub struct RerunSettings {
     /// The timer; None for `--watch 0` (only SIGHUP and registry changes).
     pub every: Option<Duration>,
     pub on_change: OnChange,
+    /// `--splay`: a change is acted on after a random time up to this.
+    pub splay: Duration,
 }
 
 /// The state of `--watch` while the command runs.
@@ -82,6 +84,25 @@ impl Change {
         log::warn!(target: NOTICE, "{} changed; {action}", self.names.join(", "));
     }
 
+    /// Folds a later change into this one, before either was acted on (`--splay`): the later
+    /// result is what is applied, under the names of both.
+    pub fn fold(&mut self, later: Change) {
+        let Change {
+            names,
+            env,
+            home_from_directory,
+            staged,
+        } = later;
+        self.names.extend(names);
+        self.names.sort();
+        self.names.dedup();
+        self.env = env;
+        self.home_from_directory = home_from_directory;
+        // The earlier staged outputs are removed: the later ones were rendered against the
+        // same DESTs, still unwritten.
+        self.staged = staged;
+    }
+
     /// Puts the templates' changed outputs in place. A failure (the directory changed since
     /// the re-run) is a warning: the change is applied all the same, and the next re-run
     /// finds the DEST still different.
@@ -107,6 +128,10 @@ impl<'a> Reruns<'a> {
 
     pub fn on_change(&self) -> OnChange {
         self.settings.on_change
+    }
+
+    pub fn splay(&self) -> Duration {
+        self.settings.splay
     }
 
     /// SIGHUP or a registry change: a re-run as soon as the loop can.

@@ -484,30 +484,84 @@ impl Supervisor<'_> {
         Ok(())
     }
 
-    /// Re-runs discovery while the loop goes on, then applies a change (docs/reference.md §7).
+    /// Re-runs discovery while the loop goes on, then acts on a change (docs/reference.md §7),
+    /// after `--splay`.
     fn rerun(&mut self, reruns: &mut Reruns) -> Result<(), Error> {
-        let change = reruns.rerun(&mut Rerunning { supervisor: self });
-        let reads = reruns.take_reads();
-        if self.child.status().is_some() || self.course.is_stopping() {
-            return Ok(());
-        }
-        if let (Some(registration), Some(reads)) = (self.registration.as_mut(), reads) {
-            registration.set_reads(reads);
-        }
-        let Some(mut change) = change else {
+        let Some(change) = self.rediscover(reruns) else {
             return Ok(());
         };
-        match reruns.on_change() {
-            OnChange::Restart => {
-                change.announce("restarting the command");
-                self.restart(change)
+        let on_change = reruns.on_change();
+        let change = match reruns.splay() {
+            splay if splay.is_zero() => {
+                change.announce(&action(on_change));
+                change
             }
+            splay => match self.splay(reruns, change, splay)? {
+                Some(change) => change,
+                None => return Ok(()),
+            },
+        };
+        match on_change {
+            OnChange::Restart => self.restart(change),
             OnChange::Signal(signal) => {
-                change.announce(&format!("sending {}", signal.as_str()));
+                let mut change = change;
                 change.write_templates();
                 self.signal_command(signal);
                 Ok(())
             }
+        }
+    }
+
+    /// One re-run, its reads watched from now on; the change it found, if the command still
+    /// serves.
+    fn rediscover(&mut self, reruns: &mut Reruns) -> Option<Change> {
+        let change = reruns.rerun(&mut Rerunning { supervisor: self });
+        let reads = reruns.take_reads();
+        if self.child.status().is_some() || self.course.is_stopping() {
+            return None;
+        }
+        if let (Some(registration), Some(reads)) = (self.registration.as_mut(), reads) {
+            registration.set_reads(reads);
+        }
+        change
+    }
+
+    /// `--splay` (docs/reference.md §14): waits a random time up to `splay` before the change
+    /// is acted on, the loop going on meanwhile, so that instances watching one key do not all
+    /// restart at once. A re-run asked for meanwhile is folded into the change; a stop signal
+    /// or the command's exit cancels it (None).
+    fn splay(
+        &mut self,
+        reruns: &mut Reruns,
+        mut change: Change,
+        splay: Duration,
+    ) -> Result<Option<Change>, Error> {
+        let act_at = Instant::now() + splay.mul_f64(random_fraction());
+        let what = action(reruns.on_change());
+        let announce = |change: &Change| {
+            let left = act_at.saturating_duration_since(Instant::now());
+            change.announce(&format!("{what} in {:.1} s", left.as_secs_f64()));
+        };
+        announce(&change);
+        loop {
+            if self.child.status().is_some() || self.course.is_stopping() {
+                return Ok(None);
+            }
+            let changed = self
+                .registration
+                .as_mut()
+                .is_some_and(Registration::take_change);
+            if std::mem::take(&mut self.rerun_owed) || changed {
+                if let Some(newer) = self.rediscover(reruns) {
+                    announce(&newer);
+                    change.fold(newer);
+                }
+                continue;
+            }
+            if Instant::now() >= act_at {
+                return Ok(Some(change));
+            }
+            self.turn(None, Some(act_at))?;
         }
     }
 
@@ -731,6 +785,19 @@ impl Supervisor<'_> {
             self.signals.pending()?;
         }
     }
+}
+
+/// What a change does, in its announcement.
+fn action(on_change: OnChange) -> String {
+    match on_change {
+        OnChange::Restart => "restarting the command".into(),
+        OnChange::Signal(signal) => format!("sending {}", signal.as_str()),
+    }
+}
+
+/// A number in [0, 1) from this process's own randomness.
+fn random_fraction() -> f64 {
+    (crate::os::random_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The supervisor as the host of a re-run's scripts: each wake-up of its loop also serves the

@@ -27,6 +27,7 @@ mod scratch;
 mod scripts;
 mod stopping;
 mod supervise;
+mod template_kv;
 mod templates;
 mod user;
 mod watch;

@@ -111,6 +111,10 @@ impl Object for Root {
         if name == "env" {
             return Some(Value::from_object(EnvMap(self.0.clone())));
         }
+        // The registry's functions win over variables of the same name (`env["kv"]` stays).
+        if super::registry::FUNCTIONS.contains(&name) {
+            return None;
+        }
         self.0.lookup(name)
     }
 

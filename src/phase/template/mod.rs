@@ -26,15 +26,17 @@ use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use minijinja::syntax::SyntaxConfig;
 use minijinja::value::Value;
 use minijinja::{AutoEscape, ErrorKind, UndefinedBehavior};
 
 mod context;
+mod registry;
 mod write;
 
+pub use registry::{KvReads, KvSource, SharedReads};
 pub use write::{Owner, Rendered, Staged};
 
 use context::{Root, Vars};
@@ -105,6 +107,7 @@ pub fn render_all(
     templates: &[Template],
     env: &Environment,
     owner: Option<Owner>,
+    reads: &SharedReads,
 ) -> Result<Rendered, Error> {
     if templates.is_empty() {
         return Ok(Rendered::default());
@@ -114,12 +117,13 @@ pub fn render_all(
         sources.extend(expand(template, true)?);
     }
     one_source_per_dest(&sources)?;
-    let engine = engine();
+    let mut engine = engine();
+    registry::add_functions(&mut engine, reads);
     let globals: HashSet<String> = engine.globals().map(|(name, _)| name.to_owned()).collect();
     let vars = Arc::new(Vars::new(env));
     let mut outputs = Vec::with_capacity(sources.len());
     for source in &sources {
-        let content = render(&engine, &vars, &globals, source)?;
+        let content = render(&engine, &vars, &globals, reads, source)?;
         outputs.push(Output {
             changed: !same_content(&source.dest, &content),
             dest: source.dest.clone(),
@@ -309,6 +313,7 @@ fn render(
     engine: &minijinja::Environment<'_>,
     vars: &Arc<Vars>,
     globals: &HashSet<String>,
+    reads: &SharedReads,
     source: &Source,
 ) -> Result<Vec<u8>, Error> {
     let template = engine
@@ -318,6 +323,31 @@ fn render(
     let mut out = Bounded::default();
     let result = template.render_captured_to(Value::from_object(Root(vars.clone())), &mut out);
     let record = vars.finish();
+    let mut reads = reads.lock().unwrap_or_else(PoisonError::into_inner);
+    // A store that failed (its own error, naming its URL), or a call the template cannot
+    // make (named with the template and line): that is the error.
+    if let Some(failure) = reads.take_failure() {
+        return Err(match failure {
+            store @ Error::Store { .. } => store,
+            other => {
+                let line = result.as_ref().err().and_then(minijinja::Error::line);
+                let at = line
+                    .map(|line| format!("line {line}: "))
+                    .unwrap_or_default();
+                Error::entry(&source.src, format!("{at}{other}"))
+            }
+        });
+    }
+    if let Err(err) = &result {
+        if let Some(key) = absent_key_on_error_line(&source.text, err, reads.absent()) {
+            return Err(Error::KeyAbsent {
+                path: source.src.clone(),
+                line: err.line().unwrap_or_default(),
+                key,
+            });
+        }
+    }
+    drop(reads);
     // Checked first: the template's output would hold bytes that are not the value.
     if let Some(name) = record.not_utf8 {
         return Err(Error::entry(
@@ -340,6 +370,26 @@ fn render(
         Ok(_) => Ok(out.bytes),
         Err(err) => Err(template_error(source, &err, &missing)),
     }
+}
+
+/// For an undefined value: a key `kv()` found absent whose call is on the error's line (a bare
+/// use of an absent key, which `--wait` waits out).
+fn absent_key_on_error_line(
+    text: &str,
+    err: &minijinja::Error,
+    absent: &[String],
+) -> Option<String> {
+    if err.kind() != ErrorKind::UndefinedError {
+        return None;
+    }
+    let line = text.lines().nth(err.line()?.checked_sub(1)?)?;
+    absent
+        .iter()
+        .find(|key| {
+            let compact: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+            compact.contains(&format!("kv(\"{key}\")")) || compact.contains(&format!("kv('{key}')"))
+        })
+        .cloned()
 }
 
 /// The one-line reason for a minijinja error: its kind, line and the names involved. Only
@@ -489,7 +539,9 @@ mod tests {
         let engine = engine();
         let globals = engine.globals().map(|(n, _)| n.to_owned()).collect();
         let vars = Arc::new(Vars::new(&env(pairs)));
-        render(&engine, &vars, &globals, &source(text)).map(|b| String::from_utf8(b).unwrap())
+        let reads = Arc::new(std::sync::Mutex::new(KvReads::new(None)));
+        render(&engine, &vars, &globals, &reads, &source(text))
+            .map(|b| String::from_utf8(b).unwrap())
     }
 
     #[test]

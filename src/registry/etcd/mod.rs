@@ -173,6 +173,10 @@ impl Store for EtcdStore {
         &self.client.url
     }
 
+    fn limit_calls(&mut self, limit: Duration) {
+        self.set_timeout(limit.min(REACH_TIMEOUT));
+    }
+
     fn get(&mut self, key: &Key) -> Result<Option<Vec<u8>>, Error> {
         let reply = self.client.call(
             "/v3/kv/range",

@@ -29,6 +29,23 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is not a number of seconds"))
 }
 
+/// A duration for a message, in seconds: as given when it is a whole number of milliseconds
+/// (`0.25`, `1.5`, `10`), else rounded to a tenth of a second (a third of a TTL of 10 s is
+/// `3.3`, not `3.333333333`), or to a millisecond below one second.
+pub fn seconds(duration: Duration) -> String {
+    let text = if duration.subsec_nanos() % 1_000_000 == 0 || duration < Duration::from_secs(1) {
+        format!("{:.3}", duration.as_secs_f64())
+    } else {
+        format!("{:.1}", duration.as_secs_f64())
+    };
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text.is_empty() {
+        "0".to_owned()
+    } else {
+        text.to_owned()
+    }
+}
+
 /// poll(2)'s timeout for waiting until `deadline` (None: no deadline), rounded up to the next
 /// millisecond so that the deadline has passed when poll returns, rather than waking a moment
 /// early and spinning.
@@ -43,6 +60,17 @@ pub fn poll_timeout_until(deadline: Option<Instant>) -> PollTimeout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_shown_as_given_or_rounded() {
+        let shown = |secs: f64| seconds(Duration::from_secs_f64(secs));
+        assert_eq!(shown(0.25), "0.25");
+        assert_eq!(shown(1.5), "1.5");
+        assert_eq!(shown(10.0), "10");
+        assert_eq!(shown(0.0), "0");
+        assert_eq!(seconds(Duration::from_secs(10) / 3), "3.3");
+        assert_eq!(seconds(Duration::from_nanos(1_500_000)), "0.002");
+    }
 
     #[test]
     fn seconds_accept_fractions_and_reject_garbage() {

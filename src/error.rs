@@ -11,15 +11,21 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use crate::duration::seconds;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Bad options or arguments (clap's own errors are turned into this too).
     #[error("{0}")]
     Usage(String),
 
-    /// A directory named by a flag or variable does not exist (a default one is skipped).
-    #[error("{}: no such directory", path.display())]
-    MissingDirectory { path: PathBuf },
+    /// A directory named by a flag or variable does not exist (a default one is skipped);
+    /// `variable` is the one that named it, if one did.
+    #[error("{}{}: no such directory", variable.map(|name| format!("{name}=")).unwrap_or_default(), path.display())]
+    MissingDirectory {
+        path: PathBuf,
+        variable: Option<&'static str>,
+    },
 
     /// An entry that can never become a variable or run: bad name, lost exec bit, broken
     /// symlink, malformed dotenv line, a value the kernel would refuse.
@@ -104,7 +110,7 @@ pub enum Error {
 
 fn waited_suffix(waited: Option<Duration>) -> String {
     match waited {
-        Some(waited) => format!(" after {} s", waited.as_secs_f64()),
+        Some(waited) => format!(" after {} s", seconds(waited)),
         None => String::new(),
     }
 }
@@ -142,7 +148,7 @@ impl fmt::Display for Failure {
         match self {
             Failure::Exited(code) => write!(f, "exited with status {code}"),
             Failure::Killed(signal) => write!(f, "killed by {}", signal.as_str()),
-            Failure::TimedOut(limit) => write!(f, "timed out after {}s", limit.as_secs_f64()),
+            Failure::TimedOut(limit) => write!(f, "timed out after {}s", seconds(*limit)),
             Failure::OutputTooLarge(limit) => {
                 write!(f, "output passed {limit} bytes, the limit; stopped it")
             }

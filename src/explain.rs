@@ -9,6 +9,7 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::config::Plan;
+use crate::duration::seconds;
 use crate::error::Error;
 use crate::exec::resolve;
 use crate::logging::one_line;
@@ -109,6 +110,7 @@ impl<W: Write> Report<'_, W> {
             Ok(false) if dir.named => {
                 self.error(Error::MissingDirectory {
                     path: dir.path.clone(),
+                    variable: dir.variable,
                 });
                 return self.line(format!("{role} {path}: error (no such directory)"));
             }
@@ -173,7 +175,7 @@ fn stopping(settings: &Supervision) -> Vec<String> {
     if !settings.drain.is_zero() {
         lines.push(format!(
             "drain {}s after a stop signal before forwarding it",
-            settings.drain.as_secs_f64()
+            seconds(settings.drain)
         ));
     }
     for (from, to) in &settings.rewrites.0 {

@@ -41,41 +41,27 @@ pub struct Cli {
     #[arg(short = 'e', long = "environment", value_name = "DIR")]
     pub environment: Vec<OsString>,
 
-    /// Export directory whose scripts announce the service [default: /export]
-    #[arg(
-        short = 'x',
-        long = "export",
-        value_name = "DIR",
-        env = "ENVHARNESS_EXPORT",
-        hide_env_values = true
-    )]
+    /// Export directory whose scripts announce the service [env: ENVHARNESS_EXPORT]
+    /// [default: /export]
+    #[arg(short = 'x', long = "export", value_name = "DIR")]
     pub export: Option<OsString>,
 
-    /// Limit for one run of one script, fractions allowed; 0 means none [default: 0]
-    #[arg(long, value_name = "SECS", env = "ENVHARNESS_TIMEOUT", hide_env_values = true, allow_negative_numbers = true, value_parser = parse_seconds)]
+    /// Limit for one run of one script, fractions allowed; 0 means none
+    /// [env: ENVHARNESS_TIMEOUT] [default: 0]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = parse_seconds)]
     pub timeout: Option<Duration>,
 
-    /// Run a failing script again up to N more times [default: 0]
-    #[arg(
-        long,
-        value_name = "N",
-        env = "ENVHARNESS_RETRIES",
-        hide_env_values = true
-    )]
+    /// Run a failing script again up to N more times [env: ENVHARNESS_RETRIES] [default: 0]
+    #[arg(long, value_name = "N")]
     pub retries: Option<u32>,
 
-    /// Pause between tries, fractions allowed [default: 1]
-    #[arg(long, value_name = "SECS", env = "ENVHARNESS_RETRY_INTERVAL", hide_env_values = true, allow_negative_numbers = true, value_parser = parse_seconds)]
+    /// Pause between tries, fractions allowed [env: ENVHARNESS_RETRY_INTERVAL] [default: 1]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = parse_seconds)]
     pub retry_interval: Option<Duration>,
 
-    /// Run up to N environment scripts of a directory at once; 0 means all [default: 1]
-    #[arg(
-        short = 'j',
-        long,
-        value_name = "N",
-        env = "ENVHARNESS_JOBS",
-        hide_env_values = true
-    )]
+    /// Run up to N environment scripts of a directory at once; 0 means all
+    /// [env: ENVHARNESS_JOBS] [default: 1]
+    #[arg(short = 'j', long, value_name = "N")]
     pub jobs: Option<usize>,
 
     /// Keep variables already set: skip their entries [env: ENVHARNESS_NO_CLOBBER]
@@ -91,8 +77,9 @@ pub struct Cli {
     #[arg(long)]
     pub group: bool,
 
-    /// With --init: grace after SIGTERM/SIGINT before SIGKILL [default: 5]
-    #[arg(long, value_name = "SECS", env = "ENVHARNESS_STOP_TIMEOUT", hide_env_values = true, allow_negative_numbers = true, value_parser = parse_seconds)]
+    /// With --init: grace after SIGTERM/SIGINT before SIGKILL [env: ENVHARNESS_STOP_TIMEOUT]
+    /// [default: 5]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = parse_seconds)]
     pub stop_timeout: Option<Duration>,
 
     /// With --init: re-run discovery every SECS; 0: only on SIGHUP or a registry change
@@ -110,8 +97,9 @@ pub struct Cli {
     #[arg(long, value_name = "NAME[=REGEX]")]
     pub require: Vec<String>,
 
-    /// While a requirement is unmet, re-run discovery for up to SECS [default: 0]
-    #[arg(long, value_name = "SECS", env = "ENVHARNESS_WAIT", hide_env_values = true, allow_negative_numbers = true, value_parser = parse_seconds)]
+    /// While a requirement is unmet, re-run discovery for up to SECS [env: ENVHARNESS_WAIT]
+    /// [default: 0]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = parse_seconds)]
     pub wait: Option<Duration>,
 
     /// Render SRC to DEST with the final environment (Jinja syntax); repeatable
@@ -120,21 +108,13 @@ pub struct Cli {
     pub template: Vec<OsString>,
 
     /// Use DIR's subdirectory that matches the hostname as the first environment directory
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "ENVHARNESS_ENVIRONMENT_ROOT",
-        hide_env_values = true
-    )]
+    /// [env: ENVHARNESS_ENVIRONMENT_ROOT]
+    #[arg(long, value_name = "DIR")]
     pub environment_root: Option<OsString>,
 
-    /// The name --environment-root matches [default: the kernel's hostname]
-    #[arg(
-        long,
-        value_name = "NAME",
-        env = "ENVHARNESS_HOSTNAME",
-        hide_env_values = true
-    )]
+    /// The name --environment-root matches [env: ENVHARNESS_HOSTNAME]
+    /// [default: the kernel's hostname]
+    #[arg(long, value_name = "NAME")]
     pub hostname: Option<String>,
 
     /// Print the variables instead of running a command
@@ -154,29 +134,23 @@ pub struct Cli {
     pub quiet: bool,
 
     /// The registry: file:///DIR or etcd://HOST:PORT[,HOST:PORT...][/PREFIX]
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "ENVHARNESS_KV",
-        hide_env_values = true
-    )]
+    /// [env: ENVHARNESS_KV]
+    #[arg(long, value_name = "URL")]
     pub kv: Option<String>,
 
-    /// This instance's name in published keys [default: the hostname]
-    #[arg(
-        long,
-        value_name = "ID",
-        env = "ENVHARNESS_INSTANCE",
-        hide_env_values = true
-    )]
+    /// This instance's name in published keys [env: ENVHARNESS_INSTANCE]
+    /// [default: the hostname]
+    #[arg(long, value_name = "ID")]
     pub instance: Option<String>,
 
-    /// With --init: lease of published keys, whole seconds, at least 2 [default: 10]
-    #[arg(long, value_name = "SECS", env = "ENVHARNESS_TTL", hide_env_values = true, allow_negative_numbers = true, value_parser = kv::parse_ttl)]
+    /// With --init: lease of published keys, whole seconds, at least 2 [env: ENVHARNESS_TTL]
+    /// [default: 10]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = kv::parse_ttl)]
     pub ttl: Option<Duration>,
 
-    /// With --init: how often the export directory's health check runs [default: 10]
-    #[arg(long, value_name = "SECS", env = "ENVHARNESS_HEALTH_INTERVAL", hide_env_values = true, allow_negative_numbers = true, value_parser = parse_seconds)]
+    /// With --init: how often the export directory's health check runs
+    /// [env: ENVHARNESS_HEALTH_INTERVAL] [default: 10]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = parse_seconds)]
     pub health_interval: Option<Duration>,
 
     /// Run the command (only the command) as USER, a name or a uid, with GROUP
@@ -299,9 +273,23 @@ fn names_kv_without_double_dash(cli: &Cli, args: &[OsString]) -> bool {
 /// Clap renders an error as a paragraph with usage; docs/reference.md §1.2 says one line.
 fn one_line(err: &clap::Error) -> String {
     let rendered = err.render().to_string();
-    let first = rendered.lines().next().unwrap_or("invalid arguments");
+    let mut lines = rendered.lines().map(str::trim);
+    let first = lines.next().unwrap_or("invalid arguments");
     let reason = first.strip_prefix("error: ").unwrap_or(first);
-    format!("{reason} (see envharness --help)")
+    // What helps is kept: a suggestion for a misspelt option, the values a choice allows.
+    let help: Vec<String> = lines
+        .filter_map(|line| {
+            if let Some(similar) = line.strip_prefix("tip: a similar argument exists: ") {
+                return Some(format!("did you mean {similar}?"));
+            }
+            let values = line.strip_prefix("[possible values: ")?.strip_suffix(']')?;
+            Some(format!("possible values: {values}"))
+        })
+        .collect();
+    match help.as_slice() {
+        [] => format!("{reason} (see envharness --help)"),
+        help => format!("{reason}; {} (see envharness --help)", help.join("; ")),
+    }
 }
 
 /// Splits a shebang line's single option argument into separate arguments (docs/reference.md §1.5).

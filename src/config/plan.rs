@@ -27,7 +27,7 @@ use crate::phase::resolve::Discovery;
 use crate::phase::template::{Owner, Template};
 use crate::phase::Directory;
 use crate::print::Format;
-use crate::registry::{self, Key};
+use crate::registry::{self, kv, Key};
 use crate::runner::Limits;
 use crate::supervise::rerun::{OnChange, RerunSettings};
 use crate::supervise::{ExitMap, Rewrites, Supervision};
@@ -71,7 +71,8 @@ const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Plan {
     /// Decides the plan; `var` reads the harness's environment (a parameter so tests need none).
-    pub fn from_cli(cli: Cli, var: impl Fn(&str) -> Option<OsString>) -> Result<Plan, Error> {
+    pub fn from_cli(mut cli: Cli, var: impl Fn(&str) -> Option<OsString>) -> Result<Plan, Error> {
+        fill_from_variables(&mut cli, &var)?;
         let init = cli.init || boolean_variable(&var, "ENVHARNESS_INIT")?;
         let group = cli.group || boolean_variable(&var, "ENVHARNESS_GROUP")?;
         let no_clobber = cli.no_clobber || boolean_variable(&var, "ENVHARNESS_NO_CLOBBER")?;
@@ -84,11 +85,12 @@ impl Plan {
             ));
         }
         let splay = splay(cli.splay, &var, watch.is_some())?;
+        if cli.on_change.is_some() && watch.is_none() {
+            log::warn!("--on-change has no effect without --watch: nothing re-runs discovery");
+        }
         let requirements = requirements(&cli.require, &var)?;
         let wait_for = flags_or_list(&cli.wait_for, &var, "ENVHARNESS_WAIT_FOR")
-            .iter()
-            .map(|address| WaitFor::parse(address))
-            .collect::<Result<Vec<_>, _>>()?;
+            .parse_each("--wait-for", WaitFor::parse)?;
         let user = user(cli.user.as_deref(), &var)?;
         let stopping = Stopping::from_cli(&cli, &var, init)?;
         let registry = registry(&cli)?;
@@ -109,7 +111,7 @@ impl Plan {
         let environment_root = environment_root(cli.environment_root, cli.hostname.as_deref())?;
         Ok(Plan {
             // An empty variable counts as unset, as for ENVHARNESS_ENVIRONMENT.
-            export: export_directory(cli.export.filter(|dir| !dir.is_empty())),
+            export: export_directory(cli.export.filter(|dir| !dir.is_empty()), &var),
             discovery: Discovery {
                 environment: EnvironmentSettings {
                     directories: environment_directories(
@@ -164,6 +166,111 @@ impl Plan {
             .as_ref()
             .and_then(|settings| settings.rerun)
     }
+}
+
+/// The options whose flag was not given, from their `ENVHARNESS_*` variables (an empty one is
+/// unset). A flag beats its variable; a value that is wrong names the variable the user set,
+/// not the flag they did not write. (The repeatable options, the booleans, `--watch`,
+/// `--on-change` and the options that need `--init` or `--watch` are read where they are
+/// decided.)
+fn fill_from_variables(cli: &mut Cli, var: impl Fn(&str) -> Option<OsString>) -> Result<(), Error> {
+    let text = |name: &str| {
+        var(name)
+            .filter(|value| !value.is_empty())
+            .map(|value| value.to_string_lossy().into_owned())
+    };
+    let number = |text: &str| {
+        text.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("{text:?} is not a whole number"))
+    };
+    fill(
+        &mut cli.timeout,
+        text("ENVHARNESS_TIMEOUT"),
+        "ENVHARNESS_TIMEOUT",
+        parse_seconds,
+    )?;
+    fill(
+        &mut cli.retries,
+        text("ENVHARNESS_RETRIES"),
+        "ENVHARNESS_RETRIES",
+        number,
+    )?;
+    let interval = text("ENVHARNESS_RETRY_INTERVAL");
+    fill(
+        &mut cli.retry_interval,
+        interval,
+        "ENVHARNESS_RETRY_INTERVAL",
+        parse_seconds,
+    )?;
+    let jobs = |text: &str| number(text).map(|jobs| jobs as usize);
+    fill(
+        &mut cli.jobs,
+        text("ENVHARNESS_JOBS"),
+        "ENVHARNESS_JOBS",
+        jobs,
+    )?;
+    let stop = text("ENVHARNESS_STOP_TIMEOUT");
+    fill(
+        &mut cli.stop_timeout,
+        stop,
+        "ENVHARNESS_STOP_TIMEOUT",
+        parse_seconds,
+    )?;
+    fill(
+        &mut cli.wait,
+        text("ENVHARNESS_WAIT"),
+        "ENVHARNESS_WAIT",
+        parse_seconds,
+    )?;
+    fill(
+        &mut cli.ttl,
+        text("ENVHARNESS_TTL"),
+        "ENVHARNESS_TTL",
+        kv::parse_ttl,
+    )?;
+    let health = text("ENVHARNESS_HEALTH_INTERVAL");
+    fill(
+        &mut cli.health_interval,
+        health,
+        "ENVHARNESS_HEALTH_INTERVAL",
+        parse_seconds,
+    )?;
+    let as_is = |text: &str| Ok::<_, String>(text.to_owned());
+    fill(
+        &mut cli.hostname,
+        text("ENVHARNESS_HOSTNAME"),
+        "ENVHARNESS_HOSTNAME",
+        as_is,
+    )?;
+    fill(&mut cli.kv, text("ENVHARNESS_KV"), "ENVHARNESS_KV", as_is)?;
+    fill(
+        &mut cli.instance,
+        text("ENVHARNESS_INSTANCE"),
+        "ENVHARNESS_INSTANCE",
+        as_is,
+    )?;
+    // Directories keep their bytes (a path need not be UTF-8).
+    let path = |name: &str| var(name).filter(|value| !value.is_empty());
+    cli.environment_root = cli
+        .environment_root
+        .take()
+        .or_else(|| path("ENVHARNESS_ENVIRONMENT_ROOT"));
+    Ok(())
+}
+
+/// `slot`, when the flag left it empty, from a variable's `text`, parsed; an error names the
+/// variable.
+fn fill<T>(
+    slot: &mut Option<T>,
+    text: Option<String>,
+    variable: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<(), Error> {
+    if let (None, Some(text)) = (&slot, text) {
+        *slot = Some(parse(&text).map_err(|reason| Error::Usage(format!("{variable}: {reason}")))?);
+    }
+    Ok(())
 }
 
 /// `--kv URL` and its companions; None without a URL (an empty one counts as none).
@@ -291,22 +398,43 @@ fn requirements(
     flags: &[String],
     var: impl Fn(&str) -> Option<OsString>,
 ) -> Result<Vec<Requirement>, Error> {
-    flags_or_list(flags, var, "ENVHARNESS_REQUIRE")
-        .iter()
-        .map(|text| Requirement::parse(text))
-        .collect()
+    flags_or_list(flags, var, "ENVHARNESS_REQUIRE").parse_each("--require", Requirement::parse)
+}
+
+/// A repeatable option's values, and the variable they came from, if they did.
+struct Listed {
+    items: Vec<String>,
+    variable: Option<&'static str>,
+}
+
+impl Listed {
+    /// Each value parsed; an error about a value the variable gave names the variable
+    /// (`ENVHARNESS_REWRITE=TERM: ...`), not the flag the user did not write.
+    fn parse_each<T>(
+        &self,
+        flag: &str,
+        parse: impl Fn(&str) -> Result<T, Error>,
+    ) -> Result<Vec<T>, Error> {
+        self.items
+            .iter()
+            .map(|item| parse(item).map_err(|err| named_by(err, flag, self.variable)))
+            .collect()
+    }
 }
 
 /// A repeatable option's flags, else its variable split at whitespace.
 fn flags_or_list(
     flags: &[String],
     var: impl Fn(&str) -> Option<OsString>,
-    variable: &str,
-) -> Vec<String> {
+    variable: &'static str,
+) -> Listed {
     if !flags.is_empty() {
-        return flags.to_vec();
+        return Listed {
+            items: flags.to_vec(),
+            variable: None,
+        };
     }
-    var(variable)
+    let items = var(variable)
         .map(|value| {
             value
                 .to_string_lossy()
@@ -314,7 +442,28 @@ fn flags_or_list(
                 .map(str::to_owned)
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    Listed {
+        items,
+        variable: Some(variable),
+    }
+}
+
+/// A usage error that starts with `FLAG VALUE`, restated as `VARIABLE=VALUE` when the value
+/// came from the variable.
+fn named_by(err: Error, flag: &str, variable: Option<&str>) -> Error {
+    match (err, variable) {
+        (Error::Usage(message), Some(variable)) => {
+            match message
+                .strip_prefix(flag)
+                .and_then(|rest| rest.strip_prefix(' '))
+            {
+                Some(rest) => Error::Usage(format!("{variable}={rest}")),
+                None => Error::Usage(message),
+            }
+        }
+        (err, _) => err,
+    }
 }
 
 /// `--user USER[:GROUP]`, else `ENVHARNESS_USER` (empty: unset), looked up now: an unknown
@@ -326,9 +475,12 @@ fn user(
     let from_variable = var("ENVHARNESS_USER")
         .filter(|value| !value.is_empty())
         .map(|value| value.to_string_lossy().into_owned());
-    match flag.or(from_variable.as_deref()) {
-        Some(given) => Switch::lookup(given).map(Some),
-        None => Ok(None),
+    match (flag, from_variable) {
+        (Some(given), _) => Switch::lookup(given).map(Some),
+        (None, Some(given)) => Switch::lookup(&given)
+            .map(Some)
+            .map_err(|err| named_by(err, "--user", Some("ENVHARNESS_USER"))),
+        (None, None) => Ok(None),
     }
 }
 
@@ -373,13 +525,9 @@ impl Stopping {
             },
         };
         let rewrites = flags_or_list(&cli.rewrite, &var, "ENVHARNESS_REWRITE")
-            .iter()
-            .map(|text| rewrite(text))
-            .collect::<Result<_, _>>()?;
+            .parse_each("--rewrite", rewrite)?;
         let exit_map = flags_or_list(&cli.remap_exit, &var, "ENVHARNESS_REMAP_EXIT")
-            .iter()
-            .map(|text| remap_exit(text))
-            .collect::<Result<_, _>>()?;
+            .parse_each("--remap-exit", remap_exit)?;
         Ok(Stopping {
             drain,
             rewrites: Rewrites(rewrites),
@@ -474,15 +622,22 @@ fn choose_mode(cli: &Cli) -> Result<Mode, Error> {
     Ok(Mode::Exec { command })
 }
 
-fn export_directory(flag_or_variable: Option<OsString>) -> Directory {
-    match flag_or_variable {
-        Some(path) => Directory {
-            path: path.into(),
-            named: true,
-        },
-        None => Directory {
-            path: DEFAULT_EXPORT.into(),
-            named: false,
+/// `-x DIR`, else `ENVHARNESS_EXPORT` (empty: unset), else the default.
+fn export_directory(flag: Option<OsString>, var: impl Fn(&str) -> Option<OsString>) -> Directory {
+    let named = |path: OsString, variable| Directory {
+        path: path.into(),
+        named: true,
+        variable,
+    };
+    match flag {
+        Some(path) => named(path, None),
+        None => match var("ENVHARNESS_EXPORT").filter(|dir| !dir.is_empty()) {
+            Some(path) => named(path, Some("ENVHARNESS_EXPORT")),
+            None => Directory {
+                path: DEFAULT_EXPORT.into(),
+                named: false,
+                variable: None,
+            },
         },
     }
 }
@@ -494,29 +649,33 @@ fn environment_directories(
     var: impl Fn(&str) -> Option<OsString>,
     root: Option<&EnvironmentRoot>,
 ) -> Vec<Directory> {
-    let named: Vec<PathBuf> = if flags.is_empty() {
-        var("ENVHARNESS_ENVIRONMENT")
+    let (named, variable): (Vec<PathBuf>, _) = if flags.is_empty() {
+        let listed = var("ENVHARNESS_ENVIRONMENT")
             .map(|list| split_colon_list(&list))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        (listed, Some("ENVHARNESS_ENVIRONMENT"))
     } else {
-        flags.into_iter().map(PathBuf::from).collect()
+        (flags.into_iter().map(PathBuf::from).collect(), None)
     };
-    let chosen = root
-        .and_then(EnvironmentRoot::path)
-        .map(|path| Directory { path, named: true });
+    let chosen = root.and_then(EnvironmentRoot::path).map(|path| Directory {
+        path,
+        named: true,
+        variable: None,
+    });
     if named.is_empty() && root.is_none() {
         return vec![Directory {
             path: DEFAULT_ENVIRONMENT.into(),
             named: false,
+            variable: None,
         }];
     }
     chosen
         .into_iter()
-        .chain(
-            named
-                .into_iter()
-                .map(|path| Directory { path, named: true }),
-        )
+        .chain(named.into_iter().map(|path| Directory {
+            path,
+            named: true,
+            variable,
+        }))
         .collect()
 }
 

@@ -90,14 +90,15 @@ impl Switch {
     }
 
     /// The command's environment: `HOME` is USER's, unless an environment directory set it
-    /// (`home_from_directory`), as gosu does.
+    /// (`home_from_directory`) or the harness already runs as USER, as gosu does.
     pub fn environment(
         &self,
         env: &[(OsString, OsString)],
         home_from_directory: bool,
     ) -> Vec<(OsString, OsString)> {
         let mut env = env.to_vec();
-        if !home_from_directory {
+        // A switch that changes nothing (the harness already runs as USER) changes no HOME.
+        if !home_from_directory && !self.unchanged {
             env.retain(|(name, _)| name != "HOME");
             env.push(("HOME".into(), self.home.clone().into_os_string()));
         }

@@ -70,6 +70,7 @@ pub fn choose(dir: &Path, hostname: &str) -> Result<EnvironmentRoot, Error> {
     if !directory_exists(dir)? {
         return Err(Error::MissingDirectory {
             path: dir.to_owned(),
+            variable: None,
         });
     }
     let reading = |err| Error::io(dir, "reading the directory", err);

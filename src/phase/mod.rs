@@ -24,6 +24,8 @@ use crate::error::Error;
 pub struct Directory {
     pub path: PathBuf,
     pub named: bool,
+    /// The variable that named it, for messages (None: a flag, or the default).
+    pub variable: Option<&'static str>,
 }
 
 impl Directory {
@@ -32,6 +34,7 @@ impl Directory {
         if self.named {
             Err(Error::MissingDirectory {
                 path: self.path.clone(),
+                variable: self.variable,
             })
         } else {
             log::debug!("{}: not there, skipped", self.path.display());

@@ -245,12 +245,14 @@ pub fn parse_target(text: &str) -> Result<Target, String> {
     if host.is_empty() {
         return Err("no host (HOST:PORT, or a URL)".into());
     }
+    // The port is not quoted back: in a URL with a password that holds a '/', what stands
+    // where the port should is part of the password.
     let port = match (port, &scheme) {
         (Some(port), _) => port
             .parse::<u16>()
             .ok()
             .filter(|port| *port != 0)
-            .ok_or_else(|| format!("{port:?} is not a port"))?,
+            .ok_or("what follows the host is not a port (1-65535); percent-encode a password's '/', '?' or '#'")?,
         (None, Some(scheme)) => DEFAULT_PORTS
             .iter()
             .find(|(known, _)| known == scheme)

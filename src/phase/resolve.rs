@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use super::environment::{self, EnvironmentSettings};
 use super::require::{self, Requirement, WaitFor};
 use super::template::{self, KvReads, KvSource, Owner, Rendered, SharedReads, Template};
+use crate::duration::seconds;
 use crate::error::Error;
 use crate::registry::reads::ReadLog;
 use crate::registry::Lookup;
@@ -188,8 +189,8 @@ impl<'a> Resolver<'a> {
             };
             let next = (now + host.limits().retry_interval).min(give_up);
             log::info!(
-                "{unmet}; discovering again in {:.1}s (--wait)",
-                (next - now).as_secs_f64()
+                "{unmet}; discovering again in {}s (--wait)",
+                seconds(next - now)
             );
             host.sleep_until(next)?;
         }

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use super::worker::{Answer, Opener, Request, Worker};
 use super::{Key, Lookup, Store, Watch};
+use crate::duration::seconds;
 use crate::error::Error;
 
 /// How long the withdrawal before a forwarded SIGTERM or SIGINT may wait for the store.
@@ -222,7 +223,7 @@ impl Registration {
             None => log::warn!(
                 "{}: the store did not confirm the withdrawal within {}s; going on",
                 self.worker.url(),
-                wait.as_secs_f64()
+                seconds(wait)
             ),
         }
     }
@@ -347,7 +348,7 @@ impl Registration {
                 if !after_failure {
                     log::warn!(
                         "cannot publish, the command keeps running and envharness tries again every {}s: {err}",
-                        every.as_secs_f64()
+                        seconds(every)
                     );
                 }
                 Presence::Failed { retry_at: next }
@@ -373,7 +374,7 @@ impl Registration {
                 if !after_failure {
                     log::warn!(
                         "cannot watch the registry, trying again every {}s; until then its changes trigger no re-run: {err}",
-                        WATCH_RETRY.as_secs_f64()
+                        seconds(WATCH_RETRY)
                     );
                 }
                 self.subscription = Subscription::Failed {

@@ -13,6 +13,7 @@ use nix::unistd::Pid;
 
 use super::spawn::spawn;
 use super::{Job, Limits, Outcomes, Ran, Stdout, KILL_GRACE, PIPE_GRACE};
+use crate::duration::seconds;
 use crate::error::{Error, Failure};
 use crate::os::procfs;
 use crate::os::shebang::explain_exec_error;
@@ -441,7 +442,7 @@ impl Pool {
             log::warn!(
                 "{}: {failure}; trying again in {}s (try {} of {})",
                 path.display(),
-                limits.retry_interval.as_secs_f64(),
+                seconds(limits.retry_interval),
                 tries + 1,
                 limits.retries + 1
             );

@@ -26,10 +26,12 @@ pub struct Drain {
 }
 
 impl Drain {
-    /// Starts the drain for `signal`, which came now, with `prestop` (if the export directory
-    /// has one) running at once.
+    /// Starts the drain for `signal`, which came at `came` (the drain counts from there, not
+    /// from after the withdrawal), with `prestop` (if the export directory has one) running at
+    /// once.
     pub fn start(
         signal: Signal,
+        came: Instant,
         drain: Duration,
         prestop: Option<PathBuf>,
         env: &Environment,
@@ -52,7 +54,7 @@ impl Drain {
         });
         Drain {
             signal,
-            until: Instant::now() + drain,
+            until: came + drain,
             prestop,
         }
     }

@@ -17,6 +17,7 @@ use super::health::{Health, Turn};
 use super::rerun::{Change, OnChange, Reruns};
 use super::start::{spawn, stdin_is_a_terminal, Start};
 use super::{Service, Supervision};
+use crate::duration::seconds;
 use crate::error::Error;
 use crate::exec::display;
 use crate::os::children::{children, reap};
@@ -452,7 +453,7 @@ impl Supervisor<'_> {
         }
         log::warn!(
             "the command did not exit {}s after being told to stop: SIGKILL",
-            self.settings.stop_timeout.as_secs_f64()
+            seconds(self.settings.stop_timeout)
         );
         self.signal_command(Signal::SIGKILL);
         self.child = Child::Killed(pid);
@@ -540,7 +541,7 @@ impl Supervisor<'_> {
         let what = action(reruns.on_change());
         let announce = |change: &Change| {
             let left = act_at.saturating_duration_since(Instant::now());
-            change.announce(&format!("{what} in {:.1} s", left.as_secs_f64()));
+            change.announce(&format!("{what} in {} s", seconds(left)));
         };
         announce(&change);
         loop {
@@ -632,11 +633,13 @@ impl Supervisor<'_> {
         }
         match std::mem::replace(&mut self.course, Course::ShuttingDown) {
             Course::Serving => {
+                let came = Instant::now();
                 // Consumers stop using the service before it stops serving (§11.3).
                 self.withdraw();
                 let prestop = find_prestop(self.export).map(|entry| entry.path);
                 let drain = Drain::start(
                     signal,
+                    came,
                     self.settings.drain,
                     prestop,
                     self.env,
@@ -775,7 +778,7 @@ impl Supervisor<'_> {
                 log::warn!(
                     "{} process(es) left behind did not exit within {}s: SIGKILL",
                     left.len(),
-                    self.settings.stop_timeout.as_secs_f64()
+                    seconds(self.settings.stop_timeout)
                 );
             }
             let mut poll = Poll::default();

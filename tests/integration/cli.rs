@@ -44,7 +44,9 @@ fn bad_number_is_a_usage_error_naming_the_option() {
     t.run().status(125).error_line(&["--timeout", "soon"]);
     let mut t = Test::new();
     t.env("ENVHARNESS_RETRIES", "many").args(&["--", "true"]);
-    t.run().status(125).error_line(&["--retries", "many"]);
+    t.run()
+        .status(125)
+        .error_line(&["ENVHARNESS_RETRIES: \"many\" is not a whole number"]);
 }
 
 #[test]
@@ -212,7 +214,7 @@ fn bad_job_counts_are_usage_errors() {
     for (args, variable, named) in [
         (["-j", "x"], None, ["--jobs", "'x'"]),
         (["-j", "-1"], None, ["-1", "unexpected"]),
-        (["-e", "env"], Some("x"), ["--jobs", "'x'"]),
+        (["-e", "env"], Some("x"), ["ENVHARNESS_JOBS", "\"x\""]),
     ] {
         let mut t = Test::new();
         t.dir("env");
@@ -233,18 +235,72 @@ fn an_unknown_print_format_is_a_usage_error() {
 }
 
 #[test]
-fn duration_variables_that_are_not_numbers_are_usage_errors() {
-    for (variable, value, option) in [
-        ("ENVHARNESS_TIMEOUT", "soon", "--timeout"),
-        ("ENVHARNESS_RETRY_INTERVAL", "-1", "--retry-interval"),
-        ("ENVHARNESS_STOP_TIMEOUT", "x", "--stop-timeout"),
+fn duration_variables_that_are_not_numbers_are_usage_errors_naming_the_variable() {
+    for (variable, value) in [
+        ("ENVHARNESS_TIMEOUT", "soon"),
+        ("ENVHARNESS_RETRY_INTERVAL", "-1"),
+        ("ENVHARNESS_STOP_TIMEOUT", "x"),
+        ("ENVHARNESS_WAIT", "later"),
+        ("ENVHARNESS_HEALTH_INTERVAL", "often"),
+        ("ENVHARNESS_TTL", "1"),
     ] {
         let mut t = Test::new();
         t.env(variable, value).args(&["--init", "--", "true"]);
         t.run()
             .status(125)
-            .error_line(&[option, &format!("'{value}'"), "not a number of seconds"]);
+            .error_line(&[&format!("{variable}: \"{value}\"")])
+            .stderr_lacks("--");
     }
+}
+
+#[test]
+fn a_directory_a_variable_names_is_named_with_the_variable() {
+    for variable in ["ENVHARNESS_ENVIRONMENT", "ENVHARNESS_EXPORT"] {
+        let mut t = Test::new();
+        t.dir("here");
+        t.env("ENVHARNESS_ENVIRONMENT", "here")
+            .env(variable, "/nope")
+            .args(&["--", "true"]);
+        t.run()
+            .status(125)
+            .error_line(&[&format!("{variable}=/nope: no such directory")]);
+    }
+}
+
+#[test]
+fn a_misspelt_option_is_answered_with_a_suggestion_and_a_choice_with_its_values() {
+    let mut t = Test::new();
+    t.args(&["--enviroment", "env", "--print"]);
+    t.run().status(125).error_line(&[
+        "unexpected argument '--enviroment'",
+        "did you mean '--environment'?",
+    ]);
+    let mut t = Test::new();
+    t.dir("env");
+    t.args(&["-e", "env", "--print", "printenv"]);
+    t.run()
+        .status(125)
+        .error_line(&["'printenv'", "possible values: dotenv, shell, json"]);
+}
+
+#[test]
+fn on_change_without_watch_draws_one_warning() {
+    let mut t = Test::new();
+    t.dir("env").dir("export");
+    t.args(&[
+        "-x",
+        "export",
+        "-e",
+        "env",
+        "--on-change",
+        "HUP",
+        "--",
+        "true",
+    ]);
+    let run = t.run();
+    run.success()
+        .error_line(&["warning: --on-change has no effect without --watch"]);
+    assert_eq!(run.stderr.lines().count(), 1);
 }
 
 #[test]

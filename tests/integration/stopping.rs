@@ -395,7 +395,7 @@ fn their_variables_apply_under_init() {
     t.env("ENVHARNESS_REWRITE", "TERM");
     t.run()
         .status(125)
-        .error_line(&["--rewrite TERM", "FROM:TO"]);
+        .error_line(&["ENVHARNESS_REWRITE=TERM: FROM:TO"]);
 }
 
 #[test]

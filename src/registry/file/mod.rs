@@ -50,6 +50,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::{check_value_size, Key, LeaseId, Store, Watch};
+use crate::duration::seconds;
 use crate::error::Error;
 use format::{encode_record, lease_content, SHORT_KEY};
 use layout::{random_u64, remove_if_present, Layout, LeaseState, KEYS, LEASES, TMP};
@@ -200,7 +201,7 @@ impl Store for FileStore {
         if ttl.subsec_nanos() != 0 || ttl.as_secs() < 2 {
             return Err(Error::Usage(format!(
                 "a lease's TTL is whole seconds, at least 2 (not {}s)",
-                ttl.as_secs_f64()
+                seconds(ttl)
             )));
         }
         let layout = &self.layout;

@@ -1,9 +1,11 @@
 //! `--user USER[:GROUP]` (docs/reference.md §13.1): who the command runs as, looked up before
 //! anything runs, and the switch itself, made in the process that becomes the command.
 //!
-//! The lookup reads `/etc/passwd` and `/etc/group` (through libc, which with musl reads the
-//! files themselves: a scratch image with those two files is enough). A name must be there; a
-//! number need not (Docker's rule: a uid without an entry gets gid 0 and HOME `/`).
+//! The lookup reads `/etc/passwd` and `/etc/group` itself, as gosu (runc's user package) does:
+//! a scratch image with those two files is enough, the static and the dynamic build find the
+//! same users, and it costs a few thousand instructions where libc's getpwnam and getgrouplist
+//! (with musl's probe for nscd) cost a hundred thousand. A name must be there; a number need not
+//! (Docker's rule: a uid without an entry gets gid 0 and HOME `/`).
 //!
 //! The switch is three raw system calls, groups then gid then uid, never libc's wrappers: musl
 //! and glibc make `setuid` and friends change every thread of the process by signalling each
@@ -12,14 +14,15 @@
 //! The kernel's calls change only the calling task. Everything the child needs is computed
 //! here, before the clone: it allocates nothing.
 
-use std::ffi::{CString, OsString};
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use nix::errno::Errno;
 use nix::libc;
-use nix::unistd::{Gid, Group, Uid, User};
+use nix::unistd::{Gid, Uid};
 
 use crate::error::Error;
+use crate::os::read_at_most;
 
 /// Who the command runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,14 +70,14 @@ impl Switch {
                 (gid, vec![gid])
             }
             None => match &entry {
-                Some(entry) => (entry.gid, groups_of(entry)),
+                Some(entry) => (entry.gid, groups_of(entry).map_err(usage)?),
                 // As `docker run --user 1234` does.
                 None => (Gid::from_raw(0), vec![Gid::from_raw(0)]),
             },
         };
         let home = entry
             .as_ref()
-            .map_or_else(|| PathBuf::from("/"), |entry| entry.dir.clone());
+            .map_or_else(|| PathBuf::from("/"), |entry| entry.home.clone());
         let unchanged = !Uid::effective().is_root();
         if unchanged && (uid != Uid::current() || gid != Gid::current()) {
             return Err(usage("cannot switch user: not running as root".into()));
@@ -167,13 +170,62 @@ fn check(step: &'static str, result: libc::c_long) -> Result<(), Failed> {
     Ok(())
 }
 
-/// USER's entry: by name, or (a number) by uid; None for a number without one.
-fn find_user(user: &str) -> Result<Option<User>, String> {
-    let found = match user.parse::<u32>() {
-        Ok(number) => User::from_uid(Uid::from_raw(number)),
-        Err(_) => User::from_name(user),
+/// An entry of /etc/passwd: what the switch needs of it.
+struct PasswdEntry {
+    name: String,
+    uid: Uid,
+    gid: Gid,
+    home: PathBuf,
+}
+
+/// The files are small; one past this is not a passwd or group file.
+const ACCOUNTS_LIMIT: usize = 16 * 1024 * 1024;
+
+fn read_accounts(path: &str) -> Result<String, String> {
+    let failed = |reason: String| format!("reading {path}: {reason}");
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        // No file is no entry: a scratch image may have none.
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(err) => return Err(failed(err.to_string().to_lowercase())),
     };
-    found.map_err(|err| format!("reading /etc/passwd: {}", err.desc().to_lowercase()))
+    let bytes = read_at_most(file, ACCOUNTS_LIMIT)
+        .map_err(|err| failed(err.to_string().to_lowercase()))?
+        .ok_or_else(|| failed("too large".into()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The entry lines of a passwd or group file (comments and blank lines skipped), each as its
+/// fields: an iterator that allocates nothing, since the files can be long.
+fn entries(text: &str) -> impl Iterator<Item = std::str::Split<'_, char>> {
+    text.lines()
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| line.trim_end().split(':'))
+}
+
+/// USER's entry: by name, or (a number) by uid; None for a number without one.
+fn find_user(user: &str) -> Result<Option<PasswdEntry>, String> {
+    let passwd = read_accounts("/etc/passwd")?;
+    let by_uid = user.parse::<u32>().ok();
+    let found = entries(&passwd).find_map(|mut fields| {
+        let name = fields.next()?;
+        if by_uid.is_none() && name != user {
+            return None;
+        }
+        let uid = fields.nth(1)?.parse::<u32>().ok()?;
+        if by_uid.is_some_and(|wanted| wanted != uid) {
+            return None;
+        }
+        let gid = fields.next()?.parse::<u32>().ok()?;
+        let home = fields.nth(1)?;
+        Some(PasswdEntry {
+            name: name.to_owned(),
+            uid: Uid::from_raw(uid),
+            gid: Gid::from_raw(gid),
+            home: PathBuf::from(home),
+        })
+    });
+    Ok(found)
 }
 
 /// GROUP's gid: by name, or a number (which need not have an entry).
@@ -181,22 +233,32 @@ fn find_group(group: &str) -> Result<Gid, String> {
     if let Ok(number) = group.parse::<u32>() {
         return Ok(Gid::from_raw(number));
     }
-    match Group::from_name(group) {
-        Ok(Some(found)) => Ok(found.gid),
-        Ok(None) => Err(format!("{group}: no such group in /etc/group")),
-        Err(err) => Err(format!("reading /etc/group: {}", err.desc().to_lowercase())),
-    }
+    let groups = read_accounts("/etc/group")?;
+    let found = entries(&groups).find_map(|mut fields| {
+        (fields.next()? == group)
+            .then(|| fields.nth(1)?.parse().ok().map(Gid::from_raw))
+            .flatten()
+    });
+    found.ok_or_else(|| format!("{group}: no such group in /etc/group"))
 }
 
-/// As initgroups: USER's primary group and every group of /etc/group that lists USER.
-fn groups_of(entry: &User) -> Vec<Gid> {
-    let fallback = vec![entry.gid];
-    let Ok(name) = CString::new(entry.name.as_bytes()) else {
-        return fallback;
-    };
-    let mut groups = nix::unistd::getgrouplist(&name, entry.gid).unwrap_or(fallback);
-    groups.dedup();
-    groups
+/// As initgroups: USER's primary group, then every group of /etc/group that lists USER.
+fn groups_of(entry: &PasswdEntry) -> Result<Vec<Gid>, String> {
+    let groups = read_accounts("/etc/group")?;
+    let mut found = vec![entry.gid];
+    for mut fields in entries(&groups) {
+        let (Some(gid), Some(members)) = (fields.nth(2), fields.next()) else {
+            continue;
+        };
+        let listed = members.split(',').any(|member| member.trim() == entry.name);
+        if let (true, Ok(gid)) = (listed, gid.parse::<u32>()) {
+            let gid = Gid::from_raw(gid);
+            if !found.contains(&gid) {
+                found.push(gid);
+            }
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(test)]

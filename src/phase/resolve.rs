@@ -20,8 +20,7 @@ use super::environment::{self, EnvironmentSettings};
 use super::require::{self, Requirement};
 use super::template::{self, Rendered, Template};
 use crate::error::Error;
-use crate::registry::reads::ReadLog;
-use crate::registry::Lookup;
+use crate::registry::reads::{ReadLog, Reads};
 use crate::runner::host::PhaseHost;
 use crate::runner::{task, Host};
 use crate::variables::{Environment, Variables};
@@ -130,7 +129,7 @@ impl<'a> Resolver<'a> {
 
     /// What the scripts read through `envharness kv` since the last call (nothing without a
     /// read log).
-    pub fn take_reads(&mut self) -> Vec<(Lookup, String)> {
+    pub fn take_reads(&mut self) -> Reads {
         self.reads.as_mut().map(ReadLog::take).unwrap_or_default()
     }
 }

@@ -14,13 +14,16 @@
 //! Under `--watch` the same registration watches the store: after each discovery it learns
 //! which keys and prefixes the scripts read and what they saw; when the store announces a
 //! change (or a watched lease may have run out), it looks them up again and owes a re-run if
-//! any differs. A store failure while the command runs is a warning, once per failing stretch.
+//! any differs. When the scripts read more than the read log holds ([`Reads::Everything`]),
+//! every change the store announces is owed a re-run, without a look. A store failure while
+//! the command runs is a warning, once per failing stretch.
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
+use super::reads::Reads;
 use super::worker::{Answer, Opener, Request, Worker};
-use super::{Key, Lookup, Store, Watch};
+use super::{Key, Store, Watch};
 use crate::error::Error;
 
 /// How long the withdrawal before a forwarded SIGTERM or SIGINT may wait for the store.
@@ -93,7 +96,7 @@ pub struct Registration {
     presence: Presence,
     subscription: Subscription,
     /// What the scripts of the last run read, and the digest of what each saw.
-    reads: Vec<(Lookup, String)>,
+    reads: Reads,
     /// A change to `reads` was seen since the last [`Registration::take_change`].
     changed: bool,
     in_flight: Vec<(u64, Pending)>,
@@ -114,7 +117,7 @@ impl Registration {
             ttl,
             presence: Presence::Withdrawn,
             subscription: Subscription::Unneeded,
-            reads: Vec::new(),
+            reads: Reads::default(),
             changed: false,
             in_flight: Vec::new(),
         })
@@ -159,8 +162,12 @@ impl Registration {
             }
             _ => false,
         };
-        if announced && !self.reads.is_empty() {
-            self.look();
+        if announced {
+            match self.reads {
+                // Nothing to compare: whatever changed may be what the scripts read.
+                Reads::Everything => self.changed = true,
+                Reads::These(_) => self.look(),
+            }
         }
         match self.presence {
             Presence::Published { renew_at } if renew_at <= now => {
@@ -228,21 +235,22 @@ impl Registration {
     }
 
     /// What the scripts of a discovery run read; starts the watch the first time and checks
-    /// at once whether anything changed since they read it.
-    pub fn set_reads(&mut self, reads: Vec<(Lookup, String)>) {
+    /// at once whether anything changed since they read it (when they read too much to say
+    /// what, [`Reads::Everything`], the next change the store announces is one).
+    pub fn set_reads(&mut self, reads: Reads) {
         self.reads = reads;
         // Looks at the previous reads answer nothing about these.
         self.forget(Pending::Look);
         // A change seen against the previous reads is answered by the run that made these;
         // one since then is found by the look below.
         self.changed = false;
-        if self.reads.is_empty() {
+        if self.reads == Reads::default() {
             return;
         }
         if matches!(self.subscription, Subscription::Unneeded) {
             self.ask_to_watch(false);
         }
-        self.send_look();
+        self.look();
     }
 
     /// Whether a change to what the scripts read was seen since the last call.
@@ -260,9 +268,15 @@ impl Registration {
         self.subscription = Subscription::Asked { after_failure };
     }
 
-    /// Looks again after a change was announced; a second look queued behind one in flight
-    /// is enough, since it is answered after the change.
+    /// Looks again at what the scripts read (when there is something to look at); a second
+    /// look queued behind one in flight is enough, since it is answered after the change.
     fn look(&mut self) {
+        let Reads::These(reads) = &self.reads else {
+            return;
+        };
+        if reads.is_empty() {
+            return;
+        }
         let queued = self
             .in_flight
             .iter()
@@ -274,11 +288,10 @@ impl Registration {
     }
 
     fn send_look(&mut self) {
-        let lookups = self
-            .reads
-            .iter()
-            .map(|(lookup, _)| lookup.clone())
-            .collect();
+        let Reads::These(reads) = &self.reads else {
+            return;
+        };
+        let lookups = reads.iter().map(|(lookup, _)| lookup.clone()).collect();
         self.send(Request::Look(lookups), Pending::Look);
     }
 
@@ -313,12 +326,13 @@ impl Registration {
             }
             (Pending::Watch, Answer::Reruns(result)) => self.watching_or_not(result),
             (Pending::Look, Answer::Looked(Ok(digests))) => {
-                let changed = self
-                    .reads
-                    .iter()
-                    .zip(&digests)
-                    .any(|((_, seen), now)| seen != now);
-                self.changed |= changed && digests.len() == self.reads.len();
+                if let Reads::These(reads) = &self.reads {
+                    let changed = reads
+                        .iter()
+                        .zip(&digests)
+                        .any(|((_, seen), now)| seen != now);
+                    self.changed |= changed && digests.len() == reads.len();
+                }
             }
             (Pending::Look, Answer::Looked(Err(err))) => {
                 log::debug!("looking the registry up again failed: {err}");
@@ -394,7 +408,7 @@ mod tests {
 
     use super::*;
     use crate::os::poll::Poll;
-    use crate::registry::{LeaseId, Seen};
+    use crate::registry::{LeaseId, Lookup, Seen};
 
     /// How long one test may drive its registration: reached only when something hangs.
     const GIVE_UP: Duration = Duration::from_secs(10);
@@ -884,7 +898,7 @@ mod tests {
         let memory = Memory::default();
         memory.set("db/url", "postgres://one");
         let mut registration = start(&memory, Duration::from_secs(3));
-        registration.set_reads(vec![read_of("db/url", "postgres://one")]);
+        registration.set_reads(Reads::These(vec![read_of("db/url", "postgres://one")]));
         drive_until(&mut registration, "watching", is_watching);
         assert!(!registration.take_change(), "nothing changed yet");
         // A key nobody read changes, and the read one is put again unchanged: each is
@@ -911,7 +925,7 @@ mod tests {
         let memory = Memory::default();
         memory.set("db/url", "postgres://two");
         let mut registration = start(&memory, Duration::from_secs(3));
-        registration.set_reads(vec![read_of("db/url", "postgres://one")]);
+        registration.set_reads(Reads::These(vec![read_of("db/url", "postgres://one")]));
         drive_until(
             &mut registration,
             "the change seen",
@@ -920,12 +934,38 @@ mod tests {
     }
 
     #[test]
+    fn after_reads_over_the_limit_any_announced_change_is_a_change() {
+        let memory = Memory::default();
+        let mut registration = start(&memory, Duration::from_secs(3));
+        registration.set_reads(Reads::Everything);
+        drive_until(&mut registration, "watching", is_watching);
+        assert!(!registration.take_change(), "nothing changed yet");
+        let looked = memory.calls().get;
+        memory.set("anything/at-all", "x");
+        drive_until(
+            &mut registration,
+            "the change seen",
+            Registration::take_change,
+        );
+        assert_eq!(memory.calls().get, looked, "there is nothing to look up");
+        // Reads that fit again: back to looking them up, and only their changes count.
+        memory.set("db/url", "postgres://one");
+        registration.set_reads(Reads::These(vec![read_of("db/url", "postgres://one")]));
+        drive_until(&mut registration, "looked", is_settled);
+        memory.set("anything/at-all", "y");
+        drive_until(&mut registration, "looked again", |registration| {
+            memory.calls().get > looked + 1 && is_settled(registration)
+        });
+        assert!(!registration.take_change(), "an unrelated key changed");
+    }
+
+    #[test]
     fn a_watch_that_failed_is_asked_again_until_the_store_is_back() {
         capture_warnings();
         let memory = Memory::default();
         memory.set_down(true);
         let mut registration = start(&memory, Duration::from_secs(3));
-        registration.set_reads(vec![read_of("db/url", "postgres://one")]);
+        registration.set_reads(Reads::These(vec![read_of("db/url", "postgres://one")]));
         drive_until(&mut registration, "the watch failed", |registration| {
             matches!(registration.subscription, Subscription::Failed { .. })
         });

@@ -25,6 +25,7 @@ mod publish;
 mod require;
 mod scratch;
 mod scripts;
+mod store_safety;
 mod supervise;
 mod templates;
 mod watch;

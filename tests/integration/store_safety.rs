@@ -27,10 +27,6 @@ fn not_a_store(dir: &Path) -> String {
     )
 }
 
-fn url_of(dir: &Path) -> String {
-    format!("file://{}", dir.display())
-}
-
 /// Everything under `dir` (not following links): each path with its type, size, mode and
 /// modification time, to show that nothing changed.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {

@@ -14,16 +14,18 @@
 //! Under `--watch` the same registration watches the store: after each discovery it learns
 //! which keys and prefixes the scripts read and what they saw; when the store announces a
 //! change (or a watched lease may have run out), it looks them up again and owes a re-run if
-//! any differs. When the scripts read more than the read log holds ([`Reads::Everything`]),
-//! every change the store announces is owed a re-run, without a look. A store failure while
-//! the command runs is a warning, once per failing stretch.
+//! any differs. The watch covers the longest prefix common to what they read (`db` for `kv get
+//! db/url` and `kv list db/`), so that a put elsewhere in the store costs the harness nothing.
+//! When the scripts read more than the read log holds ([`Reads::Everything`]), the whole store
+//! is watched and every change it announces is owed a re-run, without a look. A store failure
+//! while the command runs is a warning, once per failing stretch.
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use super::reads::Reads;
 use super::worker::{Answer, Opener, Request, Worker};
-use super::{Key, Store, Watch};
+use super::{Key, Lookup, Store, Watch};
 use crate::error::Error;
 
 /// How long the withdrawal before a forwarded SIGTERM or SIGINT may wait for the store.
@@ -95,6 +97,9 @@ pub struct Registration {
     ttl: Duration,
     presence: Presence,
     subscription: Subscription,
+    /// The prefix the subscription asks for or holds: every key the reads depend on starts
+    /// with it.
+    watched: String,
     /// What the scripts of the last run read, and the digest of what each saw.
     reads: Reads,
     /// A change to `reads` was seen since the last [`Registration::take_change`].
@@ -117,6 +122,7 @@ impl Registration {
             ttl,
             presence: Presence::Withdrawn,
             subscription: Subscription::Unneeded,
+            watched: String::new(),
             reads: Reads::default(),
             changed: false,
             in_flight: Vec::new(),
@@ -247,8 +253,16 @@ impl Registration {
         if self.reads == Reads::default() {
             return;
         }
-        if matches!(self.subscription, Subscription::Unneeded) {
-            self.ask_to_watch(false);
+        let needed = watched_prefix(&self.reads);
+        let covered = !matches!(self.subscription, Subscription::Unneeded)
+            && needed.starts_with(&self.watched);
+        if !covered {
+            // The watch held (if any) goes: a change meanwhile is found by the look below or
+            // the one that follows the new watch.
+            let after_failure = matches!(self.subscription, Subscription::Failed { .. });
+            self.forget(Pending::Watch);
+            self.watched = needed;
+            self.ask_to_watch(after_failure);
         }
         self.look();
     }
@@ -261,7 +275,7 @@ impl Registration {
     fn ask_to_watch(&mut self, after_failure: bool) {
         self.send(
             Request::Watch {
-                prefix: String::new(),
+                prefix: self.watched.clone(),
             },
             Pending::Watch,
         );
@@ -398,6 +412,32 @@ impl Registration {
     }
 }
 
+/// The longest prefix common to every lookup's keys (`get KEY` depends on KEY and `KEY/…`,
+/// `list PREFIX` on the keys under PREFIX), which a watch of it covers; empty (the whole
+/// store) when the reads are [`Reads::Everything`].
+fn watched_prefix(reads: &Reads) -> String {
+    let Reads::These(reads) = reads else {
+        return String::new();
+    };
+    let mut prefixes = reads.iter().map(|(lookup, _)| match lookup {
+        Lookup::Get(key) => key.as_str(),
+        Lookup::List(prefix) => prefix.as_str(),
+    });
+    let Some(first) = prefixes.next() else {
+        return String::new();
+    };
+    prefixes.fold(first, common_prefix).to_owned()
+}
+
+fn common_prefix<'a>(a: &'a str, b: &str) -> &'a str {
+    let mut len = a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+    // Keys and prefixes are ASCII; a cut inside a character must not panic all the same.
+    while !a.is_char_boundary(len) {
+        len -= 1;
+    }
+    &a[..len]
+}
+
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;
@@ -408,7 +448,7 @@ mod tests {
 
     use super::*;
     use crate::os::poll::Poll;
-    use crate::registry::{LeaseId, Lookup, Seen};
+    use crate::registry::{LeaseId, Seen};
 
     /// How long one test may drive its registration: reached only when something hangs.
     const GIVE_UP: Duration = Duration::from_secs(10);
@@ -444,24 +484,31 @@ mod tests {
         gate_closed: bool,
         waiting: usize,
         calls: Calls,
-        /// Written on every change of a key, for the watches.
-        watches: Vec<Arc<EventFd>>,
+        /// Written on every change of a key under their prefix, for the watches.
+        watches: Vec<(String, Arc<EventFd>)>,
     }
 
     impl Contents {
-        fn announce_change(&self) {
-            for watch in &self.watches {
-                watch.write(1).expect("writing a watch's eventfd");
+        fn announce_change(&self, key: &str) {
+            for (prefix, watch) in &self.watches {
+                if key.starts_with(prefix.as_str()) {
+                    watch.write(1).expect("writing a watch's eventfd");
+                }
             }
         }
 
         /// Removes a lease and the keys put with it.
         fn end_lease(&mut self, lease: LeaseId) {
             self.leases.remove(&lease);
-            let before = self.keys.len();
-            self.keys.retain(|_, (_, held)| *held != Some(lease));
-            if self.keys.len() != before {
-                self.announce_change();
+            let ended: Vec<String> = self
+                .keys
+                .iter()
+                .filter(|(_, (_, held))| *held == Some(lease))
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in ended {
+                self.keys.remove(&key);
+                self.announce_change(&key);
             }
         }
     }
@@ -533,7 +580,7 @@ mod tests {
             contents
                 .keys
                 .insert(key.into(), (value.as_bytes().to_vec(), None));
-            contents.announce_change();
+            contents.announce_change(key);
         }
 
         /// Closes the gate and returns once a call waits at it.
@@ -617,14 +664,14 @@ mod tests {
             contents
                 .keys
                 .insert(key.as_str().into(), (value.to_vec(), lease));
-            contents.announce_change();
+            contents.announce_change(key.as_str());
             Ok(())
         }
 
         fn delete(&mut self, key: &Key) -> Result<(), Error> {
             let mut contents = self.call(|_| {})?;
             if contents.keys.remove(key.as_str()).is_some() {
-                contents.announce_change();
+                contents.announce_change(key.as_str());
             }
             Ok(())
         }
@@ -647,13 +694,12 @@ mod tests {
             Ok(())
         }
 
-        fn watch(&mut self, _prefix: &str) -> Result<Box<dyn Watch>, Error> {
-            // Every watch here is of all keys, as the registration's is.
+        fn watch(&mut self, prefix: &str) -> Result<Box<dyn Watch>, Error> {
             let mut contents = self.call(|calls| calls.watch += 1)?;
             let event = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
                 .expect("creating an eventfd");
             let event = Arc::new(event);
-            contents.watches.push(event.clone());
+            contents.watches.push((prefix.to_owned(), event.clone()));
             Ok(Box::new(MemoryWatch(event)))
         }
     }
@@ -888,6 +934,62 @@ mod tests {
         (Lookup::Get(key(key_text)), seen.digest())
     }
 
+    /// Plays the supervisor's loop for `time`, whatever happens.
+    fn drive_for(registration: &mut Registration, time: Duration) {
+        let until = Instant::now() + time;
+        while Instant::now() < until {
+            registration.handle();
+            let wake_at = registration.deadline().map_or(until, |at| at.min(until));
+            let mut poll = Poll::default();
+            for fd in registration.fds() {
+                poll.add(fd, ());
+            }
+            poll.wait(Some(wake_at)).expect("polling the registration");
+        }
+        registration.handle();
+    }
+
+    #[test]
+    fn the_watch_covers_the_prefix_common_to_the_reads_and_moves_with_them() {
+        let read = |lookups: &[Lookup]| {
+            Reads::These(
+                lookups
+                    .iter()
+                    .map(|l| (l.clone(), "-".to_owned()))
+                    .collect(),
+            )
+        };
+        let get = |text: &str| Lookup::Get(key(text));
+        let list = |text: &str| Lookup::List(text.to_owned());
+        assert_eq!(watched_prefix(&read(&[get("db/url")])), "db/url");
+        assert_eq!(watched_prefix(&read(&[get("db/url"), list("db/")])), "db/");
+        assert_eq!(watched_prefix(&read(&[get("db"), list("dbx/")])), "db");
+        assert_eq!(watched_prefix(&read(&[get("db"), get("web")])), "");
+        assert_eq!(watched_prefix(&Reads::Everything), "");
+
+        let memory = Memory::default();
+        memory.set("db/url", "postgres://one");
+        let mut registration = start(&memory, Duration::from_secs(3));
+        registration.set_reads(Reads::These(vec![read_of("db/url", "postgres://one")]));
+        drive_until(&mut registration, "watching", is_watching);
+        // Narrower reads are covered by the watch held.
+        registration.set_reads(Reads::These(vec![read_of("db/url/a", "x")]));
+        drive_until(&mut registration, "looked", is_settled);
+        assert_eq!(memory.calls().watch, 1);
+        // Reads elsewhere move the watch there.
+        memory.set("web/x", "one");
+        registration.set_reads(Reads::These(vec![read_of("web/x", "one")]));
+        drive_until(&mut registration, "watching web/x", is_watching);
+        assert_eq!(memory.calls().watch, 2);
+        assert_eq!(registration.watched, "web/x");
+        memory.set("web/x", "two");
+        drive_until(
+            &mut registration,
+            "the change seen",
+            Registration::take_change,
+        );
+    }
+
     /// Watching, and every look answered.
     fn is_watching(registration: &mut Registration) -> bool {
         matches!(registration.subscription, Subscription::Held(_)) && is_settled(registration)
@@ -901,9 +1003,9 @@ mod tests {
         registration.set_reads(Reads::These(vec![read_of("db/url", "postgres://one")]));
         drive_until(&mut registration, "watching", is_watching);
         assert!(!registration.take_change(), "nothing changed yet");
-        // A key nobody read changes, and the read one is put again unchanged: each is
-        // announced and looked at, and neither is a change.
-        for (key, value) in [("other/key", "x"), ("db/url", "postgres://one")] {
+        // A key under the watched prefix that nobody read changes, and the read one is put
+        // again unchanged: each is announced and looked at, and neither is a change.
+        for (key, value) in [("db/urlx", "x"), ("db/url", "postgres://one")] {
             let looked = memory.calls().get;
             memory.set(key, value);
             drive_until(&mut registration, "looked again", |registration| {
@@ -911,6 +1013,11 @@ mod tests {
             });
             assert!(!registration.take_change(), "{key} set to {value}");
         }
+        // A key elsewhere is not even announced: nothing is looked up.
+        let looked = memory.calls().get;
+        memory.set("other/key", "x");
+        drive_for(&mut registration, Duration::from_millis(300));
+        assert_eq!(memory.calls().get, looked, "other/key was looked at");
         memory.set("db/url", "postgres://two");
         drive_until(
             &mut registration,

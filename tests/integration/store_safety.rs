@@ -508,17 +508,18 @@ fn usr1_reaches_a_watching_command_promptly_while_20000_keys_exist_and_puts_happ
     let (child, started) = t.spawn();
     t.wait_for("ready-one");
     // Unrelated puts, one after the other, all along.
+    let cpu_before = cpu_time(child.id());
     let done = std::sync::atomic::AtomicBool::new(false);
+    let puts = std::sync::atomic::AtomicU32::new(0);
     let mut delays = Vec::new();
     thread::scope(|scope| {
         scope.spawn(|| {
             let writer = Client::new(&store);
-            let mut n = 0;
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let n = puts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 writer
                     .run(&["put", &format!("other/{}", n % 50), "v"])
                     .success();
-                n += 1;
             }
         });
         for round in 1..=20 {
@@ -530,10 +531,17 @@ fn usr1_reaches_a_watching_command_promptly_while_20000_keys_exist_and_puts_happ
         }
         done.store(true, std::sync::atomic::Ordering::Relaxed);
     });
+    // What the harness spent on them (all its threads): an unrelated put is not its business.
+    let cpu = cpu_time(child.id()) - cpu_before;
+    let puts = puts.into_inner();
     let run = t.terminate(child, started);
     run.success();
     delays.sort();
-    eprintln!("USR1 delays with 20,000 keys: {delays:?}");
+    eprintln!("USR1 delays with 20,000 keys: {delays:?}; {cpu:?} of CPU for {puts} puts");
+    assert!(
+        cpu < Duration::from_millis(2) * puts.max(50),
+        "{cpu:?} of the harness's CPU for {puts} unrelated puts"
+    );
     // The median says the signal is not held up behind the store; the worst gets slack for
     // a shared test machine.
     assert!(
@@ -544,4 +552,22 @@ fn usr1_reaches_a_watching_command_promptly_while_20000_keys_exist_and_puts_happ
         delays[delays.len() - 1] < Duration::from_millis(300),
         "{delays:?}"
     );
+}
+
+/// The CPU time the process has used so far, all its threads (utime and stime of
+/// /proc/PID/stat, in clock ticks).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("reading /proc/PID/stat");
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("a stat line")
+        .1
+        .split_whitespace()
+        .collect();
+    // After the command's name, state is field 3; utime is 14 and stime 15 (proc(5)).
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // SAFETY: sysconf reads a constant of the system and touches no memory of ours.
+    let per_second = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) };
+    Duration::from_secs_f64(ticks as f64 / per_second.max(1) as f64)
 }

@@ -21,6 +21,9 @@ use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::sys::stat::{fchmod, fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
 use nix::unistd::{linkat, unlinkat, UnlinkatFlags};
 
+/// What a symbolic link is called in messages.
+pub(super) const SYMLINK: &str = "a symbolic link";
+
 /// A directory of the store, open, with its path for messages.
 #[derive(Debug)]
 pub(super) struct StoreDir {
@@ -177,7 +180,7 @@ impl StoreDir {
         let fd = match openat(&self.fd, name, flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::ENOENT) => return Ok(Entry::Missing),
-            Err(Errno::ELOOP) => return Ok(Entry::Other("a symbolic link")),
+            Err(Errno::ELOOP) => return Ok(Entry::Other(SYMLINK)),
             // A FIFO opened for writing with no reader.
             Err(Errno::ENXIO) => return Ok(Entry::Other("a FIFO")),
             Err(errno) => return Err(errno.into()),
@@ -259,7 +262,7 @@ fn kind(stat: &FileStat) -> &'static str {
     match file_type(stat) {
         SFlag::S_IFREG => "a regular file",
         SFlag::S_IFDIR => "a directory",
-        SFlag::S_IFLNK => "a symbolic link",
+        SFlag::S_IFLNK => SYMLINK,
         SFlag::S_IFIFO => "a FIFO",
         SFlag::S_IFCHR => "a character device",
         SFlag::S_IFBLK => "a block device",

@@ -20,7 +20,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
 use super::super::{LeaseId, REACH_TIMEOUT, VALUE_LIMIT};
-use super::dir::{DirError, Entry, StoreDir};
+use super::dir::{DirError, Entry, StoreDir, SYMLINK};
 use super::format::{
     file_name, is_temporary_name, may_start_with, parse_header, parse_lease, parse_lease_name,
     parse_name, parse_record, temporary_name, Record, HEADER_LIMIT,
@@ -133,10 +133,11 @@ impl Layout {
             DirError::Missing => {
                 Error::io(path, "reading the registry directory", Errno::ENOENT.into())
             }
-            DirError::NotADirectory(kind) => Error::entry(
+            DirError::NotADirectory(kind) if kind == SYMLINK => Error::entry(
                 path,
-                format!("{kind}, not a directory: the file store follows no link"),
+                format!("{kind}, which the file store never follows: it must be a directory"),
             ),
+            DirError::NotADirectory(kind) => Error::entry(path, format!("{kind}, not a directory")),
             DirError::Failed(err) => Error::io(path, "reading the registry directory", err),
         }
     }

@@ -485,6 +485,91 @@ mod tests {
         }
     }
 
+    /// Every name under `dir` with its modification time, to show that nothing changed.
+    fn listing(dir: &Path) -> Vec<(PathBuf, Option<SystemTime>)> {
+        let mut found = Vec::new();
+        for entry in fs::read_dir(dir).unwrap().flatten() {
+            let meta = fs::symlink_metadata(entry.path()).unwrap();
+            found.push((entry.path(), meta.modified().ok()));
+            if meta.is_dir() {
+                found.extend(listing(&entry.path()));
+            }
+        }
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn a_directory_of_other_files_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        for (path, content) in [("tmp/417-3-000000000000001f", "x"), ("passwd", "root")] {
+            fs::create_dir_all(root.join(path).parent().unwrap()).unwrap();
+            fs::write(root.join(path), content).unwrap();
+        }
+        let before = listing(&root);
+        let err = FileStore::open("file:///test", root.clone()).err().unwrap();
+        assert!(
+            matches!(&err, Error::NotAStore { path } if *path == root),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: not an envharness store (it holds other files): use an empty directory",
+                root.display()
+            )
+        );
+        assert_eq!(listing(&root), before);
+    }
+
+    #[test]
+    fn an_earlier_store_is_adopted_and_marked_and_an_empty_one_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let earlier = dir.path().join("earlier");
+        for sub in [KEYS, "lost+found"] {
+            fs::create_dir_all(earlier.join(sub)).unwrap();
+        }
+        let mut store = FileStore::open("file:///test", earlier.clone()).unwrap();
+        assert!(earlier.join(layout::MARK).is_file());
+        assert!(earlier.join("leases").is_dir() && earlier.join("tmp").is_dir());
+        store.put(&key("k"), b"v", None).unwrap();
+        // Marked, it is used whatever else comes to be there.
+        fs::write(earlier.join("notes"), "mine").unwrap();
+        let mut again = FileStore::open("file:///test", earlier).unwrap();
+        assert_eq!(again.get(&key("k")).unwrap().as_deref(), Some(&b"v"[..]));
+        let empty = dir.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        FileStore::open("file:///test", empty.clone()).unwrap();
+        assert!(empty.join(layout::MARK).is_file());
+    }
+
+    #[test]
+    fn a_watch_learns_a_lease_from_the_put_it_is_told_of() {
+        let (_dir, mut store) = store();
+        let mut watch = store.watch("web/").unwrap();
+        let lease = store.grant(Duration::from_secs(2)).unwrap();
+        store.put(&key("web/a"), b"x", Some(lease)).unwrap();
+        assert!(readable(watch.as_ref()));
+        assert!(watch.drain());
+        // The holder stops renewing: the watch, which read the lease at the put, wakes when
+        // it runs out.
+        renewed_ago(&store, lease, Duration::from_millis(1700));
+        assert!(woken_within(watch.as_ref(), Duration::from_millis(2500)));
+        assert!(watch.drain());
+        // Put again without a lease, the key no longer depends on one.
+        let other = store.grant(Duration::from_secs(2)).unwrap();
+        store.put(&key("web/b"), b"x", Some(other)).unwrap();
+        store.put(&key("web/b"), b"y", None).unwrap();
+        assert!(readable(watch.as_ref()));
+        watch.drain();
+        renewed_ago(&store, other, Duration::from_secs(3));
+        assert!(
+            !woken_within(watch.as_ref(), Duration::from_millis(2500)),
+            "a lease no watched key holds woke the watch"
+        );
+    }
+
     #[test]
     fn file_urls_are_absolute_paths() {
         let dir = |rest| store_directory("u", rest);

@@ -106,6 +106,11 @@ pub enum Error {
     /// A `--require` that the final environment does not meet.
     #[error("{name}: {}", unmet_reason(rule.as_deref()))]
     Unmet { name: String, rule: Option<String> },
+
+    /// A `file:///DIR` whose directory holds files that are not a store's: it is left as it
+    /// is (docs/reference.md §11.1), so that `file:///` or `file:///var` never becomes one.
+    #[error("{}: not an envharness store (it holds other files): use an empty directory", path.display())]
+    NotAStore { path: PathBuf },
 }
 
 fn waited_suffix(waited: Option<Duration>) -> String {

@@ -24,7 +24,7 @@ use super::require::{self, Requirement, WaitFor};
 use super::template::{self, KvReads, KvSource, Owner, Rendered, SharedReads, Template};
 use crate::duration::seconds;
 use crate::error::Error;
-use crate::registry::reads::ReadLog;
+use crate::registry::reads::{ReadLog, Reads};
 use crate::registry::Lookup;
 use crate::runner::host::PhaseHost;
 use crate::runner::{task, Host};
@@ -198,11 +198,17 @@ impl<'a> Resolver<'a> {
 
     /// What the last run read of the registry: its scripts through `envharness kv` (nothing
     /// without a read log), and its templates.
-    pub fn take_reads(&mut self) -> Vec<(Lookup, String)> {
-        let mut reads = self.reads.as_mut().map(ReadLog::take).unwrap_or_default();
-        reads.extend(std::mem::take(&mut self.template_reads));
-        reads.sort();
-        reads.dedup();
-        reads
+    pub fn take_reads(&mut self) -> Reads {
+        let scripts = self.reads.as_mut().map(ReadLog::take).unwrap_or_default();
+        let templates = std::mem::take(&mut self.template_reads);
+        match scripts {
+            Reads::Everything => Reads::Everything,
+            Reads::These(mut reads) => {
+                reads.extend(templates);
+                reads.sort();
+                reads.dedup();
+                Reads::These(reads)
+            }
+        }
     }
 }

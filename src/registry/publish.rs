@@ -14,11 +14,16 @@
 //! Under `--watch` the same registration watches the store: after each discovery it learns
 //! which keys and prefixes the scripts read and what they saw; when the store announces a
 //! change (or a watched lease may have run out), it looks them up again and owes a re-run if
-//! any differs. A store failure while the command runs is a warning, once per failing stretch.
+//! any differs. The watch covers the longest prefix common to what they read (`db` for `kv get
+//! db/url` and `kv list db/`), so that a put elsewhere in the store costs the harness nothing.
+//! When the scripts read more than the read log holds ([`Reads::Everything`]), the whole store
+//! is watched and every change it announces is owed a re-run, without a look. A store failure
+//! while the command runs is a warning, once per failing stretch.
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
+use super::reads::Reads;
 use super::worker::{Answer, Opener, Request, Worker};
 use super::{Key, Lookup, Store, Watch};
 use crate::duration::seconds;
@@ -93,8 +98,11 @@ pub struct Registration {
     ttl: Duration,
     presence: Presence,
     subscription: Subscription,
+    /// The prefix the subscription asks for or holds: every key the reads depend on starts
+    /// with it.
+    watched: String,
     /// What the scripts of the last run read, and the digest of what each saw.
-    reads: Vec<(Lookup, String)>,
+    reads: Reads,
     /// A change to `reads` was seen since the last [`Registration::take_change`].
     changed: bool,
     in_flight: Vec<(u64, Pending)>,
@@ -115,7 +123,8 @@ impl Registration {
             ttl,
             presence: Presence::Withdrawn,
             subscription: Subscription::Unneeded,
-            reads: Vec::new(),
+            watched: String::new(),
+            reads: Reads::default(),
             changed: false,
             in_flight: Vec::new(),
         })
@@ -160,8 +169,12 @@ impl Registration {
             }
             _ => false,
         };
-        if announced && !self.reads.is_empty() {
-            self.look();
+        if announced {
+            match self.reads {
+                // Nothing to compare: whatever changed may be what the scripts read.
+                Reads::Everything => self.changed = true,
+                Reads::These(_) => self.look(),
+            }
         }
         match self.presence {
             Presence::Published { renew_at } if renew_at <= now => {
@@ -229,21 +242,30 @@ impl Registration {
     }
 
     /// What the scripts of a discovery run read; starts the watch the first time and checks
-    /// at once whether anything changed since they read it.
-    pub fn set_reads(&mut self, reads: Vec<(Lookup, String)>) {
+    /// at once whether anything changed since they read it (when they read too much to say
+    /// what, [`Reads::Everything`], the next change the store announces is one).
+    pub fn set_reads(&mut self, reads: Reads) {
         self.reads = reads;
         // Looks at the previous reads answer nothing about these.
         self.forget(Pending::Look);
         // A change seen against the previous reads is answered by the run that made these;
         // one since then is found by the look below.
         self.changed = false;
-        if self.reads.is_empty() {
+        if self.reads == Reads::default() {
             return;
         }
-        if matches!(self.subscription, Subscription::Unneeded) {
-            self.ask_to_watch(false);
+        let needed = watched_prefix(&self.reads);
+        let covered = !matches!(self.subscription, Subscription::Unneeded)
+            && needed.starts_with(&self.watched);
+        if !covered {
+            // The watch held (if any) goes: a change meanwhile is found by the look below or
+            // the one that follows the new watch.
+            let after_failure = matches!(self.subscription, Subscription::Failed { .. });
+            self.forget(Pending::Watch);
+            self.watched = needed;
+            self.ask_to_watch(after_failure);
         }
-        self.send_look();
+        self.look();
     }
 
     /// Whether a change to what the scripts read was seen since the last call.
@@ -254,16 +276,22 @@ impl Registration {
     fn ask_to_watch(&mut self, after_failure: bool) {
         self.send(
             Request::Watch {
-                prefix: String::new(),
+                prefix: self.watched.clone(),
             },
             Pending::Watch,
         );
         self.subscription = Subscription::Asked { after_failure };
     }
 
-    /// Looks again after a change was announced; a second look queued behind one in flight
-    /// is enough, since it is answered after the change.
+    /// Looks again at what the scripts read (when there is something to look at); a second
+    /// look queued behind one in flight is enough, since it is answered after the change.
     fn look(&mut self) {
+        let Reads::These(reads) = &self.reads else {
+            return;
+        };
+        if reads.is_empty() {
+            return;
+        }
         let queued = self
             .in_flight
             .iter()
@@ -275,11 +303,10 @@ impl Registration {
     }
 
     fn send_look(&mut self) {
-        let lookups = self
-            .reads
-            .iter()
-            .map(|(lookup, _)| lookup.clone())
-            .collect();
+        let Reads::These(reads) = &self.reads else {
+            return;
+        };
+        let lookups = reads.iter().map(|(lookup, _)| lookup.clone()).collect();
         self.send(Request::Look(lookups), Pending::Look);
     }
 
@@ -314,12 +341,13 @@ impl Registration {
             }
             (Pending::Watch, Answer::Reruns(result)) => self.watching_or_not(result),
             (Pending::Look, Answer::Looked(Ok(digests))) => {
-                let changed = self
-                    .reads
-                    .iter()
-                    .zip(&digests)
-                    .any(|((_, seen), now)| seen != now);
-                self.changed |= changed && digests.len() == self.reads.len();
+                if let Reads::These(reads) = &self.reads {
+                    let changed = reads
+                        .iter()
+                        .zip(&digests)
+                        .any(|((_, seen), now)| seen != now);
+                    self.changed |= changed && digests.len() == reads.len();
+                }
             }
             (Pending::Look, Answer::Looked(Err(err))) => {
                 log::debug!("looking the registry up again failed: {err}");
@@ -385,6 +413,32 @@ impl Registration {
     }
 }
 
+/// The longest prefix common to every lookup's keys (`get KEY` depends on KEY and `KEY/…`,
+/// `list PREFIX` on the keys under PREFIX), which a watch of it covers; empty (the whole
+/// store) when the reads are [`Reads::Everything`].
+fn watched_prefix(reads: &Reads) -> String {
+    let Reads::These(reads) = reads else {
+        return String::new();
+    };
+    let mut prefixes = reads.iter().map(|(lookup, _)| match lookup {
+        Lookup::Get(key) => key.as_str(),
+        Lookup::List(prefix) => prefix.as_str(),
+    });
+    let Some(first) = prefixes.next() else {
+        return String::new();
+    };
+    prefixes.fold(first, common_prefix).to_owned()
+}
+
+fn common_prefix<'a>(a: &'a str, b: &str) -> &'a str {
+    let mut len = a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+    // Keys and prefixes are ASCII; a cut inside a character must not panic all the same.
+    while !a.is_char_boundary(len) {
+        len -= 1;
+    }
+    &a[..len]
+}
+
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;
@@ -431,24 +485,31 @@ mod tests {
         gate_closed: bool,
         waiting: usize,
         calls: Calls,
-        /// Written on every change of a key, for the watches.
-        watches: Vec<Arc<EventFd>>,
+        /// Written on every change of a key under their prefix, for the watches.
+        watches: Vec<(String, Arc<EventFd>)>,
     }
 
     impl Contents {
-        fn announce_change(&self) {
-            for watch in &self.watches {
-                watch.write(1).expect("writing a watch's eventfd");
+        fn announce_change(&self, key: &str) {
+            for (prefix, watch) in &self.watches {
+                if key.starts_with(prefix.as_str()) {
+                    watch.write(1).expect("writing a watch's eventfd");
+                }
             }
         }
 
         /// Removes a lease and the keys put with it.
         fn end_lease(&mut self, lease: LeaseId) {
             self.leases.remove(&lease);
-            let before = self.keys.len();
-            self.keys.retain(|_, (_, held)| *held != Some(lease));
-            if self.keys.len() != before {
-                self.announce_change();
+            let ended: Vec<String> = self
+                .keys
+                .iter()
+                .filter(|(_, (_, held))| *held == Some(lease))
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in ended {
+                self.keys.remove(&key);
+                self.announce_change(&key);
             }
         }
     }
@@ -520,7 +581,7 @@ mod tests {
             contents
                 .keys
                 .insert(key.into(), (value.as_bytes().to_vec(), None));
-            contents.announce_change();
+            contents.announce_change(key);
         }
 
         /// Closes the gate and returns once a call waits at it.
@@ -604,14 +665,14 @@ mod tests {
             contents
                 .keys
                 .insert(key.as_str().into(), (value.to_vec(), lease));
-            contents.announce_change();
+            contents.announce_change(key.as_str());
             Ok(())
         }
 
         fn delete(&mut self, key: &Key) -> Result<(), Error> {
             let mut contents = self.call(|_| {})?;
             if contents.keys.remove(key.as_str()).is_some() {
-                contents.announce_change();
+                contents.announce_change(key.as_str());
             }
             Ok(())
         }
@@ -634,13 +695,12 @@ mod tests {
             Ok(())
         }
 
-        fn watch(&mut self, _prefix: &str) -> Result<Box<dyn Watch>, Error> {
-            // Every watch here is of all keys, as the registration's is.
+        fn watch(&mut self, prefix: &str) -> Result<Box<dyn Watch>, Error> {
             let mut contents = self.call(|calls| calls.watch += 1)?;
             let event = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
                 .expect("creating an eventfd");
             let event = Arc::new(event);
-            contents.watches.push(event.clone());
+            contents.watches.push((prefix.to_owned(), event.clone()));
             Ok(Box::new(MemoryWatch(event)))
         }
     }
@@ -875,6 +935,62 @@ mod tests {
         (Lookup::Get(key(key_text)), seen.digest())
     }
 
+    /// Plays the supervisor's loop for `time`, whatever happens.
+    fn drive_for(registration: &mut Registration, time: Duration) {
+        let until = Instant::now() + time;
+        while Instant::now() < until {
+            registration.handle();
+            let wake_at = registration.deadline().map_or(until, |at| at.min(until));
+            let mut poll = Poll::default();
+            for fd in registration.fds() {
+                poll.add(fd, ());
+            }
+            poll.wait(Some(wake_at)).expect("polling the registration");
+        }
+        registration.handle();
+    }
+
+    #[test]
+    fn the_watch_covers_the_prefix_common_to_the_reads_and_moves_with_them() {
+        let read = |lookups: &[Lookup]| {
+            Reads::These(
+                lookups
+                    .iter()
+                    .map(|l| (l.clone(), "-".to_owned()))
+                    .collect(),
+            )
+        };
+        let get = |text: &str| Lookup::Get(key(text));
+        let list = |text: &str| Lookup::List(text.to_owned());
+        assert_eq!(watched_prefix(&read(&[get("db/url")])), "db/url");
+        assert_eq!(watched_prefix(&read(&[get("db/url"), list("db/")])), "db/");
+        assert_eq!(watched_prefix(&read(&[get("db"), list("dbx/")])), "db");
+        assert_eq!(watched_prefix(&read(&[get("db"), get("web")])), "");
+        assert_eq!(watched_prefix(&Reads::Everything), "");
+
+        let memory = Memory::default();
+        memory.set("db/url", "postgres://one");
+        let mut registration = start(&memory, Duration::from_secs(3));
+        registration.set_reads(Reads::These(vec![read_of("db/url", "postgres://one")]));
+        drive_until(&mut registration, "watching", is_watching);
+        // Narrower reads are covered by the watch held.
+        registration.set_reads(Reads::These(vec![read_of("db/url/a", "x")]));
+        drive_until(&mut registration, "looked", is_settled);
+        assert_eq!(memory.calls().watch, 1);
+        // Reads elsewhere move the watch there.
+        memory.set("web/x", "one");
+        registration.set_reads(Reads::These(vec![read_of("web/x", "one")]));
+        drive_until(&mut registration, "watching web/x", is_watching);
+        assert_eq!(memory.calls().watch, 2);
+        assert_eq!(registration.watched, "web/x");
+        memory.set("web/x", "two");
+        drive_until(
+            &mut registration,
+            "the change seen",
+            Registration::take_change,
+        );
+    }
+
     /// Watching, and every look answered.
     fn is_watching(registration: &mut Registration) -> bool {
         matches!(registration.subscription, Subscription::Held(_)) && is_settled(registration)
@@ -885,12 +1001,12 @@ mod tests {
         let memory = Memory::default();
         memory.set("db/url", "postgres://one");
         let mut registration = start(&memory, Duration::from_secs(3));
-        registration.set_reads(vec![read_of("db/url", "postgres://one")]);
+        registration.set_reads(Reads::These(vec![read_of("db/url", "postgres://one")]));
         drive_until(&mut registration, "watching", is_watching);
         assert!(!registration.take_change(), "nothing changed yet");
-        // A key nobody read changes, and the read one is put again unchanged: each is
-        // announced and looked at, and neither is a change.
-        for (key, value) in [("other/key", "x"), ("db/url", "postgres://one")] {
+        // A key under the watched prefix that nobody read changes, and the read one is put
+        // again unchanged: each is announced and looked at, and neither is a change.
+        for (key, value) in [("db/urlx", "x"), ("db/url", "postgres://one")] {
             let looked = memory.calls().get;
             memory.set(key, value);
             drive_until(&mut registration, "looked again", |registration| {
@@ -898,6 +1014,11 @@ mod tests {
             });
             assert!(!registration.take_change(), "{key} set to {value}");
         }
+        // A key elsewhere is not even announced: nothing is looked up.
+        let looked = memory.calls().get;
+        memory.set("other/key", "x");
+        drive_for(&mut registration, Duration::from_millis(300));
+        assert_eq!(memory.calls().get, looked, "other/key was looked at");
         memory.set("db/url", "postgres://two");
         drive_until(
             &mut registration,
@@ -912,7 +1033,7 @@ mod tests {
         let memory = Memory::default();
         memory.set("db/url", "postgres://two");
         let mut registration = start(&memory, Duration::from_secs(3));
-        registration.set_reads(vec![read_of("db/url", "postgres://one")]);
+        registration.set_reads(Reads::These(vec![read_of("db/url", "postgres://one")]));
         drive_until(
             &mut registration,
             "the change seen",
@@ -921,12 +1042,38 @@ mod tests {
     }
 
     #[test]
+    fn after_reads_over_the_limit_any_announced_change_is_a_change() {
+        let memory = Memory::default();
+        let mut registration = start(&memory, Duration::from_secs(3));
+        registration.set_reads(Reads::Everything);
+        drive_until(&mut registration, "watching", is_watching);
+        assert!(!registration.take_change(), "nothing changed yet");
+        let looked = memory.calls().get;
+        memory.set("anything/at-all", "x");
+        drive_until(
+            &mut registration,
+            "the change seen",
+            Registration::take_change,
+        );
+        assert_eq!(memory.calls().get, looked, "there is nothing to look up");
+        // Reads that fit again: back to looking them up, and only their changes count.
+        memory.set("db/url", "postgres://one");
+        registration.set_reads(Reads::These(vec![read_of("db/url", "postgres://one")]));
+        drive_until(&mut registration, "looked", is_settled);
+        memory.set("anything/at-all", "y");
+        drive_until(&mut registration, "looked again", |registration| {
+            memory.calls().get > looked + 1 && is_settled(registration)
+        });
+        assert!(!registration.take_change(), "an unrelated key changed");
+    }
+
+    #[test]
     fn a_watch_that_failed_is_asked_again_until_the_store_is_back() {
         capture_warnings();
         let memory = Memory::default();
         memory.set_down(true);
         let mut registration = start(&memory, Duration::from_secs(3));
-        registration.set_reads(vec![read_of("db/url", "postgres://one")]);
+        registration.set_reads(Reads::These(vec![read_of("db/url", "postgres://one")]));
         drive_until(&mut registration, "the watch failed", |registration| {
             matches!(registration.subscription, Subscription::Failed { .. })
         });

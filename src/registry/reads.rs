@@ -9,20 +9,52 @@
 //! scripts running at once (`--jobs`) do not interleave. The command never gets the variable,
 //! and the memfd is close-on-exec, so nothing of it reaches the command. A `kv` that cannot
 //! open the path (another user, no /proc) records nothing: only the re-run on a change is lost.
+//!
+//! Any process of the same user may write to the memfd too, so what it holds is not trusted:
+//! malformed lines are passed over, and a log larger than [`READ_LOG_LIMIT`], or naming more
+//! than [`LOOKUP_LIMIT`] lookups, is not read at all. Such a run counts as having read
+//! everything ([`Reads::Everything`]): the next change anywhere in the registry re-runs
+//! discovery. Nothing is lost but precision, and the harness's memory and the work of each
+//! change stay bounded whatever is written there.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 
 use nix::sys::memfd::{memfd_create, MFdFlags};
 
 use super::{Key, Lookup, Seen};
 use crate::error::Error;
+use crate::os::read_at_most;
 
 /// The variable that tells `envharness kv` where to record its reads.
 pub const READS_VARIABLE: &str = "ENVHARNESS_KV_READS";
+
+/// The most of a read log the harness reads: 1 MiB, tens of thousands of lines, far more than the
+/// environment scripts of one run read (docs/reference.md §11.5).
+pub const READ_LOG_LIMIT: usize = 1 << 20;
+
+/// The most distinct lookups the harness looks up again at each change of the registry: each
+/// one is a request to the store (a listing of the file store's keys, for a `get`), made on
+/// the thread that also renews the leases.
+pub const LOOKUP_LIMIT: usize = 1000;
+
+/// What the environment scripts of one run read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reads {
+    /// These lookups, each with the digest of what it saw.
+    These(Vec<(Lookup, String)>),
+    /// More than the harness reads (or looks up again): any change of the registry counts.
+    Everything,
+}
+
+impl Default for Reads {
+    fn default() -> Reads {
+        Reads::These(Vec::new())
+    }
+}
 
 /// The harness's end: the reads of one run.
 pub struct ReadLog {
@@ -45,16 +77,43 @@ impl ReadLog {
     }
 
     /// The reads recorded since the last call, each with the digest of what it saw; the log
-    /// starts again empty.
-    pub fn take(&mut self) -> Vec<(Lookup, String)> {
-        let mut text = String::new();
+    /// starts again empty. A log over the limits is [`Reads::Everything`], with a warning.
+    pub fn take(&mut self) -> Reads {
         let _ = self.file.seek(SeekFrom::Start(0));
-        let _ = self.file.read_to_string(&mut text);
+        let bytes = read_at_most(&mut self.file, READ_LOG_LIMIT);
         let _ = self.file.set_len(0);
         let _ = self.file.seek(SeekFrom::Start(0));
-        let reads: BTreeSet<(Lookup, String)> = text.lines().filter_map(parse_line).collect();
-        reads.into_iter().collect()
+        let reads = match bytes {
+            Ok(Some(bytes)) => parse_log(&bytes),
+            Ok(None) => None,
+            Err(err) => {
+                log::debug!("the registry reads cannot be read: {err}");
+                None
+            }
+        };
+        reads.unwrap_or_else(|| {
+            log::warn!(
+                "{READS_VARIABLE}: the scripts recorded more than {READ_LOG_LIMIT} bytes or {LOOKUP_LIMIT} lookups; any change in the registry now re-runs discovery"
+            );
+            Reads::Everything
+        })
     }
+}
+
+/// The distinct lookups of a log, or None when there are more than [`LOOKUP_LIMIT`]. Lines
+/// that are not lookups (not UTF-8, an unknown operation, an invalid key) are passed over.
+fn parse_log(bytes: &[u8]) -> Option<Reads> {
+    let mut reads = BTreeSet::new();
+    for line in bytes.split(|&byte| byte == b'\n') {
+        let Some(read) = std::str::from_utf8(line).ok().and_then(parse_line) else {
+            continue;
+        };
+        reads.insert(read);
+        if reads.len() > LOOKUP_LIMIT {
+            return None;
+        }
+    }
+    Some(Reads::These(reads.into_iter().collect()))
 }
 
 fn parse_line(line: &str) -> Option<(Lookup, String)> {
@@ -107,11 +166,57 @@ mod tests {
         let reads = log.take();
         assert_eq!(
             reads,
-            vec![
+            Reads::These(vec![
                 (key, seen.digest()),
                 (Lookup::List("web/".into()), "-".to_owned())
-            ]
+            ])
         );
-        assert!(log.take().is_empty(), "the log starts again empty");
+        assert_eq!(log.take(), Reads::default(), "the log starts again empty");
+    }
+
+    /// Appends `bytes` to the log, as any process of the user may.
+    fn append(log: &ReadLog, bytes: &[u8]) {
+        let (_, path) = log.variable();
+        OpenOptions::new()
+            .append(true)
+            .open(path)
+            .and_then(|mut file| file.write_all(bytes))
+            .expect("appending to the read log");
+    }
+
+    #[test]
+    fn lines_that_are_not_lookups_are_passed_over() {
+        let mut log = ReadLog::create().expect("a memfd");
+        append(
+            &log,
+            b"get\tdb\t-\nfrob\tx\t-\nget\ta//b\t-\n\xff\xfe\tx\nget\tdb\nlist\tweb/\t00ff\n\n",
+        );
+        assert_eq!(
+            log.take(),
+            Reads::These(vec![
+                (Lookup::Get(Key::parse("db").unwrap()), "-".to_owned()),
+                (Lookup::List("web/".into()), "00ff".to_owned()),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_log_over_the_limits_is_everything_and_starts_again_empty() {
+        let mut log = ReadLog::create().expect("a memfd");
+        // One huge line, then many short ones.
+        append(&log, &vec![b'x'; READ_LOG_LIMIT + 1]);
+        assert_eq!(log.take(), Reads::Everything);
+        assert_eq!(log.take(), Reads::default());
+        let many: String = (0..=LOOKUP_LIMIT)
+            .map(|n| format!("list\tp{n}\t-\n"))
+            .collect();
+        assert!(many.len() < READ_LOG_LIMIT);
+        append(&log, many.as_bytes());
+        assert_eq!(log.take(), Reads::Everything);
+        let within: String = (0..LOOKUP_LIMIT)
+            .map(|n| format!("get\tk{n}\t-\n"))
+            .collect();
+        append(&log, within.as_bytes());
+        assert!(matches!(log.take(), Reads::These(reads) if reads.len() == LOOKUP_LIMIT));
     }
 }

@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::logging::NOTICE;
 use crate::phase::resolve::{Applied, Resolved, Resolver};
 use crate::phase::template::Staged;
-use crate::registry::Lookup;
+use crate::registry::reads::Reads;
 use crate::runner::Host;
 use crate::variables::{Environment, Variables};
 
@@ -206,7 +206,7 @@ impl<'a> Reruns<'a> {
     /// first resolve's included. None after a re-run that failed or was cancelled: it changes
     /// nothing, so what the last good run read stays watched (a script that was never reached read
     /// nothing).
-    pub fn take_reads(&mut self) -> Option<Vec<(Lookup, String)>> {
+    pub fn take_reads(&mut self) -> Option<Reads> {
         let reads = self.resolver.take_reads();
         self.last_ok.then_some(reads)
     }

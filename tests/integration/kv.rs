@@ -669,9 +669,18 @@ fn file_store_is_created_0700_with_its_parents_and_values_are_0600() {
     command.args(["--kv", &url, "kv", "put", "k", "v"]);
     t.run_command(command).success();
     assert_eq!(mode(&nested), 0o700);
+    for dir in nested.ancestors().skip(1).take(2) {
+        assert_eq!(mode(dir), 0o700, "{}", dir.display());
+    }
     let files = files_under(&nested);
-    assert_eq!(files.len(), 1, "{files:?}");
-    assert_eq!(mode(&files[0]), 0o600);
+    assert_eq!(
+        files,
+        [nested.join("envharness-store"), nested.join("keys/k")],
+        "the mark and the value"
+    );
+    for file in files {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
 }
 
 #[test]
@@ -731,7 +740,7 @@ fn file_store_keeps_a_key_and_its_children_and_long_keys_side_by_side() {
     c.run(&["get", &long_b]).success().stdout_is("b");
     c.run(&["get", &long_a]).status(1);
     // Nothing but the key files is left in keys/, and no temporary file anywhere.
-    let files = files_under(&store.path());
+    let files = files_under(&store.file("keys"));
     assert_eq!(files.len(), 5, "{files:#?}");
     assert!(files_under(&store.file("tmp")).is_empty());
 }

@@ -26,6 +26,7 @@ mod require;
 mod scratch;
 mod scripts;
 mod stopping;
+mod store_safety;
 mod supervise;
 mod template_kv;
 mod templates;

@@ -153,6 +153,40 @@ pub(super) fn parse_header(bytes: &[u8]) -> Result<Header, String> {
     })
 }
 
+/// The name of a file being written in `tmp/`: the writer's pid (not unique alone: containers
+/// sharing the store each have a pid 1), a serial of the writer and 64 random bits.
+pub(super) fn temporary_name(pid: u32, serial: u64, random: u64) -> String {
+    format!("{pid}-{serial}-{random:016x}")
+}
+
+/// Whether `name` is one that [`temporary_name`] makes: the sweep removes nothing else.
+pub(super) fn is_temporary_name(name: &OsStr) -> bool {
+    let Some(name) = name.to_str() else {
+        return false;
+    };
+    let mut fields = name.split('-');
+    let digits = |field: Option<&str>| {
+        field.is_some_and(|field| !field.is_empty() && field.bytes().all(|b| b.is_ascii_digit()))
+    };
+    digits(fields.next())
+        && digits(fields.next())
+        && fields.next().is_some_and(|random| {
+            random.len() == 16
+                && random
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+        && fields.next().is_none()
+}
+
+/// The lease a file name in `leases/` stands for: a positive id written as `lease.0.to_string()`
+/// writes it (no sign, no leading zero), or None for any other name, which the sweep leaves.
+pub(super) fn parse_lease_name(name: &OsStr) -> Option<LeaseId> {
+    let name = name.to_str()?;
+    let id: i64 = name.parse().ok()?;
+    (id > 0 && id.to_string() == name).then_some(LeaseId(id))
+}
+
 /// A lease file's TTL.
 pub(super) fn parse_lease(text: &str) -> Option<Duration> {
     let mut lines = text.lines();
@@ -202,6 +236,29 @@ mod tests {
     fn other_names_are_not_keys() {
         for name in ["a b", "#short#1", "a%%b", "%a", "..", "x~"] {
             assert!(parse_name(OsStr::new(name)).is_none(), "{name}");
+        }
+    }
+
+    #[test]
+    fn only_the_store_s_own_temporary_and_lease_names_are_recognised() {
+        let made = temporary_name(417, 3, 0x1f);
+        assert_eq!(made, "417-3-000000000000001f");
+        assert!(is_temporary_name(OsStr::new(&made)));
+        for other in [
+            "passwd",
+            "417-3",
+            "417-3-1f",
+            "417-3-000000000000001F",
+            "417-3-000000000000001f-x",
+            "-3-000000000000001f",
+            ".X11-unix",
+            "systemd-private-1f0c",
+        ] {
+            assert!(!is_temporary_name(OsStr::new(other)), "{other}");
+        }
+        assert_eq!(parse_lease_name(OsStr::new("8125")), Some(LeaseId(8125)));
+        for other in ["0", "-5", "+5", "007", "5x", "", "99999999999999999999"] {
+            assert_eq!(parse_lease_name(OsStr::new(other)), None, "{other}");
         }
     }
 

@@ -3,18 +3,31 @@
 //!
 //! # Layout
 //! ```text
+//! DIR/envharness-store     the mark: DIR is a store
 //! DIR/keys/web%host-1      one file per key: '/' written as '%', which no key may hold
 //! DIR/keys/#web%…#1f0c…    a key of more than 240 bytes: '#', its first 200, '#', a hash
 //! DIR/leases/8125…         one file per lease, named by its id; holds the TTL
 //! DIR/tmp/417-3-…          a value or lease being written, renamed into place when complete
 //! ```
+//!
 //! Keys are flat in one directory, so `KEY` and `KEY/…` live side by side, one inotify watch
 //! covers them all, and no directory has to be created or removed while others write. Only key
 //! files are in `keys/` (temporary and lease files elsewhere), so no other file can ever take a
 //! key's name. A value file holds a small header (format, the key, its lease, the value's
 //! size) and then the value's bytes: a long key's name is not the key, a lease must be found
 //! from the key, and a file cut short by a crash shows by its size. Such a file, or any other
-//! that is not one of ours, is ignored with a warning naming it; it never stops a reader.
+//! that is not one of ours or that another member of a shared store made unreadable, is
+//! ignored with a warning naming it; it never stops a reader.
+//!
+//! # A store never touches anything but its own files
+//! A store removes files (stale temporary files, dead leases), so a mistaken URL (`file:///`,
+//! from an unset `file:///$REGISTRY`, or `file:///var`) must not make a store of a directory
+//! that holds other files. An existing DIR is used only when it carries the mark, is empty
+//! (`lost+found` aside), or holds nothing but an earlier version's `keys/`, `leases/` and
+//! `tmp/` (which it adopts, marking it); anything else is refused and left as it is. Inside
+//! the store no link is followed: the subdirectories and files are reached from DIR's
+//! descriptor (`dir.rs`), a value is read only from a regular file (a FIFO named like a key
+//! would block its reader forever), and the sweep removes only names the store gives.
 //!
 //! # Writes
 //! A value is written whole to `tmp/`, then renamed over `keys/NAME`: a reader sees the old
@@ -36,13 +49,13 @@
 //! is the earliest expiry among the watched keys' leases, and a poll loop wakes then. The
 //! clock is the wall clock (mtimes): the containers of one machine share it.
 
+mod dir;
 mod format;
 mod layout;
 mod watch;
 
-use std::collections::HashMap;
-use std::ffi::OsStr;
-use std::fs::{self, OpenOptions};
+use std::ffi::{OsStr, OsString};
+use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -52,8 +65,11 @@ use std::time::{Duration, SystemTime};
 use super::{check_value_size, Key, LeaseId, Store, Watch};
 use crate::duration::seconds;
 use crate::error::Error;
-use format::{encode_record, lease_content, SHORT_KEY};
-use layout::{random_u64, remove_if_present, Layout, LeaseState, KEYS, LEASES, TMP};
+use dir::{Entry, StoreDir};
+use format::{encode_record, file_name, lease_content, SHORT_KEY};
+use layout::{
+    key_files, lock, random_u64, read_record, remove_expired, Layout, LeaseState, Leases,
+};
 use watch::FileWatch;
 
 pub struct FileStore {
@@ -62,60 +78,78 @@ pub struct FileStore {
 }
 
 impl FileStore {
-    /// Opens the store at `root` (the path of `url`), creating the directory (mode 0700, with
-    /// its missing parents) and its three subdirectories when missing.
+    /// Opens the store at `root` (the path of `url`): a missing directory is created (mode
+    /// 0700, with its missing parents); an existing one is used only if it is a store, empty,
+    /// or an earlier version's store (docs/reference.md §11.1; see [`Layout::open`]).
     pub fn open(url: &str, root: PathBuf) -> Result<FileStore, Error> {
-        create_directory(&root, 0o700, true)?;
-        let mode = fs::metadata(&root)
-            .map_err(|err| Error::io(&root, "reading the registry directory", err))?
-            .permissions()
-            .mode();
-        // Listing the directory is the first thing a reader needs; fail here, naming it.
-        fs::read_dir(&root)
-            .map_err(|err| Error::io(&root, "reading the registry directory", err))?;
-        let layout = Layout {
-            keys: root.join(KEYS),
-            leases: root.join(LEASES),
-            tmp: root.join(TMP),
-            file_mode: 0o600 | (mode & 0o044),
-        };
-        // The subdirectories take the directory's own mode, so a store made group-writable
-        // (and setgid) beforehand stays writable by the group; not its sticky bit, which
-        // would keep the group's writers from replacing one another's values.
-        for dir in [&layout.keys, &layout.leases, &layout.tmp] {
-            create_directory(dir, mode & 0o2777, false)?;
-        }
-        fs::read_dir(&layout.keys)
-            .map_err(|err| Error::io(&layout.keys, "reading the registry directory", err))?;
+        create_directory(&root)?;
         Ok(FileStore {
             url: url.to_owned(),
-            layout,
+            layout: Layout::open(&root)?,
         })
     }
 }
 
-/// `mkdir` with exactly `mode` (whatever the umask) unless it exists; with `parents`, the missing
-/// parents first, with mode 0700 too (docs/reference.md §11.1: the store is created "with its
-/// missing parents" 0700; a parent that exists keeps its mode).
-fn create_directory(path: &Path, mode: u32, parents: bool) -> Result<(), Error> {
+/// Makes the store's directory and its missing parents, each with exactly mode 0700 (whatever
+/// the umask), unless it exists (docs/reference.md §11.1: created "with its missing parents"
+/// 0700; a parent that exists keeps its mode).
+fn create_directory(path: &Path) -> Result<(), Error> {
     let failed = |err| Error::io(path, "creating the registry directory", err);
-    if parents {
-        if let Some(parent) = path.parent().filter(|parent| !parent.is_dir()) {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .map_err(failed)?;
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => return Ok(()),
+        Ok(_) => {
+            return Err(Error::entry(
+                path,
+                "not a directory: the registry must be a directory",
+            ))
         }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => return Err(failed(err)),
     }
-    match fs::DirBuilder::new().mode(mode).create(path) {
-        Ok(()) => fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(failed),
-        Err(err) if err.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
-        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Err(Error::entry(
-            path,
-            "not a directory: the registry must be a directory",
-        )),
-        Err(err) => Err(failed(err)),
+    let missing: Vec<&Path> = path
+        .ancestors()
+        .take_while(|dir| fs::symlink_metadata(dir).is_err())
+        .collect();
+    for dir in missing.into_iter().rev() {
+        make_directory(dir, 0o700).map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// `mkdir` with exactly `mode`; one made meanwhile by another process is fine, as it is.
+fn make_directory(dir: &Path, mode: u32) -> io::Result<()> {
+    match fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(mode)),
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+impl FileStore {
+    /// A lease's state, and `leases/` for what follows.
+    fn lease(&self, lease: LeaseId) -> Result<(Leases, LeaseState), Error> {
+        let leases = self.layout.leases()?;
+        let state = leases.state(lease)?;
+        Ok((leases, state))
+    }
+
+    /// Under the lock: refuses a long key whose file name holds another key already.
+    fn check_name_is_free(keys: &StoreDir, key: &Key, name: &OsStr) -> Result<(), Error> {
+        if key.as_str().len() <= SHORT_KEY {
+            return Ok(());
+        }
+        // Two long keys may share a file name (the same first 200 bytes and hash): refuse
+        // rather than overwrite the other one.
+        match read_record(keys, name, None)? {
+            Some(other) if other.key != key.as_str() => Err(Error::Key {
+                key: key.to_string(),
+                reason: format!(
+                    "shares its file name in the store with key {}; use a shorter key",
+                    other.key
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -125,14 +159,15 @@ impl Store for FileStore {
     }
 
     fn get(&mut self, key: &Key) -> Result<Option<Vec<u8>>, Error> {
-        let layout = &self.layout;
-        let path = layout.key_path(key.as_str());
-        let Some(record) = layout.read_record(&path, Some(key.as_str()))? else {
+        let keys = self.layout.keys()?;
+        let name = OsString::from(file_name(key.as_str()));
+        let Some(record) = read_record(&keys, &name, Some(key.as_str()))? else {
             return Ok(None);
         };
         if let Some(lease) = record.lease {
-            if layout.lease_expiry(lease, &mut HashMap::new())?.is_none() {
-                layout.remove_expired(&path, lease);
+            let mut leases = self.layout.leases()?;
+            if leases.expiry(lease)?.is_none() {
+                remove_expired(&keys, &leases, &name, lease);
                 return Ok(None);
             }
         }
@@ -146,55 +181,43 @@ impl Store for FileStore {
     fn put(&mut self, key: &Key, value: &[u8], lease: Option<LeaseId>) -> Result<(), Error> {
         check_value_size(key.as_str(), value)?;
         let layout = &self.layout;
-        let path = layout.key_path(key.as_str());
-        let temporary =
-            layout.write_temporary(&encode_record(key.as_str(), lease, value), &path)?;
+        let keys = layout.keys()?;
+        let tmp = layout.tmp()?;
+        let name = OsString::from(file_name(key.as_str()));
+        let target = keys.path_of(&name);
+        let record = encode_record(key.as_str(), lease, value);
+        let temporary = layout.write_temporary(&tmp, &record, &target)?;
         let placed = (|| {
-            let _lock = layout.lock()?;
+            let _lock = lock(&keys)?;
             if let Some(lease) = lease {
-                if !matches!(layout.lease_state(lease)?, LeaseState::Live { .. }) {
+                if !matches!(self.lease(lease)?.1, LeaseState::Live { .. }) {
                     return Err(Error::Store {
                         url: self.url.clone(),
                         reason: format!("lease {} not found (it ran out or was revoked)", lease.0),
                     });
                 }
             }
-            if key.as_str().len() > SHORT_KEY {
-                // Two long keys may share a file name (the same first 200 bytes and hash):
-                // refuse rather than overwrite the other one.
-                if let Some(other) = layout.read_record(&path, None)? {
-                    if other.key != key.as_str() {
-                        return Err(Error::Key {
-                            key: key.to_string(),
-                            reason: format!(
-                                "shares its file name in the store with key {}; use a shorter key",
-                                other.key
-                            ),
-                        });
-                    }
-                }
-            }
-            fs::rename(&temporary, &path)
-                .map_err(|err| Error::io(&path, "writing to the registry", err))
+            Self::check_name_is_free(&keys, key, &name)?;
+            tmp.rename_into(&temporary, &keys, &name)
+                .map_err(|err| Error::io(&target, "writing to the registry", err))
         })();
         if placed.is_err() {
-            let _ = fs::remove_file(&temporary);
+            let _ = tmp.remove(&temporary);
         }
         placed
     }
 
     fn delete(&mut self, key: &Key) -> Result<(), Error> {
-        let path = self.layout.key_path(key.as_str());
-        let _lock = self.layout.lock()?;
+        let keys = self.layout.keys()?;
+        let name = OsString::from(file_name(key.as_str()));
+        let _lock = lock(&keys)?;
         if key.as_str().len() > SHORT_KEY
-            && self
-                .layout
-                .read_record(&path, Some(key.as_str()))?
-                .is_none()
+            && read_record(&keys, &name, Some(key.as_str()))?.is_none()
         {
             return Ok(());
         }
-        remove_if_present(&path).map_err(|err| Error::io(&path, "removing a key", err))
+        keys.remove(&name)
+            .map_err(|err| Error::io(keys.path_of(&name), "removing a key", err))
     }
 
     fn grant(&mut self, ttl: Duration) -> Result<LeaseId, Error> {
@@ -208,15 +231,17 @@ impl Store for FileStore {
         if let Err(err) = layout.sweep() {
             log::debug!("not swept: {err}");
         }
+        let tmp = layout.tmp()?;
+        let leases = layout.leases()?;
         let content = lease_content(ttl);
         for _ in 0..16 {
             let lease = LeaseId((random_u64() >> 1).max(1) as i64);
-            let path = layout.lease_path(lease);
-            let temporary = layout.write_temporary(content.as_bytes(), &path)?;
+            let path = leases.path_of(lease);
+            let temporary = layout.write_temporary(&tmp, content.as_bytes(), &path)?;
             // link(2) never replaces: an id already taken fails with EEXIST and another is
             // drawn. The lease appears complete, with its mtime (its start) already set.
-            let linked = fs::hard_link(&temporary, &path);
-            let _ = fs::remove_file(&temporary);
+            let linked = tmp.link_into(&temporary, &leases.dir, &Leases::name(lease));
+            let _ = tmp.remove(&temporary);
             match linked {
                 Ok(()) => return Ok(lease),
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -230,29 +255,29 @@ impl Store for FileStore {
     }
 
     fn keep_alive(&mut self, lease: LeaseId) -> Result<bool, Error> {
-        let layout = &self.layout;
-        let path = layout.lease_path(lease);
         // Under the lock, so that a sweep cannot remove the lease between our check and the
         // renewal (and then we would report a lease that is gone as kept).
-        let _lock = layout.lock()?;
-        match layout.lease_state(lease)? {
+        let keys = self.layout.keys()?;
+        let _lock = lock(&keys)?;
+        let (leases, state) = self.lease(lease)?;
+        let path = leases.path_of(lease);
+        match state {
             LeaseState::Live { .. } => {
-                let renewed = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .and_then(|file| file.set_modified(SystemTime::now()));
-                match renewed {
-                    Ok(()) => Ok(true),
-                    Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
-                    Err(err) => Err(Error::io(&path, "renewing a lease", err)),
-                }
+                let renewed = leases
+                    .dir
+                    .open_regular_for_writing(&Leases::name(lease))
+                    .and_then(|entry| match entry {
+                        Entry::File(file) => file.set_modified(SystemTime::now()).map(|()| true),
+                        Entry::Missing | Entry::Other(_) => Ok(false),
+                    });
+                renewed.map_err(|err| Error::io(&path, "renewing a lease", err))
             }
             LeaseState::Expired => {
-                let _ = remove_if_present(&path);
+                let _ = leases.dir.remove(&Leases::name(lease));
                 Ok(false)
             }
             LeaseState::Missing => Ok(false),
-            LeaseState::Garbage(reason) => {
+            LeaseState::Garbage(reason) | LeaseState::Unusable(reason) => {
                 log::warn!("{}: {reason}; the lease is lost", path.display());
                 Ok(false)
             }
@@ -260,14 +285,18 @@ impl Store for FileStore {
     }
 
     fn revoke(&mut self, lease: LeaseId) -> Result<(), Error> {
-        let layout = &self.layout;
-        let path = layout.lease_path(lease);
-        let _lock = layout.lock()?;
-        remove_if_present(&path).map_err(|err| Error::io(&path, "revoking a lease", err))?;
-        for file in layout.key_files("")? {
-            let record = layout.read_record(&file, None)?;
+        let keys = self.layout.keys()?;
+        let leases = self.layout.leases()?;
+        let _lock = lock(&keys)?;
+        leases
+            .dir
+            .remove(&Leases::name(lease))
+            .map_err(|err| Error::io(leases.path_of(lease), "revoking a lease", err))?;
+        for name in key_files(&keys, "")? {
+            let record = read_record(&keys, &name, None)?;
             if record.is_some_and(|record| record.lease == Some(lease)) {
-                remove_if_present(&file).map_err(|err| Error::io(&file, "removing a key", err))?;
+                keys.remove(&name)
+                    .map_err(|err| Error::io(keys.path_of(&name), "removing a key", err))?;
             }
         }
         Ok(())
@@ -310,6 +339,7 @@ pub fn store_directory(url: &str, rest: &str) -> Result<PathBuf, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use layout::KEYS;
     use std::time::Duration;
 
     fn store() -> (tempfile::TempDir, FileStore) {
@@ -329,9 +359,9 @@ mod tests {
 
     /// Moves the lease's last renewal `ago` into the past, as if its holder had stopped then.
     fn renewed_ago(store: &FileStore, lease: LeaseId, ago: Duration) {
-        let file = OpenOptions::new()
+        let file = fs::OpenOptions::new()
             .write(true)
-            .open(store.layout.lease_path(lease))
+            .open(store.layout.leases().unwrap().path_of(lease))
             .unwrap();
         file.set_modified(SystemTime::now() - ago).unwrap();
     }
@@ -455,6 +485,94 @@ mod tests {
         for ttl in [Duration::from_secs(1), Duration::from_millis(2500)] {
             assert!(matches!(store.grant(ttl), Err(Error::Usage(_))), "{ttl:?}");
         }
+    }
+
+    /// Every name under `dir` with its modification time, to show that nothing changed.
+    fn listing(dir: &Path) -> Vec<(PathBuf, Option<SystemTime>)> {
+        let mut found = Vec::new();
+        for entry in fs::read_dir(dir).unwrap().flatten() {
+            let meta = fs::symlink_metadata(entry.path()).unwrap();
+            found.push((entry.path(), meta.modified().ok()));
+            if meta.is_dir() {
+                found.extend(listing(&entry.path()));
+            }
+        }
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn a_directory_of_other_files_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        for (path, content) in [("tmp/417-3-000000000000001f", "x"), ("passwd", "root")] {
+            fs::create_dir_all(root.join(path).parent().unwrap()).unwrap();
+            fs::write(root.join(path), content).unwrap();
+        }
+        let before = listing(&root);
+        let err = FileStore::open("file:///test", root.clone()).err().unwrap();
+        assert!(
+            matches!(&err, Error::NotAStore { path } if *path == root),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: not an envharness store (it holds other files): use an empty directory",
+                root.display()
+            )
+        );
+        assert_eq!(listing(&root), before);
+    }
+
+    #[test]
+    fn an_earlier_store_is_adopted_and_marked_and_an_empty_one_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let earlier = dir.path().join("earlier");
+        for sub in [KEYS, "lost+found"] {
+            fs::create_dir_all(earlier.join(sub)).unwrap();
+        }
+        let mut store = FileStore::open("file:///test", earlier.clone()).unwrap();
+        assert!(earlier.join(layout::MARK).is_file());
+        assert!(earlier.join("leases").is_dir() && earlier.join("tmp").is_dir());
+        store.put(&key("k"), b"v", None).unwrap();
+        // Marked, it is used whatever else comes to be there.
+        fs::write(earlier.join("notes"), "mine").unwrap();
+        let mut again = FileStore::open("file:///test", earlier).unwrap();
+        assert_eq!(again.get(&key("k")).unwrap().as_deref(), Some(&b"v"[..]));
+        let empty = dir.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        FileStore::open("file:///test", empty.clone()).unwrap();
+        assert!(empty.join(layout::MARK).is_file());
+    }
+
+    #[test]
+    fn a_watch_learns_a_lease_from_the_put_it_is_told_of() {
+        let (_dir, mut store) = store();
+        let mut watch = store.watch("web/").unwrap();
+        let lease = store.grant(Duration::from_secs(2)).unwrap();
+        store.put(&key("web/a"), b"x", Some(lease)).unwrap();
+        assert!(readable(watch.as_ref()));
+        assert!(watch.drain());
+        // The holder stops renewing: the watch, which read the lease at the put, wakes when
+        // it runs out.
+        renewed_ago(&store, lease, Duration::from_millis(1700));
+        assert!(woken_within(watch.as_ref(), Duration::from_millis(2500)));
+        assert!(watch.drain());
+        // Put again without a lease, the key no longer depends on one.
+        let other = store.grant(Duration::from_secs(2)).unwrap();
+        store.put(&key("web/b"), b"x", Some(other)).unwrap();
+        store.put(&key("web/b"), b"y", None).unwrap();
+        assert!(readable(watch.as_ref()));
+        // Each put may wake it on its own: until it is quiet.
+        while readable(watch.as_ref()) {
+            watch.drain();
+        }
+        renewed_ago(&store, other, Duration::from_secs(3));
+        assert!(
+            !woken_within(watch.as_ref(), Duration::from_millis(2500)),
+            "a lease no watched key holds woke the watch"
+        );
     }
 
     #[test]

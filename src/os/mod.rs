@@ -30,11 +30,21 @@ pub fn random_u64() -> u64 {
 
 /// Reads `reader` to its end, but never holds more than `limit` bytes: None when there are
 /// more (after reading `limit` + 1 of them). Every file, answer and stdin the harness reads
-/// goes through here, so no input can make it use unbounded memory.
-pub fn read_at_most(reader: impl Read, limit: usize) -> io::Result<Option<Vec<u8>>> {
-    let mut bytes = Vec::new();
+/// goes through here, so no input can make it use unbounded memory. `expected` is how many
+/// bytes there should be (a file's length; 0 when unknown): the buffer is made that large at
+/// once, so a file is read in one call, where a buffer grown from nothing would take one read
+/// per doubling from 32 bytes.
+pub fn read_at_most(reader: impl Read, limit: usize, expected: u64) -> io::Result<Option<Vec<u8>>> {
+    let capacity = usize::try_from(expected).unwrap_or(limit).min(limit) + 1;
+    let mut bytes = Vec::with_capacity(capacity);
     reader.take(limit as u64 + 1).read_to_end(&mut bytes)?;
     Ok((bytes.len() <= limit).then_some(bytes))
+}
+
+/// A file's bytes, at most `limit` of them (see [`read_at_most`]), read in one call.
+pub fn read_file_at_most(file: std::fs::File, limit: usize) -> io::Result<Option<Vec<u8>>> {
+    let expected = file.metadata().map(|meta| meta.len()).unwrap_or(0);
+    read_at_most(file, limit, expected)
 }
 
 #[cfg(test)]
@@ -43,8 +53,15 @@ mod tests {
 
     #[test]
     fn a_bounded_read_keeps_up_to_the_limit_and_refuses_more() {
-        assert_eq!(read_at_most(&b"abc"[..], 3).unwrap(), Some(b"abc".to_vec()));
-        assert_eq!(read_at_most(&b"abcd"[..], 3).unwrap(), None);
-        assert_eq!(read_at_most(&b""[..], 0).unwrap(), Some(Vec::new()));
+        assert_eq!(
+            read_at_most(&b"abc"[..], 3, 0).unwrap(),
+            Some(b"abc".to_vec())
+        );
+        assert_eq!(read_at_most(&b"abcd"[..], 3, 4).unwrap(), None);
+        assert_eq!(read_at_most(&b""[..], 0, 0).unwrap(), Some(Vec::new()));
+        assert_eq!(
+            read_at_most(&b"ab"[..], 3, 1 << 40).unwrap(),
+            Some(b"ab".to_vec())
+        );
     }
 }

@@ -14,7 +14,8 @@
 //! The kernel's calls change only the calling task. Everything the child needs is computed
 //! here, before the clone: it allocates nothing.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use nix::errno::Errno;
@@ -22,7 +23,7 @@ use nix::libc;
 use nix::unistd::{Gid, Uid};
 
 use crate::error::Error;
-use crate::os::read_at_most;
+use crate::os::read_file_at_most;
 
 /// Who the command runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,26 +182,29 @@ struct PasswdEntry {
 /// The files are small; one past this is not a passwd or group file.
 const ACCOUNTS_LIMIT: usize = 16 * 1024 * 1024;
 
-fn read_accounts(path: &str) -> Result<String, String> {
+fn read_accounts(path: &str) -> Result<Vec<u8>, String> {
     let failed = |reason: String| format!("reading {path}: {reason}");
     let file = match std::fs::File::open(path) {
         Ok(file) => file,
         // No file is no entry: a scratch image may have none.
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(err) => return Err(failed(err.to_string().to_lowercase())),
     };
-    let bytes = read_at_most(file, ACCOUNTS_LIMIT)
+    read_file_at_most(file, ACCOUNTS_LIMIT)
         .map_err(|err| failed(err.to_string().to_lowercase()))?
-        .ok_or_else(|| failed("too large".into()))?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+        .ok_or_else(|| failed("too large".into()))
 }
 
 /// The entry lines of a passwd or group file (comments and blank lines skipped), each as its
-/// fields: an iterator that allocates nothing, since the files can be long.
-fn entries(text: &str) -> impl Iterator<Item = std::str::Split<'_, char>> {
-    text.lines()
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .map(|line| line.trim_end().split(':'))
+/// fields: bytes, split without allocating, since the files can be long.
+fn entries(text: &[u8]) -> impl Iterator<Item = impl Iterator<Item = &[u8]>> {
+    text.split(|byte| *byte == b'\n')
+        .filter(|line| !line.is_empty() && line[0] != b'#')
+        .map(|line| line.trim_ascii_end().split(|byte| *byte == b':'))
+}
+
+fn number(field: &[u8]) -> Option<u32> {
+    std::str::from_utf8(field).ok()?.parse().ok()
 }
 
 /// USER's entry: by name, or (a number) by uid; None for a number without one.
@@ -209,20 +213,20 @@ fn find_user(user: &str) -> Result<Option<PasswdEntry>, String> {
     let by_uid = user.parse::<u32>().ok();
     let found = entries(&passwd).find_map(|mut fields| {
         let name = fields.next()?;
-        if by_uid.is_none() && name != user {
+        if by_uid.is_none() && name != user.as_bytes() {
             return None;
         }
-        let uid = fields.nth(1)?.parse::<u32>().ok()?;
+        let uid = number(fields.nth(1)?)?;
         if by_uid.is_some_and(|wanted| wanted != uid) {
             return None;
         }
-        let gid = fields.next()?.parse::<u32>().ok()?;
+        let gid = number(fields.next()?)?;
         let home = fields.nth(1)?;
         Some(PasswdEntry {
-            name: name.to_owned(),
+            name: String::from_utf8_lossy(name).into_owned(),
             uid: Uid::from_raw(uid),
             gid: Gid::from_raw(gid),
-            home: PathBuf::from(home),
+            home: PathBuf::from(OsStr::from_bytes(home)),
         })
     });
     Ok(found)
@@ -235,8 +239,8 @@ fn find_group(group: &str) -> Result<Gid, String> {
     }
     let groups = read_accounts("/etc/group")?;
     let found = entries(&groups).find_map(|mut fields| {
-        (fields.next()? == group)
-            .then(|| fields.nth(1)?.parse().ok().map(Gid::from_raw))
+        (fields.next()? == group.as_bytes())
+            .then(|| number(fields.nth(1)?).map(Gid::from_raw))
             .flatten()
     });
     found.ok_or_else(|| format!("{group}: no such group in /etc/group"))
@@ -245,13 +249,16 @@ fn find_group(group: &str) -> Result<Gid, String> {
 /// As initgroups: USER's primary group, then every group of /etc/group that lists USER.
 fn groups_of(entry: &PasswdEntry) -> Result<Vec<Gid>, String> {
     let groups = read_accounts("/etc/group")?;
+    let name = entry.name.as_bytes();
     let mut found = vec![entry.gid];
     for mut fields in entries(&groups) {
         let (Some(gid), Some(members)) = (fields.nth(2), fields.next()) else {
             continue;
         };
-        let listed = members.split(',').any(|member| member.trim() == entry.name);
-        if let (true, Ok(gid)) = (listed, gid.parse::<u32>()) {
+        let listed = members
+            .split(|byte| *byte == b',')
+            .any(|member| member.trim_ascii() == name);
+        if let (true, Some(gid)) = (listed, number(gid)) {
             let gid = Gid::from_raw(gid);
             if !found.contains(&gid) {
                 found.push(gid);

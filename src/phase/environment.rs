@@ -287,7 +287,7 @@ fn read_entry(entry: &Entry) -> Result<Vec<u8>, Error> {
     if size > limit as u64 {
         return Err(too_large());
     }
-    read_at_most(file, limit)
+    read_at_most(file, limit, size)
         .map_err(read_error)?
         .ok_or_else(too_large)
 }

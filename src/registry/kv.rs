@@ -475,7 +475,7 @@ fn render_list(found: Vec<(String, Vec<u8>)>, output: ListOutput) -> Result<Vec<
 fn read_stdin(key: &Key) -> Result<Vec<u8>, Error> {
     let failed = |err| Error::io("stdin", "reading the value", err);
     let mut stdin = std::io::stdin().lock();
-    if let Some(value) = read_at_most(&mut stdin, VALUE_LIMIT).map_err(failed)? {
+    if let Some(value) = read_at_most(&mut stdin, VALUE_LIMIT, 0).map_err(failed)? {
         return Ok(value);
     }
     let rest = std::io::copy(&mut stdin, &mut std::io::sink()).map_err(failed)?;

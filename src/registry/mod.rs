@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::os::read_at_most;
+use crate::os::read_file_at_most;
 
 /// The largest value a key may hold (docs/reference.md §11.1).
 pub const VALUE_LIMIT: usize = 131_071;
@@ -165,7 +165,7 @@ const PASSWORD_LIMIT: usize = 64 * 1024;
 fn read_password_file(path: &std::path::Path) -> Result<String, Error> {
     let failed = |err| Error::io(path, "reading ENVHARNESS_KV_PASSWORD_FILE", err);
     let content = std::fs::File::open(path)
-        .and_then(|file| read_at_most(file, PASSWORD_LIMIT))
+        .and_then(|file| read_file_at_most(file, PASSWORD_LIMIT))
         .map_err(failed)?
         .ok_or_else(|| {
             Error::entry(

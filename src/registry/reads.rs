@@ -80,7 +80,7 @@ impl ReadLog {
     /// starts again empty. A log over the limits is [`Reads::Everything`], with a warning.
     pub fn take(&mut self) -> Reads {
         let _ = self.file.seek(SeekFrom::Start(0));
-        let bytes = read_at_most(&mut self.file, READ_LOG_LIMIT);
+        let bytes = read_at_most(&mut self.file, READ_LOG_LIMIT, 0);
         let _ = self.file.set_len(0);
         let _ = self.file.seek(SeekFrom::Start(0));
         let reads = match bytes {

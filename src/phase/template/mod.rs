@@ -276,7 +276,7 @@ fn read_source(src: &Path, dest: PathBuf, create_dir: bool) -> Result<Source, Er
     if meta.len() > OUTPUT_LIMIT as u64 {
         return Err(too_large());
     }
-    let bytes = read_at_most(file, OUTPUT_LIMIT)
+    let bytes = read_at_most(file, OUTPUT_LIMIT, meta.len())
         .map_err(reading)?
         .ok_or_else(too_large)?;
     let text = String::from_utf8(bytes)

@@ -26,7 +26,7 @@ use super::format::{
     parse_name, parse_record, temporary_name, Record, HEADER_LIMIT,
 };
 use crate::error::Error;
-use crate::os::read_at_most;
+use crate::os::read_file_at_most;
 
 pub(super) const KEYS: &str = "keys";
 pub(super) const LEASES: &str = "leases";
@@ -402,7 +402,7 @@ pub(super) fn read_record(
         Err(err) if is_denied(&err) => return ignored(&format!("cannot be read ({err})")),
         Err(err) => return Err(Error::io(path(), "reading a value", err)),
     };
-    let bytes = match read_at_most(file, VALUE_LIMIT + HEADER_LIMIT) {
+    let bytes = match read_file_at_most(file, VALUE_LIMIT + HEADER_LIMIT) {
         Ok(Some(bytes)) => bytes,
         Ok(None) => return ignored(&"larger than any value of the file store"),
         Err(err) => return Err(Error::io(path(), "reading a value", err)),

@@ -121,7 +121,7 @@ impl<'a> Reruns<'a> {
             resolver,
             settings,
             applied: as_map(applied),
-            due: Due::At(settings.every.map(|every| Instant::now() + every)),
+            due: Due::At(next_tick(settings.every)),
             last_ok: true,
         }
     }
@@ -159,7 +159,7 @@ impl<'a> Reruns<'a> {
     pub fn rerun(&mut self, host: &mut dyn Host) -> Option<Change> {
         log::debug!("re-running discovery");
         let result = self.resolver.resolve(host, Some(&self.applied));
-        self.due = Due::At(self.settings.every.map(|every| Instant::now() + every));
+        self.due = Due::At(next_tick(self.settings.every));
         self.last_ok = result.is_ok();
         let Resolved {
             vars,
@@ -210,6 +210,15 @@ impl<'a> Reruns<'a> {
         let reads = self.resolver.take_reads();
         self.last_ok.then_some(reads)
     }
+}
+
+/// The shortest pause between two timed re-runs: a `--watch` interval below it (`0.000001`)
+/// would have the supervisor re-run discovery back to back, a CPU kept busy for nothing.
+const SHORTEST_INTERVAL: Duration = Duration::from_millis(100);
+
+/// When the timer next asks for a re-run, counted from now.
+fn next_tick(every: Option<Duration>) -> Option<Instant> {
+    every.map(|every| Instant::now() + every.max(SHORTEST_INTERVAL))
 }
 
 fn as_map(vars: &Variables) -> BTreeMap<String, Vec<u8>> {

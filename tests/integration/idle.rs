@@ -79,3 +79,23 @@ fn a_retry_that_waits_for_a_free_slot_does_not_spin() {
         "the waiting harness used {used:?} of CPU in 0.8 s"
     );
 }
+
+#[test]
+fn a_tiny_watch_interval_does_not_keep_the_supervisor_busy() {
+    let mut t = Test::new();
+    t.file("env/A", "1\n").dir("export").script(
+        "cmd",
+        "#!/bin/sh\ntrap 'exit 0' TERM\ntouch ready\nwhile :; do sleep 0.05; done\n",
+    );
+    let cmd = t.p("cmd");
+    t.args(&[
+        "--init", "--watch", "0.000001", "-x", "export", "-e", "env", "--", &cmd,
+    ]);
+    let (child, started) = t.spawn();
+    t.wait_for("ready");
+    let before = cpu(child.id());
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu(child.id()) - before;
+    t.terminate(child, started).success();
+    assert!(used < SPUN, "{used:?} of CPU in a second of re-runs");
+}

@@ -6,6 +6,8 @@
 #   make static   static musl binary     make bench     benchmarks (bench/run.sh, bench/watch.py,
 #                                        bench/templates.sh)
 #   make bench-templates                 only the templates and --environment-root benchmark
+#   make fuzz     coverage-guided fuzzers (tests/fuzz), FUZZ_SECONDS each (default 60); not
+#                 part of make test
 
 CARGO ?= cargo
 MUSL_TARGET := x86_64-unknown-linux-musl
@@ -14,7 +16,7 @@ STATIC_BIN := target/$(MUSL_TARGET)/release/envharness
 # rustup installs cargo here; make it visible to the recipes even in a fresh shell.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build release test demo bench bench-templates static deps engine toolchain clean
+.PHONY: all build release test demo bench bench-templates fuzz static deps engine toolchain clean
 
 all: build
 
@@ -45,6 +47,12 @@ bench: static
 
 bench-templates: static
 	bash bench/templates.sh
+
+# The parsers of untrusted input under libFuzzer (tests/fuzz/run.sh, which installs cargo-fuzz
+# when missing): each target FUZZ_SECONDS, the summary in bench/results-fuzz.md.
+FUZZ_SECONDS ?= 60
+fuzz: toolchain
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/run.sh
 
 # Non-PIE and fully static: `file` says "statically linked", and start-up skips the
 # self-relocation a static-pie binary does.

@@ -226,7 +226,7 @@ fn envharness_arguments(
 /// One argument as envharness reads it: split with shell rules when it starts with `-` and
 /// holds a blank (a shebang line's options), else one word. None when it cannot be split: the
 /// nested harness would refuse it with a usage error, not loop.
-fn harness_words(argument: Vec<u8>) -> Option<Vec<Vec<u8>>> {
+pub(crate) fn harness_words(argument: Vec<u8>) -> Option<Vec<Vec<u8>>> {
     if argument.is_empty() {
         return Some(Vec::new());
     }

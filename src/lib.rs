@@ -27,6 +27,8 @@ mod duration;
 pub mod error;
 mod exec;
 mod explain;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 pub mod logging;
 pub mod os;
 mod phase;

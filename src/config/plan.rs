@@ -349,7 +349,7 @@ fn splay(
 
 /// `--on-change restart|SIGNAL`, else `ENVHARNESS_ON_CHANGE` (empty: unset, as for the other
 /// variables); checked even without `--watch`, where it has no effect.
-fn on_change(
+pub(crate) fn on_change(
     flag: Option<&str>,
     var: impl Fn(&str) -> Option<OsString>,
 ) -> Result<OnChange, Error> {
@@ -380,7 +380,7 @@ fn on_change(
 }
 
 /// `HUP`, `SIGHUP`, `hup` or `1`.
-fn parse_signal(text: &str) -> Option<Signal> {
+pub(crate) fn parse_signal(text: &str) -> Option<Signal> {
     if let Ok(number) = text.parse::<i32>() {
         return Signal::try_from(number).ok();
     }
@@ -537,7 +537,7 @@ impl Stopping {
 }
 
 /// `FROM:TO`: FROM a signal the harness forwards, TO any signal, or `0` to drop FROM.
-fn rewrite(text: &str) -> Result<(Signal, Option<Signal>), Error> {
+pub(crate) fn rewrite(text: &str) -> Result<(Signal, Option<Signal>), Error> {
     let usage = |reason: String| Error::Usage(format!("--rewrite {text}: {reason}"));
     let (from, to) = text
         .split_once(':')
@@ -556,7 +556,7 @@ fn rewrite(text: &str) -> Result<(Signal, Option<Signal>), Error> {
 }
 
 /// `N:M`, each an exit status (0-255).
-fn remap_exit(text: &str) -> Result<(i32, i32), Error> {
+pub(crate) fn remap_exit(text: &str) -> Result<(i32, i32), Error> {
     let usage = |reason: String| Error::Usage(format!("--remap-exit {text}: {reason}"));
     let (from, to) = text
         .split_once(':')

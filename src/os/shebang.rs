@@ -43,7 +43,7 @@ pub fn interpreter_line(path: &Path) -> Option<InterpreterLine> {
     parse_interpreter_line(&read_first_line(path)?)
 }
 
-fn parse_interpreter_line(line: &[u8]) -> Option<InterpreterLine> {
+pub(crate) fn parse_interpreter_line(line: &[u8]) -> Option<InterpreterLine> {
     let rest = line.strip_prefix(b"#!")?.trim_ascii();
     let end = rest
         .iter()
@@ -60,12 +60,19 @@ fn parse_interpreter_line(line: &[u8]) -> Option<InterpreterLine> {
 /// The first line (without `\n`), or None when the file cannot be read. The kernel reads no
 /// more than this of a `#!` line (BINPRM_BUF_SIZE).
 fn read_first_line(path: &Path) -> Option<Vec<u8>> {
-    let mut head = [0u8; 256];
+    let mut head = [0u8; HEAD];
     let mut file = File::open(path).ok()?;
     let len = file.read(&mut head).ok()?;
-    let head = &head[..len];
+    Some(first_line(&head[..len]).to_vec())
+}
+
+/// How much of a file the kernel reads for its `#!` line (BINPRM_BUF_SIZE).
+pub(crate) const HEAD: usize = 256;
+
+/// The first line of what was read of a file, without `\n`.
+pub(crate) fn first_line(head: &[u8]) -> &[u8] {
     let end = head.iter().position(|b| *b == b'\n').unwrap_or(head.len());
-    Some(head[..end].to_vec())
+    &head[..end]
 }
 
 /// The interpreter path of a `#!` line: its first word.

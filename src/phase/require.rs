@@ -68,7 +68,7 @@ impl Requirement {
         }
     }
 
-    fn is_met_by(&self, value: Option<&[u8]>) -> bool {
+    pub(crate) fn is_met_by(&self, value: Option<&[u8]>) -> bool {
         let Some(value) = value.filter(|value| !value.is_empty()) else {
             return false;
         };

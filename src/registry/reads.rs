@@ -102,7 +102,7 @@ impl ReadLog {
 
 /// The distinct lookups of a log, or None when there are more than [`LOOKUP_LIMIT`]. Lines
 /// that are not lookups (not UTF-8, an unknown operation, an invalid key) are passed over.
-fn parse_log(bytes: &[u8]) -> Option<Reads> {
+pub(crate) fn parse_log(bytes: &[u8]) -> Option<Reads> {
     let mut reads = BTreeSet::new();
     for line in bytes.split(|&byte| byte == b'\n') {
         let Some(read) = std::str::from_utf8(line).ok().and_then(parse_line) else {
@@ -133,12 +133,8 @@ pub fn record(var: impl Fn(&str) -> Option<OsString>, lookup: &Lookup, seen: &Se
     let Some(path) = var(READS_VARIABLE).filter(|path| !path.is_empty()) else {
         return;
     };
-    let line = match lookup {
-        Lookup::Get(key) => format!("get\t{key}\t{}\n", seen.digest()),
-        Lookup::List(prefix) if !prefix.contains(['\t', '\n']) => {
-            format!("list\t{prefix}\t{}\n", seen.digest())
-        }
-        Lookup::List(_) => return,
+    let Some(line) = log_line(lookup, seen) else {
+        return;
     };
     let written = OpenOptions::new()
         .append(true)
@@ -146,6 +142,17 @@ pub fn record(var: impl Fn(&str) -> Option<OsString>, lookup: &Lookup, seen: &Se
         .and_then(|mut file| file.write_all(line.as_bytes()));
     if let Err(err) = written {
         log::debug!("{}: cannot record the read: {err}", path.to_string_lossy());
+    }
+}
+
+/// The line that records a lookup; None for a prefix that no line can hold.
+pub(crate) fn log_line(lookup: &Lookup, seen: &Seen) -> Option<String> {
+    match lookup {
+        Lookup::Get(key) => Some(format!("get\t{key}\t{}\n", seen.digest())),
+        Lookup::List(prefix) if !prefix.contains(['\t', '\n']) => {
+            Some(format!("list\t{prefix}\t{}\n", seen.digest()))
+        }
+        Lookup::List(_) => None,
     }
 }
 

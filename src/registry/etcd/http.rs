@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{setsockopt, sockopt};
 
 /// The largest answer read whole: a `list` of many large values, base64 and all.
-const BODY_LIMIT: u64 = 256 * 1024 * 1024;
+pub(crate) const BODY_LIMIT: u64 = 256 * 1024 * 1024;
 /// The longest status or header line, and the most header lines, we accept.
 const LINE_LIMIT: u64 = 16 * 1024;
 const HEADER_LINES: usize = 100;
@@ -263,18 +263,7 @@ impl Lines {
     /// `deadline` (none: as long as it takes).
     pub fn next_line(&mut self, deadline: Option<Instant>) -> Result<Option<Vec<u8>>, Fault> {
         self.reader.get_mut().inner.get_mut().deadline = deadline;
-        let mut line = Vec::new();
-        (&mut self.reader)
-            .take(BODY_LIMIT)
-            .read_until(b'\n', &mut line)
-            .map_err(Fault::from_io)?;
-        if line.is_empty() {
-            return Ok(None);
-        }
-        if line.last() == Some(&b'\n') {
-            line.pop();
-        }
-        Ok(Some(line))
+        next_line(&mut self.reader)
     }
 
     /// Another handle on the socket, so another thread can shut it down to end a blocked read.
@@ -296,6 +285,22 @@ impl Lines {
     }
 }
 
+/// The next line of a stream's body without its newline; None at its end.
+pub(crate) fn next_line(reader: &mut impl BufRead) -> Result<Option<Vec<u8>>, Fault> {
+    let mut line = Vec::new();
+    reader
+        .take(BODY_LIMIT)
+        .read_until(b'\n', &mut line)
+        .map_err(Fault::from_io)?;
+    if line.is_empty() {
+        return Ok(None);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    }
+    Ok(Some(line))
+}
+
 /// Shuts a socket down, waking whatever thread is blocked reading it.
 pub fn shut_down(socket: &TcpStream) {
     let _ = socket.shutdown(Shutdown::Both);
@@ -303,7 +308,7 @@ pub fn shut_down(socket: &TcpStream) {
 
 /// The status line and the headers of an answer: its status, how its body is framed, and
 /// whether the connection may carry another request.
-fn read_head(reader: &mut impl BufRead) -> Result<Head, Fault> {
+pub(crate) fn read_head(reader: &mut impl BufRead) -> Result<Head, Fault> {
     let status_line = read_line(reader)?;
     if status_line.is_empty() {
         return Err(Fault::Io(
@@ -365,7 +370,7 @@ fn at_end(reader: &mut impl BufRead) -> Result<bool, Fault> {
 }
 
 /// The body of an answer, framed as its head says; more than [`BODY_LIMIT`] bytes is refused.
-fn read_body(reader: &mut impl BufRead, framing: &Framing) -> Result<Vec<u8>, Fault> {
+pub(crate) fn read_body(reader: &mut impl BufRead, framing: &Framing) -> Result<Vec<u8>, Fault> {
     let mut body = Vec::new();
     let limit = BODY_LIMIT + 1;
     match *framing {
@@ -399,13 +404,13 @@ fn read_body(reader: &mut impl BufRead, framing: &Framing) -> Result<Vec<u8>, Fa
     Ok(body)
 }
 
-struct Head {
-    status: u16,
-    framing: Framing,
-    keep_alive: bool,
+pub(crate) struct Head {
+    pub(crate) status: u16,
+    pub(crate) framing: Framing,
+    pub(crate) keep_alive: bool,
 }
 
-enum Framing {
+pub(crate) enum Framing {
     Length(u64),
     Chunked,
     UntilClose,
@@ -431,7 +436,7 @@ fn read_line(reader: &mut impl BufRead) -> Result<String, Fault> {
 
 /// Reads a chunked body (RFC 9112 7.1): hex size lines, data, and trailers after the last,
 /// empty chunk (grpc-gateway sends `Grpc-Trailer-*` there).
-struct Chunked<R> {
+pub(crate) struct Chunked<R> {
     inner: R,
     /// Bytes left in the current chunk; None between chunks.
     left: Option<u64>,
@@ -439,7 +444,7 @@ struct Chunked<R> {
 }
 
 impl<R: BufRead> Chunked<R> {
-    fn new(inner: R) -> Chunked<R> {
+    pub(crate) fn new(inner: R) -> Chunked<R> {
         Chunked {
             inner,
             left: None,

@@ -33,8 +33,8 @@
 //! ([`watch`]). The caller must have its signal mask in place before calling `watch`, as the
 //! thread inherits it. That thread allocates and takes a mutex; it never forks or execs.
 
-mod http;
-mod watch;
+pub(crate) mod http;
+pub(crate) mod watch;
 
 use std::time::{Duration, Instant};
 
@@ -79,7 +79,7 @@ pub fn open(url: &str, credentials: Option<Credentials>) -> Result<EtcdStore, Er
 }
 
 /// The endpoints and `PREFIX/` (empty without one) of an `etcd://` URL.
-fn parse_url(url: &str) -> Result<(Vec<Endpoint>, String), Error> {
+pub(crate) fn parse_url(url: &str) -> Result<(Vec<Endpoint>, String), Error> {
     let usage = |reason: &str| Error::Usage(format!("{url}: {reason}"));
     if url.contains('@') {
         // Never echo it: what precedes the @ is likely a password.
@@ -275,7 +275,7 @@ impl Store for EtcdStore {
 
 /// The range request for every key that starts with `prefix`: from the prefix to the prefix
 /// with its last byte plus one (etcd's `WithPrefix`); `\0` to `\0` is all keys.
-fn range(prefix: &str) -> (String, String) {
+pub(crate) fn range(prefix: &str) -> (String, String) {
     let mut end = prefix.as_bytes().to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {
@@ -291,7 +291,7 @@ fn encode(text: &str) -> String {
 }
 
 /// An int64 as etcd's gateway writes it: a string (or, leniently, a number).
-fn number(value: &Value) -> Option<i64> {
+pub(crate) fn number(value: &Value) -> Option<i64> {
     match value {
         Value::String(text) => text.parse().ok(),
         Value::Number(number) => number.as_i64(),
@@ -624,13 +624,13 @@ fn reason(failure: Fault) -> String {
     }
 }
 
-fn parse(body: &[u8]) -> Option<Value> {
+pub(crate) fn parse(body: &[u8]) -> Option<Value> {
     serde_json::from_slice(body).ok()
 }
 
 /// etcd's words for a failed request: `{"error": "...", "message": "...", "code": N}` (a
 /// unary call), or the same inside a stream's `{"error": {...}}`.
-fn error_message(reply: &Value) -> String {
+pub(crate) fn error_message(reply: &Value) -> String {
     for field in [
         &reply["message"],
         &reply["error"],

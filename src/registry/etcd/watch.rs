@@ -139,19 +139,12 @@ fn read(mut client: Client, request: Value, mut lines: Lines, events: &EventFd, 
         let why = loop {
             match lines.next_line(None) {
                 Ok(Some(line)) => {
-                    let answer = parse(&line).unwrap_or(Value::Null);
-                    let result = &answer["result"];
-                    if result["events"].as_array().is_some_and(|e| !e.is_empty()) {
+                    let (changed, ended) = answer(&line);
+                    if changed {
                         signal(events);
                     }
-                    if result["canceled"].as_bool() == Some(true) {
-                        break result["cancel_reason"]
-                            .as_str()
-                            .unwrap_or("etcd cancelled the watch")
-                            .to_owned();
-                    }
-                    if answer.get("error").is_some() {
-                        break error_message(&answer["error"]);
+                    if let Some(why) = ended {
+                        break why;
                     }
                 }
                 Ok(None) => break "etcd ended the stream".to_owned(),
@@ -188,6 +181,24 @@ fn read(mut client: Client, request: Value, mut lines: Lines, events: &EventFd, 
         // Whatever changed while the stream was down was not seen.
         signal(events);
     }
+}
+
+/// What one line of the stream says: whether it carries events, and why the watch ended
+/// (etcd cancelled it, or sent an error), if it did.
+pub(crate) fn answer(line: &[u8]) -> (bool, Option<String>) {
+    let answer = parse(line).unwrap_or(Value::Null);
+    let result = &answer["result"];
+    let changed = result["events"].as_array().is_some_and(|e| !e.is_empty());
+    if result["canceled"].as_bool() == Some(true) {
+        let why = result["cancel_reason"]
+            .as_str()
+            .unwrap_or("etcd cancelled the watch");
+        return (changed, Some(why.to_owned()));
+    }
+    if answer.get("error").is_some() {
+        return (changed, Some(error_message(&answer["error"])));
+    }
+    (changed, None)
 }
 
 fn signal(events: &EventFd) {

@@ -12,25 +12,25 @@ pub(super) const SEPARATOR: char = '%';
 /// Starts the file name of a long key: not a key character, so it never names a short one.
 pub(super) const LONG: char = '#';
 /// Keys up to this many bytes are their own file name (NAME_MAX is 255).
-pub(super) const SHORT_KEY: usize = 240;
+pub(crate) const SHORT_KEY: usize = 240;
 /// How much of a long key its file name shows (so `ls` and a watch's prefix check still see it).
-pub(super) const LONG_SHOWN: usize = 200;
+pub(crate) const LONG_SHOWN: usize = 200;
 
 pub(super) const VALUE_FORMAT: &str = "envharness-kv 1";
 pub(super) const LEASE_FORMAT: &str = "envharness-lease 1";
 /// Room for a value file's header: the format line, a 512-byte key, a lease id and a size.
-pub(super) const HEADER_LIMIT: usize = 1024;
+pub(crate) const HEADER_LIMIT: usize = 1024;
 
 /// A value file's content.
 #[derive(Debug)]
-pub(super) struct Record {
-    pub(super) key: String,
-    pub(super) lease: Option<LeaseId>,
-    pub(super) value: Vec<u8>,
+pub(crate) struct Record {
+    pub(crate) key: String,
+    pub(crate) lease: Option<LeaseId>,
+    pub(crate) value: Vec<u8>,
 }
 
 /// The file name of `key` in `keys/`.
-pub(super) fn file_name(key: &str) -> String {
+pub(crate) fn file_name(key: &str) -> String {
     let encoded = key.replace('/', "%");
     if encoded.len() <= SHORT_KEY {
         encoded
@@ -45,12 +45,12 @@ pub(super) fn file_name(key: &str) -> String {
 }
 
 /// What a file name in `keys/` shows of its key: all of it, or (`whole` false) its start.
-pub(super) struct Shown {
-    pub(super) key: String,
-    pub(super) whole: bool,
+pub(crate) struct Shown {
+    pub(crate) key: String,
+    pub(crate) whole: bool,
 }
 
-pub(super) fn parse_name(name: &OsStr) -> Option<Shown> {
+pub(crate) fn parse_name(name: &OsStr) -> Option<Shown> {
     let name = name.to_str()?;
     if let Some(long) = name.strip_prefix(LONG) {
         let (start, hash) = long.split_once(LONG)?;
@@ -66,7 +66,7 @@ pub(super) fn parse_name(name: &OsStr) -> Option<Shown> {
 }
 
 /// Whether a key of which `shown` is known may start with `prefix`.
-pub(super) fn may_start_with(shown: &Shown, prefix: &str) -> bool {
+pub(crate) fn may_start_with(shown: &Shown, prefix: &str) -> bool {
     if shown.whole || prefix.len() <= shown.key.len() {
         shown.key.starts_with(prefix)
     } else {
@@ -83,7 +83,7 @@ pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-pub(super) fn encode_record(key: &str, lease: Option<LeaseId>, value: &[u8]) -> Vec<u8> {
+pub(crate) fn encode_record(key: &str, lease: Option<LeaseId>, value: &[u8]) -> Vec<u8> {
     let mut bytes = format!("{VALUE_FORMAT}\nkey {key}\n").into_bytes();
     if let Some(lease) = lease {
         bytes.extend_from_slice(format!("lease {}\n", lease.0).as_bytes());
@@ -94,7 +94,7 @@ pub(super) fn encode_record(key: &str, lease: Option<LeaseId>, value: &[u8]) -> 
 }
 
 /// Reads a value file; the reason says why it is not one.
-pub(super) fn parse_record(mut bytes: Vec<u8>) -> Result<Record, String> {
+pub(crate) fn parse_record(mut bytes: Vec<u8>) -> Result<Record, String> {
     let header = parse_header(&bytes)?;
     let value = bytes.split_off(header.end + 2);
     if value.len() != header.size {
@@ -112,14 +112,14 @@ pub(super) fn parse_record(mut bytes: Vec<u8>) -> Result<Record, String> {
 }
 
 /// A value file's header: its key, lease and value size, and where the header ends.
-pub(super) struct Header {
-    pub(super) key: String,
-    pub(super) lease: Option<LeaseId>,
-    pub(super) size: usize,
-    pub(super) end: usize,
+pub(crate) struct Header {
+    pub(crate) key: String,
+    pub(crate) lease: Option<LeaseId>,
+    pub(crate) size: usize,
+    pub(crate) end: usize,
 }
 
-pub(super) fn parse_header(bytes: &[u8]) -> Result<Header, String> {
+pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header, String> {
     let not_ours = || "not a value of the file store".to_owned();
     let end = bytes
         .windows(2)
@@ -155,12 +155,12 @@ pub(super) fn parse_header(bytes: &[u8]) -> Result<Header, String> {
 
 /// The name of a file being written in `tmp/`: the writer's pid (not unique alone: containers
 /// sharing the store each have a pid 1), a serial of the writer and 64 random bits.
-pub(super) fn temporary_name(pid: u32, serial: u64, random: u64) -> String {
+pub(crate) fn temporary_name(pid: u32, serial: u64, random: u64) -> String {
     format!("{pid}-{serial}-{random:016x}")
 }
 
 /// Whether `name` is one that [`temporary_name`] makes: the sweep removes nothing else.
-pub(super) fn is_temporary_name(name: &OsStr) -> bool {
+pub(crate) fn is_temporary_name(name: &OsStr) -> bool {
     let Some(name) = name.to_str() else {
         return false;
     };
@@ -181,14 +181,14 @@ pub(super) fn is_temporary_name(name: &OsStr) -> bool {
 
 /// The lease a file name in `leases/` stands for: a positive id written as `lease.0.to_string()`
 /// writes it (no sign, no leading zero), or None for any other name, which the sweep leaves.
-pub(super) fn parse_lease_name(name: &OsStr) -> Option<LeaseId> {
+pub(crate) fn parse_lease_name(name: &OsStr) -> Option<LeaseId> {
     let name = name.to_str()?;
     let id: i64 = name.parse().ok()?;
     (id > 0 && id.to_string() == name).then_some(LeaseId(id))
 }
 
 /// A lease file's TTL.
-pub(super) fn parse_lease(text: &str) -> Option<Duration> {
+pub(crate) fn parse_lease(text: &str) -> Option<Duration> {
     let mut lines = text.lines();
     if lines.next() != Some(LEASE_FORMAT) {
         return None;
@@ -200,7 +200,7 @@ pub(super) fn parse_lease(text: &str) -> Option<Duration> {
 }
 
 /// A lease file's content: its format and TTL.
-pub(super) fn lease_content(ttl: Duration) -> String {
+pub(crate) fn lease_content(ttl: Duration) -> String {
     format!("{LEASE_FORMAT}\nttl {}\n", ttl.as_secs())
 }
 

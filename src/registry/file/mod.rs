@@ -50,7 +50,7 @@
 //! clock is the wall clock (mtimes): the containers of one machine share it.
 
 mod dir;
-mod format;
+pub(crate) mod format;
 mod layout;
 mod watch;
 

@@ -233,9 +233,7 @@ pub fn split_shebang(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
 /// The interpreter and its argument of a file that starts with `head` (as much of it as the
 /// harness reads: the rest is ignored).
 pub fn interpreter_line(head: &[u8]) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
-    let head = &head[..head.len().min(crate::os::shebang::HEAD)];
-    crate::os::shebang::parse_interpreter_line(crate::os::shebang::first_line(head))
-        .map(|line| (line.interpreter, line.argument))
+    crate::os::shebang::parse_interpreter_line(head).map(|line| (line.interpreter, line.argument))
 }
 
 /// The arguments a `#!` line's argument gives envharness, as the loop check reads them.

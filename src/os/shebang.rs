@@ -40,39 +40,76 @@ pub struct InterpreterLine {
 
 /// The `#!` line of `path`, or None when it has none (or cannot be read).
 pub fn interpreter_line(path: &Path) -> Option<InterpreterLine> {
-    parse_interpreter_line(&read_first_line(path)?)
+    parse_interpreter_line(&read_head(path)?)
 }
 
-pub(crate) fn parse_interpreter_line(line: &[u8]) -> Option<InterpreterLine> {
-    let rest = line.strip_prefix(b"#!")?.trim_ascii();
-    let end = rest
-        .iter()
-        .position(|b| b.is_ascii_whitespace())
-        .unwrap_or(rest.len());
-    let (interpreter, argument) = rest.split_at(end);
-    let argument = argument.trim_ascii();
+/// The `#!` line of a file that starts with `head`, as the kernel reads it (fs/binfmt_script.c):
+/// only spaces and tabs separate the interpreter from its argument, a NUL ends either, and when
+/// its first [`HEAD`] bytes hold no newline, the line is the first 255 of them (and no script at
+/// all when the interpreter's name does not end within them: it may have been cut short).
+pub(crate) fn parse_interpreter_line(head: &[u8]) -> Option<InterpreterLine> {
+    let head = &head[..head.len().min(HEAD)];
+    let rest = head.strip_prefix(b"#!")?;
+    let line = match rest.iter().position(|b| *b == b'\n') {
+        Some(newline) => &rest[..newline],
+        // A shorter file: the kernel's buffer holds NULs after it.
+        None if head.len() < HEAD => rest,
+        None => {
+            let name = rest.iter().position(|b| !is_blank(*b))?;
+            rest[name..].iter().position(|b| is_blank(*b) || *b == 0)?;
+            &rest[..rest.len() - 1]
+        }
+    };
+    let end = line.iter().rposition(|b| !is_blank(*b))? + 1;
+    let line = &line[..end];
+    let line = &line[line.iter().position(|b| !is_blank(*b))?..];
+    let separator = line.iter().position(|b| is_blank(*b) || *b == 0);
+    let interpreter = &line[..separator.unwrap_or(line.len())];
+    let argument = separator
+        .filter(|at| line[*at] != 0)
+        .and_then(|at| {
+            let after = &line[at..];
+            after
+                .iter()
+                .position(|b| !is_blank(*b))
+                .map(|start| &after[start..])
+        })
+        .map(|argument| until_nul(argument).to_vec());
     (!interpreter.is_empty()).then(|| InterpreterLine {
         interpreter: interpreter.to_vec(),
-        argument: (!argument.is_empty()).then(|| argument.to_vec()),
+        argument,
     })
+}
+
+/// What separates the words of a `#!` line for the kernel.
+fn is_blank(byte: u8) -> bool {
+    byte == b' ' || byte == b'\t'
+}
+
+/// A C string's bytes: up to the first NUL.
+fn until_nul(bytes: &[u8]) -> &[u8] {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    &bytes[..end]
+}
+
+/// How much of a file the kernel reads for its `#!` line (BINPRM_BUF_SIZE).
+const HEAD: usize = 256;
+
+/// The first [`HEAD`] bytes of the file (fewer when it is shorter), or None when it cannot be
+/// read.
+fn read_head(path: &Path) -> Option<Vec<u8>> {
+    let mut head = [0u8; HEAD];
+    let mut file = File::open(path).ok()?;
+    let len = file.read(&mut head).ok()?;
+    Some(head[..len].to_vec())
 }
 
 /// The first line (without `\n`), or None when the file cannot be read. The kernel reads no
 /// more than this of a `#!` line (BINPRM_BUF_SIZE).
 fn read_first_line(path: &Path) -> Option<Vec<u8>> {
-    let mut head = [0u8; HEAD];
-    let mut file = File::open(path).ok()?;
-    let len = file.read(&mut head).ok()?;
-    Some(first_line(&head[..len]).to_vec())
-}
-
-/// How much of a file the kernel reads for its `#!` line (BINPRM_BUF_SIZE).
-pub(crate) const HEAD: usize = 256;
-
-/// The first line of what was read of a file, without `\n`.
-pub(crate) fn first_line(head: &[u8]) -> &[u8] {
+    let head = read_head(path)?;
     let end = head.iter().position(|b| *b == b'\n').unwrap_or(head.len());
-    &head[..end]
+    Some(head[..end].to_vec())
 }
 
 /// The interpreter path of a `#!` line: its first word.
@@ -98,6 +135,45 @@ mod tests {
         assert_eq!(bare.argument, None);
         assert_eq!(parse_interpreter_line(b"echo"), None);
         assert_eq!(parse_interpreter_line(b"#!"), None);
+    }
+
+    /// The head of a file of 256 bytes or more whose first 256 hold no newline: `line` padded
+    /// with blanks so that `last` is its 256th byte.
+    fn without_newline(line: &[u8], last: &[u8]) -> Vec<u8> {
+        let mut head = line.to_vec();
+        head.resize(HEAD - last.len(), b' ');
+        head.extend_from_slice(last);
+        head.extend_from_slice(b" and more of the file");
+        head
+    }
+
+    #[test]
+    fn the_line_is_read_as_the_kernel_reads_it() {
+        // Found by fuzzing (tests/fuzz shebang), against a model of fs/binfmt_script.c.
+        // Only spaces and tabs separate: a \r stays in the interpreter's name, a form feed in
+        // its argument.
+        let crlf = parse_interpreter_line(b"#!/bin/sh\r\necho\r\n").unwrap();
+        assert_eq!(crlf.interpreter, b"/bin/sh\r");
+        let feed = parse_interpreter_line(b"#!/bin/sh -e\x0c-x\x0c\n").unwrap();
+        assert_eq!(feed.argument.as_deref(), Some(&b"-e\x0c-x\x0c"[..]));
+        // A NUL ends the argument: a `--` after it never reaches envharness, which would then
+        // run the script with itself again.
+        let nul =
+            parse_interpreter_line(b"#!/usr/local/bin/envharness -e x\0 -- /bin/sh\n").unwrap();
+        assert_eq!(nul.argument.as_deref(), Some(&b"-e x"[..]));
+        let nul = parse_interpreter_line(b"#!/usr/local/bin/envharness\0-- /bin/sh\n").unwrap();
+        assert_eq!(nul.interpreter, b"/usr/local/bin/envharness");
+        assert_eq!(nul.argument, None);
+        // Without a newline in the first 256 bytes the kernel reads 255 of them.
+        let cut = without_newline(b"#!/usr/local/bin/envharness -e x", b"-- s");
+        let line = parse_interpreter_line(&cut).unwrap();
+        let argument = line.argument.unwrap();
+        assert!(argument.starts_with(b"-e x ") && argument.ends_with(b" --"));
+        // ... and an interpreter whose name does not end within them is no script.
+        assert_eq!(
+            parse_interpreter_line(&without_newline(b"#!", b"/bin/sh")),
+            None
+        );
     }
 
     #[test]

@@ -234,7 +234,8 @@ pub(crate) fn harness_words(argument: Vec<u8>) -> Option<Vec<Vec<u8>>> {
     if argument[0] != b'-' || !blank {
         return Some(vec![argument]);
     }
-    let words = shell_words::split(&String::from_utf8_lossy(&argument)).ok()?;
+    // Options that are not UTF-8 are a usage error to the harness, as to this check.
+    let words = shell_words::split(std::str::from_utf8(&argument).ok()?).ok()?;
     Some(words.into_iter().map(String::into_bytes).collect())
 }
 
@@ -306,4 +307,34 @@ pub fn display(program: &OsStr) -> String {
         return "''".into();
     }
     program.to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::ffi::OsStringExt;
+
+    use super::*;
+    use crate::config::cli::split_shebang_options;
+
+    #[test]
+    fn the_loop_check_reads_a_shebang_argument_as_the_harness_does() {
+        // Found by fuzzing (tests/fuzz shebang): options that are not UTF-8 were split with
+        // their bytes replaced, where the harness refuses to split them (a usage error).
+        let argument = b"-e \xff -x export".to_vec();
+        let args = vec![
+            OsString::from("envharness"),
+            OsString::from_vec(argument.clone()),
+        ];
+        assert!(split_shebang_options(args).is_err());
+        assert_eq!(harness_words(argument), None);
+        let words = |words: &[&str]| words.iter().map(|w| w.as_bytes().to_vec()).collect();
+        assert_eq!(
+            harness_words(b"-e '/my env' -- sh".to_vec()),
+            Some(words(&["-e", "/my env", "--", "sh"]))
+        );
+        assert_eq!(
+            harness_words(b"\xff x".to_vec()),
+            Some(vec![b"\xff x".to_vec()])
+        );
+    }
 }

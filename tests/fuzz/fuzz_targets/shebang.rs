@@ -68,7 +68,9 @@ fn kernel(head: &[u8]) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
         buf[i_sep.unwrap()] = 0;
         c_string(&buf[arg..])
     });
-    Some((c_string(&buf[i_name..]), argument))
+    // An empty name (a NUL right after the blanks) is no interpreter: exec fails with ENOENT.
+    let interpreter = c_string(&buf[i_name..]);
+    (!interpreter.is_empty()).then_some((interpreter, argument))
 }
 
 fn argument(argument: &[u8]) {

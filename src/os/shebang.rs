@@ -48,12 +48,14 @@ pub fn interpreter_line(path: &Path) -> Option<InterpreterLine> {
 /// its first [`HEAD`] bytes hold no newline, the line is the first 255 of them (and no script at
 /// all when the interpreter's name does not end within them: it may have been cut short).
 pub(crate) fn parse_interpreter_line(head: &[u8]) -> Option<InterpreterLine> {
-    let head = &head[..head.len().min(HEAD)];
-    let rest = head.strip_prefix(b"#!")?;
+    // The kernel's buffer: NULs after a shorter file (so without a newline, a short file's
+    // trailing blanks are not trimmed: the line ends in NULs).
+    let mut buffer = [0u8; HEAD];
+    let len = head.len().min(HEAD);
+    buffer[..len].copy_from_slice(&head[..len]);
+    let rest = buffer.strip_prefix(b"#!")?;
     let line = match rest.iter().position(|b| *b == b'\n') {
         Some(newline) => &rest[..newline],
-        // A shorter file: the kernel's buffer holds NULs after it.
-        None if head.len() < HEAD => rest,
         None => {
             let name = rest.iter().position(|b| !is_blank(*b))?;
             rest[name..].iter().position(|b| is_blank(*b) || *b == 0)?;
@@ -128,7 +130,7 @@ mod tests {
 
     #[test]
     fn the_kernel_passes_one_argument_after_the_interpreter() {
-        let line = parse_interpreter_line(b"#! /usr/bin/env  -S envharness -e x  ").unwrap();
+        let line = parse_interpreter_line(b"#! /usr/bin/env  -S envharness -e x  \n").unwrap();
         assert_eq!(line.interpreter, b"/usr/bin/env");
         assert_eq!(line.argument.as_deref(), Some(&b"-S envharness -e x"[..]));
         let bare = parse_interpreter_line(b"#!/bin/sh").unwrap();
@@ -169,6 +171,9 @@ mod tests {
         let line = parse_interpreter_line(&cut).unwrap();
         let argument = line.argument.unwrap();
         assert!(argument.starts_with(b"-e x ") && argument.ends_with(b" --"));
+        // A file without a newline: its trailing blanks are part of the argument.
+        let bare = parse_interpreter_line(b"#!/usr/local/bin/envharness -e x\\ ").unwrap();
+        assert_eq!(bare.argument.as_deref(), Some(&b"-e x\\ "[..]));
         // ... and an interpreter whose name does not end within them is no script.
         assert_eq!(
             parse_interpreter_line(&without_newline(b"#!", b"/bin/sh")),

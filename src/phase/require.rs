@@ -45,12 +45,16 @@ impl Requirement {
         let rule = match regex {
             None => None,
             Some(regex) => {
-                let anchored = Regex::new(&format!("^(?:{regex})$")).map_err(|err| {
+                let invalid = |err: regex_lite::Error| {
                     Error::Usage(format!(
                         "--require {name}: invalid regex '{regex}': {}",
                         one_line(&err.to_string())
                     ))
-                })?;
+                };
+                // A regex on its own first: else an unbalanced ')' or a trailing '\\' would
+                // undo the group the anchors are put around.
+                Regex::new(regex).map_err(invalid)?;
+                let anchored = Regex::new(&format!("^(?:{regex})$")).map_err(invalid)?;
                 Some((regex.to_owned(), anchored))
             }
         };
@@ -156,6 +160,22 @@ mod tests {
         assert_eq!(err.to_string(), "DB: required but not set");
         let env: Vec<(OsString, OsString)> = vec![("DB".into(), "x".into())];
         assert!(check(&[req], &Variables::default(), &env).is_ok());
+    }
+
+    #[test]
+    fn a_regex_cannot_undo_its_anchors() {
+        // Found by fuzzing (tests/fuzz require): a REGEX was only compiled inside ^(?:...)$, so
+        // an unbalanced ')' closed that group early: `a)|(b` matched every value starting
+        // with a, `a)b\` (its '\' escaping the closing parenthesis) matched "ab)".
+        for (text, value) in [("MODE=a)|(b", "anything"), ("MODE=a)b\\", "ab)")] {
+            match Requirement::parse(text) {
+                Ok(req) => panic!(
+                    "{text} accepted; {value:?} meets it: {}",
+                    req.is_met_by(Some(value.as_bytes()))
+                ),
+                Err(err) => assert!(err.to_string().contains("invalid regex"), "{err}"),
+            }
+        }
     }
 
     #[test]

@@ -304,14 +304,16 @@ fn split_host_port(authority: &str) -> Result<(&str, Option<&str>), String> {
     })
 }
 
-/// A URL shown without what precedes its `@` (a user and password).
+/// An address shown without what precedes its `@` (a user and password), with a scheme or
+/// without one (parse_target drops it from both).
 fn without_password(text: &str) -> String {
-    match text.split_once("://") {
-        Some((scheme, rest)) if rest.contains('@') => {
-            let after = rest.rsplit_once('@').map_or(rest, |(_, after)| after);
-            format!("{scheme}://…@{after}")
-        }
-        _ => text.to_owned(),
+    let (scheme, rest) = match text.split_once("://") {
+        Some((scheme, rest)) => (&text[..scheme.len() + 3], rest),
+        None => ("", text),
+    };
+    match rest.rsplit_once('@') {
+        Some((_, after)) => format!("{scheme}…@{after}"),
+        None => text.to_owned(),
     }
 }
 
@@ -411,6 +413,15 @@ mod wait_for_tests {
         assert!(target("db:x").is_err());
         let err = target("gopher://hole").unwrap_err();
         assert!(err.contains("gopher"), "{err}");
+    }
+
+    #[test]
+    fn a_password_without_a_scheme_is_never_shown_either() {
+        // Found by fuzzing (tests/fuzz options): USER:PASS@HOST without SCHEME:// is read as
+        // an address whose password is dropped, but a message repeated the password.
+        let err = WaitFor::parse("user:secret@db").unwrap_err().to_string();
+        assert!(!err.contains("secret"), "{err}");
+        assert!(err.starts_with("--wait-for …@db: no port"), "{err}");
     }
 
     #[test]

@@ -265,6 +265,10 @@ pub fn parse_target(text: &str) -> Result<Target, String> {
     if host.is_empty() {
         return Err("no host (HOST:PORT, or a URL)".into());
     }
+    // Brackets only enclose an IPv6 address: a host with one inside could not be shown.
+    if host.contains(['[', ']']) {
+        return Err("a '[' or ']' in the host (an IPv6 address is written [ADDRESS]:PORT)".into());
+    }
     // The port is not quoted back: in a URL with a password that holds a '/', what stands
     // where the port should is part of the password.
     let port = match (port, &scheme) {
@@ -413,6 +417,16 @@ mod wait_for_tests {
         assert!(target("db:x").is_err());
         let err = target("gopher://hole").unwrap_err();
         assert!(err.contains("gopher"), "{err}");
+    }
+
+    #[test]
+    fn a_host_holds_no_bracket() {
+        // Found by fuzzing (tests/fuzz options): `x:]:80` was host `x:]`, shown as `[x:]]:80`,
+        // which is no address (it does not read back).
+        for text in ["x:]:80", "tcp://a[b:80", ":[::1]5:31", "[::1]]:80"] {
+            assert!(target(text).is_err(), "{text}: {:?}", target(text));
+        }
+        assert_eq!(target("[::1]:80"), Ok(("::1".into(), 80)));
     }
 
     #[test]

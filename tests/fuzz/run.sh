@@ -23,6 +23,10 @@ report=${FUZZ_REPORT:-bench/results-fuzz.md}
 targets=${FUZZ_TARGETS:-$(sed -n 's/^name = "\(.*\)"$/\1/p' "$fuzz_dir/Cargo.toml" | grep -v '^envharness-fuzz$')}
 export RUSTC_BOOTSTRAP=1
 
+# libfuzzer-sys builds libFuzzer, which is C++.
+if ! command -v c++ >/dev/null 2>&1; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends g++
+fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "installing cargo-fuzz"
     cargo install cargo-fuzz --locked --version '^0.13'

@@ -209,7 +209,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Err
             kv::Parsed::Help => Ok(Invocation::Show(kv::HELP.into())),
         };
     }
-    match Cli::try_parse_from(&args) {
+    match parse_run(&args) {
         Ok(cli) if names_kv_without_double_dash(&cli, &args) => Err(Error::Usage(
             "kv: the kv subcommand comes first, after --kv URL at most (envharness [--kv URL] kv ...); a command named kv is `envharness ... -- kv`".into(),
         )),
@@ -221,6 +221,16 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Err
             _ => Err(Error::Usage(one_line(&err))),
         },
     }
+}
+
+/// clap's parse of a run, as `Cli::try_parse_from` makes it, except that the command clap
+/// builds and the matches it returns are left to the process's exit: they are used once, and
+/// taking them apart, piece by piece, cost a tenth of the start-up's instructions.
+fn parse_run(args: &[OsString]) -> Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut command = std::mem::ManuallyDrop::new(Cli::command());
+    let mut matches = std::mem::ManuallyDrop::new(command.try_get_matches_from_mut(args)?);
+    Cli::from_arg_matches_mut(&mut matches)
 }
 
 /// `envharness [--kv URL] kv ARGS...`: the URL given and ARGS.

@@ -11,6 +11,13 @@
 //! it signals a possible change, since whatever happened meanwhile was not seen. One warning
 //! says the watch was lost; a debug line names each failed try.
 //!
+//! A frozen member (a stopped or hung etcd) keeps its connections open and sends nothing, and
+//! TCP keep-alive does not notice: the kernel still answers for it. So when the stream has
+//! been silent for [`QUIET`], the thread asks that member for its status (on a connection of
+//! its own, kept for the next time); one that does not answer within [`ANSWER_WITHIN`] is
+//! given up, and the watch moves to the next endpoint as after a lost stream. A change made
+//! while a member is frozen is seen within about three seconds.
+//!
 //! Dropping the [`EtcdWatch`] stops the thread: it sets a flag, shuts the stream's socket down
 //! (which ends a blocked read) and unparks a thread waiting to reconnect. The thread then ends
 //! by itself (at worst after a connection attempt of at most 5 s); nobody joins it. The
@@ -21,7 +28,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::Thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use serde_json::{json, Value};
@@ -33,6 +40,10 @@ use crate::registry::Watch;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const LAST_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a stream may be silent before its member is asked whether it still answers.
+const QUIET: Duration = Duration::from_secs(2);
+/// How long that member has to answer.
+const ANSWER_WITHIN: Duration = Duration::from_secs(1);
 
 pub struct EtcdWatch {
     events: Arc<EventFd>,
@@ -61,7 +72,7 @@ impl EtcdWatch {
         let events = Arc::new(events);
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
-            socket: Mutex::new(lines.socket().ok()),
+            socket: Mutex::new(lines.socket_clone().ok()),
         });
         let thread = {
             let events = Arc::clone(&events);
@@ -136,8 +147,10 @@ fn open(client: &mut Client, request: &Value) -> Result<Lines, Error> {
 fn read(mut client: Client, request: Value, mut lines: Lines, events: &EventFd, shared: &Shared) {
     let stopped = || shared.stop.load(Ordering::SeqCst);
     loop {
+        // The stream is on the endpoint that answered last.
+        let on = client.current;
         let why = loop {
-            match lines.next_line(None) {
+            match lines.next_line(Some(Instant::now() + QUIET)) {
                 Ok(Some(line)) => {
                     let answer = parse(&line).unwrap_or(Value::Null);
                     let result = &answer["result"];
@@ -155,9 +168,15 @@ fn read(mut client: Client, request: Value, mut lines: Lines, events: &EventFd, 
                     }
                 }
                 Ok(None) => break "etcd ended the stream".to_owned(),
-                Err(Fault::TimedOut) => break "the connection timed out".to_owned(),
-                Err(Fault::Io(text) | Fault::Protocol(text)) => break text,
-                Err(Fault::Stale) => break "the connection was closed".to_owned(),
+                Err(Fault::TimedOut) => {
+                    if stopped() || client.answers(on, Instant::now() + ANSWER_WITHIN) {
+                        continue;
+                    }
+                    // Reconnect elsewhere first: this member may stay frozen.
+                    client.current = (on + 1) % client.endpoints.len();
+                    break format!("{} stopped answering", client.endpoints[on]);
+                }
+                Err(fault) => break words(fault),
             }
         };
         if stopped() {
@@ -182,11 +201,22 @@ fn read(mut client: Client, request: Value, mut lines: Lines, events: &EventFd, 
             if stopped() {
                 return;
             }
-            *socket = lines.socket().ok();
+            *socket = lines.socket_clone().ok();
         }
         log::info!("{}: watching again", client.url);
         // Whatever changed while the stream was down was not seen.
         signal(events);
+    }
+}
+
+/// Why the stream broke, for the warning.
+fn words(fault: Fault) -> String {
+    match fault {
+        Fault::TimedOut => "the connection timed out".to_owned(),
+        Fault::Io(text) | Fault::Protocol(text) => text,
+        Fault::Stale | Fault::Closed => "the connection was closed".to_owned(),
+        Fault::Tls(words) => format!("TLS: {words}"),
+        Fault::Rustls(err) => format!("TLS: {err}"),
     }
 }
 

@@ -15,7 +15,7 @@ use crate::support::*;
 const RECORDS_SIGNALS: &str = "#!/bin/sh\ntrap 'exit 0' TERM\ntrap 'echo USR1 >> got' USR1\ntouch ready\nwhile :; do sleep 0.05; done\n";
 
 fn publishing(url: &str) -> (Test, std::process::Child, Instant) {
-    publishing_under_init(url, RECORDS_SIGNALS)
+    publishing_under_init(&UrlStore(url.to_owned()), RECORDS_SIGNALS)
 }
 
 #[test]

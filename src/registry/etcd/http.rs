@@ -366,11 +366,43 @@ fn in_words(fault: Fault, verdict: Option<&Verdict>, used: bool) -> Fault {
         Fault::Closed | Fault::Io(_) if !used && verdict.wanted_a_certificate() => {
             Fault::Tls(tls::CLIENT_CERT_REQUIRED.into())
         }
-        Fault::Closed if !used => {
-            Fault::Tls("the server closed the connection during the handshake".into())
-        }
+        Fault::Closed if !used => Fault::Tls(HANDSHAKE_CLOSED.into()),
         other => other,
     }
+}
+
+/// The words for a server that closed the connection instead of completing the handshake.
+pub const HANDSHAKE_CLOSED: &str = "the server closed the connection during the handshake";
+
+/// Whether the server at `endpoint` answers a plain HTTP request: asked after it closed the
+/// connection on our ClientHello, to say "use etcd://" rather than "closed".
+pub fn speaks_plain_http(endpoint: &Endpoint, deadline: Instant) -> bool {
+    let Ok(stream) = tcp(endpoint, deadline) else {
+        return false;
+    };
+    let mut socket = Deadlined {
+        stream,
+        deadline: Some(deadline),
+    };
+    let request = format!("GET /health HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n");
+    if socket.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    first_bytes(&mut socket, 5) == b"HTTP/"
+}
+
+/// Up to `count` bytes of what the server sends first.
+fn first_bytes(socket: &mut Deadlined, count: usize) -> Vec<u8> {
+    let mut reply = vec![0u8; count];
+    let mut got = 0;
+    while got < count {
+        match socket.read(&mut reply[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => got += read,
+        }
+    }
+    reply.truncate(got);
+    reply
 }
 
 /// Whether the server at `endpoint` answers a TLS ClientHello as a TLS server does: asked
@@ -389,15 +421,7 @@ pub fn speaks_tls(endpoint: &Endpoint, deadline: Instant) -> bool {
     if socket.write_all(&hello).is_err() {
         return false;
     }
-    let mut reply = [0u8; 3];
-    let mut got = 0;
-    while got < reply.len() {
-        match socket.read(&mut reply[got..]) {
-            Ok(0) | Err(_) => break,
-            Ok(read) => got += read,
-        }
-    }
-    tls::is_tls_reply(&reply[..got])
+    tls::is_tls_reply(&first_bytes(&mut socket, 3))
 }
 
 impl Connection {

@@ -52,6 +52,8 @@ mod http;
 mod tls;
 mod watch;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -102,7 +104,7 @@ pub fn open(url: &str, access: Access) -> Result<EtcdStore, Error> {
             tls,
             limit: REACH_TIMEOUT,
             token: None,
-            current: 0,
+            current: Arc::new(AtomicUsize::new(0)),
             connection: None,
         },
         prefix,
@@ -383,8 +385,9 @@ struct Client {
     login_needed: bool,
     /// How long one call may take in all.
     limit: Duration,
-    /// The endpoint to try first: the one that answered last.
-    current: usize,
+    /// The endpoint to try first: the one that answered last. Shared with the store's watch
+    /// threads: a watch that finds its member frozen moves the store's next call on too.
+    current: Arc<AtomicUsize>,
     /// A kept connection, with the index of its endpoint.
     connection: Option<(usize, Connection)>,
 }
@@ -463,9 +466,19 @@ impl Client {
             token: self.token.clone(),
             login_needed: self.login_needed,
             limit: self.limit,
-            current: self.current,
+            current: Arc::clone(&self.current),
             connection: None,
         }
+    }
+
+    /// The endpoint to try first.
+    fn first(&self) -> usize {
+        self.current.load(Ordering::Relaxed) % self.endpoints.len()
+    }
+
+    /// Makes `index` the endpoint to try first, for this client and the others of its store.
+    fn prefer(&self, index: usize) {
+        self.current.store(index, Ordering::Relaxed);
     }
 
     fn error(&self, reason: impl Into<String>) -> Error {
@@ -509,12 +522,13 @@ impl Client {
         let body = request.to_string().into_bytes();
         self.logged_in(|store, deadline| {
             let answer = store.exchange(path, &body, true, deadline)?;
-            let reply = parse(&answer.body).ok_or_else(|| {
-                store.error(format!(
-                    "etcd answered {} with something that is not JSON",
-                    answer.status
-                ))
-            })?;
+            let Some(reply) = parse(&answer.body) else {
+                if answer.status != 200 {
+                    // Some refusals come as plain text (the gateway's common-name one).
+                    return Ok(Err(refusal_text(&answer)));
+                }
+                return Err(store.error("etcd answered 200 with something that is not JSON"));
+            };
             if answer.status == 200 {
                 // A streaming call (a keep-alive) reports its error inside the answer.
                 if let Some(error) = reply.get("error") {
@@ -573,6 +587,9 @@ impl Client {
         // No token on this request: etcd refuses a login that carries a stale one.
         let answer = self.exchange("/v3/auth/authenticate", &body, false, deadline)?;
         let reply = parse(&answer.body).unwrap_or(Value::Null);
+        if answer.status != 200 && reply.is_null() {
+            return Err(self.refusal(refusal_text(&answer)));
+        }
         if answer.status == 200 {
             match reply["token"].as_str() {
                 Some(token) if !token.is_empty() => {
@@ -633,11 +650,11 @@ impl Client {
         let count = self.endpoints.len();
         let mut failures = Vec::new();
         for turn in 0..count {
-            let index = (self.current + turn) % count;
+            let index = (self.first() + turn) % count;
             let share = deadline.saturating_duration_since(Instant::now()) / (count - turn) as u32;
             match attempt(self, index, Instant::now() + share) {
                 Ok(done) => {
-                    self.current = index;
+                    self.prefer(index);
                     return Ok(done);
                 }
                 Err(Miss::Fatal(err)) => return Err(err),
@@ -717,13 +734,18 @@ impl Client {
 
     /// A fault as a miss. `etcd://` to a server that gave no HTTP answer (it closed the
     /// connection, or sent something else) may have reached a TLS port: a ClientHello tells,
-    /// and then the miss says to use `etcds://`.
+    /// and then the miss says to use `etcds://`. The other way round, a server that closed
+    /// the connection on our ClientHello may be plain HTTP: a plain request tells.
     fn plain_miss(&self, index: usize, fault: Fault, deadline: Instant) -> Miss {
-        if self.tls.is_none()
-            && fault.gave_no_http_answer()
-            && http::speaks_tls(&self.endpoints[index], deadline)
-        {
+        let endpoint = &self.endpoints[index];
+        let plain = self.tls.is_none();
+        if plain && fault.gave_no_http_answer() && http::speaks_tls(endpoint, deadline) {
             return Miss::Refused(SPEAKS_TLS.into());
+        }
+        let closed_on_hello =
+            matches!(&fault, Fault::Tls(words) if words == http::HANDSHAKE_CLOSED);
+        if !plain && closed_on_hello && http::speaks_plain_http(endpoint, deadline) {
+            return Miss::Refused(format!("TLS: {}", tls::NOT_TLS));
         }
         Miss::from(fault)
     }
@@ -764,14 +786,15 @@ impl Client {
     }
 
     /// Opens a streaming request (a watch) on the endpoints in turn, like [`Client::exchange`],
-    /// and returns its lines once `accept` took the first one. `accept` says whether the
-    /// stream is established (Ok), or what etcd refused (Err with its message).
+    /// and returns its lines, with the endpoint they come from, once `accept` took the first
+    /// one. `accept` says whether the stream is established (Ok), or what etcd refused (Err
+    /// with its message).
     fn stream(
         &mut self,
         path: &str,
         request: &Value,
         accept: impl Fn(&Value) -> Result<(), String>,
-    ) -> Result<http::Lines, Error> {
+    ) -> Result<(http::Lines, usize), Error> {
         let body = request.to_string().into_bytes();
         self.logged_in(|store, deadline| store.open_stream(path, &body, deadline, &accept))
     }
@@ -784,7 +807,7 @@ impl Client {
         body: &[u8],
         deadline: Instant,
         accept: &impl Fn(&Value) -> Result<(), String>,
-    ) -> Result<Result<http::Lines, String>, Error> {
+    ) -> Result<Result<(http::Lines, usize), String>, Error> {
         self.each_endpoint(deadline, |store, index, attempt_deadline| {
             let connection = store.connect(index, attempt_deadline)?;
             let opened = connection
@@ -794,13 +817,16 @@ impl Client {
                 http::Streamed::Lines(mut lines) => match lines.next_line(Some(attempt_deadline)) {
                     Ok(Some(line)) => {
                         let first = parse(&line).unwrap_or(Value::Null);
-                        Ok(accept(&first).map(|()| lines))
+                        Ok(accept(&first).map(|()| (lines, index)))
                     }
                     Ok(None) => Err(Miss::Unreachable("the stream ended at once".to_owned())),
                     Err(failure) => Err(Miss::from(failure)),
                 },
                 http::Streamed::Refused(answer) => {
-                    let message = error_message(&parse(&answer.body).unwrap_or(Value::Null));
+                    let message = match parse(&answer.body) {
+                        Some(reply) => error_message(&reply),
+                        None => refusal_text(&answer),
+                    };
                     if matches!(answer.status, 503 | 504) {
                         Err(Miss::Unreachable(message))
                     } else {
@@ -826,6 +852,19 @@ impl Client {
 fn speaks_https(body: &[u8]) -> bool {
     body.windows(29)
         .any(|window| window == b"HTTP request to an HTTPS serv")
+}
+
+/// A refusal that is not JSON, in a few words: its first line of text, or its status.
+fn refusal_text(answer: &Response) -> String {
+    let text = String::from_utf8_lossy(&answer.body);
+    let line = text.lines().next().unwrap_or_default().trim();
+    if line.is_empty() || line.len() > 200 || line.chars().any(char::is_control) {
+        return format!(
+            "etcd answered {} with something that is not JSON",
+            answer.status
+        );
+    }
+    format!("etcd answered {}: {line}", answer.status)
 }
 
 fn parse(body: &[u8]) -> Option<Value> {

@@ -50,6 +50,9 @@ const PEM_LIMIT: usize = 4 * 1024 * 1024;
 pub const CLIENT_CERT_REQUIRED: &str =
     "the server requires a client certificate (set ENVHARNESS_KV_CERT and ENVHARNESS_KV_KEY)";
 
+/// The words for a server that answers TLS with something else (plain HTTP).
+pub const NOT_TLS: &str = "the server does not speak TLS: use etcd://";
+
 /// A PEM file and what named it, for messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PemFile {
@@ -293,7 +296,7 @@ impl Verdict {
             rustls::Error::AlertReceived(alert) => self.alert(*alert),
             // Bytes that are not TLS records: an HTTP server answering our ClientHello.
             rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
-                "the server does not speak TLS (is it etcd://?)".into()
+                NOT_TLS.into()
             }
             rustls::Error::PeerIncompatible(_) => {
                 "the server offers no TLS version or cipher suite in common (TLS 1.2 or 1.3 needed)"
@@ -472,6 +475,101 @@ mod tests {
         ])
         .unwrap_err();
         assert!(matches!(err, Error::Usage(_)), "{err:?}");
+    }
+
+    /// Runs `openssl ARGS` (Debian's, which `make deps` installs); false where it is missing.
+    fn openssl(args: &[&str]) -> bool {
+        match std::process::Command::new("openssl")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+        {
+            Ok(status) => {
+                assert!(status.success(), "openssl {args:?}: {status}");
+                true
+            }
+            Err(_) => {
+                eprintln!("skipping: openssl is not installed");
+                false
+            }
+        }
+    }
+
+    #[test]
+    fn client_keys_may_be_pkcs8_pkcs1_or_sec1() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(
+            path("ca.pem"),
+            ca_params.self_signed(&ca_key).unwrap().pem(),
+        )
+        .unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let certify = |key: &rcgen::KeyPair, name: &str| {
+            let params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            let cert = params.signed_by(key, &issuer).unwrap();
+            std::fs::write(path(name), cert.pem()).unwrap();
+        };
+        // EC: PKCS#8 as rcgen writes it, and SEC1 ("EC PRIVATE KEY") as openssl converts it.
+        let ec = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(path("ec8.key"), ec.serialize_pem()).unwrap();
+        certify(&ec, "ec.pem");
+        if !openssl(&["ec", "-in", &path("ec8.key"), "-out", &path("sec1.key")]) {
+            return;
+        }
+        // RSA: PKCS#1 ("RSA PRIVATE KEY").
+        openssl(&["genrsa", "-traditional", "-out", &path("rsa1.key"), "2048"]);
+        openssl(&[
+            "pkcs8",
+            "-topk8",
+            "-nocrypt",
+            "-in",
+            &path("rsa1.key"),
+            "-out",
+            &path("rsa8.key"),
+        ]);
+        let rsa = rcgen::KeyPair::from_pem_and_sign_algo(
+            &std::fs::read_to_string(path("rsa8.key")).unwrap(),
+            &rcgen::PKCS_RSA_SHA256,
+        )
+        .unwrap();
+        certify(&rsa, "rsa.pem");
+        for (cert, key, marker) in [
+            ("ec.pem", "ec8.key", "BEGIN PRIVATE KEY"),
+            ("ec.pem", "sec1.key", "BEGIN EC PRIVATE KEY"),
+            ("rsa.pem", "rsa1.key", "BEGIN RSA PRIVATE KEY"),
+        ] {
+            let text = std::fs::read_to_string(path(key)).unwrap();
+            assert!(text.contains(marker), "{key}: {text:.40}");
+            let settings = settings(&[
+                ("ENVHARNESS_KV_CACERT", &path("ca.pem")),
+                ("ENVHARNESS_KV_CERT", &path(cert)),
+                ("ENVHARNESS_KV_KEY", &path(key)),
+            ])
+            .unwrap();
+            let connector = settings
+                .connector()
+                .unwrap_or_else(|err| panic!("{key}: {err}"));
+            assert!(connector.resolver.key.is_some());
+        }
+        // A key of another certificate is refused, naming both variables.
+        let settings = settings(&[
+            ("ENVHARNESS_KV_CACERT", &path("ca.pem")),
+            ("ENVHARNESS_KV_CERT", &path("rsa.pem")),
+            ("ENVHARNESS_KV_KEY", &path("sec1.key")),
+        ])
+        .unwrap();
+        let err = settings.connector().err().unwrap();
+        assert_eq!(
+            err,
+            format!(
+                "ENVHARNESS_KV_KEY ({}): the key does not belong to the certificate in ENVHARNESS_KV_CERT",
+                path("sec1.key")
+            )
+        );
     }
 
     #[test]

@@ -66,7 +66,7 @@ impl EtcdWatch {
         range_end: String,
     ) -> Result<EtcdWatch, Error> {
         let request = json!({ "create_request": { "key": key, "range_end": range_end } });
-        let lines = open(&mut client, &request)?;
+        let (lines, on) = open(&mut client, &request)?;
         let events = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(|errno| client.error(format!("creating an eventfd: {}", errno.desc())))?;
         let events = Arc::new(events);
@@ -80,7 +80,7 @@ impl EtcdWatch {
             let url = client.url.clone();
             std::thread::Builder::new()
                 .name("etcd-watch".into())
-                .spawn(move || read(client, request, lines, &events, &shared))
+                .spawn(move || read(client, request, (lines, on), &events, &shared))
                 .map_err(|err| Error::Store {
                     url,
                     reason: format!("starting the watch thread: {}", http::describe(&err)),
@@ -121,9 +121,10 @@ impl Drop for EtcdWatch {
     }
 }
 
-/// Opens the stream and waits for etcd's `created` answer.
-fn open(client: &mut Client, request: &Value) -> Result<Lines, Error> {
-    let lines = client.stream("/v3/watch", request, |first| {
+/// Opens the stream and waits for etcd's `created` answer; returns its lines and the endpoint
+/// they come from.
+fn open(client: &mut Client, request: &Value) -> Result<(Lines, usize), Error> {
+    let (lines, on) = client.stream("/v3/watch", request, |first| {
         let result = &first["result"];
         if result["canceled"].as_bool() == Some(true) {
             return Err(result["cancel_reason"]
@@ -139,16 +140,20 @@ fn open(client: &mut Client, request: &Value) -> Result<Lines, Error> {
     lines
         .keep_alive()
         .map_err(|failure| client.error(format!("setting TCP keep-alive: {failure:?}")))?;
-    Ok(lines)
+    Ok((lines, on))
 }
 
 /// The watch thread: reads the stream, signals events, reconnects when it breaks, ends when
 /// the [`EtcdWatch`] is dropped.
-fn read(mut client: Client, request: Value, mut lines: Lines, events: &EventFd, shared: &Shared) {
+fn read(
+    mut client: Client,
+    request: Value,
+    (mut lines, mut on): (Lines, usize),
+    events: &EventFd,
+    shared: &Shared,
+) {
     let stopped = || shared.stop.load(Ordering::SeqCst);
     loop {
-        // The stream is on the endpoint that answered last.
-        let on = client.current;
         let why = loop {
             match lines.next_line(Some(Instant::now() + QUIET)) {
                 Ok(Some(line)) => {
@@ -173,7 +178,7 @@ fn read(mut client: Client, request: Value, mut lines: Lines, events: &EventFd, 
                         continue;
                     }
                     // Reconnect elsewhere first: this member may stay frozen.
-                    client.current = (on + 1) % client.endpoints.len();
+                    client.prefer((on + 1) % client.endpoints.len());
                     break format!("{} stopped answering", client.endpoints[on]);
                 }
                 Err(fault) => break words(fault),
@@ -184,14 +189,14 @@ fn read(mut client: Client, request: Value, mut lines: Lines, events: &EventFd, 
         }
         log::warn!("{}: the watch was lost ({why}); reconnecting", client.url);
         let mut backoff = FIRST_BACKOFF;
-        lines = loop {
+        (lines, on) = loop {
             std::thread::park_timeout(backoff);
             if stopped() {
                 return;
             }
             client.forget_token();
             match open(&mut client, &request) {
-                Ok(lines) => break lines,
+                Ok(opened) => break opened,
                 Err(err) => log::debug!("watch: {err}"),
             }
             backoff = (backoff * 2).min(LAST_BACKOFF);

@@ -11,6 +11,7 @@ mod containers;
 mod discovery;
 mod environment;
 mod etcd;
+mod etcd_bounds;
 mod etcd_tls;
 mod examples;
 mod exec;

@@ -149,8 +149,9 @@ fn every_tls_failure_is_125_naming_the_url_and_the_reason() {
     // A client certificate the server does not trust.
     let stranger = other.client(Some("stranger"));
     let run = kv(&url, &tls_env(&pki.ca(), Some(&stranger)), &["get", "k"]);
-    run.status(125)
-        .error_line(&[&format!("envharness: {url}: TLS: ")]);
+    run.status(125).error_line(&[&format!(
+        "envharness: {url}: TLS: the server refused the client certificate (bad certificate)"
+    )]);
     assert_no_key_material(&run, &[&stranger.key]);
     // etcd:// to the TLS port: no HTTP answer, a ClientHello gets a TLS one.
     let plain = url.replacen("etcds://", "etcd://", 1);

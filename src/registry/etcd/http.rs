@@ -340,7 +340,11 @@ fn handshake(
         session
             .complete_io(&mut socket)
             .map_err(|err| match err.kind() {
-                io::ErrorKind::UnexpectedEof => Fault::Closed,
+                // A server that is not TLS closes or resets the connection on our hello.
+                io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe => Fault::Closed,
                 _ => Fault::from_io(err),
             })?;
     }

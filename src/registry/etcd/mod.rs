@@ -453,7 +453,9 @@ impl Tls {
 }
 
 impl Client {
-    /// The same cluster, login and token, without the connection (for the watch thread).
+    /// The same cluster, login, token and TLS settings (its files read again for its own
+    /// connections), sharing the endpoint to try first, without the connection (for the
+    /// watch thread).
     fn detached(&self) -> Client {
         Client {
             url: self.url.clone(),

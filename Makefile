@@ -47,8 +47,10 @@ bench-templates: static
 	bash bench/templates.sh
 
 # Non-PIE and fully static: `file` says "statically linked", and start-up skips the
-# self-relocation a static-pie binary does.
+# self-relocation a static-pie binary does. rustls' crypto (ring) has C and assembly parts,
+# built for musl with Debian's musl-gcc (musl-tools).
 static: deps
+	CC_x86_64_unknown_linux_musl=musl-gcc \
 	CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C relocation-model=static -C target-feature=+crt-static" \
 		$(CARGO) build --release --target $(MUSL_TARGET)
 	@file $(STATIC_BIN)
@@ -64,12 +66,16 @@ toolchain:
 
 # What the tests need besides, installed only when missing (a fresh Debian machine, as root):
 # file(1), a static busybox for the scratch-root test, util-linux's unshare and script,
-# rustfmt, clippy and the musl target; etcd-server for the etcd store's tests, which start
-# their own etcd processes (never the service the package may start); gosu, tini and
-# dumb-init, which the --user, --remap-exit and --rewrite tests compare envharness with.
+# rustfmt, clippy and the musl target; musl-tools (musl-gcc) for ring's C code in the static
+# build; etcd-server for the etcd store's tests, which start their own etcd processes (never
+# the service the package may start); openssl for the tests of client keys in PKCS#1 and SEC1
+# form (the TLS tests make their certificates with rcgen); gosu, tini and dumb-init, which the
+# --user, --remap-exit and --rewrite tests compare envharness with.
 deps: toolchain
 	@missing=""; \
 	command -v file >/dev/null 2>&1 || missing="$$missing file"; \
+	command -v musl-gcc >/dev/null 2>&1 || missing="$$missing musl-tools"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v unshare >/dev/null 2>&1 || missing="$$missing util-linux"; \
 	command -v script >/dev/null 2>&1 || missing="$$missing bsdutils"; \
 	dpkg -s busybox-static >/dev/null 2>&1 || missing="$$missing busybox-static"; \

@@ -133,7 +133,7 @@ pub struct Cli {
     #[arg(short = 'q', long)]
     pub quiet: bool,
 
-    /// The registry: file:///DIR or etcd://HOST:PORT[,HOST:PORT...][/PREFIX]
+    /// The registry: file:///DIR, etcd://HOST:PORT[,HOST:PORT...][/PREFIX] or etcds://... (TLS)
     /// [env: ENVHARNESS_KV]
     #[arg(long, value_name = "URL")]
     pub kv: Option<String>,

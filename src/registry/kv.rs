@@ -17,21 +17,29 @@ use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
 use super::{
-    check_value_size, get_or_first_under, reads, Credentials, Key, Lookup, Seen, Store, VALUE_LIMIT,
+    check_value_size, get_or_first_under, reads, Access, Key, Lookup, Seen, Store, VALUE_LIMIT,
 };
 use crate::duration::parse_seconds;
 use crate::error::Error;
 use crate::os::poll::Poll;
 use crate::os::read_at_most;
 
-/// The only variables `envharness kv` reads (besides RUST_LOG, which the logger reads).
-/// The last one is not the user's: the harness sets it for its environment scripts only, so
-/// that their reads trigger re-runs under `--watch` (see `registry::reads`).
-pub const VARIABLES: [&str; 6] = [
+/// The only variables `envharness kv` reads (besides RUST_LOG, which the logger reads):
+/// the store, its login, its TLS settings (docs/reference.md §12; `SSL_CERT_FILE` is where the
+/// CA certificates are when `ENVHARNESS_KV_CACERT` is unset), and the instance, whose presence
+/// says the call runs under a harness. The last one is not the user's: the harness sets it for
+/// its environment scripts only, so that their reads trigger re-runs under `--watch` (see
+/// `registry::reads`).
+pub const VARIABLES: [&str; 11] = [
     "ENVHARNESS_KV",
     "ENVHARNESS_KV_USER",
     "ENVHARNESS_KV_PASSWORD",
     "ENVHARNESS_KV_PASSWORD_FILE",
+    "ENVHARNESS_KV_CACERT",
+    "ENVHARNESS_KV_CERT",
+    "ENVHARNESS_KV_KEY",
+    "ENVHARNESS_KV_SERVER_NAME",
+    "SSL_CERT_FILE",
     "ENVHARNESS_INSTANCE",
     super::reads::READS_VARIABLE,
 ];
@@ -39,7 +47,7 @@ pub const VARIABLES: [&str; 6] = [
 pub const HELP: &str = "\
 Usage: envharness [--kv URL] kv SUBCOMMAND ...
 
-The registry (file:///DIR or etcd://HOST:PORT[/PREFIX]; --kv, else ENVHARNESS_KV):
+The registry (file:///DIR, etcd:// or etcds://HOST:PORT[/PREFIX]; --kv, else ENVHARNESS_KV):
   get KEY [--wait SECS]                  KEY's value, exactly; else the first KEY/... one
   put KEY VALUE|- [--ttl SECS]           set KEY (-: from stdin); --ttl: gone SECS later
   del KEY                                remove KEY (already absent is fine)
@@ -269,8 +277,13 @@ pub fn run(kv: Kv, var: impl Fn(&str) -> Option<OsString>) -> Result<i32, Error>
         .ok_or_else(|| {
             Error::Usage("kv: no registry configured: give --kv URL or set ENVHARNESS_KV".into())
         })?;
-    let credentials = Credentials::from_env(var)?;
-    let mut store = super::open(&url, credentials)?;
+    let access = Access::from_env(&url, var)?;
+    // Under a harness (its scripts and its command have ENVHARNESS_INSTANCE) the harness has
+    // warned already: once, not at every call.
+    if var("ENVHARNESS_INSTANCE").is_none() {
+        super::warn_of_a_clear_text_password(&url, &access);
+    }
+    let mut store = super::open(&url, access)?;
     request.run(store.as_mut(), var)
 }
 

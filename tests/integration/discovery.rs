@@ -21,7 +21,7 @@ fn example(relative: &str) -> String {
 
 /// A harness of the example: `envharness` on PATH, the store in ENVHARNESS_KV.
 fn service(store: &dyn KvStore, instance: &str) -> Test {
-    let t = harness_on(&store.kv_url(), instance);
+    let t = harness_on(store, instance);
     t.dir("empty");
     t
 }

@@ -3,6 +3,7 @@
 
 mod etcd_faults;
 mod etcd_server;
+mod pki;
 mod support;
 
 mod cli;
@@ -10,6 +11,8 @@ mod containers;
 mod discovery;
 mod environment;
 mod etcd;
+mod etcd_bounds;
+mod etcd_tls;
 mod examples;
 mod exec;
 mod export;

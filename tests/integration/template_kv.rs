@@ -22,7 +22,7 @@ const UPSTREAM: &str = "upstream web {\n{% for addr in instances(\"web\") %}  se
 
 /// A harness on `store` with `env/`, `export/` and `out/`, and `up.j2`.
 fn templating(store: &dyn KvStore) -> Test {
-    let t = harness_on(&store.kv_url(), "i1");
+    let t = harness_on(store, "i1");
     t.dir("env")
         .dir("export")
         .dir("out")
@@ -245,7 +245,7 @@ fn plan_does_not_contact_the_store() {
 
 /// A watching harness on `store` whose command logs each start with the time it started.
 fn splayed(store: &dyn KvStore, splay: &str) -> Test {
-    let mut t = harness_on(&store.kv_url(), "i1");
+    let mut t = harness_on(store, "i1");
     t.dir("export")
         .script("env/V", "#!/bin/sh\nexec envharness kv get shared\n")
         .script(

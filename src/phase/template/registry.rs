@@ -36,7 +36,7 @@ impl KvSource {
     /// The store, opened now if no render opened it yet.
     fn store(&mut self) -> Result<&mut dyn Store, Error> {
         if self.store.is_none() {
-            self.store = Some(registry::open_with_env_credentials(&self.url)?);
+            self.store = Some(registry::open_with_env_access(&self.url)?);
         }
         Ok(self.store.as_deref_mut().expect("opened above"))
     }

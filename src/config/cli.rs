@@ -223,6 +223,15 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Err
     }
 }
 
+/// The whole command line as the man page and the shell completions describe it (`make docs`,
+/// src/bin/envharness-docs.rs): the run's options and the `kv` subcommand. [`parse`] never
+/// uses it: `kv` is recognised before clap runs and parsed by hand (see [`kv`]), so this is
+/// its only clap description.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command().subcommand(kv::command())
+}
+
 /// clap's parse of a run, as `Cli::try_parse_from` makes it, except that the command clap
 /// builds and the matches it returns are left to the process's exit: they are used once, and
 /// taking them apart, piece by piece, cost a tenth of the start-up's instructions.

@@ -6,6 +6,7 @@ mod etcd_server;
 mod pki;
 mod support;
 
+mod aarch64;
 mod cli;
 mod containers;
 mod discovery;

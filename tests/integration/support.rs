@@ -79,6 +79,8 @@ pub fn while_not_forking<T>(write: impl FnOnce() -> T) -> T {
 
 pub struct Test {
     dir: tempfile::TempDir,
+    /// What runs the arguments: the built binary, or [`Test::launcher`]'s program.
+    launcher: Vec<OsString>,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
 }
@@ -96,6 +98,7 @@ impl Test {
                 .prefix("envharness-test.")
                 .tempdir()
                 .expect("creating a temporary directory"),
+            launcher: vec![BIN.into()],
             args: Vec::new(),
             env: vec![("PATH".into(), PATH.into())],
         }
@@ -174,10 +177,18 @@ impl Test {
         self
     }
 
+    /// Runs `program` with `args` before the test's own arguments instead of the built binary:
+    /// another build of it, or one under an emulator (`qemu-aarch64-static BINARY`).
+    pub fn launcher<S: Into<OsString> + Clone>(&mut self, program_and_args: &[S]) -> &mut Self {
+        self.launcher = program_and_args.iter().cloned().map(Into::into).collect();
+        self
+    }
+
     /// The command that runs the binary; stdout and stderr go to files in the test directory.
     pub fn command(&self) -> Command {
-        let mut command = self.external(BIN);
+        let mut command = self.external(&self.launcher[0]);
         command
+            .args(&self.launcher[1..])
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         command
@@ -397,7 +408,8 @@ impl Test {
 
     fn describe(&self) -> String {
         format!(
-            "command: {BIN} {}\nenv: {:?}\ntree:\n{}",
+            "command: {} {}\nenv: {:?}\ntree:\n{}",
+            shell_words_join(&self.launcher),
             shell_words_join(&self.args),
             self.env,
             self.tree()

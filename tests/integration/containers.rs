@@ -217,7 +217,7 @@ impl Engine {
     /// them, from a context of this store's own.
     fn build(&self) {
         let started = Instant::now();
-        let mut make = make_command();
+        let mut make = make();
         make.args(["-s", "image"])
             .arg(format!("PODMAN={}", self.bin().join("podman").display()))
             .arg(format!("IMAGE_CONTEXT={}", self.path("context").display()));
@@ -238,19 +238,6 @@ impl Engine {
             started.elapsed()
         );
     }
-}
-
-/// `make` in the repository, with a cleared environment but what it needs to find cargo
-/// (HOME, and rustup's and cargo's homes when they are set).
-pub fn make_command() -> Command {
-    let mut make = Command::new("make");
-    make.current_dir(ROOT).env_clear().env("PATH", PATH);
-    for name in ["HOME", "RUSTUP_HOME", "CARGO_HOME"] {
-        if let Some(value) = std::env::var_os(name) {
-            make.env(name, value);
-        }
-    }
-    make
 }
 
 /// Runs at exit, since the engines, in statics, are never dropped.

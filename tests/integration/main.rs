@@ -23,6 +23,7 @@ mod jobs;
 mod kv;
 mod kv_stores;
 mod misbehaving;
+mod packaging;
 mod plan;
 mod print;
 mod publish;

@@ -680,6 +680,20 @@ pub fn static_binary() -> PathBuf {
     path
 }
 
+/// `make` in the repository, with a cleared environment but what it needs to find its tools
+/// (PATH as the user has it: `make deps` looks for gosu, in /usr/sbin) and cargo (HOME, and
+/// rustup's and cargo's homes when they are set).
+pub fn make() -> Command {
+    let mut make = Command::new("make");
+    make.current_dir(env!("CARGO_MANIFEST_DIR")).env_clear();
+    for name in ["PATH", "HOME", "RUSTUP_HOME", "CARGO_HOME"] {
+        if let Some(value) = std::env::var_os(name) {
+            make.env(name, value);
+        }
+    }
+    make
+}
+
 /// What a test needs of this machine and does not find there. Where `make test` provided it
 /// (and says so with `VARIABLE=required`: `ENVHARNESS_TEST_PODMAN`, `ENVHARNESS_TEST_SYSTEM`
 /// for namespaces, root and the util-linux tools), its absence fails the test: a test that

@@ -187,8 +187,10 @@ impl Engine {
             Configuration::Own => format!("export CONTAINERS_CONF={store}/containers.conf\n"),
             Configuration::Machine => String::new(),
         };
+        // root's PATH: the network plugins run iptables, in /usr/sbin.
         let script = format!(
             "#!/bin/sh\n# podman with the store of an envharness test\n{conf}export TMPDIR={store}\n\
+             export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
              exec {} --root {store}/root --runroot {store}/runroot --tmpdir {store}/tmp \
              --network-config-dir {store}/networks \"$@\"\n",
             podman.display()

@@ -8,6 +8,7 @@ mod support;
 
 mod aarch64;
 mod cli;
+mod compose;
 mod containers;
 mod discovery;
 mod environment;

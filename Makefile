@@ -37,7 +37,7 @@ PODMAN_COMPOSE_VERSION := 1.6.0
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 .PHONY: all build release test demo bench bench-templates static static-aarch64 docs install \
-	uninstall image dist compose deps cross engine toolchain clean
+	uninstall image dist compose deps build-deps cross engine toolchain clean
 
 all: build
 
@@ -54,7 +54,7 @@ release: toolchain
 # etcd, qemu, podman, podman-compose and the util-linux tools, and the tests run as root: so
 # the etcd, qemu, container, package and namespace tests must run, and fail where they cannot
 # (the *_required variables), never skip. clippy sees the docs feature, so envharness-docs too.
-test: dist engine compose
+test: deps dist engine compose
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --features docs -- -D warnings
 	ENVHARNESS_STATIC_BIN=$(CURDIR)/$(STATIC_BIN) ENVHARNESS_AARCH64_BIN=$(CURDIR)/$(AARCH64_BIN) \
@@ -77,7 +77,7 @@ bench-templates: static
 # Non-PIE and fully static: `file` says "statically linked", and start-up skips the
 # self-relocation a static-pie binary does. rustls' crypto (ring) has C and assembly parts,
 # built for musl with Debian's musl-gcc (musl-tools).
-static: deps
+static: build-deps
 	CC_x86_64_unknown_linux_musl=musl-gcc \
 	CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C relocation-model=static -C target-feature=+crt-static" \
 		$(CARGO) build --release --target $(MUSL_TARGET)
@@ -87,7 +87,7 @@ static: deps
 # The same for aarch64, linked by rustc's own lld (no aarch64 linker or libc needed: musl's
 # static libc comes with the Rust target). ring's C and assembly are compiled by clang, which
 # ring builds for musl targets other than x86_64 without a target sysroot (-nostdlibinc).
-static-aarch64: deps cross
+static-aarch64: build-deps cross
 	CC_aarch64_unknown_linux_musl=clang \
 	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld \
 	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C relocation-model=static -C target-feature=+crt-static" \
@@ -160,19 +160,29 @@ toolchain:
 	@command -v cc >/dev/null 2>&1 || { \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends gcc libc6-dev; }
 
-# What the tests need besides, installed only when missing (a fresh Debian machine, as root):
-# file(1), a static busybox for the scratch-root test, util-linux's unshare and script,
-# rustfmt, clippy and the musl target; musl-tools (musl-gcc) for ring's C code in the static
-# build; etcd-server for the etcd store's tests, which start their own etcd processes (never
-# the service the package may start); openssl for the tests of client keys in PKCS#1 and SEC1
-# form (the TLS tests make their certificates with rcgen); gosu, tini and dumb-init, which the
-# --user, --remap-exit and --rewrite tests compare envharness with; qemu-user-static, which runs
-# the aarch64 binary in the tests; man-db, for the package test's `man envharness`; python3's
-# venv, for podman-compose.
-deps: toolchain
+# What the static build needs, installed only when missing (a fresh Debian machine, as root):
+# musl-tools (musl-gcc) for ring's C code, file(1), which shows what was built, and the musl
+# target. make install, make image and make dist need no more (make image: engine's too).
+build-deps: toolchain
 	@missing=""; \
 	command -v file >/dev/null 2>&1 || missing="$$missing file"; \
 	command -v musl-gcc >/dev/null 2>&1 || missing="$$missing musl-tools"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	@rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET)
+
+# What the tests need besides, installed only when missing: a static busybox for the
+# scratch-root test, util-linux's unshare and script, rustfmt and clippy; etcd-server for the
+# etcd store's tests, which start their own etcd processes (never the service the package may
+# start); openssl for the tests of client keys in PKCS#1 and SEC1 form (the TLS tests make
+# their certificates with rcgen); gosu, tini and dumb-init, which the --user, --remap-exit and
+# --rewrite tests compare envharness with; qemu-user-static, which runs the aarch64 binary in
+# the tests; man-db, for the package test's `man envharness`; python3's venv, for
+# podman-compose.
+deps: build-deps
+	@missing=""; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v unshare >/dev/null 2>&1 || missing="$$missing util-linux"; \
 	command -v script >/dev/null 2>&1 || missing="$$missing bsdutils"; \
@@ -190,7 +200,6 @@ deps: toolchain
 	fi
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
-	@rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET)
 
 # What the aarch64 build needs besides: clang for ring's C code, and the Rust target.
 cross: toolchain

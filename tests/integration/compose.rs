@@ -216,6 +216,21 @@ fn header_commands(file: &str) -> Vec<Vec<String>> {
     commands
 }
 
+/// The README shows `file`'s header commands as a block of their own, as they are.
+fn assert_the_readme_shows(file: &str) {
+    let text = fs::read_to_string(Path::new(ROOT).join(file)).expect("reading the file");
+    let header: String = text
+        .lines()
+        .map_while(|line| line.strip_prefix('#'))
+        .filter_map(|line| line.strip_prefix("     "))
+        .map(|line| format!("{}\n", line.split("  #").next().unwrap_or(line).trim_end()))
+        .collect();
+    assert!(
+        readme_blocks().contains(&header),
+        "README.md has no block of {file}'s commands:\n{header}"
+    );
+}
+
 /// Runs the header's commands in order; after each, `check` is called with the words after
 /// `-f FILE` (`["up", "-d"]`, `["stop", "db"]`, ...), those before it (`--profile NAME`) and
 /// how long the command took.
@@ -239,15 +254,13 @@ fn run_header(project: &Project, mut check: impl FnMut(&[String], &[String], Dur
 
 #[test]
 fn the_discovery_compose_file_runs_as_its_header_says() {
+    let file = "examples/discovery/docker-compose.yml";
+    assert_the_readme_shows(file);
     let (Some(engine), Some(podman_compose)) = (engine(Configuration::Machine), podman_compose())
     else {
         return;
     };
-    let project = Project::new(
-        engine,
-        podman_compose,
-        "examples/discovery/docker-compose.yml",
-    );
+    let project = Project::new(engine, podman_compose, file);
     let url = "postgres://db-1:5432/app";
     let mut seen = Vec::new();
     run_header(&project, |_, action, _| {
@@ -274,11 +287,15 @@ fn the_discovery_compose_file_runs_as_its_header_says() {
 
 #[test]
 fn the_deployments_compose_file_runs_as_its_header_says() {
+    let file = "examples/docker-compose.yml";
+    assert_the_readme_shows(file);
     let (Some(engine), Some(podman_compose)) = (engine(Configuration::Machine), podman_compose())
     else {
         return;
     };
-    let project = Project::new(engine, podman_compose, "examples/docker-compose.yml");
+    let file = "examples/docker-compose.yml";
+    assert_the_readme_shows(file);
+    let project = Project::new(engine, podman_compose, file);
     let development = format!("development: {DEVELOPMENT_URL}");
     // The password is the compose secret's, examples/db_password.example.
     let password = fs::read_to_string(Path::new(ROOT).join("examples/db_password.example"))

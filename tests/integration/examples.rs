@@ -428,3 +428,23 @@ fn the_compose_files_run_the_image_make_image_builds_without_pulling() {
         assert_eq!((images, never), (names, names), "{file}: every service");
     }
 }
+
+/// The README's lines for a user's own image copy envharness from the image `make image`
+/// builds, at this version, as the example image (which the container tests build) does.
+#[test]
+fn the_readme_copies_envharness_as_the_example_image_does() {
+    let version = env!("CARGO_PKG_VERSION");
+    let block = readme_blocks()
+        .into_iter()
+        .find(|block| block.starts_with("COPY --from=localhost/envharness:"))
+        .expect("README.md shows COPY --from=localhost/envharness");
+    let copy = block.lines().next().expect("a line");
+    assert!(copy.contains(&format!(":{version} ")), "{copy}");
+    let dockerfile = read_repo("examples/Dockerfile.prebuilt");
+    let latest = copy.replace(&format!(":{version} "), ":latest ");
+    assert!(
+        dockerfile.lines().any(|line| line == latest),
+        "examples/Dockerfile.prebuilt lacks {latest}"
+    );
+    assert!(block.contains("COPY export /export\n"), "{block}");
+}

@@ -138,6 +138,11 @@ fn assert_completes(path: &Path, words: &[&str], expected: &[&str]) {
 
 #[test]
 fn make_install_puts_the_binary_man_page_and_completions_under_destdir() {
+    // What the README tells a user to run; the test runs the same, under a DESTDIR.
+    assert_eq!(
+        readme_block("install session"),
+        "make install\nenvharness --help\nman envharness\n"
+    );
     let docs = Path::new(ROOT).join("target/docs/man/man1/envharness.1");
     if !built(&[&static_binary(), &docs], "make docs") {
         return;
@@ -274,6 +279,15 @@ fn make_dist_wrote_both_static_binaries_the_packages_and_their_sums() {
             .current_dir(&dir),
         RUN_LIMIT,
     );
+    // The README shows this check and what it prints.
+    assert_eq!(
+        readme_block("dist session"),
+        format!(
+            "$ make dist\n$ cd target/dist && sha256sum --check SHA256SUMS\n{}",
+            stdout(&check)
+        ),
+        "README.md's make dist session"
+    );
     let mut checked: Vec<String> = stdout(&check).lines().map(str::to_owned).collect();
     checked.sort();
     let mut all: Vec<String> = expected
@@ -325,7 +339,7 @@ struct Installed;
 impl Drop for Installed {
     fn drop(&mut self) {
         let _ = bounded_by(
-            Command::new("dpkg").args(["--remove", "envharness"]),
+            Command::new("dpkg").args(["-r", "envharness"]),
             Duration::from_secs(60),
         );
     }
@@ -359,10 +373,16 @@ fn the_debian_package_installs_runs_shows_its_man_page_and_removes() {
         !stdout(&status).ends_with(" installed"),
         "a package envharness is installed on this machine: this test would replace it"
     );
+    // As the README shows it, in the repository.
+    let deb = format!("target/dist/envharness_{VERSION}_amd64.deb");
+    assert_eq!(
+        readme_block("package session"),
+        format!("dpkg -i {deb}\ndpkg -r envharness\n")
+    );
     let deb = dir.join(format!("envharness_{VERSION}_amd64.deb"));
     let installed = Installed;
     succeeds(
-        Command::new("dpkg").arg("--install").arg(&deb),
+        Command::new("dpkg").arg("-i").arg(&deb),
         Duration::from_secs(60),
     );
 

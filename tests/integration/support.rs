@@ -680,6 +680,29 @@ pub fn static_binary() -> PathBuf {
     path
 }
 
+/// The fenced block of README.md that follows the line `<!-- MARKER -->`.
+pub fn readme_block(marker: &str) -> String {
+    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("reading README.md");
+    readme
+        .split_once(&format!("<!-- {marker} -->\n```\n"))
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block.to_owned())
+        .unwrap_or_else(|| panic!("README.md has no block after <!-- {marker} -->"))
+}
+
+/// README.md's fenced blocks, each without its fences.
+pub fn readme_blocks() -> Vec<String> {
+    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("reading README.md");
+    readme
+        .split("```")
+        .skip(1)
+        .step_by(2)
+        .map(|block| block.trim_start_matches('\n').to_owned())
+        .collect()
+}
+
 /// `make` in the repository, with a cleared environment but what it needs to find its tools
 /// (PATH as the user has it: `make deps` looks for gosu, in /usr/sbin) and cargo (HOME, and
 /// rustup's and cargo's homes when they are set).

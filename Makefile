@@ -3,8 +3,8 @@
 #   make test     format check, clippy and every test, podman's containers included;
 #                 installs what is missing on Debian
 #   make build    debug build            make release   optimized build
-#   make static   static musl binary     make bench     benchmarks (bench/run.sh, bench/watch.py,
-#                                        bench/templates.sh)
+#   make static   static musl binary     make bench     benchmarks (bench/startup.py, bench/run.sh,
+#                                        bench/watch.py, bench/templates.sh)
 #   make bench-templates                 only the templates and --environment-root benchmark
 
 CARGO ?= cargo
@@ -14,7 +14,7 @@ STATIC_BIN := target/$(MUSL_TARGET)/release/envharness
 # rustup installs cargo here; make it visible to the recipes even in a fresh shell.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build release test demo bench bench-templates static deps engine toolchain clean
+.PHONY: all build release test demo bench bench-templates hot-text static deps engine toolchain clean
 
 all: build
 
@@ -39,6 +39,7 @@ demo: toolchain
 	$(CARGO) run -q -- -e environments/development -x examples/export --print
 
 bench: static
+	python3 bench/startup.py
 	bash bench/run.sh
 	python3 bench/watch.py
 	bash bench/templates.sh
@@ -46,12 +47,20 @@ bench: static
 bench-templates: static
 	bash bench/templates.sh
 
+# Writes bench/hot-text.ld from traces of the start-up and supervision paths (valgrind is not
+# needed: bench/trace_text.c single-steps the binary with ptrace).
+hot-text: deps
+	python3 bench/hot_text.py
+
 # Non-PIE and fully static: `file` says "statically linked", and start-up skips the
 # self-relocation a static-pie binary does. rustls' crypto (ring) has C and assembly parts,
-# built for musl with Debian's musl-gcc (musl-tools).
+# built for musl with Debian's musl-gcc (musl-tools). bench/hot-text.ld gathers the code that
+# start-up and supervision run (bench/hot_text.py says why); cargo does not see a linker
+# script change, so the binary is linked again when the script is newer.
 static: deps
+	@if [ bench/hot-text.ld -nt $(STATIC_BIN) ]; then touch src/main.rs; fi
 	CC_x86_64_unknown_linux_musl=musl-gcc \
-	CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C relocation-model=static -C target-feature=+crt-static" \
+	CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C relocation-model=static -C target-feature=+crt-static -C link-arg=-Wl,-T,$(CURDIR)/bench/hot-text.ld" \
 		$(CARGO) build --release --target $(MUSL_TARGET)
 	@file $(STATIC_BIN)
 	@ls -l $(STATIC_BIN)

@@ -18,6 +18,7 @@ mod idle;
 mod jobs;
 mod kv;
 mod kv_stores;
+mod loadbalancer;
 mod misbehaving;
 mod plan;
 mod print;

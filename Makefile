@@ -66,7 +66,9 @@ toolchain:
 # file(1), a static busybox for the scratch-root test, util-linux's unshare and script,
 # rustfmt, clippy and the musl target; etcd-server for the etcd store's tests, which start
 # their own etcd processes (never the service the package may start); gosu, tini and
-# dumb-init, which the --user, --remap-exit and --rewrite tests compare envharness with.
+# dumb-init, which the --user, --remap-exit and --rewrite tests compare envharness with; nginx
+# (nginx-light where Debian still has it), python3 and wrk for the load balancer's test and
+# benchmark (examples/loadbalancer; they start nginx processes of their own, never the service).
 deps: toolchain
 	@missing=""; \
 	command -v file >/dev/null 2>&1 || missing="$$missing file"; \
@@ -77,6 +79,9 @@ deps: toolchain
 	command -v gosu >/dev/null 2>&1 || missing="$$missing gosu"; \
 	command -v tini >/dev/null 2>&1 || missing="$$missing tini"; \
 	command -v dumb-init >/dev/null 2>&1 || missing="$$missing dumb-init"; \
+	[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing="$$missing $$(apt-cache show nginx-light >/dev/null 2>&1 && echo nginx-light || echo nginx)"; \
+	[ -x /usr/bin/python3 ] || missing="$$missing python3"; \
+	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \

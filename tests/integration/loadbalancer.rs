@@ -34,6 +34,71 @@ use crate::support::*;
 
 every_store!(nginx_follows_its_backends_through_a_roll_without_a_failed_request);
 
+/// The example's template renders one `server` line per published instance and leaves out a
+/// value that could not be one address, so no value in the registry writes nginx directives;
+/// what it renders parses.
+#[test]
+fn the_example_template_leaves_out_values_that_are_not_one_address() {
+    let store = FileStore::new();
+    let client = Client::new(&store);
+    client.put("web/a", "127.0.0.1:8081");
+    let bad = [
+        "10.0.0.9:80; } server { listen 81",
+        "10.0.0.9:80\n",
+        "a b",
+        "a\tb",
+        "a\rb",
+        "a{",
+        "a}",
+        "a#",
+        "'a'",
+        "\"a\"",
+        "a\\b",
+    ];
+    for (n, value) in bad.iter().enumerate() {
+        client.put(&format!("web/b{n:02}"), value);
+    }
+    client.put("web/c", "127.0.0.1:8082");
+    let mut t = harness_on(&store.kv_url(), "lb");
+    t.dir("env").dir("export").dir("nginx");
+    let template = format!("{EXAMPLE}/nginx/upstream.conf.j2:nginx/upstream.conf");
+    t.args(&["-x", "export", "-e", "env", "-t", &template, "--print"]);
+    t.run().success();
+    let conf = t.read("nginx/upstream.conf");
+    let servers: Vec<&str> = conf
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with("server"))
+        .collect();
+    assert_eq!(
+        servers,
+        [
+            "server 127.0.0.1:8081 max_fails=1 fail_timeout=5s;",
+            "server 127.0.0.1:8082 max_fails=1 fail_timeout=5s;"
+        ],
+        "{conf}"
+    );
+    let Some(nginx) = nginx_binary() else {
+        unavailable(
+            "ENVHARNESS_TEST_SYSTEM",
+            "nginx is not installed (Debian: apt-get install nginx-light)",
+        );
+        return;
+    };
+    let example = fs::read_to_string(format!("{EXAMPLE}/nginx/nginx.conf")).expect("nginx.conf");
+    t.file("nginx/nginx.conf", example);
+    let mut check = t.external(&nginx);
+    check.args([
+        "-t",
+        "-q",
+        "-p",
+        &format!("{}/", t.p("nginx")),
+        "-c",
+        "nginx.conf",
+    ]);
+    t.run_command(check).success();
+}
+
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/loadbalancer");
 /// The backends' lease (`--ttl`), drain (`--drain`) and health interval.
 const TTL: u64 = 3;
@@ -64,11 +129,10 @@ fn nginx_follows_its_backends_through_a_roll_without_a_failed_request(store: &dy
         next += 1;
     }
     lb.wait_for_upstream(&backends.iter().collect::<Vec<_>>(), &[]);
-    // Once a request is served, every later upstream.conf holds a backend: from here on a
-    // failure is the roll's (the first render, before any backend, is the down placeholder).
-    lb.t.wait_until("nginx serving a request", || {
-        matches!(request(lb.address), Outcome::Served(_))
-    });
+    // After a reload nginx's old workers accept new connections for 100 ms more, with their
+    // old configuration: the placeholder's answers 502. Once its worker is gone, every
+    // configuration nginx holds has a backend, and a failure from here on is the roll's.
+    lb.wait_settled();
     let load = Load::start(lb.address);
     let load_started = Instant::now();
     for backend in &backends {
@@ -290,6 +354,8 @@ struct Balancer {
     harness: Child,
     started: Instant,
     address: SocketAddr,
+    /// The worker nginx started with, which serves the placeholder.
+    first_worker: i32,
 }
 
 impl Balancer {
@@ -338,11 +404,16 @@ impl Balancer {
             "nginx answering",
             || matches!(request(address), Outcome::Failed(ref why) if why.starts_with("HTTP 502")),
         );
+        let master = children_of(harness.id());
+        assert_eq!(master.len(), 1, "nginx is not the harness's only child");
+        let workers = children_of(master[0] as u32);
+        assert_eq!(workers.len(), 1, "nginx does not have one worker");
         Balancer {
             t,
             harness,
             started,
             address,
+            first_worker: workers[0],
         }
     }
 
@@ -356,6 +427,16 @@ impl Balancer {
             .stderr_so_far()
             .matches("changed; sending SIGHUP")
             .count()
+    }
+
+    /// Waits until the worker that nginx started with is gone: it held the placeholder, and
+    /// after a reload an old worker accepts new connections for 100 ms more (nginx's master
+    /// lets the new workers start before it tells the old ones to stop). Every worker after it
+    /// was started by a reload for an upstream.conf with a backend.
+    fn wait_settled(&self) {
+        self.t.wait_until("nginx's first worker gone", || {
+            self.hups() >= 1 && !alive(self.first_worker)
+        });
     }
 
     /// Waits until upstream.conf lists every one of `present` and none of `absent`.

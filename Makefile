@@ -4,8 +4,9 @@
 #                 installs what is missing on Debian
 #   make build    debug build            make release   optimized build
 #   make static   static musl binary     make bench     benchmarks (bench/run.sh, bench/watch.py,
-#                                        bench/templates.sh)
+#                                        bench/templates.sh, bench/loadbalancer.py)
 #   make bench-templates                 only the templates and --environment-root benchmark
+#   make bench-loadbalancer              only the load balancer's benchmark (nginx, wrk)
 
 CARGO ?= cargo
 MUSL_TARGET := x86_64-unknown-linux-musl
@@ -14,7 +15,7 @@ STATIC_BIN := target/$(MUSL_TARGET)/release/envharness
 # rustup installs cargo here; make it visible to the recipes even in a fresh shell.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build release test demo bench bench-templates static deps engine toolchain clean
+.PHONY: all build release test demo bench bench-templates bench-loadbalancer static deps engine toolchain clean
 
 all: build
 
@@ -42,9 +43,13 @@ bench: static
 	bash bench/run.sh
 	python3 bench/watch.py
 	bash bench/templates.sh
+	python3 bench/loadbalancer.py
 
 bench-templates: static
 	bash bench/templates.sh
+
+bench-loadbalancer: static
+	python3 bench/loadbalancer.py
 
 # Non-PIE and fully static: `file` says "statically linked", and start-up skips the
 # self-relocation a static-pie binary does.

@@ -34,6 +34,29 @@ use crate::support::*;
 
 every_store!(nginx_follows_its_backends_through_a_roll_without_a_failed_request);
 
+/// The README's commands run nginx and the backends with the flags this test gives them.
+#[test]
+fn the_readme_runs_the_example_as_this_test_does() {
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("reading README.md");
+    let block = readme
+        .split_once("<!-- loadbalancer commands -->")
+        .and_then(|(_, rest)| rest.split("```").nth(1))
+        .expect("README.md has the load balancer's commands");
+    let words = block
+        .split_whitespace()
+        .filter(|word| *word != "\\")
+        .collect::<Vec<_>>()
+        .join(" ");
+    for flags in [BALANCER_FLAGS.join(" "), backend_flags().join(" ")] {
+        assert!(
+            words.contains(&format!("envharness {flags} ")),
+            "README.md's commands do not run `envharness {flags}`:\n{block}"
+        );
+    }
+    assert!(words.contains("-c nginx.conf -g 'daemon off;'"), "{block}");
+}
+
 /// The example's template renders one `server` line per published instance and leaves out a
 /// value that could not be one address, so no value in the registry writes nginx directives;
 /// what it renders parses.
@@ -108,6 +131,24 @@ const HEALTH_INTERVAL: &str = "2";
 const RATE: u64 = 250;
 const LEAST_RATE: f64 = 200.0;
 const ROLLS: usize = 5;
+/// How the balancer's harness runs nginx, as the README shows it.
+const BALANCER_FLAGS: [&str; 7] = [
+    "--init",
+    "--watch",
+    "0",
+    "--on-change",
+    "HUP",
+    "--rewrite",
+    "TERM:QUIT",
+];
+
+/// How each backend's harness runs, as the README shows it.
+fn backend_flags() -> Vec<String> {
+    format!("--init --ttl {TTL} --drain {DRAIN} --health-interval {HEALTH_INTERVAL}")
+        .split(' ')
+        .map(str::to_owned)
+        .collect()
+}
 
 fn nginx_follows_its_backends_through_a_roll_without_a_failed_request(store: &dyn KvStore) {
     let Some(nginx) = nginx_binary() else {
@@ -373,14 +414,7 @@ impl Balancer {
         );
         let prefix = format!("{}/", t.p("nginx"));
         let nginx = nginx.to_string_lossy().into_owned();
-        t.args(&[
-            "--init",
-            "--watch",
-            "0",
-            "--on-change",
-            "HUP",
-            "--rewrite",
-            "TERM:QUIT",
+        t.args(&BALANCER_FLAGS).args(&[
             "-x",
             "export",
             "-e",
@@ -481,28 +515,13 @@ impl Backend {
         let mut t = harness_on(url, &name);
         let export = format!("{EXAMPLE}/backend/export");
         let server = format!("{EXAMPLE}/backend/server.py");
-        let ttl = TTL.to_string();
-        let drain = DRAIN.to_string();
         t.dir("env");
         let log = t.p("requests");
         t.env("PORT", port.to_string())
             .env("WEB_HOST", "127.0.0.1")
             .env("REQUEST_LOG", log)
-            .args(&[
-                "--init",
-                "--ttl",
-                &ttl,
-                "--drain",
-                &drain,
-                "--health-interval",
-                HEALTH_INTERVAL,
-                "-x",
-                &export,
-                "-e",
-                "env",
-                "--",
-                &server,
-            ]);
+            .args(&backend_flags())
+            .args(&["-x", &export, "-e", "env", "--", &server]);
         let (harness, started) = t.spawn();
         let published = publication.wait(&t);
         Backend {

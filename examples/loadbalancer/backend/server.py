@@ -2,12 +2,12 @@
 """A stand-in for a web service: answers every request with its instance name.
 
 It listens on 127.0.0.1:$PORT (BIND changes the address) and answers `ENVHARNESS_INSTANCE`
-(which envharness sets) and a newline. On SIGTERM it keeps answering for STOP_GRACE seconds
-(default 0.5) and then exits: a request that arrives after the SIGTERM is logged as late on
-stderr, since under `envharness --drain` the load balancer should have stopped sending any
-well before. With REQUEST_LOG set, each request (but health's, to /health) appends a line
-`REQ MONOTONIC` to that file, and the SIGTERM `TERM MONOTONIC` (CLOCK_MONOTONIC, in seconds),
-for the tests and benchmarks.
+(which envharness sets) and a newline. On SIGTERM (or SIGINT) it keeps answering for
+STOP_GRACE seconds (default 0.5) and then exits: a request that arrives after the signal is
+logged as late on stderr, since under `envharness --drain` the load balancer should have
+stopped sending any well before. With REQUEST_LOG set, each request (but health's, to
+/health) appends a line `REQ MONOTONIC` to that file, and the signal `TERM MONOTONIC`
+(CLOCK_MONOTONIC, in seconds), for the tests and benchmarks.
 """
 
 import os
@@ -63,5 +63,6 @@ def on_term(signum, frame):
 
 
 signal.signal(signal.SIGTERM, on_term)
+signal.signal(signal.SIGINT, on_term)
 print(f"server: {NAME.decode().strip()} listening on port {server.server_address[1]}", file=sys.stderr)
 server.serve_forever(poll_interval=0.1)

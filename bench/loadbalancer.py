@@ -449,6 +449,7 @@ def main():
         stops = roll["stops"]
         failed = roll["non2xx"] + roll["socket_errors"]
         late = sum(s["late"] for s in stops)
+        last = max(s["last"] for s in stops)
         added = statistics.median(cost["written"])
         out += [
             f"| {label}: `kv put` of a new instance → its first request through nginx, median "
@@ -460,8 +461,8 @@ def main():
             f"{min(s['drain'] for s in stops):.2f}–{max(s['drain'] for s in stops):.2f} s, "
             f"`--drain {DRAIN}`; requests after it: {late}) | "
             f"{statistics.median(s['last'] for s in stops):.0f} ms "
-            f"[{max(s['last'] for s in stops):.0f}] | < the drain | "
-            f"{'pass' if late == 0 and max(s['last'] for s in stops) < 1e3 * float(DRAIN) else 'miss'} |",
+            f"[{last:.0f}] | < the drain | "
+            f"{'pass' if late == 0 and last < 1e3 * float(DRAIN) else 'miss'} |",
             f"| {label}: requests failed during a roll of {ROLLS} backends "
             f"({roll['roll_secs']:.1f} s) under wrk's full load, {roll['requests']} requests at "
             f"{roll['rate']:.0f}/s ({roll['non2xx']} non-2xx; {roll['errors_line']}) | "

@@ -51,7 +51,8 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
 
 
-server = Server((os.environ.get("BIND", "127.0.0.1"), int(os.environ.get("PORT", "8080"))), Handler)
+address = (os.environ.get("BIND", "127.0.0.1"), int(os.environ.get("PORT", "8080")))
+server = Server(address, Handler)
 
 
 def on_term(signum, frame):
@@ -64,5 +65,6 @@ def on_term(signum, frame):
 
 signal.signal(signal.SIGTERM, on_term)
 signal.signal(signal.SIGINT, on_term)
-print(f"server: {NAME.decode().strip()} listening on port {server.server_address[1]}", file=sys.stderr)
+port = server.server_address[1]
+print(f"server: {NAME.decode().strip()} listening on port {port}", file=sys.stderr)
 server.serve_forever(poll_interval=0.1)

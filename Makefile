@@ -4,8 +4,9 @@
 #                 installs what is missing on Debian
 #   make build    debug build            make release   optimized build
 #   make static   static musl binary     make bench     benchmarks (bench/startup.py, bench/run.sh,
-#                                        bench/watch.py, bench/templates.sh)
+#                                        bench/watch.py, bench/templates.sh, bench/loadbalancer.py)
 #   make bench-templates                 only the templates and --environment-root benchmark
+#   make bench-loadbalancer              only the load balancer's benchmark (nginx, wrk)
 
 CARGO ?= cargo
 MUSL_TARGET := x86_64-unknown-linux-musl
@@ -14,7 +15,7 @@ STATIC_BIN := target/$(MUSL_TARGET)/release/envharness
 # rustup installs cargo here; make it visible to the recipes even in a fresh shell.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build release test demo bench bench-templates hot-text static deps engine toolchain clean
+.PHONY: all build release test demo bench bench-templates bench-loadbalancer hot-text static deps engine toolchain clean
 
 all: build
 
@@ -43,9 +44,13 @@ bench: static
 	bash bench/run.sh
 	python3 bench/watch.py
 	bash bench/templates.sh
+	python3 bench/loadbalancer.py
 
 bench-templates: static
 	bash bench/templates.sh
+
+bench-loadbalancer: static
+	python3 bench/loadbalancer.py
 
 # Writes bench/hot-text.ld from traces of the start-up and supervision paths (valgrind is not
 # needed: bench/trace_text.c single-steps the binary with ptrace).
@@ -79,7 +84,9 @@ toolchain:
 # build; etcd-server for the etcd store's tests, which start their own etcd processes (never
 # the service the package may start); openssl for the tests of client keys in PKCS#1 and SEC1
 # form (the TLS tests make their certificates with rcgen); gosu, tini and dumb-init, which the
-# --user, --remap-exit and --rewrite tests compare envharness with.
+# --user, --remap-exit and --rewrite tests compare envharness with; nginx (nginx-light where
+# Debian still has it), python3 and wrk for the load balancer's test and benchmark
+# (examples/loadbalancer; they start nginx processes of their own, never the service).
 deps: toolchain
 	@missing=""; \
 	command -v file >/dev/null 2>&1 || missing="$$missing file"; \
@@ -92,6 +99,9 @@ deps: toolchain
 	command -v gosu >/dev/null 2>&1 || missing="$$missing gosu"; \
 	command -v tini >/dev/null 2>&1 || missing="$$missing tini"; \
 	command -v dumb-init >/dev/null 2>&1 || missing="$$missing dumb-init"; \
+	[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing="$$missing $$(apt-cache show nginx-light >/dev/null 2>&1 && echo nginx-light || echo nginx)"; \
+	[ -x /usr/bin/python3 ] || missing="$$missing python3"; \
+	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \

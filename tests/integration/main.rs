@@ -21,6 +21,7 @@ mod idle;
 mod jobs;
 mod kv;
 mod kv_stores;
+mod loadbalancer;
 mod misbehaving;
 mod plan;
 mod print;

@@ -188,7 +188,7 @@ fn without_a_registry_a_call_is_an_error_naming_the_template() {
         t.dir("env")
             .dir("export")
             .dir("out")
-            .file("a.j2", &format!("x\n{{{{ {call} }}}}\n"));
+            .file("a.j2", format!("x\n{{{{ {call} }}}}\n"));
         t.args(&["-x", "export", "-e", "env", "-t", "a.j2:out/a", "--print"]);
         t.run()
             .status(125)

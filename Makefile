@@ -10,8 +10,10 @@
 #                 (/usr/local), DESTDIR honoured; make uninstall removes them
 #   make image    the localhost/envharness and localhost/envharness-example images (podman)
 #   make dist     both static binaries, Debian packages and SHA256SUMS in target/dist
-#   make bench    benchmarks (bench/run.sh, bench/watch.py, bench/templates.sh)
+#   make bench    benchmarks (bench/startup.py, bench/run.sh, bench/watch.py,
+#                 bench/templates.sh, bench/loadbalancer.py)
 #   make bench-templates                 only the templates and --environment-root benchmark
+#   make bench-loadbalancer              only the load balancer's benchmark (nginx, wrk)
 
 CARGO ?= cargo
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
@@ -36,8 +38,9 @@ PODMAN_COMPOSE_VERSION := 1.6.0
 # rustup installs cargo here; make it visible to the recipes even in a fresh shell.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build release test demo bench bench-templates static static-aarch64 docs install \
-	uninstall image dist compose deps build-deps cross engine toolchain clean
+.PHONY: all build release test demo bench bench-templates bench-loadbalancer hot-text static \
+	static-aarch64 docs install uninstall image dist compose deps build-deps cross engine \
+	toolchain clean
 
 all: build
 
@@ -50,7 +53,7 @@ release: toolchain
 # The scratch-root and container tests run the static binary, the qemu tests the aarch64 one,
 # the packaging tests what make dist and make docs wrote, so those are built first (after deps).
 # --nocapture because libtest hides what a passing test prints, and the container tests print
-# that podman ran ("containers: podman built ..."). deps, cross, engine and compose installed
+# that podman ran ("containers: make image built ..."). deps, cross, engine and compose installed
 # etcd, qemu, podman, podman-compose and the util-linux tools, and the tests run as root: so
 # the etcd, qemu, container, package and namespace tests must run, and fail where they cannot
 # (the *_required variables), never skip. clippy sees the docs feature, so envharness-docs too.
@@ -67,19 +70,32 @@ demo: toolchain
 	$(CARGO) run -q -- -e environments/development -x examples/export --print
 
 bench: static
+	python3 bench/startup.py
 	bash bench/run.sh
 	python3 bench/watch.py
 	bash bench/templates.sh
+	python3 bench/loadbalancer.py
 
 bench-templates: static
 	bash bench/templates.sh
 
+bench-loadbalancer: static
+	python3 bench/loadbalancer.py
+
+# Writes bench/hot-text.ld from traces of the start-up and supervision paths (valgrind is not
+# needed: bench/trace_text.c single-steps the binary with ptrace).
+hot-text: deps
+	python3 bench/hot_text.py
+
 # Non-PIE and fully static: `file` says "statically linked", and start-up skips the
 # self-relocation a static-pie binary does. rustls' crypto (ring) has C and assembly parts,
-# built for musl with Debian's musl-gcc (musl-tools).
+# built for musl with Debian's musl-gcc (musl-tools). bench/hot-text.ld gathers the code that
+# start-up and supervision run (bench/hot_text.py says why); cargo does not see a linker
+# script change, so the binary is linked again when the script is newer.
 static: build-deps
+	@if [ bench/hot-text.ld -nt $(STATIC_BIN) ]; then touch src/main.rs; fi
 	CC_x86_64_unknown_linux_musl=musl-gcc \
-	CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C relocation-model=static -C target-feature=+crt-static" \
+	CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C relocation-model=static -C target-feature=+crt-static -C link-arg=-Wl,-T,$(CURDIR)/bench/hot-text.ld" \
 		$(CARGO) build --release --target $(MUSL_TARGET)
 	@file $(STATIC_BIN)
 	@ls -l $(STATIC_BIN)
@@ -149,7 +165,7 @@ dist: static static-aarch64 docs
 # Python is touched).
 compose: $(PODMAN_COMPOSE)
 $(PODMAN_COMPOSE): | deps
-	python3 -m venv $(VENV)
+	/usr/bin/python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q podman-compose==$(PODMAN_COMPOSE_VERSION)
 
 # Building needs Rust (rustup's toolchain: it cannot be fetched by this Makefile) and a C
@@ -179,8 +195,10 @@ build-deps: toolchain
 # start); openssl for the tests of client keys in PKCS#1 and SEC1 form (the TLS tests make
 # their certificates with rcgen); gosu, tini and dumb-init, which the --user, --remap-exit and
 # --rewrite tests compare envharness with; qemu-user-static, which runs the aarch64 binary in
-# the tests; man-db, for the package test's `man envharness`; python3's venv, for
-# podman-compose.
+# the tests; man-db, for the package test's `man envharness`; Debian's python3 and its venv,
+# for podman-compose; nginx (nginx-light where Debian still has it) and wrk for the load
+# balancer's test and benchmark (examples/loadbalancer; they start nginx processes of their
+# own, never the service).
 deps: build-deps
 	@missing=""; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
@@ -193,7 +211,10 @@ deps: build-deps
 	command -v dumb-init >/dev/null 2>&1 || missing="$$missing dumb-init"; \
 	command -v qemu-aarch64-static >/dev/null 2>&1 || missing="$$missing qemu-user-static"; \
 	command -v man >/dev/null 2>&1 || missing="$$missing man-db"; \
-	python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	/usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing="$$missing $$(apt-cache show nginx-light >/dev/null 2>&1 && echo nginx-light || echo nginx)"; \
+	[ -x /usr/bin/python3 ] || missing="$$missing python3"; \
+	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \

@@ -366,16 +366,6 @@ pub enum Lookup {
     List(String),
 }
 
-impl Lookup {
-    /// The template call that makes this lookup, for messages.
-    pub fn call(&self) -> String {
-        match self {
-            Lookup::Get(key) => format!("kv(\"{key}\")"),
-            Lookup::List(prefix) => format!("kv_list(\"{prefix}\")"),
-        }
-    }
-}
-
 /// What a lookup saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seen {

@@ -23,6 +23,7 @@ mod idle;
 mod jobs;
 mod kv;
 mod kv_stores;
+mod loadbalancer;
 mod misbehaving;
 mod packaging;
 mod plan;

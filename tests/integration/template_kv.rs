@@ -183,15 +183,17 @@ fn a_change_to_what_a_template_read_re_renders_and_signals_the_command(store: &d
 
 #[test]
 fn without_a_registry_a_call_is_an_error_naming_the_template() {
-    let mut t = Test::new();
-    t.dir("env")
-        .dir("export")
-        .dir("out")
-        .file("a.j2", "x {{ kv(\"db\") }}\n");
-    t.args(&["-x", "export", "-e", "env", "-t", "a.j2:out/a", "--print"]);
-    t.run()
-        .status(125)
-        .error_line(&["a.j2: line 1: kv(\"db\"): no registry is configured"]);
+    for call in ["kv(\"db\")", "kv_list(\"db/\")", "instances(\"web\")"] {
+        let mut t = Test::new();
+        t.dir("env")
+            .dir("export")
+            .dir("out")
+            .file("a.j2", format!("x\n{{{{ {call} }}}}\n"));
+        t.args(&["-x", "export", "-e", "env", "-t", "a.j2:out/a", "--print"]);
+        t.run()
+            .status(125)
+            .error_line(&[&format!("a.j2: line 2: {call}: no registry is configured")]);
+    }
 }
 
 #[test]

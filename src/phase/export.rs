@@ -109,7 +109,7 @@ fn run(
         host,
         Job {
             path: entry.path.clone(),
-            env: env.clone(),
+            env: env.as_slice().into(),
             stdout,
         },
     )?;

@@ -143,21 +143,21 @@ image: static engine
 	cp /bin/busybox $(IMAGE_CONTEXT)/busybox
 	cp examples/export/* $(IMAGE_CONTEXT)/export/
 	$(PODMAN) build --pull=never --network=none --build-arg VERSION=$(VERSION) \
-		-f packaging/Dockerfile -t localhost/envharness:$(VERSION) -t localhost/envharness:latest \
+		-f examples/Dockerfile.envharness -t localhost/envharness:$(VERSION) -t localhost/envharness:latest \
 		$(IMAGE_CONTEXT)
 	$(PODMAN) build --pull=never --network=none -f examples/Dockerfile.prebuilt \
 		-t localhost/envharness-example:$(VERSION) -t localhost/envharness-example:latest \
 		$(IMAGE_CONTEXT)
 
 # Both static binaries named with the version and the architecture, a Debian package for each
-# (packaging/deb.sh), and SHA256SUMS of them all.
+# (.ci/deb.sh), and SHA256SUMS of them all.
 dist: static static-aarch64 docs
 	rm -rf $(DIST)
 	mkdir -p $(DIST)
 	cp $(STATIC_BIN) $(DIST)/envharness-$(VERSION)-x86_64-linux-musl
 	cp $(AARCH64_BIN) $(DIST)/envharness-$(VERSION)-aarch64-linux-musl
-	sh packaging/deb.sh $(VERSION) amd64 $(STATIC_BIN) $(DOCS) $(DIST)
-	sh packaging/deb.sh $(VERSION) arm64 $(AARCH64_BIN) $(DOCS) $(DIST)
+	sh .ci/deb.sh $(VERSION) amd64 $(STATIC_BIN) $(DOCS) $(DIST)
+	sh .ci/deb.sh $(VERSION) arm64 $(AARCH64_BIN) $(DOCS) $(DIST)
 	cd $(DIST) && sha256sum envharness-* envharness_* > SHA256SUMS
 	@ls -l $(DIST)
 
@@ -230,7 +230,7 @@ cross: toolchain
 
 # The container tests' engine, installed only when missing: podman builds the images (FROM
 # scratch, nothing pulled) with buildah's code and runs them with runc. Then
-# packaging/podman-limits.sh makes sure a container runs with the machine's own podman
+# .ci/podman-limits.sh makes sure a container runs with the machine's own podman
 # configuration, as the README's commands and the compose files need, and where root may not
 # raise resource limits writes the drop-in that lets one.
 engine:
@@ -243,7 +243,7 @@ engine:
 		echo "installing:$$missing"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
-	@sh packaging/podman-limits.sh
+	@sh .ci/podman-limits.sh
 
 clean:
 	$(CARGO) clean

@@ -52,7 +52,7 @@ nofile=$(limit "Max open files" 1048576)
 nproc=$(limit "Max processes" "$(cat /proc/sys/kernel/pid_max)")
 mkdir -p "$(dirname "$dropin")"
 cat >"$dropin" <<CONF
-# Written by envharness's make engine (packaging/podman-limits.sh): podman could not run a
+# Written by envharness's make engine (.ci/podman-limits.sh): podman could not run a
 # container here with its defaults:
 # $(echo "$error" | tail -n 1)
 [containers]

@@ -1,5 +1,5 @@
 #!/bin/sh
-# packaging/deb.sh VERSION ARCH BINARY DOCS OUT: the Debian package of the static BINARY for
+# .ci/deb.sh VERSION ARCH BINARY DOCS OUT: the Debian package of the static BINARY for
 # ARCH (amd64, arm64), with the man page and the completions that envharness-docs wrote in
 # DOCS, as OUT/envharness_VERSION_ARCH.deb. `make dist` runs it once per architecture.
 #

@@ -484,14 +484,15 @@ if "busybox true" in s:
 p("The start-up goals are judged on the paired ratios at the end of this report.")
 p("")
 
-# --- binary size (issue 5's < 1.2 MiB for stages 1-2; issues 9 and 11: <= 2 MiB with every stage in)
+# --- binary size (issue 5's < 1.2 MiB for stages 1-2; issues 9 and 11: <= 2 MiB with every stage in;
+# issue 17: <= 3 MiB with TLS, rustls and ring)
 if meta.get("static_size"):
     size = int(meta["static_size"])
-    p("## Static binary size (issues 5, 9, 11)")
+    p("## Static binary size (issues 5, 9, 11, 17)")
     p("")
     p(f"`{meta['static_path']}`: {size} bytes ({size / 1024 / 1024:.2f} MiB), stripped.")
     p("")
-    goal("envharness-static size ≤ 2 MiB with every stage in", f"{size / 1024 / 1024:.2f} MiB", size <= 2 * 1024 * 1024)
+    goal("envharness-static size ≤ 3 MiB with every stage in, TLS (rustls, ring) included", f"{size / 1024 / 1024:.2f} MiB", size <= 3 * 1024 * 1024)
     p("")
 
 # --- N scripts --------------------------------------------------------------------------------

@@ -19,6 +19,11 @@ stdout and to bench/results-watch.md.
   Debian when missing): put → HUP through an etcd watch, 100 harnesses each publishing one key
   with `--ttl 5` (RSS of each, the keep-alive load), and `envharness kv get|put` paired against
   `etcdctl get|put` on the same etcd.
+- etcd over TLS (issue 17; certificates made here with openssl, etcd with --cert-file --key-file
+  --trusted-ca-file --client-cert-auth): `kv get|put` over etcds:// with a client certificate
+  paired against `etcdctl --cacert --cert --key`, put → HUP at a watching harness, and a
+  supervising harness holding a lease for BENCH_LEASE_SECS: handshakes made (each is logged at
+  -vv), renewals, CPU and RSS.
 """
 
 import os
@@ -98,8 +103,8 @@ def replace(path, text):
     os.rename(path + ".new~", path)
 
 
-def spawn(args, stderr=subprocess.DEVNULL):
-    env = {"PATH": "/usr/bin:/bin"}
+def spawn(args, stderr=subprocess.DEVNULL, extra_env=None):
+    env = {"PATH": "/usr/bin:/bin", **(extra_env or {})}
     return subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=stderr)
 
@@ -198,25 +203,28 @@ def idle_cost(w, stamp, empty):
     }
 
 
-def put_to_hup(w, stamp, empty, store, name):
+def put_to_hup(w, stamp, empty, store, name, extra_env=None):
     """kv put -> --on-change HUP at a watching harness's command, on `store` (a --kv URL);
-    `name` keeps this run's files apart."""
+    `name` keeps this run's files apart; `extra_env` goes to the harness and the puts (the TLS
+    variables)."""
+    extra_env = extra_env or {}
     env = os.path.join(w, f"{name}-env")
     os.mkdir(env)
     with open(os.path.join(env, "DATABASE_URL"), "w") as f:
         f.write(f"#!/bin/sh\nexec {BIN} kv get db\n")
     os.chmod(os.path.join(env, "DATABASE_URL"), 0o755)
-    subprocess.run([BIN, "--kv", store, "kv", "put", "db/x", "v0"], check=True)
+    run_env = {"PATH": "/usr/bin:/bin", **extra_env}
+    subprocess.run([BIN, "--kv", store, "kv", "put", "db/x", "v0"], check=True, env=run_env)
     out = os.path.join(w, f"{name}.out")
     proc = spawn([BIN, "--init", "--watch", "0", "--on-change", "HUP", "--kv", store,
-                  "-x", empty, "-e", env, "--", stamp, out])
+                  "-x", empty, "-e", env, "--", stamp, out], extra_env=extra_env)
     wait_lines(out, 1)
     time.sleep(0.5)  # the harness's watch is set up once the command runs
     deltas = []
     for i in range(1, 21):
         args = [BIN, "--kv", store, "kv", "put", "db/x", f"v{i}"]
         t0 = time.monotonic_ns()
-        pid = os.posix_spawn(BIN, args, {"PATH": "/usr/bin:/bin"})
+        pid = os.posix_spawn(BIN, args, run_env)
         got = wait_lines(out, i + 1)
         os.waitpid(pid, 0)
         deltas.append((int(got[i]) - t0) / 1e6)
@@ -269,8 +277,10 @@ def install_etcd():
                        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
 
 
-def start_etcd(w):
-    """A fresh etcd on free loopback ports, ready; None where etcd is not installed."""
+def start_etcd(w, tls=None):
+    """A fresh etcd on free loopback ports, ready; None where etcd is not installed. With
+    `tls` (the files of make_certificates) its client port speaks only TLS and requires a
+    client certificate; a second, plain port on loopback serves the readiness check."""
     import shutil
     import urllib.request
     install_etcd()
@@ -278,21 +288,30 @@ def start_etcd(w):
     if binary is None:
         log("etcd is not installed (apt-get install etcd-server): the etcd figures are skipped")
         return None, None
-    client, peer = free_port(), free_port()
-    data = os.path.join(w, "etcd-data")
+    client, peer, plain = free_port(), free_port(), free_port()
+    data = os.path.join(w, "etcd-data-tls" if tls else "etcd-data")
+    scheme = "https" if tls else "http"
+    listen = f"{scheme}://127.0.0.1:{client}"
+    extra = []
+    if tls:
+        listen += f",http://127.0.0.1:{plain}"
+        extra = [f"--cert-file={tls['server.pem']}", f"--key-file={tls['server.key']}",
+                 f"--trusted-ca-file={tls['ca.pem']}", "--client-cert-auth"]
+    else:
+        plain = client
     proc = subprocess.Popen(
         [binary, "--name", "bench", "--data-dir", data,
-         "--listen-client-urls", f"http://127.0.0.1:{client}",
-         "--advertise-client-urls", f"http://127.0.0.1:{client}",
+         "--listen-client-urls", listen,
+         "--advertise-client-urls", f"{scheme}://127.0.0.1:{client}",
          "--listen-peer-urls", f"http://127.0.0.1:{peer}",
          "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
          "--initial-cluster", f"bench=http://127.0.0.1:{peer}",
-         "--heartbeat-interval=10", "--election-timeout=100"],
+         "--heartbeat-interval=10", "--election-timeout=100", *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     until = time.monotonic() + 15
     while time.monotonic() < until:
         try:
-            request = urllib.request.Request(f"http://127.0.0.1:{client}/v3/kv/range",
+            request = urllib.request.Request(f"http://127.0.0.1:{plain}/v3/kv/range",
                                              data=b'{"key":"AA=="}', method="POST")
             urllib.request.urlopen(request, timeout=1).read()
             return proc, f"127.0.0.1:{client}"
@@ -351,19 +370,24 @@ def many_harnesses(w, stamp, empty, endpoint, etcd_pid, count=100, secs=20):
     }
 
 
-def against_etcdctl(endpoint):
+def against_etcdctl(endpoint, tls=None):
     """`envharness kv get|put` whole-process ÷ `etcdctl get|put` on the same etcd, paired:
-    rounds of back-to-back batches, the median of the per-round ratios."""
+    rounds of back-to-back batches, the median of the per-round ratios. With `tls`, over
+    etcds:// with a client certificate, and etcdctl with --cacert --cert --key."""
     import shutil
     etcdctl = shutil.which("etcdctl") or "/usr/bin/etcdctl"
     if not os.path.exists(etcdctl):
         log("etcdctl is not installed: the comparison is skipped")
         return None
-    url = f"etcd://{endpoint}"
+    url = f"etcds://{endpoint}" if tls else f"etcd://{endpoint}"
     value = "postgres://db-1.internal:5432/app"
-    subprocess.run([BIN, "--kv", url, "kv", "put", "bench/key", value], check=True)
-    ctl = [etcdctl, f"--endpoints=http://{endpoint}"]
-    env = {"PATH": "/usr/bin:/bin", "ETCDCTL_API": "3"}
+    env = {"PATH": "/usr/bin:/bin", "ETCDCTL_API": "3", **(tls_env(tls) if tls else {})}
+    subprocess.run([BIN, "--kv", url, "kv", "put", "bench/key", value], check=True, env=env)
+    if tls:
+        ctl = [etcdctl, f"--endpoints=https://{endpoint}", f"--cacert={tls['ca.pem']}",
+               f"--cert={tls['client.pem']}", f"--key={tls['client.key']}"]
+    else:
+        ctl = [etcdctl, f"--endpoints=http://{endpoint}"]
     pairs = {
         "get": ([BIN, "--kv", url, "kv", "get", "bench/key"], ctl + ["get", "bench/key"]),
         "put": ([BIN, "--kv", url, "kv", "put", "bench/key", value], ctl + ["put", "bench/key", value]),
@@ -379,6 +403,76 @@ def against_etcdctl(endpoint):
             theirs_ms.append(b / 1e6)
         result[name] = (statistics.median(ratios), statistics.median(ours_ms), statistics.median(theirs_ms))
     return result
+
+
+def make_certificates(w):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate (no common name, as
+    etcd's gateway wants once auth is on), made with openssl; None where it is missing."""
+    import shutil
+    if shutil.which("openssl") is None:
+        log("openssl is not installed: the TLS figures are skipped")
+        return None
+    d = os.path.join(w, "pki")
+    os.mkdir(d)
+    f = {name: os.path.join(d, name) for name in
+         ("ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key")}
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+
+    run("req", "-x509", *ec, "-keyout", f["ca.key"], "-out", f["ca.pem"], "-days", "2",
+        "-subj", "/CN=bench CA")
+    for name, subject, ext in (
+            ("server", "/CN=etcd", "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                                   "extendedKeyUsage=serverAuth,clientAuth\n"),
+            ("client", "/O=bench", "extendedKeyUsage=clientAuth\n")):
+        csr, extfile = os.path.join(d, f"{name}.csr"), os.path.join(d, f"{name}.ext")
+        with open(extfile, "w") as out:
+            out.write(ext)
+        run("req", *ec, "-keyout", f[f"{name}.key"], "-out", csr, "-subj", subject)
+        run("x509", "-req", "-in", csr, "-CA", f["ca.pem"], "-CAkey", f["ca.key"],
+            "-CAcreateserial", "-out", f[f"{name}.pem"], "-days", "2", "-extfile", extfile)
+    return f
+
+
+def tls_env(tls):
+    """The variables that give envharness the CA, the client certificate and its key."""
+    return {"ENVHARNESS_KV_CACERT": tls["ca.pem"], "ENVHARNESS_KV_CERT": tls["client.pem"],
+            "ENVHARNESS_KV_KEY": tls["client.key"]}
+
+
+def tls_lease_holding(w, stamp, empty, endpoint, tls):
+    """A supervising harness holding a lease (`--ttl 10`: a renewal every 3.3 s) over TLS for
+    LEASE_SECS: the handshakes it made (logged at -vv), its renewals, CPU and RSS."""
+    store = f"etcds://{endpoint}/bench-lease"
+    export = os.path.join(w, "tls-lease-export")
+    os.mkdir(export)
+    with open(os.path.join(export, "db"), "w") as f:
+        f.write("#!/bin/sh\necho postgres://db:5432/app\n")
+    os.chmod(os.path.join(export, "db"), 0o755)
+    out = os.path.join(w, "tls-lease.out")
+    err_path = os.path.join(w, "tls-lease.err")
+    with open(err_path, "w") as err:
+        proc = spawn([BIN, "--init", "-vv", "--kv", store, "--instance", "bench", "-x", export,
+                      "-e", empty, "--", stamp, out], stderr=err, extra_env=tls_env(tls))
+    wait_lines(out, 1)
+    time.sleep(1)
+    cpu0, rss0, t0 = proc_cpu_seconds(proc.pid), proc_rss_kib(proc.pid), time.monotonic()
+    peak = rss0
+    log(f"TLS lease: holding for {LEASE_SECS:.0f} s")
+    while time.monotonic() - t0 < LEASE_SECS:
+        time.sleep(1)
+        peak = max(peak, proc_rss_kib(proc.pid))
+    cpu1, rss1, t1 = proc_cpu_seconds(proc.pid), proc_rss_kib(proc.pid), time.monotonic()
+    stop(proc)
+    with open(err_path) as f:
+        logged = f.read()
+    return {"cpu_percent": 100 * (cpu1 - cpu0) / (t1 - t0), "rss_start": rss0, "rss_end": rss1,
+            "rss_peak": peak, "secs": t1 - t0,
+            "handshakes": logged.count("TLS handshake done"),
+            "renewals": logged.count("lease renewed")}
 
 
 def timed_batch(args, runs, env=None, quiet=False):
@@ -451,6 +545,20 @@ def main():
             finally:
                 etcd.kill()
                 etcd.wait()
+        tls = make_certificates(w)
+        tls_hup = tls_ctl = tls_lease = None
+        tls_etcd, tls_endpoint = start_etcd(w, tls) if tls else (None, None)
+        if tls_etcd is not None:
+            try:
+                log("etcd over TLS: kv get/put against etcdctl --cacert --cert --key")
+                tls_ctl = against_etcdctl(tls_endpoint, tls)
+                log("etcd over TLS: kv put -> HUP (20 puts)")
+                tls_hup = put_to_hup(w, stamp, empty, f"etcds://{tls_endpoint}/bench-hup",
+                                     "tls-hup", tls_env(tls))
+                tls_lease = tls_lease_holding(w, stamp, empty, tls_endpoint, tls)
+            finally:
+                tls_etcd.kill()
+                tls_etcd.wait()
 
     r_med, p_med = statistics.median(restart), statistics.median(plain)
     over = r_med - p_med
@@ -508,6 +616,29 @@ def main():
                 f"| `envharness kv {name}` ÷ `etcdctl {name}`, whole process, same etcd, paired, "
                 f"median of 10 rounds of 20 ({ours:.2f} ms against {theirs:.2f} ms) | {ratio:.3f}× | "
                 f"≤ 0.3× | {'pass' if ratio <= 0.3 else 'miss'} |")
+    if tls_ctl is not None:
+        for name in ("get", "put"):
+            ratio, ours, theirs = tls_ctl[name]
+            out.append(
+                f"| TLS: `envharness kv {name}` over `etcds://` with a client certificate ÷ "
+                f"`etcdctl --cacert --cert --key {name}`, whole process, same etcd, paired, "
+                f"median of 10 rounds of 20 ({ours:.2f} ms against {theirs:.2f} ms) | "
+                f"{ratio:.3f}× | ≤ 0.3× | {'pass' if ratio <= 0.3 else 'miss'} |")
+    if tls_hup is not None:
+        out.append(
+            f"| TLS: `kv put` → `--on-change HUP` at a watching harness's command, `etcds://`, "
+            f"median of 20 [max] | {statistics.median(tls_hup):.2f} ms [{max(tls_hup):.2f}] | "
+            f"≤ 50 ms | {'pass' if statistics.median(tls_hup) <= 50 else 'miss'} |")
+    if tls_lease is not None:
+        out += [
+            f"| TLS: `--init` holding a lease (`--ttl 10`) over `etcds://`, {tls_lease['secs']:.0f} s: "
+            f"TLS handshakes for {tls_lease['renewals']} renewals | {tls_lease['handshakes']} | "
+            f"1 per connection | {'pass' if tls_lease['handshakes'] == 1 else 'miss'} |",
+            f"| the same: CPU | {tls_lease['cpu_percent']:.4f}% of one core | | |",
+            f"| the same: RSS (start → end, peak) | {tls_lease['rss_start']} → {tls_lease['rss_end']} KiB, "
+            f"peak {tls_lease['rss_peak'] / 1024:.2f} MiB | ≤ 2 MiB | "
+            f"{'pass' if tls_lease['rss_peak'] <= 2048 else 'miss'} |",
+        ]
     out += [
         "",
         f"Restart latencies (ms): {', '.join(f'{d:.2f}' for d in restart)}",

@@ -8,7 +8,7 @@
 //! the command inherits only what the harness was given. The signal mask and SIGPIPE are put
 //! back as the harness found them just before the call.
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -21,7 +21,7 @@ use crate::os::c_string;
 use crate::os::shebang::{explain_exec_error, interpreter_line, InterpreterLine};
 use crate::os::signals::Signals;
 use crate::os::user::Switch;
-use crate::variables::env_strings;
+use crate::variables::EnvBlock;
 
 /// What execvp uses when PATH is unset (confstr(_CS_PATH) on glibc and musl).
 const DEFAULT_PATH: &str = "/bin:/usr/bin";
@@ -270,7 +270,8 @@ fn not_executed(program: String, path: &Path, errno: Errno) -> Error {
 /// line through /bin/sh; docs/reference.md §4 says 126 instead.)
 pub struct ExecArgs {
     path: CString,
-    _strings: Vec<CString>,
+    _argv: Vec<CString>,
+    _env: EnvBlock,
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
 }
@@ -278,23 +279,24 @@ pub struct ExecArgs {
 impl ExecArgs {
     pub fn new(path: &Path, command: &[OsString], env: &[(OsString, OsString)]) -> ExecArgs {
         let argv: Vec<CString> = command.iter().map(|arg| c_string(arg.as_bytes())).collect();
-        let envp = env_strings(env);
-        let pointers = |strings: &[CString]| {
-            let mut pointers: Vec<_> = strings.iter().map(|s| s.as_ptr()).collect();
+        let env = EnvBlock::from(env);
+        let pointers = |strings: &mut dyn Iterator<Item = &CStr>| {
+            let mut pointers: Vec<_> = strings.map(CStr::as_ptr).collect();
             pointers.push(std::ptr::null());
             pointers
         };
         ExecArgs {
             path: c_string(path.as_os_str().as_bytes()),
-            argv: pointers(&argv),
-            envp: pointers(&envp),
-            _strings: argv.into_iter().chain(envp).collect(),
+            argv: pointers(&mut argv.iter().map(CString::as_c_str)),
+            envp: pointers(&mut env.strings().into_iter()),
+            _argv: argv,
+            _env: env,
         }
     }
 
     /// Returns only on failure, with execve's errno.
     pub fn execve(&self) -> Errno {
-        // SAFETY: every pointer points into `_strings`, owned by self, and both arrays end
+        // SAFETY: every pointer points into `_argv` or `_env`, owned by self, and both arrays end
         // with a null pointer, as execve(2) requires.
         unsafe { libc::execve(self.path.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr()) };
         Errno::last()

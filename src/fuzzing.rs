@@ -54,7 +54,7 @@ pub fn print(vars: &[(String, Vec<u8>)], format: &str) -> Vec<u8> {
 // --- The etcd client: HTTP answers, the watch stream, the JSON in them --------------------------
 
 /// The most of an answer the client reads whole.
-pub const HTTP_BODY_LIMIT: u64 = http::BODY_LIMIT;
+pub const HTTP_BODY_LIMIT: u64 = http::ANSWER_LIMIT;
 
 /// How an answer's body was framed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,8 +98,9 @@ pub fn http_answer(reader: &mut impl BufRead) -> Result<Answer, String> {
 pub fn http_stream_lines(reader: impl BufRead, most: usize) -> (Vec<Vec<u8>>, Option<String>) {
     let mut lines = BufReader::new(http::Chunked::new(reader));
     let mut read = Vec::new();
+    let mut pending = Vec::new();
     while read.len() < most {
-        match http::next_line(&mut lines) {
+        match http::next_line(&mut lines, &mut pending) {
             Ok(Some(line)) => read.push(line),
             Ok(None) => return (read, None),
             Err(failure) => return (read, Some(fault(failure))),

@@ -40,6 +40,7 @@ mod variables;
 
 use std::ffi::OsString;
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 
 pub use error::Error;
 
@@ -61,13 +62,15 @@ use variables::{Environment, Variables};
 /// Runs envharness; returns the exit status to exit with (`--print`, `--plan`, and under
 /// `--init` the command's), and never returns after a successful exec.
 pub fn run(cli: Cli) -> Result<i32, Error> {
-    let plan = Plan::from_cli(cli, |name| std::env::var_os(name))?;
-    let harness_env = with_registry_variables(std::env::vars_os().collect(), &plan);
+    let started_with: Environment = std::env::vars_os().collect();
+    let plan = Plan::from_cli(cli, settings_in(&started_with))?;
+    let harness_env = with_registry_variables(started_with, &plan);
     let then = match &plan.mode {
         Mode::Explain { command } => return explain_plan(&plan, command, &harness_env),
         Mode::Print { format } => Then::Print(*format),
         Mode::Exec { command } => Then::Exec(command, Found::before_start(command, &harness_env)?),
     };
+    let access = registry_access(&plan)?;
     if let Some(unmatched) = plan
         .environment_root
         .as_ref()
@@ -112,7 +115,7 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
                 found.as_ref(),
                 plan.user.as_ref(),
                 &signals,
-                || publish_unleased(&plan, &announced),
+                || publish_unleased(&plan, access, &announced),
             ))
         }
         (Then::Exec(command, found), Some(settings)) => {
@@ -120,6 +123,7 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
                 plan: &plan,
                 settings,
                 signals: &signals,
+                access,
             };
             let service = Service {
                 command,
@@ -135,6 +139,22 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
     }
 }
 
+/// How the plan reads its `ENVHARNESS_*` variables: from the environment the harness was started
+/// with, copied once, of which only those few are kept to look in (thirty lookups in the
+/// whole environment, libc's getenv, took a tenth of the start-up's instructions).
+fn settings_in(env: &Environment) -> impl Fn(&str) -> Option<OsString> {
+    let ours: Vec<(OsString, OsString)> = env
+        .iter()
+        .filter(|(name, _)| name.as_bytes().starts_with(b"ENVHARNESS_"))
+        .cloned()
+        .collect();
+    move |name| {
+        ours.iter()
+            .find(|(found, _)| found == name)
+            .map(|(_, value)| value.clone())
+    }
+}
+
 /// What follows the phases (`--plan` runs none).
 enum Then<'p> {
     Print(Format),
@@ -147,6 +167,7 @@ struct Supervised<'a> {
     plan: &'a Plan,
     settings: &'a Supervision,
     signals: &'a Signals,
+    access: Option<registry::Access>,
 }
 
 impl Supervised<'_> {
@@ -158,7 +179,7 @@ impl Supervised<'_> {
         announced: Announced,
         mut host: PhaseHost,
     ) -> Result<i32, Error> {
-        let registration = register(self.plan, announced)?;
+        let registration = register(self.plan, self.access.clone(), announced)?;
         // A stop signal that came while the templates were written or the registration started:
         // nothing is started (docs/reference.md §3.4), rather than a command that is told to stop
         // at once, its keys published for a moment.
@@ -216,32 +237,53 @@ fn read_log(plan: &Plan) -> Result<Option<ReadLog>, Error> {
     }
 }
 
+/// With a registry: its login and TLS settings, read before anything runs, with the store's
+/// URL and certificate files checked (contacting nobody) and the one warning of a password in
+/// clear text given (docs/reference.md §12).
+fn registry_access(plan: &Plan) -> Result<Option<registry::Access>, Error> {
+    let Some(registry) = &plan.registry else {
+        return Ok(None);
+    };
+    let access = registry::Access::from_env(&registry.url, |name| std::env::var_os(name))?;
+    registry::check(&registry.url, &access)?;
+    registry::warn_of_a_clear_text_password(&registry.url, &access);
+    Ok(Some(access))
+}
+
 /// Exec mode: what the export phase announced, put without a lease.
-fn publish_unleased(plan: &Plan, announced: &Announced) -> Result<(), Error> {
-    let Some(registry) = plan.registry.as_ref().filter(|_| !announced.is_empty()) else {
+fn publish_unleased(
+    plan: &Plan,
+    access: Option<registry::Access>,
+    announced: &Announced,
+) -> Result<(), Error> {
+    let (Some(registry), Some(access)) = (&plan.registry, access) else {
         return Ok(());
     };
-    let mut store = registry::open(&registry.url, credentials()?)?;
+    if announced.is_empty() {
+        return Ok(());
+    }
+    let mut store = registry::open(&registry.url, access)?;
     registry::publish::publish_unleased(store.as_mut(), announced)
 }
 
 /// Under `--init`: the registration that publishes what the export phase announced and, under
 /// `--watch`, watches what the scripts read; none when it can have nothing to do. The store is
-/// opened by the registration's thread at its first request, not here.
-fn register(plan: &Plan, announced: Announced) -> Result<Option<Registration>, Error> {
-    let Some(registry) = &plan.registry else {
+/// opened by the registration's thread at its first request, not here (its settings were
+/// checked at the start).
+fn register(
+    plan: &Plan,
+    access: Option<registry::Access>,
+    announced: Announced,
+) -> Result<Option<Registration>, Error> {
+    let (Some(registry), Some(access)) = (&plan.registry, access) else {
         return Ok(None);
     };
     if announced.is_empty() && plan.rerun().is_none() {
         return Ok(None);
     }
     let url = registry.url.clone();
-    let open: registry::worker::Opener = Box::new(move || registry::open(&url, credentials()?));
+    let open: registry::worker::Opener = Box::new(move || registry::open(&url, access.clone()));
     Registration::start(&registry.url, open, announced, registry.ttl).map(Some)
-}
-
-fn credentials() -> Result<Option<registry::Credentials>, Error> {
-    registry::Credentials::from_env(|name| std::env::var_os(name))
 }
 
 fn print_variables(vars: &Variables, format: Format) -> Result<i32, Error> {

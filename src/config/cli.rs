@@ -133,7 +133,7 @@ pub struct Cli {
     #[arg(short = 'q', long)]
     pub quiet: bool,
 
-    /// The registry: file:///DIR or etcd://HOST:PORT[,HOST:PORT...][/PREFIX]
+    /// The registry: file:///DIR, etcd://HOST:PORT[,HOST:PORT...][/PREFIX] or etcds://... (TLS)
     /// [env: ENVHARNESS_KV]
     #[arg(long, value_name = "URL")]
     pub kv: Option<String>,
@@ -209,7 +209,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Err
             kv::Parsed::Help => Ok(Invocation::Show(kv::HELP.into())),
         };
     }
-    match Cli::try_parse_from(&args) {
+    match parse_run(&args) {
         Ok(cli) if names_kv_without_double_dash(&cli, &args) => Err(Error::Usage(
             "kv: the kv subcommand comes first, after --kv URL at most (envharness [--kv URL] kv ...); a command named kv is `envharness ... -- kv`".into(),
         )),
@@ -221,6 +221,25 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Err
             _ => Err(Error::Usage(one_line(&err))),
         },
     }
+}
+
+/// The whole command line as the man page and the shell completions describe it (`make docs`,
+/// src/bin/envharness-docs.rs): the run's options and the `kv` subcommand. [`parse`] never
+/// uses it: `kv` is recognised before clap runs and parsed by hand (see [`kv`]), so this is
+/// its only clap description.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command().subcommand(kv::command())
+}
+
+/// clap's parse of a run, as `Cli::try_parse_from` makes it, except that the command clap
+/// builds and the matches it returns are left to the process's exit: they are used once, and
+/// taking them apart, piece by piece, cost a tenth of the start-up's instructions.
+fn parse_run(args: &[OsString]) -> Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut command = std::mem::ManuallyDrop::new(Cli::command());
+    let mut matches = std::mem::ManuallyDrop::new(command.try_get_matches_from_mut(args)?);
+    Cli::from_arg_matches_mut(&mut matches)
 }
 
 /// `envharness [--kv URL] kv ARGS...`: the URL given and ARGS.

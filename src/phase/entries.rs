@@ -89,6 +89,22 @@ pub fn export_entries(dir: &Path) -> Result<Vec<Entry>, Error> {
     list(dir, classify_export)
 }
 
+/// The entry `name` of an export directory, classified as [`export_entries`] would, without
+/// listing the directory (`health`, `prestop` and `teardown` are looked up as they are when
+/// they are needed); None when there is no such name.
+pub fn export_entry(dir: &Path, name: &str) -> Result<Option<Entry>, Error> {
+    let path = dir.join(name);
+    match fs::symlink_metadata(&path) {
+        Ok(_) => Ok(Some(Entry {
+            name: name.into(),
+            kind: classify_export(name, &path),
+            path,
+        })),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(Error::io(dir, "reading the directory", err)),
+    }
+}
+
 /// The entries of a directory of templates (docs/reference.md §9), classified: files are
 /// `Literal`s.
 pub fn template_entries(dir: &Path) -> Result<Vec<Entry>, Error> {

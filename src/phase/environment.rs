@@ -154,7 +154,7 @@ impl Phase<'_> {
         };
         Job {
             path: entry.path.clone(),
-            env: visible.over(self.script_env),
+            env: visible.over_block(self.script_env),
             stdout: Stdout::Capture { limit },
         }
     }

@@ -109,7 +109,7 @@ fn run(
         host,
         Job {
             path: entry.path.clone(),
-            env: env.clone(),
+            env: env.as_slice().into(),
             stdout,
         },
     )?;
@@ -194,10 +194,7 @@ fn find(dir: &Directory, name: &str) -> Result<Option<Entry>, Error> {
     if !entries::directory_exists(&dir.path)? {
         return Ok(None);
     }
-    let Some(entry) = entries::export_entries(&dir.path)?
-        .into_iter()
-        .find(|entry| entry.name == name)
-    else {
+    let Some(entry) = entries::export_entry(&dir.path, name)? else {
         return Ok(None);
     };
     match entry.error() {

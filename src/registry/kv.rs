@@ -17,21 +17,29 @@ use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
 use super::{
-    check_value_size, get_or_first_under, reads, Credentials, Key, Lookup, Seen, Store, VALUE_LIMIT,
+    check_value_size, get_or_first_under, reads, Access, Key, Lookup, Seen, Store, VALUE_LIMIT,
 };
 use crate::duration::parse_seconds;
 use crate::error::Error;
 use crate::os::poll::Poll;
 use crate::os::read_at_most;
 
-/// The only variables `envharness kv` reads (besides RUST_LOG, which the logger reads).
-/// The last one is not the user's: the harness sets it for its environment scripts only, so
-/// that their reads trigger re-runs under `--watch` (see `registry::reads`).
-pub const VARIABLES: [&str; 6] = [
+/// The only variables `envharness kv` reads (besides RUST_LOG, which the logger reads):
+/// the store, its login, its TLS settings (docs/reference.md §12; `SSL_CERT_FILE` is where the
+/// CA certificates are when `ENVHARNESS_KV_CACERT` is unset), and the instance, whose presence
+/// says the call runs under a harness. The last one is not the user's: the harness sets it for
+/// its environment scripts only, so that their reads trigger re-runs under `--watch` (see
+/// `registry::reads`).
+pub const VARIABLES: [&str; 11] = [
     "ENVHARNESS_KV",
     "ENVHARNESS_KV_USER",
     "ENVHARNESS_KV_PASSWORD",
     "ENVHARNESS_KV_PASSWORD_FILE",
+    "ENVHARNESS_KV_CACERT",
+    "ENVHARNESS_KV_CERT",
+    "ENVHARNESS_KV_KEY",
+    "ENVHARNESS_KV_SERVER_NAME",
+    "SSL_CERT_FILE",
     "ENVHARNESS_INSTANCE",
     super::reads::READS_VARIABLE,
 ];
@@ -39,7 +47,7 @@ pub const VARIABLES: [&str; 6] = [
 pub const HELP: &str = "\
 Usage: envharness [--kv URL] kv SUBCOMMAND ...
 
-The registry (file:///DIR or etcd://HOST:PORT[/PREFIX]; --kv, else ENVHARNESS_KV):
+The registry (file:///DIR, etcd:// or etcds://HOST:PORT[/PREFIX]; --kv, else ENVHARNESS_KV):
   get KEY [--wait SECS]                  KEY's value, exactly; else the first KEY/... one
   put KEY VALUE|- [--ttl SECS]           set KEY (-: from stdin); --ttl: gone SECS later
   del KEY                                remove KEY (already absent is fine)
@@ -50,6 +58,73 @@ The registry (file:///DIR or etcd://HOST:PORT[/PREFIX]; --kv, else ENVHARNESS_KV
 Options may come before or after KEY; after -- nothing is an option.
 Exit status: 0; 1 not found; 125 usage or store error.
 ";
+
+/// The subcommand as the man page and the shell completions describe it (`make docs`): the
+/// same subcommands and options as [`HELP`] and [`parse`], which a test keeps in step. The
+/// harness itself never builds it: [`parse`] is the parser.
+pub fn command() -> clap::Command {
+    use clap::{Arg, ArgAction, Command};
+    let key = || {
+        Arg::new("KEY")
+            .required(true)
+            .help("The key (a string of its own, or NAME/INSTANCE)")
+    };
+    let wait = |what: &'static str| Arg::new("wait").long("wait").value_name("SECS").help(what);
+    Command::new("kv")
+        .subcommand_required(true)
+        .subcommand_value_name("SUBCOMMAND")
+        .about("The registry, for scripts: get, put, del or list keys")
+        .long_about(
+            "The registry, for scripts: get, put, del or list keys in the store that --kv URL \
+             names, else ENVHARNESS_KV (file:///DIR, etcd://HOST:PORT[/PREFIX] or etcds://...). \
+             Only --kv may come before kv; options may come before or after KEY; after -- \
+             nothing is an option. Exit status: 0; 1 not found; 125 usage or store error.",
+        )
+        .subcommand(
+            Command::new("get")
+                .about("KEY's value, exactly; else the value of the first live KEY/... key")
+                .arg(key())
+                .arg(wait("Wait up to SECS for the key to appear")),
+        )
+        .subcommand(
+            Command::new("put")
+                .about("Set KEY to VALUE (-: read it from stdin)")
+                .arg(key())
+                .arg(
+                    Arg::new("VALUE")
+                        .required(true)
+                        .allow_hyphen_values(true)
+                        .help("The value, or - to read it from stdin"),
+                )
+                .arg(Arg::new("ttl").long("ttl").value_name("SECS").help(
+                    "KEY disappears SECS later unless put again (whole seconds, at least 2)",
+                )),
+        )
+        .subcommand(
+            Command::new("del")
+                .about("Remove KEY (already absent is fine)")
+                .arg(key()),
+        )
+        .subcommand(
+            Command::new("list")
+                .about("The live keys starting with PREFIX: their values, one a line")
+                .arg(Arg::new("PREFIX").help("A string prefix (web/ or we); none: every key"))
+                .arg(wait("Wait up to SECS for a key under PREFIX to appear"))
+                .arg(
+                    Arg::new("keys")
+                        .long("keys")
+                        .action(ArgAction::SetTrue)
+                        .conflicts_with("json")
+                        .help("The keys instead of the values"),
+                )
+                .arg(
+                    Arg::new("json")
+                        .long("json")
+                        .action(ArgAction::SetTrue)
+                        .help("One JSON object from keys to values"),
+                ),
+        )
+}
 
 /// A parsed `kv` invocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,8 +344,13 @@ pub fn run(kv: Kv, var: impl Fn(&str) -> Option<OsString>) -> Result<i32, Error>
         .ok_or_else(|| {
             Error::Usage("kv: no registry configured: give --kv URL or set ENVHARNESS_KV".into())
         })?;
-    let credentials = Credentials::from_env(var)?;
-    let mut store = super::open(&url, credentials)?;
+    let access = Access::from_env(&url, var)?;
+    // Under a harness (its scripts and its command have ENVHARNESS_INSTANCE) the harness has
+    // warned already: once, not at every call.
+    if var("ENVHARNESS_INSTANCE").is_none() {
+        super::warn_of_a_clear_text_password(&url, &access);
+    }
+    let mut store = super::open(&url, access)?;
     request.run(store.as_mut(), var)
 }
 
@@ -529,6 +609,42 @@ mod tests {
         assert_eq!(parsed(&["get", "--wait", "30", "K"]).unwrap(), expected);
         assert_eq!(parsed(&["get", "K", "--wait", "30"]).unwrap(), expected);
         assert_eq!(parsed(&["get", "K", "--wait=30"]).unwrap(), expected);
+    }
+
+    /// The description the man page and the completions are made of says what the parser
+    /// does: its subcommands and options are the parser's, each named in HELP, and a call
+    /// written from it parses.
+    #[test]
+    fn the_documented_command_is_the_one_parse_accepts() {
+        let command = command();
+        let mut names = Vec::new();
+        for sub in command.get_subcommands() {
+            let name = sub.get_name();
+            names.push(name.to_owned());
+            assert!(HELP.contains(&format!("  {name} ")), "HELP lacks {name}");
+            let mut call = vec![name.to_owned()];
+            for arg in sub.get_positionals() {
+                call.push(if arg.get_id() == "VALUE" { "-1" } else { "K" }.to_owned());
+            }
+            for arg in sub.get_opts() {
+                let long = format!("--{}", arg.get_long().expect("a long option"));
+                assert!(HELP.contains(&long), "HELP lacks {name} {long}");
+                call.push(long);
+                if arg.get_action().takes_values() {
+                    call.push("2".to_owned());
+                }
+            }
+            // --keys and --json exclude each other; one of them at a time.
+            if name == "list" {
+                let keys = call.iter().position(|a| a == "--keys").expect("--keys");
+                call.remove(keys);
+            }
+            let call: Vec<&str> = call.iter().map(String::as_str).collect();
+            parsed(&call).unwrap_or_else(|err| panic!("{call:?}: {err}"));
+        }
+        assert_eq!(names, ["get", "put", "del", "list"]);
+        let err = parsed(&["get", "K", "--nope"]).unwrap_err();
+        assert!(err.to_string().contains("unknown option"), "{err}");
     }
 
     #[test]

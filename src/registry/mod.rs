@@ -158,6 +158,62 @@ impl Credentials {
     }
 }
 
+/// What reaching a store takes besides its URL, read from the environment once: etcd's login
+/// (docs/reference.md §11.1) and, for `etcds://`, the TLS settings (§12). The harness reads it
+/// before anything runs, so a password file or certificate that cannot be read is an error
+/// then, not once the command runs.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub credentials: Option<Credentials>,
+    pub tls: Option<etcd::TlsSettings>,
+}
+
+impl Access {
+    /// Reads the variables through `var` for the store at `url` (the TLS ones only for
+    /// `etcds://`).
+    pub fn from_env(url: &str, var: impl Fn(&str) -> Option<OsString>) -> Result<Access, Error> {
+        let credentials = Credentials::from_env(&var)?;
+        let tls = if etcd::is_tls_url(url) {
+            let text = |name: &str| var(name).map(|value| value.to_string_lossy().into_owned());
+            Some(etcd::TlsSettings::from_env(url, text)?)
+        } else {
+            None
+        };
+        Ok(Access { credentials, tls })
+    }
+}
+
+/// Checks what can be checked of a store without contacting it: an etcd URL, and for
+/// `etcds://` that its certificate files can be read. The file store is not touched: opening
+/// it creates its directory.
+pub fn check(url: &str, access: &Access) -> Result<(), Error> {
+    if is_etcd_url(url) {
+        etcd::open(url, access.clone()).map(drop)?;
+    }
+    Ok(())
+}
+
+/// Whether `url` names the etcd store, plain or over TLS (`etcd+https` is refused by it).
+fn is_etcd_url(url: &str) -> bool {
+    url.split_once("://").is_some_and(|(scheme, _)| {
+        matches!(
+            scheme.to_ascii_lowercase().as_str(),
+            "etcd" | "etcds" | "etcd+https"
+        )
+    })
+}
+
+/// The one warning that a password for `url` crosses the network in clear text
+/// (docs/reference.md §12): `etcd://` with a user and password to an endpoint that is not a
+/// loopback address. The harness says it once; `envharness kv` outside a harness once per run.
+pub fn warn_of_a_clear_text_password(url: &str, access: &Access) {
+    if etcd::sends_password_in_clear(url, access) {
+        log::warn!(
+            "{url}: the etcd password crosses the network in clear text; use etcds:// (TLS) to an etcd that is not on this machine"
+        );
+    }
+}
+
 /// More than any password: a file this large is the wrong file.
 const PASSWORD_LIMIT: usize = 64 * 1024;
 
@@ -232,10 +288,10 @@ pub trait Watch: Send {
 }
 
 /// Opens the store a `--kv` URL names: `file:///DIR` (the embedded store, [`file`]) or
-/// `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]` ([`etcd`], which contacts nobody yet); any other
-/// scheme, or a URL without one, is a usage error naming it. `credentials` are for the stores
-/// that log in; the file store has none to check.
-pub fn open(url: &str, credentials: Option<Credentials>) -> Result<Box<dyn Store>, Error> {
+/// `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]` and `etcds://…` ([`etcd`], which contacts nobody
+/// yet); any other scheme, or a URL without one, is a usage error naming it. `access` is for
+/// the stores that log in and speak TLS; the file store has none to check.
+pub fn open(url: &str, access: Access) -> Result<Box<dyn Store>, Error> {
     // A URL holding a user or password is refused before anything echoes it; credentials go
     // in ENVHARNESS_KV_USER and ENVHARNESS_KV_PASSWORD.
     if url.contains('@') {
@@ -245,28 +301,29 @@ pub fn open(url: &str, credentials: Option<Credentials>) -> Result<Box<dyn Store
     }
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(Error::Usage(format!(
-            "{url}: not a registry URL (file:///DIR or etcd://HOST:PORT)"
+            "{url}: not a registry URL (file:///DIR, etcd://HOST:PORT or etcds://HOST:PORT)"
         )));
     };
     match scheme.to_ascii_lowercase().as_str() {
         "file" => {
-            drop(credentials);
+            drop(access);
             let dir = file::store_directory(url, rest)?;
             let store = file::FileStore::open(url, dir).map_err(|err| unusable(url, err))?;
             Ok(Box::new(store))
         }
-        // etcd+https is refused there, saying TLS is not supported.
-        "etcd" | "etcd+https" => Ok(Box::new(etcd::open(url, credentials)?)),
+        // etcd+https is refused there, saying TLS is written etcds://.
+        "etcd" | "etcds" | "etcd+https" => Ok(Box::new(etcd::open(url, access)?)),
         _ => Err(Error::Usage(format!(
-            "{url}: unknown registry scheme '{scheme}' (file:///DIR or etcd://HOST:PORT)"
+            "{url}: unknown registry scheme '{scheme}' (file:///DIR, etcd://HOST:PORT or etcds://HOST:PORT)"
         ))),
     }
 }
 
-/// Opens the store at `url` with the credentials of the process's environment
-/// (`ENVHARNESS_KV_USER`, `ENVHARNESS_KV_PASSWORD` or `_PASSWORD_FILE`).
-pub fn open_with_env_credentials(url: &str) -> Result<Box<dyn Store>, Error> {
-    open(url, Credentials::from_env(|name| std::env::var_os(name))?)
+/// Opens the store at `url` with the credentials and TLS settings of the process's
+/// environment (`ENVHARNESS_KV_USER`, `ENVHARNESS_KV_PASSWORD` or `_PASSWORD_FILE`,
+/// `ENVHARNESS_KV_CACERT`…).
+pub fn open_with_env_access(url: &str) -> Result<Box<dyn Store>, Error> {
+    open(url, Access::from_env(url, |name| std::env::var_os(name))?)
 }
 
 /// Checks a `--kv` URL as the harness starts, contacting nothing and creating nothing: a
@@ -278,8 +335,10 @@ pub fn check_url(url: &str) -> Result<(), Error> {
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("file"));
     match file {
         Some((_, rest)) if !url.contains('@') => file::store_directory(url, rest).map(drop),
-        // The etcd store contacts nobody when it is opened.
-        _ => open(url, None).map(drop),
+        // Its certificate files are read once the settings are (registry::check).
+        _ if is_etcd_url(url) => etcd::check_url(url),
+        // Refused by open, naming the URL and what is wrong with it.
+        _ => open(url, Access::default()).map(drop),
     }
 }
 
@@ -305,16 +364,6 @@ fn unusable(url: &str, err: Error) -> Error {
 pub enum Lookup {
     Get(Key),
     List(String),
-}
-
-impl Lookup {
-    /// The template call that makes this lookup, for messages.
-    pub fn call(&self) -> String {
-        match self {
-            Lookup::Get(key) => format!("kv(\"{key}\")"),
-            Lookup::List(prefix) => format!("kv_list(\"{prefix}\")"),
-        }
-    }
 }
 
 /// What a lookup saw.

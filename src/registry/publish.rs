@@ -105,6 +105,9 @@ pub struct Registration {
     reads: Reads,
     /// A change to `reads` was seen since the last [`Registration::take_change`].
     changed: bool,
+    /// The watch announced a change, or started, since the reads were set: what the next
+    /// reads saw may already be out of date.
+    announced: bool,
     in_flight: Vec<(u64, Pending)>,
 }
 
@@ -126,6 +129,7 @@ impl Registration {
             watched: String::new(),
             reads: Reads::default(),
             changed: false,
+            announced: false,
             in_flight: Vec::new(),
         })
     }
@@ -170,6 +174,7 @@ impl Registration {
             _ => false,
         };
         if announced {
+            self.announced = true;
             match self.reads {
                 // Nothing to compare: whatever changed may be what the scripts read.
                 Reads::Everything => self.changed = true,
@@ -242,8 +247,9 @@ impl Registration {
     }
 
     /// What the scripts of a discovery run read; starts the watch the first time and checks
-    /// at once whether anything changed since they read it (when they read too much to say
-    /// what, [`Reads::Everything`], the next change the store announces is one).
+    /// at once whether anything changed since they read it, unless the watch held since
+    /// before announced nothing (when they read too much to say what, [`Reads::Everything`],
+    /// the next change the store announces is one).
     pub fn set_reads(&mut self, reads: Reads) {
         self.reads = reads;
         // Looks at the previous reads answer nothing about these.
@@ -254,9 +260,16 @@ impl Registration {
         if self.reads == Reads::default() {
             return;
         }
+        let announced = std::mem::take(&mut self.announced);
         let needed = watched_prefix(&self.reads);
         let covered = !matches!(self.subscription, Subscription::Unneeded)
             && needed.starts_with(&self.watched);
+        if covered && !announced && matches!(self.subscription, Subscription::Held(_)) {
+            // The watch was held since before these reads and announced nothing: a change
+            // after them is announced when it comes, so there is nothing to look at (a re-run
+            // after SIGHUP or the timer does not cost the store a second round of reads).
+            return;
+        }
         if !covered {
             // The watch held (if any) goes: a change meanwhile is found by the look below or
             // the one that follows the new watch.
@@ -306,7 +319,12 @@ impl Registration {
         let Reads::These(reads) = &self.reads else {
             return;
         };
-        let lookups = reads.iter().map(|(lookup, _)| lookup.clone()).collect();
+        let lookups: Vec<Lookup> = reads.iter().map(|(lookup, _)| lookup.clone()).collect();
+        log::debug!(
+            "{}: looking up again what the last run read ({} keys and prefixes)",
+            self.worker.url(),
+            lookups.len()
+        );
         self.send(Request::Look(lookups), Pending::Look);
     }
 
@@ -394,7 +412,9 @@ impl Registration {
                     log::warn!("{}: watching the registry again", self.worker.url());
                 }
                 self.subscription = Subscription::Held(watch);
-                // Changes between the scripts' reads and the watch's start.
+                // Changes between the scripts' reads and the watch's start; a run under way
+                // read before the watch started, so its reads are looked at too.
+                self.announced = true;
                 self.look();
             }
             Err(err) => {
@@ -1026,6 +1046,43 @@ mod tests {
             Registration::take_change,
         );
         assert!(!registration.take_change(), "a change is taken once");
+    }
+
+    #[test]
+    fn reads_set_again_under_a_quiet_watch_are_not_looked_up_but_after_an_announcement_are() {
+        let memory = Memory::default();
+        memory.set("db/url", "postgres://one");
+        let mut registration = start(&memory, Duration::from_secs(3));
+        let one = || Reads::These(vec![read_of("db/url", "postgres://one")]);
+        registration.set_reads(one());
+        drive_until(&mut registration, "watching", is_watching);
+        // The first run after the watch started may have read before it: looked at.
+        let looked = memory.calls().get;
+        registration.set_reads(one());
+        drive_until(&mut registration, "looked", |registration| {
+            memory.calls().get > looked && is_settled(registration)
+        });
+        // A re-run (SIGHUP, the timer) with nothing announced since: nothing to look at.
+        let looked = memory.calls().get;
+        registration.set_reads(one());
+        drive_for(&mut registration, Duration::from_millis(200));
+        assert_eq!(
+            memory.calls().get,
+            looked,
+            "a quiet watch's reads were looked up"
+        );
+        // A change announced while a run is under way, which read before it: that run's
+        // reads are looked at when it ends, and the change is seen.
+        memory.set("db/url", "postgres://two");
+        drive_until(&mut registration, "announced and looked", |registration| {
+            memory.calls().get > looked && is_settled(registration)
+        });
+        registration.set_reads(one());
+        drive_until(
+            &mut registration,
+            "the change seen",
+            Registration::take_change,
+        );
     }
 
     #[test]

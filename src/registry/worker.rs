@@ -222,6 +222,7 @@ fn renew(
     ttl: Duration,
 ) -> Result<(), Error> {
     if keep_held_alive(store, lease)? {
+        log::debug!("{}: lease renewed", store.url());
         return Ok(());
     }
     publish(store, lease, keys, ttl)

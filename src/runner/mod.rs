@@ -25,7 +25,6 @@ mod pool;
 mod spawn;
 pub mod task;
 
-use std::ffi::OsString;
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,6 +32,7 @@ use std::time::Duration;
 pub use pool::{Pipe, Pool};
 
 use crate::error::Error;
+use crate::variables::EnvBlock;
 
 /// Between SIGTERM and SIGKILL for a script that timed out or is being stopped
 /// (docs/reference.md §3.4).
@@ -62,7 +62,7 @@ pub enum Stdout {
 pub struct Job {
     pub path: PathBuf,
     /// The script's whole environment.
-    pub env: Vec<(OsString, OsString)>,
+    pub env: EnvBlock,
     pub stdout: Stdout,
 }
 

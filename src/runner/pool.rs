@@ -557,10 +557,12 @@ mod tests {
             assert!(written.success(), "writing {}", path.display());
             Job {
                 path,
-                env: vec![
+                env: [
                     ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
                     (OsString::from("DIR"), self.dir.path().into()),
-                ],
+                ]
+                .as_slice()
+                .into(),
                 stdout: CAPTURE,
             }
         }

@@ -13,7 +13,6 @@ use nix::unistd::Pid;
 
 use super::{Job, Stdout};
 use crate::os::c_string;
-use crate::variables::env_strings;
 
 /// A started script: its pid (also its process group) and our ends of its pipes.
 pub struct Spawned {
@@ -61,8 +60,13 @@ pub fn spawn(job: &Job, pipe_stderr: bool) -> io::Result<Spawned> {
     default.add(Signal::SIGPIPE);
     attr.set_sigdefault(&default)?;
     let path = c_string(job.path.as_os_str().as_bytes());
-    let envp = env_strings(&job.env);
-    let pid = posix_spawn(path.as_c_str(), &actions, &attr, &[&path], &envp)?;
+    let pid = posix_spawn(
+        path.as_c_str(),
+        &actions,
+        &attr,
+        &[&path],
+        &job.env.strings(),
+    )?;
     // Our copies of the child's ends must close, or its stdout never reaches EOF.
     drop((stdin, child_stdout, child_stderr));
     Ok(Spawned {

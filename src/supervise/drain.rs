@@ -41,7 +41,7 @@ impl Drain {
         let prestop = prestop.map(|path| {
             let job = Job {
                 path,
-                env: env.clone(),
+                env: env.as_slice().into(),
                 stdout: Stdout::ToStderr,
             };
             // Once, bounded: a stop must not wait for a prestop that hangs.

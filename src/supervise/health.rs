@@ -87,7 +87,7 @@ impl Health {
             }
             let job = Job {
                 path: self.path.clone(),
-                env: env.clone(),
+                env: env.as_slice().into(),
                 stdout: Stdout::ToStderr,
             };
             // A check that hangs must not keep the keys published (or withdrawn) for good:

@@ -43,7 +43,7 @@ pub fn spawn(start: &Start, signals: &Signals) -> Result<Pid, Error> {
     // dispositions the harness started with. Not fork or std's Command either: like
     // posix_spawn's, a CLONE_VM|CLONE_VFORK child copies no page tables and causes no
     // copy-on-write faults (the README's Performance section has the figures).
-    let mut stack = vec![0u8; CHILD_STACK];
+    let mut stack = [0u8; CHILD_STACK];
     let become_the_command: CloneCb =
         Box::new(|| become_the_command(&prepared.args, startup, start.user, &failure));
     // SAFETY: CLONE_VFORK suspends this thread until the child has exec'd or exited, and
@@ -78,9 +78,10 @@ pub fn spawn(start: &Start, signals: &Signals) -> Result<Pid, Error> {
     }
 }
 
-/// The stack of the child between clone and exec. The child needs well under a page of it;
-/// calloc'd, only the pages it touches are ever mapped in.
-const CHILD_STACK: usize = 128 * 1024;
+/// The stack of the child between clone and exec, on the harness's own: the child needs well
+/// under a page of it, and a heap block this size was a fresh mapping (mmap, munmap) for each
+/// start.
+const CHILD_STACK: usize = 16 * 1024;
 
 /// What the child leaves for the harness when it could not become the command: atomics, since
 /// it shares the harness's memory and must not allocate.

@@ -1,24 +1,28 @@
-//! The `FROM scratch` image of `examples/Dockerfile.prebuilt`, built from the static binary and
-//! run in real containers with podman, the way that file's header tells a user to: the
-//! development environment mounted at `/environment`, `--print`, the command with the variables
-//! and its exit status, envharness as PID 1 under `--init`, `podman stop`'s SIGTERM, teardown,
-//! and no `/environment` at all.
+//! The `FROM scratch` image of `examples/Dockerfile.prebuilt`, built by `make image` from the
+//! static binary and run in real containers with podman, the way that file's header tells a
+//! user to: the development environment mounted at `/environment`, `--print`, the command with
+//! the variables and its exit status, envharness as PID 1 under `--init`, `podman stop`'s
+//! SIGTERM, teardown, and no `/environment` at all.
 //!
-//! Nothing is pulled (the image is `FROM scratch`), and no image or container of the machine's
-//! podman is seen or touched: the tests keep a store of their own in a temporary directory
-//! (`--root`, `--runroot`, `--tmpdir`) with a `containers.conf` of their own (`CONTAINERS_CONF`)
-//! rather than the system's, which may be missing or say otherwise. The image
-//! is built once per test process, since the tests run in threads and parallel builds of one
-//! image would race. Each container is removed by a guard when its test ends, passed or failed;
-//! the image and the store go when the process exits. Every podman command is bounded in time.
-//! Where podman cannot run a container at all, each test prints `skipped: ...` and returns,
-//! unless `ENVHARNESS_TEST_PODMAN=required` (set by `make test`) makes that a failure.
+//! Nothing is pulled (the images are `FROM scratch`), and no image or container of the
+//! machine's podman is seen or touched: an [`Engine`] keeps a store of its own in a temporary
+//! directory (`--root`, `--runroot`, `--tmpdir`), reached through a `podman` script there that
+//! adds those options, so that `make image` (`PODMAN=`), podman-compose (`--podman-path`) and
+//! the README's commands (PATH) use it too. The engine of this module has a `containers.conf`
+//! of its own (`CONTAINERS_CONF`) rather than the system's, which may be missing or say
+//! otherwise; the one of `compose.rs` uses the machine's configuration, as a user's commands
+//! do. The images are built once per engine, since the tests run in threads and parallel
+//! builds would race. Each container is removed by a guard when its test ends, passed or
+//! failed; the images and the store go when the process exits. Every podman command is bounded
+//! in time. Where podman cannot run a container at all, each test prints `skipped: ...` and
+//! returns, unless `ENVHARNESS_TEST_PODMAN=required` (set by `make test`) makes that a failure.
 
 use std::fs;
 use std::io::{Read, Seek};
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Once, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use wait_timeout::ChildExt;
@@ -26,32 +30,66 @@ use wait_timeout::ChildExt;
 use crate::examples::DEVELOPMENT;
 use crate::support::*;
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const DOCKERFILE: &str = "examples/Dockerfile.prebuilt";
+/// What `make image` builds from that file.
+pub const IMAGE: &str = "localhost/envharness-example:latest";
 /// The containers' hostname, so the export scripts' lines (`bootstrap: HOST starting`) are known.
 const HOSTNAME: &str = "envharness-test";
-const DEVELOPMENT_URL: &str = "postgres://app:development@localhost:5432/app_development";
+pub const DEVELOPMENT_URL: &str = "postgres://app:development@localhost:5432/app_development";
+/// `make image` builds the static binary first: at once when `make test` has, in minutes
+/// when nothing was built yet.
+const MAKE_LIMIT: Duration = Duration::from_secs(300);
 
-static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
-static IMAGE: OnceLock<Result<String, String>> = OnceLock::new();
+/// The engine with the tests' own configuration (this module's), and the one with the
+/// machine's (compose.rs and the README's commands); each with the images built.
+static OWN: OnceLock<Result<Engine, String>> = OnceLock::new();
+static MACHINE: OnceLock<Result<Engine, String>> = OnceLock::new();
 
-/// Podman with the tests' own store and configuration.
-struct Engine {
+/// Whose containers.conf podman reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Configuration {
+    /// One written for the tests, in the store.
+    Own,
+    /// The machine's, as `podman` reads it when a user runs it (`make engine` makes it work).
+    Machine,
+}
+
+/// Podman with a store of its own, and the images `make image` built in it.
+pub struct Engine {
     store: tempfile::TempDir,
-    /// Makes the image and container names this process's own.
-    suffix: String,
+    configuration: Configuration,
+    /// Makes container names this process's own.
+    pub suffix: String,
 }
 
 impl Drop for Engine {
-    /// Only for an engine that failed its probe: one that passed is in [`ENGINE`] for good.
+    /// Only for an engine that failed to start: one that started is in a static for good.
     fn drop(&mut self) {
         self.reset();
     }
 }
 
+/// The engine of `configuration` with the images built; `None`, after saying why, where podman
+/// cannot run a container.
+pub fn engine(configuration: Configuration) -> Option<&'static Engine> {
+    let cell = match configuration {
+        Configuration::Own => &OWN,
+        Configuration::Machine => &MACHINE,
+    };
+    match cell.get_or_init(|| Engine::start(configuration)) {
+        Ok(engine) => Some(engine),
+        Err(reason) => {
+            unavailable("ENVHARNESS_TEST_PODMAN", reason);
+            None
+        }
+    }
+}
+
 impl Engine {
-    /// The engine, or why podman cannot run a container here (the reason to skip).
-    fn start() -> Result<Engine, String> {
+    /// The engine with the images built, or why podman cannot run a container here (the
+    /// reason to skip). A failed build is a failure, not a reason.
+    fn start(configuration: Configuration) -> Result<Engine, String> {
         assert!(
             Path::new(BUSYBOX).exists(),
             "{BUSYBOX} is missing: install busybox-static (`make test` does)"
@@ -65,12 +103,19 @@ impl Engine {
             .map_or(0, |since| since.subsec_nanos());
         let engine = Engine {
             store,
+            configuration,
             suffix: format!("{}-{nanos}", std::process::id()),
         };
-        while_not_forking(|| fs::write(engine.path("containers.conf"), containers_conf()))
-            .expect("writing containers.conf");
+        if configuration == Configuration::Own {
+            while_not_forking(|| fs::write(engine.path("containers.conf"), containers_conf()))
+                .expect("writing containers.conf");
+        }
+        engine.write_wrapper()?;
+        static AT_EXIT: Once = Once::new();
         // SAFETY: atexit only records the address of a function that takes no arguments.
-        unsafe { nix::libc::atexit(remove_store) };
+        AT_EXIT.call_once(|| unsafe {
+            nix::libc::atexit(remove_stores);
+        });
 
         let version =
             checked(
@@ -95,11 +140,18 @@ impl Engine {
                 .args(["/bin/busybox", "true"]),
         )
         .map_err(|err| {
+            let whose = match configuration {
+                Configuration::Own => "the tests' own configuration",
+                Configuration::Machine => {
+                    "this machine's configuration (`make engine` makes it work)"
+                }
+            };
             format!(
-                "podman {} cannot run a container here: {err}",
+                "podman {} cannot run a container here with {whose}: {err}",
                 version.trim()
             )
         })?;
+        engine.build();
         Ok(engine)
     }
 
@@ -110,85 +162,93 @@ impl Engine {
         let _ = bounded(self.command().args(["system", "reset", "--force"]));
     }
 
-    fn path(&self, relative: &str) -> std::path::PathBuf {
+    pub fn path(&self, relative: &str) -> PathBuf {
         self.store.path().join(relative)
     }
 
-    /// What every podman command of the tests gets: the configuration, the store, and a
-    /// temporary directory inside it, so nothing outside the store is written.
-    fn configure(&self, command: &mut Command) {
-        let store = self.store.path();
-        command
-            .env("CONTAINERS_CONF", self.path("containers.conf"))
-            .env("TMPDIR", store)
-            .arg("--root")
-            .arg(store.join("root"))
-            .arg("--runroot")
-            .arg(store.join("runroot"))
-            .arg("--tmpdir")
-            .arg(store.join("tmp"));
+    /// The directory holding the `podman` script that uses this store, for PATH.
+    pub fn bin(&self) -> PathBuf {
+        self.path("bin")
+    }
+
+    /// `bin/podman`: the machine's podman with this store's options (and this engine's
+    /// configuration), for the programs that run podman themselves. The networks' directory
+    /// is the store's too: podman keeps CNI networks in /etc/cni/net.d whatever `--root`
+    /// says, and `podman system reset` of a store of its own removes every network there, the
+    /// machine's included.
+    fn write_wrapper(&self) -> Result<(), String> {
+        let podman = PATH
+            .split(':')
+            .map(|dir| Path::new(dir).join("podman"))
+            .find(|path| path.exists())
+            .ok_or("podman is not installed (`make test` installs it)")?;
+        let store = self.store.path().display();
+        let conf = match self.configuration {
+            Configuration::Own => format!("export CONTAINERS_CONF={store}/containers.conf\n"),
+            Configuration::Machine => String::new(),
+        };
+        // root's PATH: the network plugins run iptables, in /usr/sbin.
+        let script = format!(
+            "#!/bin/sh\n# podman with the store of an envharness test\n{conf}export TMPDIR={store}\n\
+             export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
+             exec {} --root {store}/root --runroot {store}/runroot --tmpdir {store}/tmp \
+             --network-config-dir {store}/networks \"$@\"\n",
+            podman.display()
+        );
+        fs::create_dir_all(self.bin()).expect("mkdir bin");
+        let wrapper = self.bin().join("podman");
+        while_not_forking(|| fs::write(&wrapper, script)).expect("writing bin/podman");
+        fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).expect("chmod bin/podman");
+        Ok(())
     }
 
     /// A podman command with a cleared environment and the minimal PATH.
-    fn command(&self) -> Command {
-        let mut command = Command::new("podman");
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(self.bin().join("podman"));
         command.env_clear().env("PATH", PATH);
-        self.configure(&mut command);
         command
     }
 
     /// A podman command run as [`Test::external`] runs a program: in the test's directory,
     /// stdout and stderr into its capture files.
     fn in_test(&self, t: &Test) -> Command {
-        let mut command = t.external("podman");
-        self.configure(&mut command);
-        command
+        t.external(self.bin().join("podman"))
     }
 
-    /// Builds the image from a context laid out as the Dockerfile's header says: the static
-    /// binary, busybox and the export directory.
-    fn build(&self) -> Result<String, String> {
-        let image = format!("localhost/envharness-test:{}", self.suffix);
-        let context = self.path("context");
-        fs::create_dir_all(context.join("export")).expect("mkdir context/export");
-        let binary = static_binary();
-        let mut copies = vec![
-            (binary.clone(), context.join("envharness")),
-            (BUSYBOX.into(), context.join("busybox")),
-        ];
-        let export = Path::new(ROOT).join("examples/export");
-        for entry in fs::read_dir(&export).expect("reading examples/export") {
-            let name = entry.expect("an entry of examples/export").file_name();
-            copies.push((export.join(&name), context.join("export").join(&name)));
-        }
-        for (from, to) in copies {
-            while_not_forking(|| fs::copy(&from, &to))
-                .unwrap_or_else(|err| panic!("copying {}: {err}", from.display()));
-        }
+    /// `make image` into this store: the images a user gets, built the way the user builds
+    /// them, from a context of this store's own.
+    fn build(&self) {
         let started = Instant::now();
-        checked(
-            self.command()
-                .args(["build", "--pull=never", "--network=none", "--file"])
-                .arg(Path::new(ROOT).join(DOCKERFILE))
-                .args(["--tag", &image])
-                .arg(&context),
-        )?;
+        let mut make = make();
+        make.args(["-s", "image"])
+            .arg(format!("PODMAN={}", self.bin().join("podman").display()))
+            .arg(format!("IMAGE_CONTEXT={}", self.path("context").display()));
+        let output = bounded_by(&mut make, MAKE_LIMIT)
+            .unwrap_or_else(|err| panic!("make image failed: {err}"));
+        assert!(
+            output.status.success(),
+            "make image failed: {}\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
         // libtest shows this only with --nocapture, which is how `make test` runs this group:
         // it is the line that says the containers ran rather than skipped.
         eprintln!(
-            "containers: podman built {image} from {DOCKERFILE} and {} in {:.2?}",
-            binary.display(),
+            "containers: make image built {IMAGE} from {DOCKERFILE} and {} in {:.2?}",
+            static_binary().display(),
             started.elapsed()
         );
-        Ok(image)
     }
 }
 
-/// Runs at exit, since the engine, in a static, is never dropped.
-extern "C" fn remove_store() {
-    if let Some(Ok(engine)) = ENGINE.get() {
-        engine.reset();
-        let _ = fs::remove_dir_all(engine.store.path());
+/// Runs at exit, since the engines, in statics, are never dropped.
+extern "C" fn remove_stores() {
+    for cell in [&OWN, &MACHINE] {
+        if let Some(Ok(engine)) = cell.get() {
+            engine.reset();
+            let _ = fs::remove_dir_all(engine.store.path());
+        }
     }
 }
 
@@ -242,7 +302,12 @@ fn own_limit(name: &str) -> (u64, u64) {
 /// Runs `command` to its end, killing it after [`RUN_LIMIT`]. Its stdout and stderr go to
 /// unnamed files, so a chatty command cannot fill a pipe and stall. Never panics (it runs at
 /// exit too).
-fn bounded(command: &mut Command) -> Result<Output, String> {
+pub fn bounded(command: &mut Command) -> Result<Output, String> {
+    bounded_by(command, RUN_LIMIT)
+}
+
+/// [`bounded`], killing it after `limit`.
+pub fn bounded_by(command: &mut Command, limit: Duration) -> Result<Output, String> {
     let shown = format!("{command:?}");
     let capture = || tempfile::tempfile().map_err(|err| format!("creating a capture file: {err}"));
     let (mut stdout, mut stderr) = (capture()?, capture()?);
@@ -256,12 +321,12 @@ fn bounded(command: &mut Command) -> Result<Output, String> {
         .stderr(clone(&stderr)?);
     let mut child = spawn(command)
         .map_err(|err| format!("{}: {err}", command.get_program().to_string_lossy()))?;
-    let status: ExitStatus = match child.wait_timeout(RUN_LIMIT) {
+    let status: ExitStatus = match child.wait_timeout(limit) {
         Ok(Some(status)) => status,
         Ok(None) | Err(_) => {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("{shown}: did not finish within {RUN_LIMIT:?}"));
+            return Err(format!("{shown}: did not finish within {limit:?}"));
         }
     };
     let read = |file: &mut fs::File| {
@@ -279,7 +344,7 @@ fn bounded(command: &mut Command) -> Result<Output, String> {
 }
 
 /// [`bounded`], and its stdout if it succeeded; else the status and stderr.
-fn checked(command: &mut Command) -> Result<String, String> {
+pub fn checked(command: &mut Command) -> Result<String, String> {
     let output = bounded(command)?;
     if !output.status.success() {
         return Err(format!(
@@ -301,17 +366,11 @@ struct Scratch {
 impl Scratch {
     /// The image, built on first use; `None`, after saying why, where podman cannot run.
     fn get() -> Option<Scratch> {
-        let engine = match ENGINE.get_or_init(Engine::start) {
-            Ok(engine) => engine,
-            Err(reason) => {
-                unavailable("ENVHARNESS_TEST_PODMAN", reason);
-                return None;
-            }
-        };
-        match IMAGE.get_or_init(|| engine.build()) {
-            Ok(image) => Some(Scratch { engine, image }),
-            Err(err) => panic!("building {DOCKERFILE} failed: {err}"),
-        }
+        let engine = engine(Configuration::Own)?;
+        Some(Scratch {
+            engine,
+            image: IMAGE,
+        })
     }
 
     fn container(&self, test: &str) -> Container {

@@ -21,7 +21,7 @@ fn example(relative: &str) -> String {
 
 /// A harness of the example: `envharness` on PATH, the store in ENVHARNESS_KV.
 fn service(store: &dyn KvStore, instance: &str) -> Test {
-    let t = harness_on(&store.kv_url(), instance);
+    let t = harness_on(store, instance);
     t.dir("empty");
     t
 }
@@ -83,4 +83,88 @@ fn app_waits_for_db_and_follows_it() {
         .error_line(&["DATABASE_URL changed; restarting the command"]);
     send(&db_child, Signal::SIGTERM);
     db.finish(db_child, db_started).success();
+}
+
+/// The README's recipe for the example on a host without containers (the block after
+/// `<!-- discovery without containers -->`): `envharness` on PATH (`make install`), the store
+/// in ENVHARNESS_KV, db's line and app's in the background, then `kill %1` and `kill %2`. Each envharness line is run as
+/// written, in a directory where `examples/` is the repository's, with the store of the test
+/// instead of the block's /tmp one, and empty directories where the lines leave the default
+/// /environment and /export (whatever this machine has there).
+#[test]
+fn the_readme_recipe_without_containers_runs() {
+    let block = readme_block("discovery without containers");
+    let mut lines: Vec<String> = Vec::new();
+    let mut continued = false;
+    for line in block.lines() {
+        match lines.last_mut() {
+            Some(last) if continued => last.push_str(line.trim_start()),
+            _ => lines.push(line.to_owned()),
+        }
+        continued = line.ends_with('\\');
+        if continued {
+            let last = lines.last_mut().expect("a line");
+            last.truncate(last.len() - 1);
+        }
+    }
+    let [install, export, db_line, app_line] = lines.as_slice() else {
+        panic!("the recipe is four commands: {lines:?}");
+    };
+    assert_eq!(install, "make install");
+    assert_eq!(
+        export,
+        "export ENVHARNESS_KV=file:///tmp/envharness-registry"
+    );
+    let db_line = db_line
+        .strip_suffix(" &")
+        .expect("db runs in the background");
+    let app_line = app_line
+        .strip_suffix(" &")
+        .expect("app runs in the background");
+
+    let store = FileStore::new();
+    let service = |line: &str| {
+        let words = shell_words::split(line).expect("a command line");
+        let mut t = Test::new();
+        t.symlink("bin/envharness", BIN)
+            .symlink("examples", &example("..")[..])
+            .dir("empty");
+        let path = format!("{}:{PATH}", t.p("bin"));
+        let empty = t.p("empty");
+        t.env("PATH", path)
+            .env("ENVHARNESS_KV", store.kv_url())
+            .env("ENVHARNESS_ENVIRONMENT", &empty)
+            .env("ENVHARNESS_EXPORT", &empty);
+        let mut words = words.into_iter();
+        for word in words.by_ref() {
+            match word.split_once('=') {
+                Some((name, value)) => {
+                    t.env(name, value);
+                }
+                None => {
+                    assert_eq!(word, "envharness", "{line}");
+                    break;
+                }
+            }
+        }
+        t.args(&words.collect::<Vec<_>>());
+        t
+    };
+    let db = service(db_line);
+    let (db_child, db_started) = db.spawn();
+    let app = service(app_line);
+    let (app_child, app_started) = app.spawn();
+    app.wait_for_text(".stdout", "app: using postgres://db-1.internal:5432/app\n");
+
+    // `kill %1`: db withdraws its key, whatever its instance's name.
+    send(&db_child, Signal::SIGTERM);
+    db.finish(db_child, db_started).status(143);
+    let list = Client::new(&store).run(&["list", "DATABASE_URL/"]);
+    list.success().stdout_is("");
+    // app keeps running; `kill %2` reaches its command, which dies of it.
+    assert!(alive(app_child.id() as i32), "app stopped with db");
+    send(&app_child, Signal::SIGTERM);
+    app.finish(app_child, app_started)
+        .status(143)
+        .stdout_is("app: using postgres://db-1.internal:5432/app\n");
 }

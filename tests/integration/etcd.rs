@@ -6,7 +6,7 @@ use std::sync::{Mutex, Once, PoisonError};
 use std::time::{Duration, Instant};
 
 use envharness::registry::etcd::{self, EtcdStore};
-use envharness::registry::{Credentials, Key, LeaseId, Store, Watch};
+use envharness::registry::{Access, Credentials, Key, LeaseId, Store, Watch};
 use envharness::Error;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
@@ -17,16 +17,19 @@ fn key(text: &str) -> Key {
 }
 
 fn store(url: &str) -> EtcdStore {
-    etcd::open(url, None).expect("a valid URL")
+    etcd::open(url, Access::default()).expect("a valid URL")
 }
 
 fn login(url: &str, password: &str) -> EtcdStore {
     etcd::open(
         url,
-        Some(Credentials {
-            user: "root".into(),
-            password: password.into(),
-        }),
+        Access {
+            credentials: Some(Credentials {
+                user: "root".into(),
+                password: password.into(),
+            }),
+            tls: None,
+        },
     )
     .expect("a valid URL")
 }

@@ -15,7 +15,7 @@ use crate::support::*;
 const RECORDS_SIGNALS: &str = "#!/bin/sh\ntrap 'exit 0' TERM\ntrap 'echo USR1 >> got' USR1\ntouch ready\nwhile :; do sleep 0.05; done\n";
 
 fn publishing(url: &str) -> (Test, std::process::Child, Instant) {
-    publishing_under_init(url, RECORDS_SIGNALS)
+    publishing_under_init(&UrlStore(url.to_owned()), RECORDS_SIGNALS)
 }
 
 #[test]
@@ -97,4 +97,72 @@ fn with_one_endpoint_down_the_next_one_is_used() {
     assert_eq!(client.get("db/i1"), b"postgres://db-1:5432/app");
     t.terminate(child, started).success();
     assert!(!client.has("db/i1"));
+}
+
+#[test]
+fn a_watch_on_a_frozen_member_moves_to_another_within_seconds() {
+    let Some(members) = Etcd::cluster(3) else {
+        return;
+    };
+    let endpoints: Vec<_> = members.iter().map(|m| m.endpoint()).collect();
+    let url = format!("etcd://{}/frozen", endpoints.join(","));
+    // The script reads through the members in another order, so that its own reads do not
+    // wait for the frozen member first; what it read is watched through the harness's URL.
+    let script_url = format!(
+        "etcd://{},{},{}/frozen",
+        endpoints[1], endpoints[2], endpoints[0]
+    );
+    let client = Client::new(&UrlStore(url.clone()));
+    client.put("db", "v1");
+    let mut t = harness_on(&UrlStore(url.clone()), "i1");
+    t.script(
+        "env/DB",
+        &format!("#!/bin/sh\nexec envharness --kv {script_url} kv get db\n"),
+    )
+    .dir("export")
+    .script(
+        "cmd",
+        "#!/bin/sh\ntrap 'exit 0' TERM\necho \"$DB\" >> seen\ntouch ready\nwhile :; do sleep 0.05; done\n",
+    );
+    let cmd = t.p("cmd");
+    t.args(&[
+        "--init",
+        "--watch",
+        "0",
+        "-x",
+        "export",
+        "-e",
+        "env",
+        "--",
+        cmd.as_str(),
+    ]);
+    let (child, started) = t.spawn();
+    t.wait_for("ready");
+    t.wait_until("the harness's watch", || {
+        members.iter().map(|m| m.watchers()).sum::<u64>() == 1
+    });
+    let holder = members
+        .iter()
+        .position(|m| m.watchers() == 1)
+        .expect("a member holds the watch");
+    members[holder].freeze();
+    let others: Vec<_> = (0..3)
+        .filter(|&i| i != holder)
+        .map(|i| endpoints[i].clone())
+        .collect();
+    let writer = Client::new(&UrlStore(format!("etcd://{}/frozen", others.join(","))));
+    let put = Instant::now();
+    writer.put("db", "v2");
+    t.wait_until("the re-run with v2", || {
+        t.lines("seen").last().map(String::as_str) == Some("v2")
+    });
+    let took = put.elapsed();
+    eprintln!("a put reached the harness {took:?} after the member holding its watch froze");
+    members[holder].thaw();
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    t.terminate(child, started).success().error_line(&[
+        &url,
+        "the watch was lost",
+        "stopped answering",
+    ]);
 }

@@ -3,6 +3,10 @@
 //! pid. Dropping it kills the process (and the kernel kills it if this test binary dies first:
 //! PR_SET_PDEATHSIG), so nothing is left running, even when a test fails.
 //!
+//! An etcd may serve its clients over TLS ([`ServerTls`], with certificates from
+//! [`crate::pki`]): then its client port speaks only TLS, and a second, plain port on loopback
+//! serves the tests' own setup (users, auth, metrics).
+//!
 //! etcd comes from Debian's `etcd-server`, which `make test` installs. Where it is missing the
 //! tests that need it print why and pass, unless `ENVHARNESS_TEST_ETCD=required` (set by
 //! `make test`) makes that a failure.
@@ -31,10 +35,36 @@ pub struct Etcd {
     binary: PathBuf,
     pub client_port: u16,
     peer_port: u16,
+    /// With TLS: the plain port for the tests' own requests.
+    setup_port: u16,
+    tls: Option<ServerTls>,
     extra: Vec<String>,
     /// The member's name and `--initial-cluster`: itself alone, or the members of a cluster.
     name: String,
     cluster: Option<String>,
+}
+
+/// How an etcd serves its clients over TLS: its certificate and key, the CA it trusts for
+/// client certificates, and whether it requires one (`--client-cert-auth`).
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    pub client_cert_auth: bool,
+}
+
+impl ServerTls {
+    /// Served with a certificate of `pki` for loopback, trusting `pki` for clients.
+    pub fn from(pki: &crate::pki::Pki, client_cert_auth: bool) -> ServerTls {
+        let server = pki.server();
+        ServerTls {
+            cert: server.cert,
+            key: server.key,
+            ca: pki.ca(),
+            client_cert_auth,
+        }
+    }
 }
 
 /// The etcd binary, or None (after saying why) where it is not installed and not required.
@@ -70,6 +100,15 @@ impl Etcd {
 
     /// A fresh etcd started with `extra` arguments too (`--auth-token-ttl=1`).
     pub fn with_args(extra: &[&str]) -> Option<Etcd> {
+        Etcd::launched(extra, None)
+    }
+
+    /// A fresh etcd serving its clients over TLS.
+    pub fn with_tls(tls: ServerTls) -> Option<Etcd> {
+        Etcd::launched(&[], Some(tls))
+    }
+
+    fn launched(extra: &[&str], tls: Option<ServerTls>) -> Option<Etcd> {
         let binary = binary()?;
         let mut etcd = Etcd {
             child: None,
@@ -80,6 +119,8 @@ impl Etcd {
             binary,
             client_port: 0,
             peer_port: 0,
+            setup_port: 0,
+            tls,
             extra: extra.iter().map(|arg| arg.to_string()).collect(),
             name: "test".into(),
             cluster: None,
@@ -88,6 +129,7 @@ impl Etcd {
         for _ in 0..3 {
             etcd.client_port = free_port();
             etcd.peer_port = free_port();
+            etcd.setup_port = free_port();
             if etcd.launch() {
                 return Some(etcd);
             }
@@ -100,12 +142,21 @@ impl Etcd {
         format!("127.0.0.1:{}", self.client_port)
     }
 
-    /// `etcd://127.0.0.1:PORT/PREFIX` (no prefix when it is empty).
+    /// The endpoint of the tests' own requests: the plain port of a TLS etcd.
+    fn setup_endpoint(&self) -> String {
+        match self.tls {
+            None => self.endpoint(),
+            Some(_) => format!("127.0.0.1:{}", self.setup_port),
+        }
+    }
+
+    /// `etcd://127.0.0.1:PORT/PREFIX` (`etcds://` with TLS; no prefix when it is empty).
     pub fn url(&self, prefix: &str) -> String {
+        let scheme = if self.tls.is_some() { "etcds" } else { "etcd" };
         if prefix.is_empty() {
-            format!("etcd://{}", self.endpoint())
+            format!("{scheme}://{}", self.endpoint())
         } else {
-            format!("etcd://{}/{prefix}", self.endpoint())
+            format!("{scheme}://{}/{prefix}", self.endpoint())
         }
     }
 
@@ -121,6 +172,15 @@ impl Etcd {
     /// A cluster of `size` members on free ports, each ready (a leader elected); None only
     /// where etcd is not installed.
     pub fn cluster(size: usize) -> Option<Vec<Etcd>> {
+        Etcd::cluster_with(size, None)
+    }
+
+    /// A cluster whose members serve their clients over TLS (their peers talk in plain text).
+    pub fn tls_cluster(size: usize, tls: ServerTls) -> Option<Vec<Etcd>> {
+        Etcd::cluster_with(size, Some(tls))
+    }
+
+    fn cluster_with(size: usize, tls: Option<ServerTls>) -> Option<Vec<Etcd>> {
         let binary = binary()?;
         let mut members: Vec<Etcd> = (0..size)
             .map(|n| Etcd {
@@ -132,6 +192,8 @@ impl Etcd {
                 binary: binary.clone(),
                 client_port: free_port(),
                 peer_port: free_port(),
+                setup_port: free_port(),
+                tls: tls.clone(),
                 extra: Vec::new(),
                 name: format!("m{n}"),
                 cluster: None,
@@ -167,7 +229,17 @@ impl Etcd {
     }
 
     fn spawn_process(&mut self) {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let (listen, client) = match &self.tls {
+            None => {
+                let client = format!("http://127.0.0.1:{}", self.client_port);
+                (client.clone(), client)
+            }
+            Some(_) => {
+                let client = format!("https://127.0.0.1:{}", self.client_port);
+                let setup = format!("http://127.0.0.1:{}", self.setup_port);
+                (format!("{client},{setup}"), client)
+            }
+        };
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -178,7 +250,7 @@ impl Etcd {
         command
             .arg(format!("--name={}", self.name))
             .arg(format!("--data-dir={}", self.data().display()))
-            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--listen-client-urls={listen}"))
             .arg(format!("--advertise-client-urls={client}"))
             // Without it etcd takes port 2380, which a parallel test's etcd may hold.
             .arg(format!("--listen-peer-urls={peer}"))
@@ -191,6 +263,7 @@ impl Etcd {
             ))
             .args(["--heartbeat-interval=10", "--election-timeout=100"])
             .args(["--logger=zap", "--log-outputs=stderr"])
+            .args(self.tls_args())
             .args(&self.extra)
             .env_clear()
             .stdin(Stdio::null())
@@ -208,6 +281,22 @@ impl Etcd {
         }
         let child = support::spawn(&mut command).expect("starting etcd");
         self.child = Some(child);
+    }
+
+    /// etcd's flags for TLS to its clients.
+    fn tls_args(&self) -> Vec<String> {
+        let Some(tls) = &self.tls else {
+            return Vec::new();
+        };
+        let mut args = vec![
+            format!("--cert-file={}", tls.cert.display()),
+            format!("--key-file={}", tls.key.display()),
+            format!("--trusted-ca-file={}", tls.ca.display()),
+        ];
+        if tls.client_cert_auth {
+            args.push("--client-cert-auth".into());
+        }
+        args
     }
 
     /// Waits until the etcd just spawned answers; false if it exited.
@@ -320,7 +409,7 @@ impl Etcd {
         body: &str,
         token: Option<&str>,
     ) -> Option<(u16, String)> {
-        let mut stream = TcpStream::connect(self.endpoint()).ok()?;
+        let mut stream = TcpStream::connect(self.setup_endpoint()).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         let auth = token
             .map(|token| format!("Authorization: {token}\r\n"))
@@ -328,7 +417,7 @@ impl Etcd {
         write!(
             stream,
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n{auth}\r\n{body}",
-            self.endpoint(),
+            self.setup_endpoint(),
             body.len()
         )
         .ok()?;

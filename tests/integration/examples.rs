@@ -372,28 +372,6 @@ fn the_dockerfiles_copy_paths_that_exist() {
     }
 }
 
-/// The prebuilt image is what tests/integration/containers.rs builds and runs; this keeps the
-/// README's commands for it those of the Dockerfile's header.
-#[test]
-fn the_readme_builds_the_prebuilt_image_as_its_dockerfile_says() {
-    let dockerfile = read_repo("examples/Dockerfile.prebuilt");
-    let header: Vec<&str> = dockerfile
-        .lines()
-        .filter_map(|line| line.strip_prefix("#     "))
-        .collect();
-    let readme = read_repo("README.md");
-    let block = readme
-        .split("```")
-        .find(|block| block.contains("podman build -f examples/Dockerfile.prebuilt "))
-        .expect("README.md shows how to build examples/Dockerfile.prebuilt");
-    let shown: Vec<&str> = block.lines().filter(|line| !line.is_empty()).collect();
-    assert!(shown.len() > 3, "{shown:?}");
-    assert_eq!(
-        header, shown,
-        "README.md and examples/Dockerfile.prebuilt show different commands"
-    );
-}
-
 #[test]
 fn the_compose_file_mounts_directories_that_exist() {
     let compose = read_repo("examples/docker-compose.yml");
@@ -409,10 +387,64 @@ fn the_compose_file_mounts_directories_that_exist() {
     for mount in mounts {
         assert!(Path::new(ROOT).join(mount).is_dir(), "{mount}");
     }
-    for dockerfile in compose
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("dockerfile: "))
-    {
-        assert!(Path::new(ROOT).join(dockerfile).exists(), "{dockerfile}");
+}
+
+/// Every service of both compose files runs the example image `make image` builds and never
+/// pulls: the files work offline as users run them (`compose.rs` runs them).
+#[test]
+fn the_compose_files_run_the_image_make_image_builds_without_pulling() {
+    let makefile = read_repo("Makefile");
+    assert!(makefile.contains("-t localhost/envharness-example:latest"));
+    for file in [
+        "examples/docker-compose.yml",
+        "examples/discovery/docker-compose.yml",
+    ] {
+        let compose = read_repo(file);
+        // The services: section, up to the next top-level key.
+        let services: Vec<&str> = compose
+            .lines()
+            .skip_while(|line| *line != "services:")
+            .skip(1)
+            .take_while(|line| line.is_empty() || line.starts_with(' '))
+            .collect();
+        let mut images = 0;
+        for line in &services {
+            let line = line.trim();
+            assert!(!line.starts_with("build:"), "{file} builds: {line}");
+            if let Some(image) = line.strip_prefix("image: ") {
+                assert_eq!(image, "localhost/envharness-example:latest", "{file}");
+                images += 1;
+            }
+        }
+        let never = services
+            .iter()
+            .filter(|line| **line == "    pull_policy: never")
+            .count();
+        let names = services
+            .iter()
+            .filter(|l| l.starts_with("  ") && !l.starts_with("   ") && l.ends_with(':'))
+            .count();
+        assert!(names > 0, "{file} has no services");
+        assert_eq!((images, never), (names, names), "{file}: every service");
     }
+}
+
+/// The README's lines for a user's own image copy envharness from the image `make image`
+/// builds, at this version, as the example image (which the container tests build) does.
+#[test]
+fn the_readme_copies_envharness_as_the_example_image_does() {
+    let version = env!("CARGO_PKG_VERSION");
+    let block = readme_blocks()
+        .into_iter()
+        .find(|block| block.starts_with("COPY --from=localhost/envharness:"))
+        .expect("README.md shows COPY --from=localhost/envharness");
+    let copy = block.lines().next().expect("a line");
+    assert!(copy.contains(&format!(":{version} ")), "{copy}");
+    let dockerfile = read_repo("examples/Dockerfile.prebuilt");
+    let latest = copy.replace(&format!(":{version} "), ":latest ");
+    assert!(
+        dockerfile.lines().any(|line| line == latest),
+        "examples/Dockerfile.prebuilt lacks {latest}"
+    );
+    assert!(block.contains("COPY export /export\n"), "{block}");
 }

@@ -446,11 +446,15 @@ fn the_kv_flag_beats_the_variable(store: &dyn KvStore) {
     let equals = format!("--kv={url}");
     for flag in [vec!["--kv", url.as_str()], vec![equals.as_str()]] {
         let mut command = t.external(BIN);
-        command.args(&flag).args(["kv", "get", "k"]);
+        command
+            .envs(store.kv_env())
+            .args(&flag)
+            .args(["kv", "get", "k"]);
         t.run_command(command).success().stdout_is("in the store");
         // The flag wins over a variable naming another store.
         let mut command = t.external(BIN);
         command
+            .envs(store.kv_env())
             .env("ENVHARNESS_KV", "file:///nonexistent-envharness-store/x")
             .args(&flag)
             .args(["kv", "get", "k"]);

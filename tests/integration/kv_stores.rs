@@ -17,6 +17,11 @@ use crate::support::*;
 pub trait KvStore: Sync {
     /// What `--kv` / `ENVHARNESS_KV` is set to.
     fn kv_url(&self) -> String;
+
+    /// The variables a client needs besides the URL (TLS's certificate files).
+    fn kv_env(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// The embedded store: `file:///DIR` on a fresh temporary directory.
@@ -69,22 +74,68 @@ impl KvStore for EtcdStore {
     }
 }
 
+/// etcd over TLS, requiring a client certificate (`--client-cert-auth`): `etcds://`, with the
+/// CA, the certificate and its key in the client's variables.
+pub struct TlsEtcdStore {
+    pub etcd: crate::etcd_server::Etcd,
+    pub pki: crate::pki::Pki,
+    client: crate::pki::Issued,
+}
+
+impl TlsEtcdStore {
+    /// None only where etcd is not installed (the fixture says so).
+    pub fn start() -> Option<TlsEtcdStore> {
+        let pki = crate::pki::Pki::new("store");
+        let tls = crate::etcd_server::ServerTls::from(&pki, true);
+        let etcd = crate::etcd_server::Etcd::with_tls(tls)?;
+        let client = pki.client(Some("envharness-test"));
+        Some(TlsEtcdStore { etcd, pki, client })
+    }
+}
+
+impl KvStore for TlsEtcdStore {
+    fn kv_url(&self) -> String {
+        self.etcd.url("kv")
+    }
+
+    fn kv_env(&self) -> Vec<(String, String)> {
+        tls_env(&self.pki.ca(), Some(&self.client))
+    }
+}
+
+/// The TLS variables: the CA file, and the client certificate and key when given.
+pub fn tls_env(ca: &Path, client: Option<&crate::pki::Issued>) -> Vec<(String, String)> {
+    let text = |path: &Path| path.to_string_lossy().into_owned();
+    let mut env = vec![("ENVHARNESS_KV_CACERT".to_owned(), text(ca))];
+    if let Some(client) = client {
+        env.push(("ENVHARNESS_KV_CERT".to_owned(), text(&client.cert)));
+        env.push(("ENVHARNESS_KV_KEY".to_owned(), text(&client.key)));
+    }
+    env
+}
+
 /// A test whose scripts and command find `envharness` on PATH (for `envharness kv`), with
-/// the store and the instance set as the harness's variables.
-pub fn harness_on(url: &str, instance: &str) -> Test {
+/// the store (and its TLS variables) and the instance set as the harness's variables.
+pub fn harness_on(store: &dyn KvStore, instance: &str) -> Test {
     let mut t = Test::new();
     t.symlink("bin/envharness", BIN);
     let path = format!("{}:{PATH}", t.p("bin"));
     t.env("PATH", path)
-        .env("ENVHARNESS_KV", url)
+        .env("ENVHARNESS_KV", store.kv_url())
         .env("ENVHARNESS_INSTANCE", instance);
+    for (name, value) in store.kv_env() {
+        t.env(&name, value);
+    }
     t
 }
 
-/// `envharness --init --ttl 2` publishing `db/i1` to `url` (an export script that prints a
+/// `envharness --init --ttl 2` publishing `db/i1` to `store` (an export script that prints a
 /// URL) while it runs `command`, a script that touches `ready`; returns once the key is there.
-pub fn publishing_under_init(url: &str, command: &str) -> (Test, std::process::Child, Instant) {
-    let mut t = harness_on(url, "i1");
+pub fn publishing_under_init(
+    store: &dyn KvStore,
+    command: &str,
+) -> (Test, std::process::Child, Instant) {
+    let mut t = harness_on(store, "i1");
     t.dir("env")
         .script("export/db", "#!/bin/sh\necho postgres://db-1:5432/app\n")
         .script("cmd", command);
@@ -102,7 +153,7 @@ pub fn publishing_under_init(url: &str, command: &str) -> (Test, std::process::C
     ]);
     let (child, started) = t.spawn();
     t.wait_for("ready");
-    let client = Client::new(&UrlStore(url.to_owned()));
+    let client = Client::new(store);
     t.wait_until("db/i1 published", || client.has("db/i1"));
     (t, child, started)
 }
@@ -113,6 +164,19 @@ pub struct UrlStore(pub String);
 impl KvStore for UrlStore {
     fn kv_url(&self) -> String {
         self.0.clone()
+    }
+}
+
+/// A store given by its URL and the variables its clients need (an `etcds://` one).
+pub struct UrlWithEnv(pub String, pub Vec<(String, String)>);
+
+impl KvStore for UrlWithEnv {
+    fn kv_url(&self) -> String {
+        self.0.clone()
+    }
+
+    fn kv_env(&self) -> Vec<(String, String)> {
+        self.1.clone()
     }
 }
 
@@ -130,7 +194,7 @@ impl Client {
         Client {
             t: Test::new(),
             url: store.kv_url(),
-            env: Vec::new(),
+            env: store.kv_env(),
         }
     }
 
@@ -217,7 +281,8 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Runs each body (a `fn(&dyn KvStore)` of the calling module) on each store, as the tests
-/// `MODULE::file_store::NAME` and `MODULE::etcd_store::NAME` (a real etcd of its own). A
+/// `MODULE::file_store::NAME`, `MODULE::etcd_store::NAME` (a real etcd of its own) and
+/// `MODULE::tls_etcd_store::NAME` (one over TLS that requires a client certificate). A
 /// further store adds its module here.
 macro_rules! every_store {
     ($($body:ident),* $(,)?) => {
@@ -234,6 +299,15 @@ macro_rules! every_store {
                 #[test]
                 fn $body() {
                     let Some(store) = crate::kv_stores::EtcdStore::start() else { return };
+                    super::$body(&store);
+                }
+            )*
+        }
+        mod tls_etcd_store {
+            $(
+                #[test]
+                fn $body() {
+                    let Some(store) = crate::kv_stores::TlsEtcdStore::start() else { return };
                     super::$body(&store);
                 }
             )*

@@ -3,13 +3,18 @@
 
 mod etcd_faults;
 mod etcd_server;
+mod pki;
 mod support;
 
+mod aarch64;
 mod cli;
+mod compose;
 mod containers;
 mod discovery;
 mod environment;
 mod etcd;
+mod etcd_bounds;
+mod etcd_tls;
 mod examples;
 mod exec;
 mod export;
@@ -18,7 +23,9 @@ mod idle;
 mod jobs;
 mod kv;
 mod kv_stores;
+mod loadbalancer;
 mod misbehaving;
+mod packaging;
 mod plan;
 mod print;
 mod publish;

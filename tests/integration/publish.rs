@@ -29,7 +29,7 @@ every_store!(
 
 /// A harness on `store` as instance `i1`, with `env` and `export` directories.
 fn harness_test(store: &dyn KvStore) -> Test {
-    let t = harness_on(&store.kv_url(), "i1");
+    let t = harness_on(store, "i1");
     t.dir("env").dir("export");
     t
 }
@@ -124,7 +124,7 @@ const LOOKS_AND_WAITS: &str = "#!/bin/sh\n\
 fn init_holds_the_keys_while_the_command_runs_and_withdraws_them_when_it_exits(
     store: &dyn KvStore,
 ) {
-    let (t, child, started) = publishing_under_init(&store.kv_url(), LOOKS_AND_WAITS);
+    let (t, child, started) = publishing_under_init(store, LOOKS_AND_WAITS);
     let client = Client::new(store);
     // Renewed: still there after more than one TTL.
     std::thread::sleep(Duration::from_millis(2500));
@@ -163,7 +163,7 @@ fn sigterm_withdraws_before_it_is_forwarded(store: &dyn KvStore) {
 }
 
 fn a_killed_harness_loses_its_keys_within_the_ttl(store: &dyn KvStore) {
-    let (t, child, started) = publishing_under_init(&store.kv_url(), LOOKS_AND_WAITS);
+    let (t, child, started) = publishing_under_init(store, LOOKS_AND_WAITS);
     let client = Client::new(store);
     send(&child, Signal::SIGKILL);
     let killed = Instant::now();

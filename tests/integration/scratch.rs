@@ -4,6 +4,7 @@
 //! `FROM scratch` image. `make test` builds the static binary (`make static`) and installs
 //! busybox-static first.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -12,11 +13,23 @@ use nix::unistd::Pid;
 
 use crate::support::*;
 
-const APPLETS: &[&str] = &["sh", "cat", "sleep", "touch", "grep", "wc", "ls"];
+const APPLETS: &[&str] = &["sh", "cat", "sleep", "touch", "grep", "wc", "ls", "tr"];
+/// Where the root holds envharness.
+pub const ENVHARNESS: &str = "/usr/local/bin/envharness";
+/// What the root's command prints, and its exit status, 7: who PID 1 is (`comm`), that the
+/// bootstrap ran, the variables, and how many zombies are left after three orphans exited.
+pub const ROOT_COMMAND: &str = "echo \"pid1=$(cat /proc/1/comm) boot=$(cat /tmp/bootstrap)\"; \
+     echo \"url=$DB_URL greeting=$GREETING\"; \
+     for i in 1 2 3; do (sleep 0.1 &); done; sleep 0.5; \
+     echo \"zombies=$(grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l)\"; \
+     exit 7";
+/// [`ROOT_COMMAND`]'s output after its first line.
+pub const ROOT_OUTPUT: &str = "url=postgres://db.internal/app greeting=hello from scratch\n\
+                               zombies=0\n";
 
-/// The root: static envharness, static busybox as /bin/sh and friends, /dev/null, and the
-/// default directories with a bootstrap, a teardown and three variables.
-fn scratch_root(t: &Test) {
+/// The root: `binary` as static envharness, static busybox as /bin/sh and friends, /dev/null,
+/// and the default directories with a bootstrap, a teardown and three variables.
+pub fn scratch_root(t: &Test, binary: &Path) {
     let output = output(Command::new("file").arg("-L").arg(BUSYBOX));
     if let Ok(out) = output {
         let kind = String::from_utf8_lossy(&out.stdout);
@@ -30,7 +43,7 @@ fn scratch_root(t: &Test) {
         .dir("root/proc")
         .dir("root/dev")
         .dir("root/tmp");
-    while_not_forking(|| std::fs::copy(static_binary(), t.path("root/usr/local/bin/envharness")))
+    while_not_forking(|| std::fs::copy(binary, t.path("root/usr/local/bin/envharness")))
         .expect("copying envharness");
     while_not_forking(|| std::fs::copy(BUSYBOX, t.path("root/bin/busybox")))
         .expect("copying busybox (install busybox-static)");
@@ -63,13 +76,15 @@ fn scratch_root(t: &Test) {
     );
 }
 
-fn in_namespace(t: &Test, args: &[&str]) -> Command {
+/// `launcher` (the root's envharness, or an emulator and it) with `args` as PID 1 of a new PID
+/// namespace whose root is the test's `root`.
+pub fn in_namespace(t: &Test, launcher: &[&str], args: &[&str]) -> Command {
     let root = t.p("root");
     let mut command = t.external("unshare");
     command
         .args(["--fork", "--pid", "--mount", "--mount-proc"])
         .arg(format!("--root={root}"))
-        .arg("/usr/local/bin/envharness")
+        .args(launcher)
         .args(args)
         .env("PATH", "/bin");
     command
@@ -85,26 +100,15 @@ fn static_binary_runs_as_pid_1_in_a_scratch_root() {
         return;
     }
     let t = Test::new();
-    scratch_root(&t);
+    scratch_root(&t, &binary);
     let command = in_namespace(
         &t,
-        &[
-            "--init",
-            "--",
-            "/bin/sh",
-            "-c",
-            "echo \"pid1=$(cat /proc/1/comm) boot=$(cat /tmp/bootstrap)\"; \
-             echo \"url=$DB_URL greeting=$GREETING\"; \
-             for i in 1 2 3; do (sleep 0.1 &); done; sleep 0.5; \
-             echo \"zombies=$(grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l)\"; \
-             exit 7",
-        ],
+        &[ENVHARNESS],
+        &["--init", "--", "/bin/sh", "-c", ROOT_COMMAND],
     );
-    t.run_command(command).status(7).stdout_is(
-        "pid1=envharness boot=bootstrapped\n\
-         url=postgres://db.internal/app greeting=hello from scratch\n\
-         zombies=0\n",
-    );
+    t.run_command(command)
+        .status(7)
+        .stdout_is(&format!("pid1=envharness boot=bootstrapped\n{ROOT_OUTPUT}"));
     assert_eq!(
         t.read("root/tmp/teardown"),
         "teardown postgres://db.internal/app\n"
@@ -117,9 +121,10 @@ fn sigterm_reaches_the_command_through_pid_1_in_a_scratch_root() {
         return;
     }
     let t = Test::new();
-    scratch_root(&t);
+    scratch_root(&t, &static_binary());
     let mut command = in_namespace(
         &t,
+        &[ENVHARNESS],
         &[
             "--init",
             "--",

@@ -24,7 +24,7 @@ while :; do sleep 0.02; done
 /// A harness on a file store publishing `web/i1`, with `prestop` logging whether the key is
 /// still there, running the logger.
 fn draining(store: &dyn KvStore, extra: &[&str]) -> Test {
-    let mut t = harness_on(&store.kv_url(), "i1");
+    let mut t = harness_on(store, "i1");
     t.dir("env")
         .script("export/web", "#!/bin/sh\necho http://web-1:80\n")
         .script(

@@ -102,7 +102,7 @@ fn a_directory_holding_other_files_is_refused_and_nothing_in_it_changes() {
         assert_eq!(run.stderr, not_a_store(&dir), "kv {args:?}");
     }
     // The harness too: in exec mode it would publish there.
-    let mut t = harness_on(&store.kv_url(), "i1");
+    let mut t = harness_on(&store, "i1");
     t.script("export/web", "#!/bin/sh\necho http://web\n")
         .dir("env");
     t.args(&["-x", "export", "-e", "env", "--", "touch", "ran"]);
@@ -285,8 +285,8 @@ fn a_fifo_or_a_link_named_like_a_key_is_skipped_with_one_warning() {
 /// The harness's scripts and command for [`a_watching_supervisor_goes_on_while_a_fifo_is_named_like_a_key`]
 /// and the 20,000-key test: DATABASE_URL from `kv get db`, a command that records each start
 /// (`ready-VALUE`, its pid in `pids`), SIGUSR1 (a line in `usr1`) and SIGTERM.
-fn watching_app(url: &str) -> Test {
-    let mut t = harness_on(url, "i1");
+fn watching_app(store: &dyn KvStore) -> Test {
+    let mut t = harness_on(store, "i1");
     t.script("env/DATABASE_URL", "#!/bin/sh\nexec envharness kv get db\n")
         .script("export/web", "#!/bin/sh\necho http://web-1\n")
         .script(
@@ -321,7 +321,7 @@ fn a_watching_supervisor_goes_on_while_a_fifo_is_named_like_a_key() {
     let store = FileStore::new();
     let client = Client::new(&store);
     client.put("db/x", "one");
-    let t = watching_app(&store.kv_url());
+    let t = watching_app(&store);
     let (child, started) = t.spawn();
     t.wait_for("ready-one");
     t.wait_until("web/i1 published", || client.has("web/i1"));
@@ -443,7 +443,7 @@ fn a_read_log_over_its_limit_re_runs_on_any_change_in_bounded_memory() {
     let store = FileStore::new();
     let client = Client::new(&store);
     client.put("db/x", "one");
-    let mut t = harness_on(&store.kv_url(), "i1");
+    let mut t = harness_on(&store, "i1");
     // Three million distinct lookups appended to the log by the first run, as any process of
     // the user could: held in memory, they would take far more than the limit below.
     t.script(
@@ -504,7 +504,7 @@ fn usr1_reaches_a_watching_command_promptly_while_20000_keys_exist_and_puts_happ
             .expect("writing a key");
         }
     });
-    let t = watching_app(&store.kv_url());
+    let t = watching_app(&store);
     let (child, started) = t.spawn();
     t.wait_for("ready-one");
     // Unrelated puts, one after the other, all along.

@@ -79,6 +79,8 @@ pub fn while_not_forking<T>(write: impl FnOnce() -> T) -> T {
 
 pub struct Test {
     dir: tempfile::TempDir,
+    /// What runs the arguments: the built binary, or [`Test::launcher`]'s program.
+    launcher: Vec<OsString>,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
 }
@@ -96,6 +98,7 @@ impl Test {
                 .prefix("envharness-test.")
                 .tempdir()
                 .expect("creating a temporary directory"),
+            launcher: vec![BIN.into()],
             args: Vec::new(),
             env: vec![("PATH".into(), PATH.into())],
         }
@@ -174,10 +177,18 @@ impl Test {
         self
     }
 
+    /// Runs `program` with `args` before the test's own arguments instead of the built binary:
+    /// another build of it, or one under an emulator (`qemu-aarch64-static BINARY`).
+    pub fn launcher<S: Into<OsString> + Clone>(&mut self, program_and_args: &[S]) -> &mut Self {
+        self.launcher = program_and_args.iter().cloned().map(Into::into).collect();
+        self
+    }
+
     /// The command that runs the binary; stdout and stderr go to files in the test directory.
     pub fn command(&self) -> Command {
-        let mut command = self.external(BIN);
+        let mut command = self.external(&self.launcher[0]);
         command
+            .args(&self.launcher[1..])
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         command
@@ -397,7 +408,8 @@ impl Test {
 
     fn describe(&self) -> String {
         format!(
-            "command: {BIN} {}\nenv: {:?}\ntree:\n{}",
+            "command: {} {}\nenv: {:?}\ntree:\n{}",
+            shell_words_join(&self.launcher),
             shell_words_join(&self.args),
             self.env,
             self.tree()
@@ -666,6 +678,43 @@ pub fn static_binary() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The fenced block of README.md that follows the line `<!-- MARKER -->`.
+pub fn readme_block(marker: &str) -> String {
+    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("reading README.md");
+    readme
+        .split_once(&format!("<!-- {marker} -->\n```\n"))
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(block, _)| block.to_owned())
+        .unwrap_or_else(|| panic!("README.md has no block after <!-- {marker} -->"))
+}
+
+/// README.md's fenced blocks, each without its fences.
+pub fn readme_blocks() -> Vec<String> {
+    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("reading README.md");
+    readme
+        .split("```")
+        .skip(1)
+        .step_by(2)
+        .map(|block| block.trim_start_matches('\n').to_owned())
+        .collect()
+}
+
+/// `make` in the repository, with a cleared environment but what it needs to find its tools
+/// (PATH as the user has it: `make deps` looks for gosu, in /usr/sbin) and cargo (HOME, and
+/// rustup's and cargo's homes when they are set).
+pub fn make() -> Command {
+    let mut make = Command::new("make");
+    make.current_dir(env!("CARGO_MANIFEST_DIR")).env_clear();
+    for name in ["PATH", "HOME", "RUSTUP_HOME", "CARGO_HOME"] {
+        if let Some(value) = std::env::var_os(name) {
+            make.env(name, value);
+        }
+    }
+    make
 }
 
 /// What a test needs of this machine and does not find there. Where `make test` provided it

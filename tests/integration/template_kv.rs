@@ -22,7 +22,7 @@ const UPSTREAM: &str = "upstream web {\n{% for addr in instances(\"web\") %}  se
 
 /// A harness on `store` with `env/`, `export/` and `out/`, and `up.j2`.
 fn templating(store: &dyn KvStore) -> Test {
-    let t = harness_on(&store.kv_url(), "i1");
+    let t = harness_on(store, "i1");
     t.dir("env")
         .dir("export")
         .dir("out")
@@ -183,15 +183,17 @@ fn a_change_to_what_a_template_read_re_renders_and_signals_the_command(store: &d
 
 #[test]
 fn without_a_registry_a_call_is_an_error_naming_the_template() {
-    let mut t = Test::new();
-    t.dir("env")
-        .dir("export")
-        .dir("out")
-        .file("a.j2", "x {{ kv(\"db\") }}\n");
-    t.args(&["-x", "export", "-e", "env", "-t", "a.j2:out/a", "--print"]);
-    t.run()
-        .status(125)
-        .error_line(&["a.j2: line 1: kv(\"db\"): no registry is configured"]);
+    for call in ["kv(\"db\")", "kv_list(\"db/\")", "instances(\"web\")"] {
+        let mut t = Test::new();
+        t.dir("env")
+            .dir("export")
+            .dir("out")
+            .file("a.j2", format!("x\n{{{{ {call} }}}}\n"));
+        t.args(&["-x", "export", "-e", "env", "-t", "a.j2:out/a", "--print"]);
+        t.run()
+            .status(125)
+            .error_line(&[&format!("a.j2: line 2: {call}: no registry is configured")]);
+    }
 }
 
 #[test]
@@ -245,7 +247,7 @@ fn plan_does_not_contact_the_store() {
 
 /// A watching harness on `store` whose command logs each start with the time it started.
 fn splayed(store: &dyn KvStore, splay: &str) -> Test {
-    let mut t = harness_on(&store.kv_url(), "i1");
+    let mut t = harness_on(store, "i1");
     t.dir("export")
         .script("env/V", "#!/bin/sh\nexec envharness kv get shared\n")
         .script(

@@ -36,7 +36,7 @@ impl KvSource {
     /// The store, opened now if no render opened it yet.
     fn store(&mut self) -> Result<&mut dyn Store, Error> {
         if self.store.is_none() {
-            self.store = Some(registry::open_with_env_credentials(&self.url)?);
+            self.store = Some(registry::open_with_env_access(&self.url)?);
         }
         Ok(self.store.as_deref_mut().expect("opened above"))
     }
@@ -91,15 +91,16 @@ impl KvReads {
         &self.absent
     }
 
-    /// What `lookup` sees, read now or earlier in this render.
-    fn look(&mut self, lookup: Lookup) -> Result<Seen, Error> {
+    /// What `lookup` sees, read now or earlier in this render; `call` is the template's call
+    /// that asks, for a message.
+    fn look(&mut self, lookup: Lookup, call: impl FnOnce() -> String) -> Result<Seen, Error> {
         if let Some(seen) = self.seen.get(&lookup) {
             return Ok(seen.clone());
         }
         let Some(source) = self.source.as_mut() else {
             return Err(Error::Usage(format!(
                 "{}: no registry is configured (--kv or ENVHARNESS_KV)",
-                lookup.call()
+                call()
             )));
         };
         let started = *self.started.get_or_insert_with(Instant::now);
@@ -158,7 +159,7 @@ fn with(
 /// `kv("KEY")`: as `kv get` finds it; undefined when absent.
 fn value_of(reads: &mut KvReads, key: &str) -> Result<Value, Error> {
     let parsed = Key::parse(key)?;
-    match reads.look(Lookup::Get(parsed))? {
+    match reads.look(Lookup::Get(parsed), || format!("kv(\"{key}\")"))? {
         Seen::Value(Some(value)) => text(key, value),
         Seen::Value(None) | Seen::Pairs(_) => {
             if !reads.found_absent(key) {
@@ -172,7 +173,7 @@ fn value_of(reads: &mut KvReads, key: &str) -> Result<Value, Error> {
 /// `kv_list("PREFIX")`: each live key under PREFIX (a string prefix), in byte order, with its
 /// value.
 fn list(reads: &mut KvReads, prefix: &str) -> Result<Value, Error> {
-    let pairs = live_pairs(reads, prefix)?;
+    let pairs = live_pairs(reads, prefix, || format!("kv_list(\"{prefix}\")"))?;
     let mut map = Vec::with_capacity(pairs.len());
     for (key, value) in pairs {
         let value = text(&key, value)?;
@@ -187,7 +188,7 @@ fn instances(reads: &mut KvReads, name: &str) -> Result<Value, Error> {
     Key::parse(name)?;
     let prefix = format!("{name}/");
     let mut values = Vec::new();
-    for (key, value) in live_pairs(reads, &prefix)? {
+    for (key, value) in live_pairs(reads, &prefix, || format!("instances(\"{name}\")"))? {
         if !key[prefix.len()..].contains('/') {
             values.push(text(&key, value)?);
         }
@@ -195,8 +196,12 @@ fn instances(reads: &mut KvReads, name: &str) -> Result<Value, Error> {
     Ok(Value::from(values))
 }
 
-fn live_pairs(reads: &mut KvReads, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
-    match reads.look(Lookup::List(prefix.to_owned()))? {
+fn live_pairs(
+    reads: &mut KvReads,
+    prefix: &str,
+    call: impl FnOnce() -> String,
+) -> Result<Vec<(String, Vec<u8>)>, Error> {
+    match reads.look(Lookup::List(prefix.to_owned()), call)? {
         Seen::Pairs(pairs) => Ok(pairs),
         Seen::Value(_) => Ok(Vec::new()),
     }

@@ -1,17 +1,27 @@
 //! Just enough HTTP/1.1 to talk to etcd's JSON gateway: `POST` a body, read the answer whole
-//! (`Content-Length` or chunked) or as a stream of lines (a watch).
+//! (`Content-Length` or chunked) or as a stream of lines (a watch), in plain text or over TLS
+//! ([`tls`](super::tls), `etcds://`).
 //!
 //! Why not a crate: ureq 3 without TLS added 262 KB to a static test program that already had
 //! std's networking, serde_json and base64 (measured), more than the whole etcd store adds to
 //! envharness (172 KB, 98 KB of it those shared parts); and it hides the socket, so a watch
 //! stream blocked in a read could not be woken to stop it. Here every connection is a plain
-//! [`TcpStream`] that the owner can shut down from another thread.
+//! [`TcpStream`] that the owner can shut down from another thread; with TLS, rustls sits
+//! between the socket (with its deadline) and the buffered reader, and a clone of the socket
+//! is still at hand for that.
 //!
 //! Invariant: nothing here waits past the deadline it is given. Connecting gets what is left
-//! of it, and so does every read and write, because the socket's timeout is set again before
-//! each one (a server that trickles bytes cannot stretch the deadline). A stream's reads have
-//! no deadline once it is established (a watch may be idle for hours); TCP keep-alive notices
-//! a peer that went away instead.
+//! of it, and so does every read and write (the TLS handshake's included), because the
+//! socket's timeout is set again before each one (a server that trickles bytes cannot stretch
+//! the deadline). A stream's reads wait as long as their caller says; a read that times out
+//! loses nothing, so the caller may look elsewhere and read on (the watch checks a silent
+//! member that way).
+//!
+//! Invariant: nothing here holds more than a limit in memory, whatever the server sends. An
+//! answer read whole is at most [`ANSWER_LIMIT`] bytes (a larger `Content-Length` is refused
+//! before reading any of it), a line of a stream at most [`STREAM_LINE_LIMIT`], a status,
+//! header or chunk-size line at most 16 KiB; past a limit the exchange fails as a protocol
+//! error.
 //!
 //! It speaks to one kind of server only (Go's net/http, through grpc-gateway), so it reads
 //! what that server sends and refuses the rest as a protocol error.
@@ -22,10 +32,16 @@ use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{setsockopt, sockopt};
+use rustls::{ClientConnection, StreamOwned};
 
-/// The largest answer read whole: a `list` of many large values, base64 and all.
-pub(crate) const BODY_LIMIT: u64 = 256 * 1024 * 1024;
-/// The longest status or header line, and the most header lines, we accept.
+use super::tls::{self, Verdict};
+
+/// The largest answer read whole (docs/reference.md §11.1): room for a list of about a
+/// hundred values of the largest size, which travel in base64 (a third more).
+pub const ANSWER_LIMIT: u64 = 16 * 1024 * 1024;
+/// The longest line of a streamed answer (a watch's answers, which carry the changed values).
+pub const STREAM_LINE_LIMIT: u64 = 4 * 1024 * 1024;
+/// The longest status, header or chunk-size line, and the most header lines, we accept.
 const LINE_LIMIT: u64 = 16 * 1024;
 const HEADER_LINES: usize = 100;
 
@@ -55,16 +71,68 @@ pub enum Fault {
     TimedOut,
     /// A connection kept from an earlier request was closed before it answered: try a new one.
     Stale,
-    /// An answer that is not HTTP as etcd's gateway speaks it.
+    /// A new connection was closed before any answer: a server that does not speak plain
+    /// HTTP (etcd's TLS port) does that.
+    Closed,
+    /// An answer that is not HTTP as etcd's gateway speaks it, or one over a size limit.
     Protocol(String),
+    /// TLS failed; the words follow `TLS: ` in messages.
+    Tls(String),
+    /// What rustls said, before [`Connection`] puts it in words (it knows the server name
+    /// and whether a client certificate was asked for).
+    Rustls(rustls::Error),
 }
 
+/// What etcd's gateway answers first, unless it is not HTTP.
+const NOT_HTTP: &str = "an answer that is not HTTP/1.1";
+
 impl Fault {
+    /// Whether the server closed a new connection without an answer, or answered with
+    /// something that is not HTTP: what a TLS server does with a plain request.
+    pub fn gave_no_http_answer(&self) -> bool {
+        match self {
+            Fault::Closed => true,
+            Fault::Protocol(text) => text == NOT_HTTP,
+            _ => false,
+        }
+    }
+
     fn from_io(err: io::Error) -> Fault {
         match err.kind() {
-            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Fault::TimedOut,
-            _ => Fault::Io(describe(&err)),
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => return Fault::TimedOut,
+            io::ErrorKind::Other | io::ErrorKind::InvalidData if err.get_ref().is_some() => {}
+            _ => return Fault::Io(describe(&err)),
         }
+        let text = describe(&err);
+        let inner = err.into_inner().expect("checked: it has an inner error");
+        let inner = match inner.downcast::<Carried>() {
+            Ok(carried) => return carried.0,
+            Err(other) => other,
+        };
+        match inner.downcast::<rustls::Error>() {
+            Ok(tls) => Fault::Rustls(*tls),
+            Err(_) => Fault::Io(text),
+        }
+    }
+}
+
+/// A [`Fault`] carried through `io::Read` (the chunked decoder's errors), so that it comes
+/// out as what it was: a line over the limit stays a protocol error.
+#[derive(Debug)]
+struct Carried(Fault);
+
+impl fmt::Display for Carried {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl std::error::Error for Carried {}
+
+fn carry(fault: Fault) -> io::Error {
+    match fault {
+        Fault::TimedOut => io::ErrorKind::TimedOut.into(),
+        other => io::Error::other(Carried(other)),
     }
 }
 
@@ -90,7 +158,8 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// A socket whose every read waits at most until the deadline (none: as long as it takes).
+/// A socket whose every read and write waits at most until the deadline (none: as long as it
+/// takes).
 struct Deadlined {
     stream: TcpStream,
     deadline: Option<Instant>,
@@ -118,23 +187,126 @@ impl Deadlined {
     }
 }
 
+/// A socket timeout reads as EAGAIN, which rustls takes for "no data yet" and reads again:
+/// it is a timeout.
+fn timed_out_if_would_block(err: io::Error) -> io::Error {
+    match err.kind() {
+        io::ErrorKind::WouldBlock => io::ErrorKind::TimedOut.into(),
+        _ => err,
+    }
+}
+
 impl Read for Deadlined {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.arm(false)?;
-        self.stream.read(buf)
+        self.stream.read(buf).map_err(timed_out_if_would_block)
+    }
+}
+
+impl Write for Deadlined {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.arm(true)?;
+        self.stream.write(buf).map_err(timed_out_if_would_block)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What the buffered reader reads from: the socket itself, or TLS over it.
+enum Transport {
+    Plain(Deadlined),
+    Tls(Box<StreamOwned<ClientConnection, Deadlined>>),
+}
+
+impl Transport {
+    fn socket(&self) -> &Deadlined {
+        match self {
+            Transport::Plain(socket) => socket,
+            Transport::Tls(tls) => &tls.sock,
+        }
+    }
+
+    fn socket_mut(&mut self) -> &mut Deadlined {
+        match self {
+            Transport::Plain(socket) => socket,
+            Transport::Tls(tls) => &mut tls.sock,
+        }
+    }
+}
+
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(socket) => socket.read(buf),
+            // A close without TLS's close_notify (Go's server closing an idle connection, or
+            // giving up on one) is the end of the stream: every answer is framed by its
+            // length or its chunks, so a cut-short answer is noticed all the same.
+            Transport::Tls(tls) => match tls.read(buf) {
+                Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                other => other,
+            },
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(socket) => socket.write(buf),
+            Transport::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Plain(socket) => socket.flush(),
+            Transport::Tls(tls) => tls.flush(),
+        }
     }
 }
 
 /// A connection to one endpoint, kept for the next request while the server allows.
 pub struct Connection {
-    reader: BufReader<Deadlined>,
+    reader: BufReader<Transport>,
     host: String,
     /// It has carried a request already, so a close before the answer means it went stale.
     used: bool,
+    /// With TLS: how to put its failures in words.
+    verdict: Option<Verdict>,
 }
 
-/// Connects to `endpoint` (each of its addresses in turn) before `deadline`.
-pub fn connect(endpoint: &Endpoint, deadline: Instant) -> Result<Connection, Fault> {
+/// Connects to `endpoint` (each of its addresses in turn) before `deadline`, with TLS when
+/// `tls` is given (the handshake done too).
+pub fn connect(
+    endpoint: &Endpoint,
+    deadline: Instant,
+    tls: Option<&tls::Connector>,
+) -> Result<Connection, Fault> {
+    let socket = Deadlined {
+        stream: tcp(endpoint, deadline)?,
+        deadline: Some(deadline),
+    };
+    let (transport, verdict) = match tls {
+        None => (Transport::Plain(socket), None),
+        Some(connector) => {
+            let (session, verdict) = connector.session(&endpoint.host).map_err(Fault::Tls)?;
+            let transport = handshake(session, socket, endpoint)
+                .map_err(|fault| in_words(fault, Some(&verdict), false))?;
+            (transport, Some(verdict))
+        }
+    };
+    Ok(Connection {
+        reader: BufReader::new(transport),
+        host: endpoint.to_string(),
+        used: false,
+        verdict,
+    })
+}
+
+/// A TCP connection to `endpoint`, without Nagle's delay.
+fn tcp(endpoint: &Endpoint, deadline: Instant) -> Result<TcpStream, Fault> {
     // The system resolver has its own timeouts (resolv.conf's `timeout` and `attempts`); an
     // address literal, the usual case, does not consult it.
     let addresses = (endpoint.host.as_str(), endpoint.port)
@@ -150,14 +322,7 @@ pub fn connect(endpoint: &Endpoint, deadline: Instant) -> Result<Connection, Fau
             Ok(stream) => {
                 // Requests are small and answered at once: no Nagle delay on them.
                 stream.set_nodelay(true).map_err(Fault::from_io)?;
-                return Ok(Connection {
-                    reader: BufReader::new(Deadlined {
-                        stream,
-                        deadline: Some(deadline),
-                    }),
-                    host: endpoint.to_string(),
-                    used: false,
-                });
+                return Ok(stream);
             }
             Err(err) => last = Fault::from_io(err),
         }
@@ -165,9 +330,107 @@ pub fn connect(endpoint: &Endpoint, deadline: Instant) -> Result<Connection, Fau
     Err(last)
 }
 
+/// The TLS handshake, within the socket's deadline.
+fn handshake(
+    mut session: ClientConnection,
+    mut socket: Deadlined,
+    endpoint: &Endpoint,
+) -> Result<Transport, Fault> {
+    while session.is_handshaking() {
+        session
+            .complete_io(&mut socket)
+            .map_err(|err| match err.kind() {
+                // A server that is not TLS closes or resets the connection on our hello.
+                io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe => Fault::Closed,
+                _ => Fault::from_io(err),
+            })?;
+    }
+    log::debug!(
+        "{endpoint}: TLS handshake done ({})",
+        session
+            .protocol_version()
+            .and_then(|version| version.as_str())
+            .unwrap_or("TLS")
+    );
+    Ok(Transport::Tls(Box::new(StreamOwned::new(session, socket))))
+}
+
+/// A failure of a TLS connection in words. A close or an alert from a server that asked for a
+/// client certificate when none is configured is that: TLS 1.3 reports it only after the
+/// handshake, at the first read.
+fn in_words(fault: Fault, verdict: Option<&Verdict>, used: bool) -> Fault {
+    let Some(verdict) = verdict else {
+        return fault;
+    };
+    match fault {
+        Fault::Rustls(err) => Fault::Tls(verdict.words(&err)),
+        Fault::Closed | Fault::Io(_) if !used && verdict.wanted_a_certificate() => {
+            Fault::Tls(tls::CLIENT_CERT_REQUIRED.into())
+        }
+        Fault::Closed if !used => Fault::Tls(HANDSHAKE_CLOSED.into()),
+        other => other,
+    }
+}
+
+/// The words for a server that closed the connection instead of completing the handshake.
+pub const HANDSHAKE_CLOSED: &str = "the server closed the connection during the handshake";
+
+/// Whether the server at `endpoint` answers a plain HTTP request: asked after it closed the
+/// connection on our ClientHello, to say "use etcd://" rather than "closed".
+pub fn speaks_plain_http(endpoint: &Endpoint, deadline: Instant) -> bool {
+    let Ok(stream) = tcp(endpoint, deadline) else {
+        return false;
+    };
+    let mut socket = Deadlined {
+        stream,
+        deadline: Some(deadline),
+    };
+    let request = format!("GET /health HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n");
+    if socket.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    first_bytes(&mut socket, 5) == b"HTTP/"
+}
+
+/// Up to `count` bytes of what the server sends first.
+fn first_bytes(socket: &mut Deadlined, count: usize) -> Vec<u8> {
+    let mut reply = vec![0u8; count];
+    let mut got = 0;
+    while got < count {
+        match socket.read(&mut reply[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => got += read,
+        }
+    }
+    reply.truncate(got);
+    reply
+}
+
+/// Whether the server at `endpoint` answers a TLS ClientHello as a TLS server does: asked
+/// after a plain request got no HTTP answer, to say "use etcds://" rather than "closed".
+pub fn speaks_tls(endpoint: &Endpoint, deadline: Instant) -> bool {
+    let Some(hello) = tls::client_hello(&endpoint.host) else {
+        return false;
+    };
+    let Ok(stream) = tcp(endpoint, deadline) else {
+        return false;
+    };
+    let mut socket = Deadlined {
+        stream,
+        deadline: Some(deadline),
+    };
+    if socket.write_all(&hello).is_err() {
+        return false;
+    }
+    tls::is_tls_reply(&first_bytes(&mut socket, 3))
+}
+
 impl Connection {
     /// Sends `POST path` with a JSON body and reads the answer whole, before `deadline`.
-    /// Afterwards the connection may carry another request ([`Connection::reusable`]).
+    /// Afterwards the connection may carry another request (the bool).
     pub fn post(
         &mut self,
         path: &str,
@@ -175,13 +438,25 @@ impl Connection {
         body: &[u8],
         deadline: Instant,
     ) -> Result<(Response, bool), Fault> {
-        self.reader.get_mut().deadline = Some(deadline);
+        let reused = self.used;
+        self.exchange(path, authorization, body, deadline)
+            .map_err(|fault| in_words(fault, self.verdict.as_ref(), reused))
+    }
+
+    fn exchange(
+        &mut self,
+        path: &str,
+        authorization: Option<&str>,
+        body: &[u8],
+        deadline: Instant,
+    ) -> Result<(Response, bool), Fault> {
+        self.reader.get_mut().socket_mut().deadline = Some(deadline);
         let reused = self.used;
         self.used = true;
         let sent = self.send(path, authorization, body);
         let head = sent.and_then(|()| read_head(&mut self.reader));
         let head = match head {
-            Err(Fault::Io(_)) if reused && self.reader.buffer().is_empty() => {
+            Err(Fault::Io(_) | Fault::Closed) if reused && self.reader.buffer().is_empty() => {
                 return Err(Fault::Stale)
             }
             other => other?,
@@ -198,7 +473,8 @@ impl Connection {
     }
 
     /// Sends `POST path` and returns the status and, for a 200, a reader of the answer's lines
-    /// (other statuses: the answer whole). Reads of the stream wait as long as it takes.
+    /// (other statuses: the answer whole). Reads of the stream wait as long as their caller
+    /// says ([`Lines::next_line`]).
     pub fn post_stream(
         mut self,
         path: &str,
@@ -206,7 +482,25 @@ impl Connection {
         body: &[u8],
         deadline: Instant,
     ) -> Result<Streamed, Fault> {
-        self.reader.get_mut().deadline = Some(deadline);
+        let verdict = self.verdict.take();
+        match self.open_stream(path, authorization, body, deadline) {
+            Ok(Streamed::Lines(mut lines)) => {
+                lines.verdict = verdict;
+                Ok(Streamed::Lines(lines))
+            }
+            Ok(refused) => Ok(refused),
+            Err(fault) => Err(in_words(fault, verdict.as_ref(), false)),
+        }
+    }
+
+    fn open_stream(
+        mut self,
+        path: &str,
+        authorization: Option<&str>,
+        body: &[u8],
+        deadline: Instant,
+    ) -> Result<Streamed, Fault> {
+        self.reader.get_mut().socket_mut().deadline = Some(deadline);
         self.send(path, authorization, body)?;
         let head = read_head(&mut self.reader)?;
         if head.status != 200 || !matches!(head.framing, Framing::Chunked) {
@@ -219,6 +513,8 @@ impl Connection {
         }
         Ok(Streamed::Lines(Lines {
             reader: BufReader::new(Chunked::new(self.reader)),
+            pending: Vec::new(),
+            verdict: None,
         }))
     }
 
@@ -239,9 +535,11 @@ impl Connection {
         }
         request.extend_from_slice(b"\r\n");
         request.extend_from_slice(body);
-        let socket = self.reader.get_ref();
-        socket.arm(true).map_err(Fault::from_io)?;
-        (&socket.stream).write_all(&request).map_err(Fault::from_io)
+        let transport = self.reader.get_mut();
+        transport
+            .write_all(&request)
+            .and_then(|()| transport.flush())
+            .map_err(Fault::from_io)
     }
 }
 
@@ -255,26 +553,37 @@ pub enum Streamed {
 
 /// The lines of a streamed answer (one JSON object each, as etcd's gateway writes them).
 pub struct Lines {
-    reader: BufReader<Chunked<BufReader<Deadlined>>>,
+    reader: BufReader<Chunked<BufReader<Transport>>>,
+    /// What was read of a line whose end has not come yet (a read timed out in it).
+    pending: Vec<u8>,
+    /// With TLS: how to put its failures in words.
+    verdict: Option<Verdict>,
 }
 
 impl Lines {
     /// The next line without its newline; None at the end of the stream. Waits until
-    /// `deadline` (none: as long as it takes).
+    /// `deadline` (none: as long as it takes); a read that times out keeps what it read, so
+    /// the next call goes on from there. A line over [`STREAM_LINE_LIMIT`] is a protocol
+    /// error.
     pub fn next_line(&mut self, deadline: Option<Instant>) -> Result<Option<Vec<u8>>, Fault> {
-        self.reader.get_mut().inner.get_mut().deadline = deadline;
-        next_line(&mut self.reader)
+        self.reader.get_mut().inner.get_mut().socket_mut().deadline = deadline;
+        next_line(&mut self.reader, &mut self.pending)
+            .map_err(|fault| in_words(fault, self.verdict.as_ref(), true))
+    }
+
+    fn socket(&self) -> &TcpStream {
+        &self.reader.get_ref().inner.get_ref().socket().stream
     }
 
     /// Another handle on the socket, so another thread can shut it down to end a blocked read.
-    pub fn socket(&self) -> io::Result<TcpStream> {
-        self.reader.get_ref().inner.get_ref().stream.try_clone()
+    pub fn socket_clone(&self) -> io::Result<TcpStream> {
+        self.socket().try_clone()
     }
 
     /// Turns on TCP keep-alive, so a peer that vanished (a lost machine: no FIN, no RST) ends
     /// an idle stream within about half a minute instead of never.
     pub fn keep_alive(&self) -> Result<(), Fault> {
-        let stream = &self.reader.get_ref().inner.get_ref().stream;
+        let stream = self.socket();
         let set = || -> nix::Result<()> {
             setsockopt(stream, sockopt::KeepAlive, &true)?;
             setsockopt(stream, sockopt::TcpKeepIdle, &10)?;
@@ -285,20 +594,30 @@ impl Lines {
     }
 }
 
-/// The next line of a stream's body without its newline; None at its end.
-pub(crate) fn next_line(reader: &mut impl BufRead) -> Result<Option<Vec<u8>>, Fault> {
-    let mut line = Vec::new();
+/// The next line of `reader`, `pending` holding what an earlier call read of it before its
+/// read timed out; a line over [`STREAM_LINE_LIMIT`] is a protocol error, and at the end of
+/// the stream the last line may lack its newline.
+pub(crate) fn next_line(
+    reader: &mut impl BufRead,
+    pending: &mut Vec<u8>,
+) -> Result<Option<Vec<u8>>, Fault> {
+    let room = STREAM_LINE_LIMIT.saturating_sub(pending.len() as u64);
     reader
-        .take(BODY_LIMIT)
-        .read_until(b'\n', &mut line)
+        .take(room)
+        .read_until(b'\n', pending)
         .map_err(Fault::from_io)?;
-    if line.is_empty() {
-        return Ok(None);
-    }
-    if line.last() == Some(&b'\n') {
+    if pending.last() == Some(&b'\n') {
+        let mut line = std::mem::take(pending);
         line.pop();
+        return Ok(Some(line));
     }
-    Ok(Some(line))
+    if pending.len() as u64 >= STREAM_LINE_LIMIT {
+        return Err(Fault::Protocol(format!(
+            "a line of the stream over {STREAM_LINE_LIMIT} bytes, the limit"
+        )));
+    }
+    let last = std::mem::take(pending);
+    Ok((!last.is_empty()).then_some(last))
 }
 
 /// Shuts a socket down, waking whatever thread is blocked reading it.
@@ -311,9 +630,7 @@ pub fn shut_down(socket: &TcpStream) {
 pub(crate) fn read_head(reader: &mut impl BufRead) -> Result<Head, Fault> {
     let status_line = read_line(reader)?;
     if status_line.is_empty() {
-        return Err(Fault::Io(
-            "the connection was closed before an answer".into(),
-        ));
+        return Err(Fault::Closed);
     }
     let mut words = status_line.split(' ');
     let version = words.next().unwrap_or_default();
@@ -321,7 +638,7 @@ pub(crate) fn read_head(reader: &mut impl BufRead) -> Result<Head, Fault> {
         .next()
         .and_then(|code| code.parse::<u16>().ok())
         .filter(|_| version.starts_with("HTTP/1."))
-        .ok_or_else(|| Fault::Protocol("an answer that is not HTTP/1.1".into()))?;
+        .ok_or_else(|| Fault::Protocol(NOT_HTTP.into()))?;
     let mut head = Head {
         status,
         framing: Framing::UntilClose,
@@ -369,14 +686,20 @@ fn at_end(reader: &mut impl BufRead) -> Result<bool, Fault> {
     }
 }
 
-/// The body of an answer, framed as its head says; more than [`BODY_LIMIT`] bytes is refused.
+/// The body of an answer, framed as its head says; more than [`ANSWER_LIMIT`] bytes is
+/// refused, a `Content-Length` over it before anything is read.
 pub(crate) fn read_body(reader: &mut impl BufRead, framing: &Framing) -> Result<Vec<u8>, Fault> {
     let mut body = Vec::new();
-    let limit = BODY_LIMIT + 1;
+    let limit = ANSWER_LIMIT + 1;
     match *framing {
+        Framing::Length(length) if length > ANSWER_LIMIT => {
+            return Err(Fault::Protocol(format!(
+                "an answer of {length} bytes (its Content-Length), over the limit of {ANSWER_LIMIT}"
+            )));
+        }
         Framing::Length(length) => {
             reader
-                .take(length.min(limit))
+                .take(length)
                 .read_to_end(&mut body)
                 .map_err(Fault::from_io)?;
             if body.len() as u64 != length {
@@ -396,9 +719,9 @@ pub(crate) fn read_body(reader: &mut impl BufRead, framing: &Framing) -> Result<
                 .map_err(Fault::from_io)?;
         }
     }
-    if body.len() as u64 > BODY_LIMIT {
+    if body.len() as u64 > ANSWER_LIMIT {
         return Err(Fault::Protocol(format!(
-            "an answer of more than {BODY_LIMIT} bytes"
+            "an answer of more than {ANSWER_LIMIT} bytes, the limit"
         )));
     }
     Ok(body)
@@ -425,7 +748,18 @@ fn read_line(reader: &mut impl BufRead) -> Result<String, Fault> {
         .take(LINE_LIMIT)
         .read_until(b'\n', &mut line)
         .map_err(Fault::from_io)?;
+    finish_line(line)
+}
+
+/// A line as [`read_line`] read it: a line without its newline is one over the limit (a
+/// protocol error) or one the connection cut short.
+fn finish_line(mut line: Vec<u8>) -> Result<String, Fault> {
     if !line.is_empty() && line.last() != Some(&b'\n') {
+        if line.len() as u64 >= LINE_LIMIT {
+            return Err(Fault::Protocol(format!(
+                "a header or chunk-size line over {LINE_LIMIT} bytes"
+            )));
+        }
         return Err(Fault::Io("the answer was cut short".into()));
     }
     while matches!(line.last(), Some(b'\n' | b'\r')) {
@@ -435,40 +769,56 @@ fn read_line(reader: &mut impl BufRead) -> Result<String, Fault> {
 }
 
 /// Reads a chunked body (RFC 9112 7.1): hex size lines, data, and trailers after the last,
-/// empty chunk (grpc-gateway sends `Grpc-Trailer-*` there).
+/// empty chunk (grpc-gateway sends `Grpc-Trailer-*` there). A read that times out loses
+/// nothing: where it was is kept, and so is a line read in part.
 pub(crate) struct Chunked<R> {
     inner: R,
-    /// Bytes left in the current chunk; None between chunks.
-    left: Option<u64>,
-    done: bool,
+    at: Part,
+    /// A size, trailer or end-of-chunk line read in part.
+    line: Vec<u8>,
+}
+
+/// Where a chunked body is.
+#[derive(Clone, Copy)]
+enum Part {
+    /// Before a chunk: its size line.
+    Size,
+    /// Inside a chunk, with this many bytes left.
+    Data(u64),
+    /// After a chunk's data: the line end that closes it.
+    DataEnd,
+    /// After the last, empty chunk: trailers up to a blank line.
+    Trailers,
+    Done,
 }
 
 impl<R: BufRead> Chunked<R> {
     pub(crate) fn new(inner: R) -> Chunked<R> {
         Chunked {
             inner,
-            left: None,
-            done: false,
+            at: Part::Size,
+            line: Vec::new(),
         }
     }
 
     fn line(&mut self) -> io::Result<String> {
-        read_line(&mut self.inner).map_err(|failure| match failure {
-            Fault::TimedOut => io::ErrorKind::TimedOut.into(),
-            Fault::Io(text) | Fault::Protocol(text) => io::Error::other(text),
-            Fault::Stale => io::ErrorKind::UnexpectedEof.into(),
-        })
+        let room = LINE_LIMIT.saturating_sub(self.line.len() as u64);
+        (&mut self.inner)
+            .take(room)
+            .read_until(b'\n', &mut self.line)?;
+        finish_line(std::mem::take(&mut self.line)).map_err(carry)
     }
 }
 
 impl<R: BufRead> Read for Chunked<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            if self.done || buf.is_empty() {
+            if buf.is_empty() {
                 return Ok(0);
             }
-            match self.left {
-                None => {
+            match self.at {
+                Part::Done => return Ok(0),
+                Part::Size => {
                     let line = self.line()?;
                     if line.is_empty() {
                         return Err(io::ErrorKind::UnexpectedEof.into());
@@ -476,28 +826,34 @@ impl<R: BufRead> Read for Chunked<R> {
                     let size = line.split(';').next().unwrap_or_default().trim();
                     let size = u64::from_str_radix(size, 16)
                         .map_err(|_| io::Error::other("a malformed chunk size"))?;
-                    if size == 0 {
-                        // Trailers, up to the blank line that ends the body.
-                        while !self.line()?.is_empty() {}
-                        self.done = true;
-                        return Ok(0);
-                    }
-                    self.left = Some(size);
+                    self.at = if size == 0 {
+                        Part::Trailers
+                    } else {
+                        Part::Data(size)
+                    };
                 }
-                Some(0) => {
-                    if !self.line()?.is_empty() {
-                        return Err(io::Error::other("a chunk longer than its size"));
-                    }
-                    self.left = None;
-                }
-                Some(left) => {
+                Part::Data(left) => {
                     let wanted = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
                     let read = self.inner.read(&mut buf[..wanted])?;
                     if read == 0 {
                         return Err(io::ErrorKind::UnexpectedEof.into());
                     }
-                    self.left = Some(left - read as u64);
+                    self.at = match left - read as u64 {
+                        0 => Part::DataEnd,
+                        left => Part::Data(left),
+                    };
                     return Ok(read);
+                }
+                Part::DataEnd => {
+                    if !self.line()?.is_empty() {
+                        return Err(io::Error::other("a chunk longer than its size"));
+                    }
+                    self.at = Part::Size;
+                }
+                Part::Trailers => {
+                    if self.line()?.is_empty() {
+                        self.at = Part::Done;
+                    }
                 }
             }
         }
@@ -710,7 +1066,7 @@ mod tests {
     #[test]
     fn malformed_heads_are_refused() {
         for (answer, fault) in [
-            ("", "Io: the connection was closed before an answer"),
+            ("", "Closed"),
             (
                 "HTTP/2 200\r\n\r\n",
                 "Protocol: an answer that is not HTTP/1.1",
@@ -806,6 +1162,155 @@ mod tests {
         assert!(read_head(&mut reader).is_err());
         let read = answer.len() - reader.rest().len();
         assert!(read <= 2 * limit, "{read} bytes read for a refused line");
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_a_protocol_error_not_a_cut_short_answer() {
+        let long = "v".repeat(2 * LINE_LIMIT as usize);
+        let header = format!("HTTP/1.1 200 OK\r\nX-Long: {long}\r\nContent-Length: 0\r\n\r\n");
+        let chunk = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{long}\r\n");
+        let status = format!("HTTP/1.1 200 {long}\r\n\r\n");
+        for answer in [header, chunk, status] {
+            assert_eq!(
+                refused(answer.as_bytes()),
+                "Protocol: a header or chunk-size line over 16384 bytes",
+                "{}",
+                &answer[..40]
+            );
+        }
+    }
+
+    #[test]
+    fn a_content_length_over_the_limit_is_refused_before_reading_the_body() {
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{{",
+            ANSWER_LIMIT + 1
+        );
+        let mut reader = Pieces::new(answer.as_bytes(), &[65536]).then_time_out();
+        let result = parse_from(&mut reader);
+        let Err(Fault::Protocol(text)) = result else {
+            panic!("{result:?}");
+        };
+        assert_eq!(
+            text,
+            format!(
+                "an answer of {} bytes (its Content-Length), over the limit of {ANSWER_LIMIT}",
+                ANSWER_LIMIT + 1
+            )
+        );
+        assert_eq!(reader.rest(), b"{", "nothing of the body was read");
+    }
+
+    /// An endless chunked body: chunks of `size` bytes, forever.
+    struct Endless {
+        head: Vec<u8>,
+        chunk: Vec<u8>,
+        at: usize,
+        served: u64,
+    }
+
+    impl Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let source = if self.head.is_empty() {
+                &self.chunk
+            } else {
+                &self.head
+            };
+            let len = (source.len() - self.at).min(buf.len());
+            buf[..len].copy_from_slice(&source[self.at..self.at + len]);
+            self.at += len;
+            self.served += len as u64;
+            if self.at == source.len() {
+                self.at = 0;
+                self.head.clear();
+            }
+            Ok(len)
+        }
+    }
+
+    #[test]
+    fn an_endless_chunked_body_stops_at_the_limit() {
+        let mut endless = BufReader::new(Endless {
+            head: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
+            chunk: format!("10000\r\n{}\r\n", "x".repeat(0x10000)).into_bytes(),
+            at: 0,
+            served: 0,
+        });
+        let head = read_head(&mut endless).expect("a head");
+        let result = read_body(&mut endless, &head.framing);
+        let Err(Fault::Protocol(text)) = result else {
+            panic!("{result:?}");
+        };
+        assert_eq!(
+            text,
+            format!("an answer of more than {ANSWER_LIMIT} bytes, the limit")
+        );
+        let served = endless.get_ref().served;
+        assert!(
+            served < ANSWER_LIMIT + 2 * 0x10000 + 8192,
+            "{served} bytes read"
+        );
+    }
+
+    #[test]
+    fn a_stream_line_resumes_after_a_timeout_and_stops_at_its_limit() {
+        // A read that times out inside a line, or inside a chunk-size line, loses nothing.
+        let answer = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n{\"a\":1\r\n2\r\n}\n\r\n0\r\n\r\n";
+        for sizes in SPLITS {
+            let mut pieces = Pieces::new(answer.as_bytes(), sizes);
+            read_head(&mut pieces).expect("a head");
+            let stutter = Stutter {
+                inner: pieces,
+                turn: 0,
+            };
+            let mut reader = BufReader::new(Chunked::new(BufReader::with_capacity(3, stutter)));
+            let mut pending = Vec::new();
+            let mut got = Vec::new();
+            let mut timeouts = 0;
+            loop {
+                match next_line(&mut reader, &mut pending) {
+                    Ok(Some(line)) => got.push(String::from_utf8(line).unwrap()),
+                    Ok(None) => break,
+                    Err(Fault::TimedOut) => timeouts += 1,
+                    Err(other) => panic!("{sizes:?}: {other:?} after {got:?} pending {pending:?} timeouts {timeouts}"),
+                }
+                assert!(timeouts < 1000);
+            }
+            assert_eq!(got, [r#"{"a":1}"#], "{sizes:?}");
+            assert!(timeouts > 0);
+        }
+        // A line that never ends stops at the limit.
+        let mut endless = BufReader::new(Chunked::new(BufReader::new(Endless {
+            head: Vec::new(),
+            chunk: format!("10000\r\n{}\r\n", "x".repeat(0x10000)).into_bytes(),
+            at: 0,
+            served: 0,
+        })));
+        let result = next_line(&mut endless, &mut Vec::new());
+        let Err(Fault::Protocol(text)) = result else {
+            panic!("{result:?}");
+        };
+        assert_eq!(
+            text,
+            format!("a line of the stream over {STREAM_LINE_LIMIT} bytes, the limit")
+        );
+    }
+
+    /// A reader whose every other read times out, as a socket read with a short deadline
+    /// on a slow stream does.
+    struct Stutter {
+        inner: Pieces,
+        turn: usize,
+    }
+
+    impl Read for Stutter {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.turn += 1;
+            if self.turn % 2 == 1 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.inner.read(buf)
+        }
     }
 
     #[test]
@@ -947,7 +1452,7 @@ mod tests {
             ],
             None,
         );
-        let mut connection = connect(&server.endpoint, soon()).expect("connecting");
+        let mut connection = connect(&server.endpoint, soon(), None).expect("connecting");
         let (first, reusable) = connection
             .post("/v3/kv/range", Some("token"), b"{}", soon())
             .expect("the first answer");
@@ -982,13 +1487,41 @@ mod tests {
             vec![vec!["HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"]],
             None,
         );
-        let mut connection = connect(&server.endpoint, soon()).expect("connecting");
+        let mut connection = connect(&server.endpoint, soon(), None).expect("connecting");
         connection
             .post("/v3/kv/range", None, b"{}", soon())
             .expect("the first answer");
         server.requests();
         let second = connection.post("/v3/kv/range", None, b"{}", soon());
         assert!(matches!(second, Err(Fault::Stale)), "{second:?}");
+    }
+
+    #[test]
+    fn a_line_over_the_limit_on_a_kept_connection_is_no_stale_connection() {
+        let long: &'static str = Box::leak(
+            format!(
+                "HTTP/1.1 200 OK\r\nX-Long: {}\r\nContent-Length: 2\r\n\r\n{{}}",
+                "v".repeat(LINE_LIMIT as usize)
+            )
+            .into_boxed_str(),
+        );
+        let server = Server::start(
+            vec![
+                vec!["HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"],
+                vec![long],
+            ],
+            None,
+        );
+        let mut connection = connect(&server.endpoint, soon(), None).expect("connecting");
+        connection
+            .post("/v3/kv/range", None, b"{}", soon())
+            .expect("the first answer");
+        let second = connection.post("/v3/kv/range", None, b"{}", soon());
+        assert!(
+            matches!(&second, Err(Fault::Protocol(text)) if text.contains("line over 16384 bytes")),
+            "{second:?}"
+        );
+        server.requests();
     }
 
     #[test]
@@ -1003,7 +1536,7 @@ mod tests {
             ]],
             None,
         );
-        let connection = connect(&server.endpoint, soon()).expect("connecting");
+        let connection = connect(&server.endpoint, soon(), None).expect("connecting");
         let Streamed::Lines(mut lines) = connection
             .post_stream("/v3/watch", None, b"{}", soon())
             .expect("the stream")
@@ -1026,7 +1559,7 @@ mod tests {
             ]],
             None,
         );
-        let connection = connect(&server.endpoint, soon()).expect("connecting");
+        let connection = connect(&server.endpoint, soon(), None).expect("connecting");
         match connection.post_stream("/v3/watch", None, b"{}", soon()) {
             Ok(Streamed::Refused(answer)) => {
                 assert_eq!(answer.status, 401);
@@ -1048,7 +1581,7 @@ mod tests {
             ]],
             Some(held),
         );
-        let connection = connect(&server.endpoint, soon()).expect("connecting");
+        let connection = connect(&server.endpoint, soon(), None).expect("connecting");
         let Ok(Streamed::Lines(mut lines)) =
             connection.post_stream("/v3/watch", None, b"{}", soon())
         else {

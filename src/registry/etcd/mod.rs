@@ -1,10 +1,16 @@
-//! The registry on an etcd v3 cluster (docs/reference.md §11.1):
-//! `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]`.
+//! The registry on an etcd v3 cluster (docs/reference.md §11.1, §12):
+//! `etcd://HOST:PORT[,HOST:PORT…][/PREFIX]`, and `etcds://…` for the same over TLS.
 //!
 //! Key `KEY` is the etcd key `PREFIX/KEY` (just `KEY` without a prefix). Every operation is one
-//! `POST` to etcd's JSON gateway (`/v3/kv/range`, `/v3/lease/grant`, …) over plain HTTP/1.1
-//! ([`http`]): keys and values travel in base64, 64-bit numbers as strings. TLS
-//! (`etcd+https://`) is not supported.
+//! `POST` to etcd's JSON gateway (`/v3/kv/range`, `/v3/lease/grant`, …) over HTTP/1.1
+//! ([`http`]), in plain text or over TLS ([`tls`]): keys and values travel in base64, 64-bit
+//! numbers as strings.
+//!
+//! # Bounds
+//! Whatever a server sends, the store holds a bounded amount of it: an answer of at most
+//! [`http::ANSWER_LIMIT`] bytes, a list of at most [`LIST_LIMIT`] keys (etcd is asked for no
+//! more), a watch line of at most [`http::STREAM_LINE_LIMIT`], and every value read is held to
+//! the limit of a value ([`VALUE_LIMIT`], an error naming the key past it).
 //!
 //! # Time
 //! One store call, whatever it takes (endpoints tried in turn, logging in, one retry with a
@@ -14,6 +20,15 @@
 //! time, on the connection it answered on. An unreachable cluster is
 //! `etcd://127.0.0.1:2379: unreachable: connection refused`; an endpoint that answers "no
 //! leader" or "unavailable" counts as unreachable too, any other etcd error is the answer.
+//!
+//! # TLS
+//! With `etcds://` every connection is TLS 1.2 or 1.3 with the server's certificate verified
+//! ([`tls`]). The settings' files are read when the store is opened and again for each new
+//! connection; connections are kept, so renewals and requests do not pay a handshake each.
+//! `etcd://` to a server that speaks only TLS gets no HTTP answer (etcd closes the
+//! connection): a TLS ClientHello then tells whether it speaks TLS, and the error says to use
+//! `etcds://`. etcd's gateway refuses a client certificate with a common name once its
+//! authentication is on; that refusal is put in words.
 //!
 //! # Authentication
 //! With [`Credentials`], the store logs in (`/v3/auth/authenticate`) before its first request
@@ -34,17 +49,26 @@
 //! thread inherits it. That thread allocates and takes a mutex; it never forks or execs.
 
 pub(crate) mod http;
+mod tls;
 pub(crate) mod watch;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::{Credentials, Key, LeaseId, Store, Watch, REACH_TIMEOUT};
+use super::{check_value_size, Access, Credentials, Key, LeaseId, Store, Watch, REACH_TIMEOUT};
 use crate::error::Error;
 use http::{Connection, Endpoint, Fault, Response};
+pub use http::{ANSWER_LIMIT, STREAM_LINE_LIMIT};
+pub use tls::Settings as TlsSettings;
+
+/// The most keys one list returns (docs/reference.md §11.1); etcd is asked for no more, and
+/// a list that would hold more is an error naming the prefix.
+pub const LIST_LIMIT: usize = 10_000;
 
 /// An etcd cluster as a [`Store`].
 pub struct EtcdStore {
@@ -59,26 +83,67 @@ impl std::fmt::Debug for EtcdStore {
     }
 }
 
-/// Reads the URL; contacts nobody (docs/reference.md §11.1: the harness contacts the store only
-/// when it has something to publish or to watch). A malformed URL is a usage error naming it.
-pub fn open(url: &str, credentials: Option<Credentials>) -> Result<EtcdStore, Error> {
+/// Reads the URL and, for `etcds://`, the TLS settings' files; contacts nobody
+/// (docs/reference.md §11.1: the harness contacts the store only when it has something to
+/// publish or to watch). A malformed URL is a usage error naming it; a TLS file that cannot be
+/// read, or holds no certificate (key), is the store's error naming the variable and the file.
+pub fn open(url: &str, access: Access) -> Result<EtcdStore, Error> {
     let (endpoints, prefix) = parse_url(url)?;
+    let tls = match (is_tls_url(url), access.tls) {
+        (false, _) => None,
+        (true, Some(settings)) => Some(Tls::open(url, settings)?),
+        (true, None) => Some(Tls::open(url, TlsSettings::from_env(url, |_| None)?)?),
+    };
+    let credentials = access.credentials;
     Ok(EtcdStore {
         client: Client {
             url: url.to_owned(),
             endpoints,
             login_needed: credentials.is_some(),
             credentials,
+            tls,
             limit: REACH_TIMEOUT,
             token: None,
-            current: 0,
+            current: Arc::new(AtomicUsize::new(0)),
             connection: None,
         },
         prefix,
     })
 }
 
-/// The endpoints and `PREFIX/` (empty without one) of an `etcd://` URL.
+/// Checks an etcd URL's syntax, reading no file and contacting nobody.
+pub fn check_url(url: &str) -> Result<(), Error> {
+    parse_url(url).map(drop)
+}
+
+/// Whether the URL is `etcds://` (TLS).
+pub fn is_tls_url(url: &str) -> bool {
+    url.starts_with("etcds://")
+}
+
+/// Whether a password for `url` would cross the network in clear text: `etcd://` with
+/// credentials to an endpoint that is not a loopback address (`localhost`, 127.0.0.0/8,
+/// `::1`). A name other than `localhost` counts as remote: it is not resolved for this.
+pub fn sends_password_in_clear(url: &str, access: &Access) -> bool {
+    if access.credentials.is_none() || is_tls_url(url) {
+        return false;
+    }
+    let Ok((endpoints, _)) = parse_url(url) else {
+        return false;
+    };
+    endpoints
+        .iter()
+        .any(|endpoint| !is_loopback(&endpoint.host))
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
+}
+
+/// The endpoints and `PREFIX/` (empty without one) of an `etcd://` or `etcds://` URL.
 pub(crate) fn parse_url(url: &str) -> Result<(Vec<Endpoint>, String), Error> {
     let usage = |reason: &str| Error::Usage(format!("{url}: {reason}"));
     if url.contains('@') {
@@ -89,11 +154,16 @@ pub(crate) fn parse_url(url: &str) -> Result<(Vec<Endpoint>, String), Error> {
                 .into(),
         ));
     }
-    if url.starts_with("etcd+https://") || url.starts_with("etcds://") {
-        return Err(usage("TLS to etcd is not supported; use etcd://HOST:PORT"));
+    if url.starts_with("etcd+https://") {
+        return Err(usage("TLS to etcd is written etcds://HOST:PORT"));
     }
-    let Some(rest) = url.strip_prefix("etcd://") else {
-        return Err(usage("not an etcd://HOST:PORT[,HOST:PORT…][/PREFIX] URL"));
+    let Some(rest) = url
+        .strip_prefix("etcd://")
+        .or_else(|| url.strip_prefix("etcds://"))
+    else {
+        return Err(usage(
+            "not an etcd://HOST:PORT[,HOST:PORT…][/PREFIX] (or etcds://…) URL",
+        ));
     };
     let (authority, path) = match rest.find('/') {
         Some(slash) => (&rest[..slash], &rest[slash + 1..]),
@@ -184,23 +254,34 @@ impl Store for EtcdStore {
         )?;
         match reply["kvs"].as_array().and_then(|kvs| kvs.first()) {
             None => Ok(None),
-            Some(kv) => Ok(Some(self.client.decode(&kv["value"])?)),
+            Some(kv) => Ok(Some(self.client.value(key.as_str(), &kv["value"])?)),
         }
     }
 
     fn list(&mut self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
         let (key, range_end) = range(&self.etcd_key(prefix));
-        // etcd answers in byte order of the keys unless told otherwise.
+        // etcd answers in byte order of the keys unless told otherwise; with a limit it says
+        // whether there were more (`more`).
         let reply = self.client.call(
             "/v3/kv/range",
-            &json!({ "key": key, "range_end": range_end }),
+            &json!({ "key": key, "range_end": range_end, "limit": LIST_LIMIT.to_string() }),
         )?;
-        let mut entries = Vec::new();
-        for kv in reply["kvs"]
+        let kvs = reply["kvs"]
             .as_array()
             .map(Vec::as_slice)
-            .unwrap_or_default()
-        {
+            .unwrap_or_default();
+        if kvs.len() > LIST_LIMIT || reply["more"].as_bool() == Some(true) {
+            let shown = if prefix.is_empty() {
+                "(any key)"
+            } else {
+                prefix
+            };
+            return Err(self.client.error(format!(
+                "{shown}: more than {LIST_LIMIT} keys under it, the limit of a list"
+            )));
+        }
+        let mut entries = Vec::new();
+        for kv in kvs {
             let name = self.client.decode(&kv["key"])?;
             // Keys another tool wrote that no `put` could name are left out.
             let Some(name) = String::from_utf8(name)
@@ -209,7 +290,8 @@ impl Store for EtcdStore {
             else {
                 continue;
             };
-            entries.push((name, self.client.decode(&kv["value"])?));
+            let value = self.client.value(&name, &kv["value"])?;
+            entries.push((name, value));
         }
         Ok(entries)
     }
@@ -299,42 +381,115 @@ pub(crate) fn number(value: &Value) -> Option<i64> {
     }
 }
 
-/// How the cluster is reached: the endpoints, the login, and the connection in use.
+/// How the cluster is reached: the endpoints, the login, TLS, and the connection in use.
 struct Client {
     url: String,
     endpoints: Vec<Endpoint>,
     credentials: Option<Credentials>,
+    /// With `etcds://`: what each new connection's TLS is made from.
+    tls: Option<Tls>,
     /// The token etcd gave at login; None before it, and while etcd has auth disabled.
     token: Option<String>,
     /// With credentials, before the first login (later ones follow a refused token).
     login_needed: bool,
     /// How long one call may take in all.
     limit: Duration,
-    /// The endpoint to try first: the one that answered last.
-    current: usize,
+    /// The endpoint to try first: the one that answered last. Shared with the store's watch
+    /// threads: a watch that finds its member frozen moves the store's next call on too.
+    current: Arc<AtomicUsize>,
     /// A kept connection, with the index of its endpoint.
     connection: Option<(usize, Connection)>,
 }
 
-/// What one endpoint said, or why it said nothing.
-enum Attempt {
-    Answer(Response),
+/// Why one endpoint did not serve a call.
+enum Miss {
+    /// It could not be reached, or did not answer in time: `unreachable: REASON`.
     Unreachable(String),
+    /// It answered in a way another try would not change (TLS refused, a server that is not
+    /// etcd's HTTP, an answer over a limit): `REASON`.
+    Refused(String),
+    /// No endpoint can be tried (a TLS file can no longer be read): the call fails at once.
+    Fatal(Error),
+}
+
+impl From<Fault> for Miss {
+    fn from(fault: Fault) -> Miss {
+        match fault {
+            Fault::Io(text) => Miss::Unreachable(text),
+            Fault::TimedOut => Miss::Unreachable("no answer within {share} s".into()),
+            Fault::Stale | Fault::Closed => {
+                Miss::Unreachable("the connection was closed before an answer".into())
+            }
+            Fault::Protocol(text) => Miss::Refused(text),
+            Fault::Tls(words) => Miss::Refused(format!("TLS: {words}")),
+            Fault::Rustls(err) => Miss::Refused(format!("TLS: {err}")),
+        }
+    }
+}
+
+/// What `etcd://` says to a server that speaks only TLS.
+const SPEAKS_TLS: &str = "the server speaks TLS: use etcds://";
+
+/// The TLS settings of an `etcds://` store, and the configuration read from them when it was
+/// opened, kept for its first connection.
+struct Tls {
+    settings: TlsSettings,
+    first: Option<tls::Connector>,
+}
+
+impl Tls {
+    /// Reads the files now: one that cannot be read is an error before anything runs.
+    fn open(url: &str, settings: TlsSettings) -> Result<Tls, Error> {
+        let first = settings.connector().map_err(|reason| Error::Store {
+            url: url.to_owned(),
+            reason,
+        })?;
+        Ok(Tls {
+            settings,
+            first: Some(first),
+        })
+    }
+
+    /// The configuration for a new connection: the files as they are now (renewed
+    /// certificates are picked up), except for the first connection, which uses what `open`
+    /// read.
+    fn connector(&mut self) -> Result<tls::Connector, String> {
+        match self.first.take() {
+            Some(first) => Ok(first),
+            None => self.settings.connector(),
+        }
+    }
 }
 
 impl Client {
-    /// The same cluster, login and token, without the connection (for the watch thread).
+    /// The same cluster, login, token and TLS settings (its files read again for its own
+    /// connections), sharing the endpoint to try first, without the connection (for the
+    /// watch thread).
     fn detached(&self) -> Client {
         Client {
             url: self.url.clone(),
             endpoints: self.endpoints.clone(),
             credentials: self.credentials.clone(),
+            tls: self.tls.as_ref().map(|tls| Tls {
+                settings: tls.settings.clone(),
+                first: None,
+            }),
             token: self.token.clone(),
             login_needed: self.login_needed,
             limit: self.limit,
-            current: self.current,
+            current: Arc::clone(&self.current),
             connection: None,
         }
+    }
+
+    /// The endpoint to try first.
+    fn first(&self) -> usize {
+        self.current.load(Ordering::Relaxed) % self.endpoints.len()
+    }
+
+    /// Makes `index` the endpoint to try first, for this client and the others of its store.
+    fn prefer(&self, index: usize) {
+        self.current.store(index, Ordering::Relaxed);
     }
 
     fn error(&self, reason: impl Into<String>) -> Error {
@@ -352,17 +507,39 @@ impl Client {
             .map_err(|_| self.error("etcd sent a value that is not base64"))
     }
 
+    /// The value of `key` as etcd sent it, held to the limit of a value (docs/reference.md
+    /// §11.1): another client, or something that is not etcd, may have written a larger one.
+    fn value(&self, key: &str, value: &Value) -> Result<Vec<u8>, Error> {
+        let value = self.decode(value)?;
+        check_value_size(key, &value)?;
+        Ok(value)
+    }
+
+    /// etcd's refusal of a call as the store's error; the one refusal whose words do not say
+    /// what to do is explained.
+    fn refusal(&self, message: String) -> Error {
+        if message.contains("CommonName of client sending a request against gateway") {
+            return self.error(
+                "etcd refuses a client certificate that has a common name (CN) once its \
+                 authentication is on: use a client certificate without a common name, with \
+                 ENVHARNESS_KV_USER and ENVHARNESS_KV_PASSWORD",
+            );
+        }
+        self.error(message)
+    }
+
     /// One request: logs in first if needed, and once more if etcd refuses the token.
     fn call(&mut self, path: &str, request: &Value) -> Result<Value, Error> {
         let body = request.to_string().into_bytes();
         self.logged_in(|store, deadline| {
             let answer = store.exchange(path, &body, true, deadline)?;
-            let reply = parse(&answer.body).ok_or_else(|| {
-                store.error(format!(
-                    "etcd answered {} with something that is not JSON",
-                    answer.status
-                ))
-            })?;
+            let Some(reply) = parse(&answer.body) else {
+                if answer.status != 200 {
+                    // Some refusals come as plain text (the gateway's common-name one).
+                    return Ok(Err(refusal_text(&answer)));
+                }
+                return Err(store.error("etcd answered 200 with something that is not JSON"));
+            };
             if answer.status == 200 {
                 // A streaming call (a keep-alive) reports its error inside the answer.
                 if let Some(error) = reply.get("error") {
@@ -404,7 +581,7 @@ impl Client {
                     continue;
                 }
             }
-            return Err(self.error(refusal));
+            return Err(self.refusal(refusal));
         }
     }
 
@@ -421,6 +598,9 @@ impl Client {
         // No token on this request: etcd refuses a login that carries a stale one.
         let answer = self.exchange("/v3/auth/authenticate", &body, false, deadline)?;
         let reply = parse(&answer.body).unwrap_or(Value::Null);
+        if answer.status != 200 && reply.is_null() {
+            return Err(self.refusal(refusal_text(&answer)));
+        }
         if answer.status == 200 {
             match reply["token"].as_str() {
                 Some(token) if !token.is_empty() => {
@@ -441,7 +621,7 @@ impl Client {
         if message.contains("authentication failed") {
             return Err(self.error("authentication failed: wrong user or password"));
         }
-        Err(self.error(message))
+        Err(self.refusal(message))
     }
 
     /// Sends the request to the endpoints in turn until one answers. An endpoint that says it
@@ -459,60 +639,88 @@ impl Client {
             } else {
                 None
             };
-            match store.attempt(index, path, body, token.as_deref(), attempt_deadline) {
-                Attempt::Answer(answer) if !matches!(answer.status, 503 | 504) => Ok(answer),
-                Attempt::Answer(answer) => {
-                    Err(error_message(&parse(&answer.body).unwrap_or(Value::Null)))
-                }
-                Attempt::Unreachable(reason) => Err(reason),
+            let answer = store.attempt(index, path, body, token.as_deref(), attempt_deadline)?;
+            if matches!(answer.status, 503 | 504) {
+                return Err(Miss::Unreachable(error_message(
+                    &parse(&answer.body).unwrap_or(Value::Null),
+                )));
             }
+            Ok(answer)
         })
     }
 
     /// Tries `attempt` on the endpoints in turn, from the one that answered last, each with
     /// its share of what is left until `deadline`, until one succeeds (it becomes the one to
-    /// start from). Err(reason) is that endpoint's failure, where `{share}` stands for the time
-    /// it was given; when all failed, the error names them.
+    /// start from). A miss's `{share}` stands for the time the endpoint was given; when all
+    /// missed, the error names them (a fatal miss ends the turns at once).
     fn each_endpoint<T>(
         &mut self,
         deadline: Instant,
-        mut attempt: impl FnMut(&mut Self, usize, Instant) -> Result<T, String>,
+        mut attempt: impl FnMut(&mut Self, usize, Instant) -> Result<T, Miss>,
     ) -> Result<T, Error> {
         let count = self.endpoints.len();
         let mut failures = Vec::new();
         for turn in 0..count {
-            let index = (self.current + turn) % count;
+            let index = (self.first() + turn) % count;
             let share = deadline.saturating_duration_since(Instant::now()) / (count - turn) as u32;
             match attempt(self, index, Instant::now() + share) {
                 Ok(done) => {
-                    self.current = index;
+                    self.prefer(index);
                     return Ok(done);
                 }
-                Err(failure) => {
-                    failures.push((index, failure.replace("{share}", &http::seconds(share))))
-                }
+                Err(Miss::Fatal(err)) => return Err(err),
+                Err(Miss::Unreachable(reason)) => failures.push((
+                    index,
+                    Miss::Unreachable(reason.replace("{share}", &http::seconds(share))),
+                )),
+                Err(refused) => failures.push((index, refused)),
             }
         }
-        Err(self.unreachable(&failures))
+        Err(self.missed(&failures))
     }
 
-    /// `unreachable: REASON`, or with several endpoints each one's; also forgets the token.
-    /// etcd may have restarted or been wiped meanwhile, and a token from a wiped etcd does not
-    /// get refused: etcd holds a request whose token names a raft index ahead of its own until
-    /// it gets there (measured on 3.4: minutes). So the next call logs in again.
-    fn unreachable(&mut self, failures: &[(usize, String)]) -> Error {
+    /// The error of a call that no endpoint served: `unreachable: REASON` (`REASON` for a
+    /// refusal), or with several endpoints each one's; also forgets the token. etcd may have
+    /// restarted or been wiped meanwhile, and a token from a wiped etcd does not get refused:
+    /// etcd holds a request whose token names a raft index ahead of its own until it gets
+    /// there (measured on 3.4: minutes). So the next call logs in again.
+    fn missed(&mut self, failures: &[(usize, Miss)]) -> Error {
         if self.token.take().is_some() {
             self.login_needed = true;
         }
-        let reason = match failures {
-            [(_, reason)] => reason.clone(),
-            _ => failures
-                .iter()
-                .map(|(index, reason)| format!("{}: {reason}", self.endpoints[*index]))
-                .collect::<Vec<_>>()
-                .join("; "),
+        let unreachable = |miss: &Miss| matches!(miss, Miss::Unreachable(_));
+        let words = |miss: &Miss| match miss {
+            Miss::Unreachable(reason) => reason.clone(),
+            Miss::Refused(reason) => reason.clone(),
+            Miss::Fatal(err) => err.to_string(),
         };
-        self.error(format!("unreachable: {reason}"))
+        let named = |with_word: bool| {
+            failures
+                .iter()
+                .map(|(index, miss)| {
+                    let prefix = if with_word && unreachable(miss) {
+                        "unreachable: "
+                    } else {
+                        ""
+                    };
+                    format!("{}: {prefix}{}", self.endpoints[*index], words(miss))
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let reason = match failures {
+            [(_, miss)] if unreachable(miss) => format!("unreachable: {}", words(miss)),
+            [(_, miss)] => words(miss),
+            _ if failures.iter().all(|(_, miss)| unreachable(miss)) => {
+                format!("unreachable: {}", named(false))
+            }
+            // One refusal from every member (the same certificate everywhere): said once.
+            [(_, first), rest @ ..] if rest.iter().all(|(_, miss)| words(miss) == words(first)) => {
+                words(first)
+            }
+            _ => named(true),
+        };
+        self.error(reason)
     }
 
     /// Forgets the token, so the next call logs in first (the watch thread does so before it
@@ -520,6 +728,37 @@ impl Client {
     fn forget_token(&mut self) {
         self.token = None;
         self.login_needed = self.credentials.is_some();
+    }
+
+    /// A new connection to endpoint `index`, with TLS for `etcds://` (the files read again).
+    fn connect(&mut self, index: usize, deadline: Instant) -> Result<Connection, Miss> {
+        let connector = match &mut self.tls {
+            None => None,
+            Some(tls) => Some(
+                tls.connector()
+                    .map_err(|reason| Miss::Fatal(self.error(reason)))?,
+            ),
+        };
+        http::connect(&self.endpoints[index], deadline, connector.as_ref())
+            .map_err(|fault| self.plain_miss(index, fault, deadline))
+    }
+
+    /// A fault as a miss. `etcd://` to a server that gave no HTTP answer (it closed the
+    /// connection, or sent something else) may have reached a TLS port: a ClientHello tells,
+    /// and then the miss says to use `etcds://`. The other way round, a server that closed
+    /// the connection on our ClientHello may be plain HTTP: a plain request tells.
+    fn plain_miss(&self, index: usize, fault: Fault, deadline: Instant) -> Miss {
+        let endpoint = &self.endpoints[index];
+        let plain = self.tls.is_none();
+        if plain && fault.gave_no_http_answer() && http::speaks_tls(endpoint, deadline) {
+            return Miss::Refused(SPEAKS_TLS.into());
+        }
+        let closed_on_hello =
+            matches!(&fault, Fault::Tls(words) if words == http::HANDSHAKE_CLOSED);
+        if !plain && closed_on_hello && http::speaks_plain_http(endpoint, deadline) {
+            return Miss::Refused(format!("TLS: {}", tls::NOT_TLS));
+        }
+        Miss::from(fault)
     }
 
     /// One endpoint, on the kept connection when it is to this endpoint, else a new one.
@@ -530,7 +769,7 @@ impl Client {
         body: &[u8],
         token: Option<&str>,
         deadline: Instant,
-    ) -> Attempt {
+    ) -> Result<Response, Miss> {
         let kept = match self.connection.take() {
             Some((kept_for, connection)) if kept_for == index => Some(connection),
             // One to another endpoint is dropped: the next request goes where this one does.
@@ -539,40 +778,34 @@ impl Client {
         let fresh = kept.is_none();
         let mut connection = match kept {
             Some(connection) => connection,
-            None => match http::connect(&self.endpoints[index], deadline) {
-                Ok(connection) => connection,
-                Err(failure) => return Attempt::Unreachable(reason(failure)),
-            },
+            None => self.connect(index, deadline)?,
         };
         let mut result = connection.post(path, token, body, deadline);
         if matches!(result, Err(Fault::Stale)) && !fresh {
             // The server closed the idle connection; the request never reached it.
-            match http::connect(&self.endpoints[index], deadline) {
-                Ok(new) => connection = new,
-                Err(failure) => return Attempt::Unreachable(reason(failure)),
-            }
+            connection = self.connect(index, deadline)?;
             result = connection.post(path, token, body, deadline);
         }
-        match result {
-            Ok((answer, reusable)) => {
-                if reusable {
-                    self.connection = Some((index, connection));
-                }
-                Attempt::Answer(answer)
-            }
-            Err(failure) => Attempt::Unreachable(reason(failure)),
+        let (answer, reusable) = result.map_err(|fault| self.plain_miss(index, fault, deadline))?;
+        if self.tls.is_none() && answer.status == 400 && speaks_https(&answer.body) {
+            return Err(Miss::Refused(SPEAKS_TLS.into()));
         }
+        if reusable {
+            self.connection = Some((index, connection));
+        }
+        Ok(answer)
     }
 
     /// Opens a streaming request (a watch) on the endpoints in turn, like [`Client::exchange`],
-    /// and returns its lines once `accept` took the first one. `accept` says whether the
-    /// stream is established (Ok), or what etcd refused (Err with its message).
+    /// and returns its lines, with the endpoint they come from, once `accept` took the first
+    /// one. `accept` says whether the stream is established (Ok), or what etcd refused (Err
+    /// with its message).
     fn stream(
         &mut self,
         path: &str,
         request: &Value,
         accept: impl Fn(&Value) -> Result<(), String>,
-    ) -> Result<http::Lines, Error> {
+    ) -> Result<(http::Lines, usize), Error> {
         let body = request.to_string().into_bytes();
         self.logged_in(|store, deadline| store.open_stream(path, &body, deadline, &accept))
     }
@@ -585,43 +818,64 @@ impl Client {
         body: &[u8],
         deadline: Instant,
         accept: &impl Fn(&Value) -> Result<(), String>,
-    ) -> Result<Result<http::Lines, String>, Error> {
+    ) -> Result<Result<(http::Lines, usize), String>, Error> {
         self.each_endpoint(deadline, |store, index, attempt_deadline| {
-            let opened = http::connect(&store.endpoints[index], attempt_deadline)
-                .and_then(|c| c.post_stream(path, store.token.as_deref(), body, attempt_deadline));
+            let connection = store.connect(index, attempt_deadline)?;
+            let opened = connection
+                .post_stream(path, store.token.as_deref(), body, attempt_deadline)
+                .map_err(|fault| store.plain_miss(index, fault, attempt_deadline))?;
             match opened {
-                Ok(http::Streamed::Lines(mut lines)) => {
-                    match lines.next_line(Some(attempt_deadline)) {
-                        Ok(Some(line)) => {
-                            let first = parse(&line).unwrap_or(Value::Null);
-                            Ok(accept(&first).map(|()| lines))
-                        }
-                        Ok(None) => Err("the stream ended at once".to_owned()),
-                        Err(failure) => Err(reason(failure)),
+                http::Streamed::Lines(mut lines) => match lines.next_line(Some(attempt_deadline)) {
+                    Ok(Some(line)) => {
+                        let first = parse(&line).unwrap_or(Value::Null);
+                        Ok(accept(&first).map(|()| (lines, index)))
                     }
-                }
-                Ok(http::Streamed::Refused(answer)) => {
-                    let message = error_message(&parse(&answer.body).unwrap_or(Value::Null));
+                    Ok(None) => Err(Miss::Unreachable("the stream ended at once".to_owned())),
+                    Err(failure) => Err(Miss::from(failure)),
+                },
+                http::Streamed::Refused(answer) => {
+                    let message = match parse(&answer.body) {
+                        Some(reply) => error_message(&reply),
+                        None => refusal_text(&answer),
+                    };
                     if matches!(answer.status, 503 | 504) {
-                        Err(message)
+                        Err(Miss::Unreachable(message))
                     } else {
                         Ok(Err(message))
                     }
                 }
-                Err(failure) => Err(reason(failure)),
             }
         })
     }
+
+    /// Whether endpoint `index` answers a request (any answer) before `deadline`: the watch
+    /// asks when its stream has been silent, to tell a quiet cluster from a frozen member.
+    /// No token goes with it (a stale one can stall etcd), and the connection is kept for the
+    /// next time.
+    fn answers(&mut self, index: usize, deadline: Instant) -> bool {
+        self.attempt(index, "/v3/maintenance/status", b"{}", None, deadline)
+            .is_ok()
+    }
 }
 
-/// A failure as the reason in `unreachable: …`; `{share}` stands for the time the endpoint
-/// was given, filled in by the caller.
-fn reason(failure: Fault) -> String {
-    match failure {
-        Fault::Io(text) | Fault::Protocol(text) => text,
-        Fault::TimedOut => "no answer within {share} s".into(),
-        Fault::Stale => "the connection was closed before an answer".into(),
+/// Go's HTTPS server's answer to plain HTTP (`Client sent an HTTP request to an HTTPS
+/// server.`), should an etcd send it rather than close the connection.
+fn speaks_https(body: &[u8]) -> bool {
+    body.windows(29)
+        .any(|window| window == b"HTTP request to an HTTPS serv")
+}
+
+/// A refusal that is not JSON, in a few words: its first line of text, or its status.
+fn refusal_text(answer: &Response) -> String {
+    let text = String::from_utf8_lossy(&answer.body);
+    let line = text.lines().next().unwrap_or_default().trim();
+    if line.is_empty() || line.len() > 200 || line.chars().any(char::is_control) {
+        return format!(
+            "etcd answered {} with something that is not JSON",
+            answer.status
+        );
     }
+    format!("etcd answered {}: {line}", answer.status)
 }
 
 pub(crate) fn parse(body: &[u8]) -> Option<Value> {
@@ -684,7 +938,7 @@ mod tests {
             ("etcd://h:1/a//b", "is not a key path"),
             ("etcd://h:1/a b", "is not a key path"),
             ("http://h:1", "not an etcd://"),
-            ("etcd+https://h:1", "TLS to etcd is not supported"),
+            ("etcd+https://h:1", "TLS to etcd is written etcds://"),
         ] {
             let err = parse_url(url).unwrap_err();
             assert!(matches!(err, Error::Usage(_)), "{url}: {err:?}");
@@ -717,10 +971,13 @@ mod tests {
     fn open_contacts_nobody_and_debug_shows_no_secret() {
         let store = open(
             "etcd://127.0.0.1:1/p",
-            Some(Credentials {
-                user: "root".into(),
-                password: "hunter2".into(),
-            }),
+            Access {
+                credentials: Some(Credentials {
+                    user: "root".into(),
+                    password: "hunter2".into(),
+                }),
+                tls: None,
+            },
         )
         .unwrap();
         let text = format!("{store:?}");

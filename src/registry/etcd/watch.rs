@@ -11,6 +11,13 @@
 //! it signals a possible change, since whatever happened meanwhile was not seen. One warning
 //! says the watch was lost; a debug line names each failed try.
 //!
+//! A frozen member (a stopped or hung etcd) keeps its connections open and sends nothing, and
+//! TCP keep-alive does not notice: the kernel still answers for it. So when the stream has
+//! been silent for [`QUIET`], the thread asks that member for its status (on a connection of
+//! its own, kept for the next time); one that does not answer within [`ANSWER_WITHIN`] is
+//! given up, and the watch moves to the next endpoint as after a lost stream. A change made
+//! while a member is frozen is seen within about three seconds.
+//!
 //! Dropping the [`EtcdWatch`] stops the thread: it sets a flag, shuts the stream's socket down
 //! (which ends a blocked read) and unparks a thread waiting to reconnect. The thread then ends
 //! by itself (at worst after a connection attempt of at most 5 s); nobody joins it. The
@@ -21,7 +28,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::Thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use serde_json::{json, Value};
@@ -33,6 +40,10 @@ use crate::registry::Watch;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const LAST_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a stream may be silent before its member is asked whether it still answers.
+const QUIET: Duration = Duration::from_secs(2);
+/// How long that member has to answer.
+const ANSWER_WITHIN: Duration = Duration::from_secs(1);
 
 pub struct EtcdWatch {
     events: Arc<EventFd>,
@@ -55,13 +66,13 @@ impl EtcdWatch {
         range_end: String,
     ) -> Result<EtcdWatch, Error> {
         let request = json!({ "create_request": { "key": key, "range_end": range_end } });
-        let lines = open(&mut client, &request)?;
+        let (lines, on) = open(&mut client, &request)?;
         let events = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(|errno| client.error(format!("creating an eventfd: {}", errno.desc())))?;
         let events = Arc::new(events);
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
-            socket: Mutex::new(lines.socket().ok()),
+            socket: Mutex::new(lines.socket_clone().ok()),
         });
         let thread = {
             let events = Arc::clone(&events);
@@ -69,7 +80,7 @@ impl EtcdWatch {
             let url = client.url.clone();
             std::thread::Builder::new()
                 .name("etcd-watch".into())
-                .spawn(move || read(client, request, lines, &events, &shared))
+                .spawn(move || read(client, request, (lines, on), &events, &shared))
                 .map_err(|err| Error::Store {
                     url,
                     reason: format!("starting the watch thread: {}", http::describe(&err)),
@@ -110,9 +121,10 @@ impl Drop for EtcdWatch {
     }
 }
 
-/// Opens the stream and waits for etcd's `created` answer.
-fn open(client: &mut Client, request: &Value) -> Result<Lines, Error> {
-    let lines = client.stream("/v3/watch", request, |first| {
+/// Opens the stream and waits for etcd's `created` answer; returns its lines and the endpoint
+/// they come from.
+fn open(client: &mut Client, request: &Value) -> Result<(Lines, usize), Error> {
+    let (lines, on) = client.stream("/v3/watch", request, |first| {
         let result = &first["result"];
         if result["canceled"].as_bool() == Some(true) {
             return Err(result["cancel_reason"]
@@ -128,16 +140,22 @@ fn open(client: &mut Client, request: &Value) -> Result<Lines, Error> {
     lines
         .keep_alive()
         .map_err(|failure| client.error(format!("setting TCP keep-alive: {failure:?}")))?;
-    Ok(lines)
+    Ok((lines, on))
 }
 
 /// The watch thread: reads the stream, signals events, reconnects when it breaks, ends when
 /// the [`EtcdWatch`] is dropped.
-fn read(mut client: Client, request: Value, mut lines: Lines, events: &EventFd, shared: &Shared) {
+fn read(
+    mut client: Client,
+    request: Value,
+    (mut lines, mut on): (Lines, usize),
+    events: &EventFd,
+    shared: &Shared,
+) {
     let stopped = || shared.stop.load(Ordering::SeqCst);
     loop {
         let why = loop {
-            match lines.next_line(None) {
+            match lines.next_line(Some(Instant::now() + QUIET)) {
                 Ok(Some(line)) => {
                     let (changed, ended) = answer(&line);
                     if changed {
@@ -148,9 +166,15 @@ fn read(mut client: Client, request: Value, mut lines: Lines, events: &EventFd, 
                     }
                 }
                 Ok(None) => break "etcd ended the stream".to_owned(),
-                Err(Fault::TimedOut) => break "the connection timed out".to_owned(),
-                Err(Fault::Io(text) | Fault::Protocol(text)) => break text,
-                Err(Fault::Stale) => break "the connection was closed".to_owned(),
+                Err(Fault::TimedOut) => {
+                    if stopped() || client.answers(on, Instant::now() + ANSWER_WITHIN) {
+                        continue;
+                    }
+                    // Reconnect elsewhere first: this member may stay frozen.
+                    client.prefer((on + 1) % client.endpoints.len());
+                    break format!("{} stopped answering", client.endpoints[on]);
+                }
+                Err(fault) => break words(fault),
             }
         };
         if stopped() {
@@ -158,14 +182,14 @@ fn read(mut client: Client, request: Value, mut lines: Lines, events: &EventFd, 
         }
         log::warn!("{}: the watch was lost ({why}); reconnecting", client.url);
         let mut backoff = FIRST_BACKOFF;
-        lines = loop {
+        (lines, on) = loop {
             std::thread::park_timeout(backoff);
             if stopped() {
                 return;
             }
             client.forget_token();
             match open(&mut client, &request) {
-                Ok(lines) => break lines,
+                Ok(opened) => break opened,
                 Err(err) => log::debug!("watch: {err}"),
             }
             backoff = (backoff * 2).min(LAST_BACKOFF);
@@ -175,7 +199,7 @@ fn read(mut client: Client, request: Value, mut lines: Lines, events: &EventFd, 
             if stopped() {
                 return;
             }
-            *socket = lines.socket().ok();
+            *socket = lines.socket_clone().ok();
         }
         log::info!("{}: watching again", client.url);
         // Whatever changed while the stream was down was not seen.
@@ -199,6 +223,17 @@ pub(crate) fn answer(line: &[u8]) -> (bool, Option<String>) {
         return (changed, Some(error_message(&answer["error"])));
     }
     (changed, None)
+}
+
+/// Why the stream broke, for the warning.
+fn words(fault: Fault) -> String {
+    match fault {
+        Fault::TimedOut => "the connection timed out".to_owned(),
+        Fault::Io(text) | Fault::Protocol(text) => text,
+        Fault::Stale | Fault::Closed => "the connection was closed".to_owned(),
+        Fault::Tls(words) => format!("TLS: {words}"),
+        Fault::Rustls(err) => format!("TLS: {err}"),
+    }
 }
 
 fn signal(events: &EventFd) {

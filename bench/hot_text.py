@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Writes bench/hot-text.ld: the functions that start-up, the scripts' runs and an idle
+supervisor execute, gathered at the start of the static binary's code, in that order.
+
+Why: the kernel maps a binary's code 64 KiB around each page a process touches (fault-around),
+so code that runs scattered over 2 MiB of text makes most of the binary resident. Gathered, the
+running code fills a few 64 KiB windows and the code for TLS, etcd, templates and `kv` is paged
+in only by the processes that run it (a supervisor's peak RSS: 2.0 MiB before, 1.1 MiB after).
+
+How: builds the static binary with its symbols (target/hot-text), runs it in the scenarios
+below under bench/trace_text.c, which single-steps it and the children it vforks until they
+exec, maps each instruction to its function, and writes one linker-script line per function.
+`make static` links with the script (GNU ld and lld read it with `INSERT BEFORE .text`). The
+patterns leave out what a rebuild changes (the hash of a legacy symbol, a crate's
+disambiguator), so the script stays useful as the code changes; a function that is new on the
+path is only placed elsewhere. Run again (`make hot-text`) when the start-up or supervision
+path changes much: `make bench` shows the supervisor's file-backed RSS.
+
+    python3 bench/hot_text.py
+"""
+
+import bisect
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = "x86_64-unknown-linux-musl"
+TARGET_DIR = os.path.join(ROOT, "target", "hot-text")
+BINARY = os.path.join(TARGET_DIR, TARGET, "release", "envharness")
+SCRIPT = os.path.join(ROOT, "bench", "hot-text.ld")
+
+# The scenarios, most important first: the supervisor's code comes first so that its pages are
+# the fewest. EMPTY and TEN are directories: none and ten environment scripts.
+SCENARIOS = [
+    ["-e", "EMPTY", "-x", "EMPTY", "--init", "--", "sleep", "0.3"],
+    ["-e", "TEN", "-x", "TEN", "--init", "--", "sleep", "0.3"],
+    ["-e", "EMPTY", "-x", "EMPTY", "--init", "--", "sh", "-c", "kill -TERM $PPID; sleep 1"],
+    ["-e", "EMPTY", "-x", "EMPTY", "--init", "--watch", "0.1", "--", "sleep", "0.5"],
+    ["-e", "TEN", "-x", "TEN", "--", "true"],
+    ["-e", "EMPTY", "-x", "EMPTY", "--", "true"],
+    ["-e", "EMPTY", "-x", "EMPTY", "--user", "nobody", "--", "true"],
+    ["-e", "TEN", "--print"],
+]
+
+
+def log(text):
+    print(f"hot-text: {text}", file=sys.stderr, flush=True)
+
+
+def build():
+    env = dict(os.environ, CARGO_TARGET_DIR=TARGET_DIR, CARGO_PROFILE_RELEASE_STRIP="false",
+               CC_x86_64_unknown_linux_musl="musl-gcc",
+               CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS=
+               "-C relocation-model=static -C target-feature=+crt-static")
+    # The layout traced does not matter: addresses are mapped with this binary's symbols.
+    subprocess.run(["cargo", "build", "-q", "--release", "--target", TARGET], cwd=ROOT, env=env,
+                   check=True)
+
+
+def directories(work):
+    empty, ten = os.path.join(work, "empty"), os.path.join(work, "ten")
+    os.makedirs(empty)
+    os.makedirs(ten)
+    for i in range(10):
+        path = os.path.join(ten, f"V{i}")
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\necho value\n")
+        os.chmod(path, 0o755)
+    return {"EMPTY": empty, "TEN": ten}
+
+
+def traced(tracer, work, args):
+    """The addresses the binary executed in one scenario."""
+    out = os.path.join(work, "addresses")
+    subprocess.run([tracer, out, BINARY, *args], check=True, timeout=600,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(out) as f:
+        return [int(line, 16) for line in f]
+
+
+def functions():
+    """(start, size, name) of every function symbol, by address. A function written in
+    assembly may have no size: it then reaches to the next symbol."""
+    out = subprocess.run(["nm", "-S", "-n", BINARY], check=True, capture_output=True,
+                         text=True).stdout
+    symbols = []
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) == 4 and fields[2] in "tTwW":
+            symbols.append([int(fields[0], 16), int(fields[1], 16), fields[3]])
+        elif len(fields) == 3 and fields[1] in "tTwW":
+            symbols.append([int(fields[0], 16), None, fields[2]])
+    symbols.sort(key=lambda symbol: symbol[0])
+    for symbol, following in zip(symbols, symbols[1:] + [[None, 0, ""]]):
+        if symbol[1] is None:
+            symbol[1] = following[0] - symbol[0] if following[0] else 1
+    return [tuple(symbol) for symbol in symbols]
+
+
+def names_at(symbols, starts, address):
+    """Every name of the function holding `address` (identical functions share one body)."""
+    i = bisect.bisect_right(starts, address) - 1
+    names = []
+    j = i
+    while j >= 0 and symbols[j][0] == symbols[i][0]:
+        start, size, name = symbols[j]
+        if start <= address < start + max(size, 1):
+            names.append(name)
+        j -= 1
+    return names
+
+
+def pattern(name):
+    """The section name pattern of a function, without what changes from build to build."""
+    name = re.sub(r"\.llvm\.\d+$", "", name)
+    name = re.sub(r"17h[0-9a-f]{16}E$", "17h*", name)
+    name = re.sub(r"Cs[0-9a-zA-Z]+_", "*", name)
+    return name if name.endswith("*") else name + "*"
+
+
+def section_lines(patterns):
+    lines = []
+    for p in patterns:
+        # Cold functions (#[cold], panics' paths) are in .text.unlikely.NAME; a C library
+        # function written in assembly is in its object file's .text.
+        line = f"    *(.text.{p} .text.unlikely.{p})"
+        if not p.startswith(("_R", "_ZN")):
+            line += f"\n    *libc.a:{p[:-1]}.lo(.text)"
+        lines.append(line)
+    return lines
+
+
+def main():
+    log("building the static binary with symbols (target/hot-text)")
+    build()
+    symbols = functions()
+    starts = [s[0] for s in symbols]
+    with tempfile.TemporaryDirectory(prefix="envharness-hot-text.") as work:
+        tracer = os.path.join(work, "trace_text")
+        subprocess.run(["gcc", "-O2", "-o", tracer, os.path.join(ROOT, "bench", "trace_text.c")],
+                       check=True)
+        dirs = directories(work)
+        patterns = {}
+        for scenario in SCENARIOS:
+            args = [dirs.get(arg, arg) for arg in scenario]
+            log(f"tracing envharness {' '.join(scenario)}")
+            for address in traced(tracer, work, args):
+                for name in names_at(symbols, starts, address):
+                    patterns.setdefault(pattern(name), None)
+    header = [
+        "/* The functions start-up and supervision run, gathered at the start of the code so",
+        "   that they fill few pages (written by bench/hot_text.py: read why there). */",
+        "SECTIONS",
+        "{",
+        "  .text.hot :",
+        "  {",
+        "    *crt1.o(.text .text.*)",
+    ]
+    footer = ["  }", "}", "INSERT BEFORE .text;", ""]
+    with open(SCRIPT, "w") as f:
+        f.write("\n".join(header + section_lines(patterns) + footer))
+    log(f"{len(patterns)} functions in {os.path.relpath(SCRIPT, ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

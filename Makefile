@@ -172,7 +172,9 @@ dist: static static-aarch64 docs
 # podman-compose, pinned, in a virtual environment under target/ (nothing of the machine's
 # Python is touched).
 compose: $(PODMAN_COMPOSE)
-$(PODMAN_COMPOSE): | deps
+$(PODMAN_COMPOSE):
+	@/usr/bin/python3 -c 'import ensurepip' 2>/dev/null || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-venv; }
 	/usr/bin/python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q podman-compose==$(PODMAN_COMPOSE_VERSION)
 

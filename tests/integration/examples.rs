@@ -113,6 +113,25 @@ fn the_readme_demo_output_is_what_make_demo_prints() {
     assert_eq!(shown, actual, "README.md's demo output is out of date");
 }
 
+/// `make demo` itself, as a newcomer runs it first: cargo must know which binary to run.
+#[test]
+fn make_demo_prints_the_readme_demo() {
+    let block = readme_block("make demo");
+    let shown: Vec<&str> = block.lines().filter(|line| line.contains("='")).collect();
+    let out = crate::support::make()
+        .args(["-s", "demo"])
+        .output()
+        .expect("running make demo");
+    assert!(
+        out.status.success(),
+        "make demo failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let actual: Vec<&str> = printed.lines().filter(|line| line.contains("='")).collect();
+    assert_eq!(shown, actual, "make demo does not print README.md's demo");
+}
+
 #[test]
 fn the_readme_plan_output_is_what_plan_prints() {
     let args = "--plan -x examples/export -e environments/development -- printenv DB_URL";
@@ -436,9 +455,12 @@ fn the_readme_copies_envharness_as_the_example_image_does() {
     let version = env!("CARGO_PKG_VERSION");
     let block = readme_blocks()
         .into_iter()
-        .find(|block| block.starts_with("COPY --from=localhost/envharness:"))
+        .find(|block| block.contains("\nCOPY --from=localhost/envharness:"))
         .expect("README.md shows COPY --from=localhost/envharness");
-    let copy = block.lines().next().expect("a line");
+    let copy = block
+        .lines()
+        .find(|line| line.starts_with("COPY --from="))
+        .expect("the COPY --from line");
     assert!(copy.contains(&format!(":{version} ")), "{copy}");
     let dockerfile = read_repo("examples/Dockerfile.prebuilt");
     let latest = copy.replace(&format!(":{version} "), ":latest ");

@@ -36,16 +36,19 @@ def run(*args, **kwargs):
 
 
 def ensure_tools():
-    missing = [tool for tool in ("tini", "dash", "gcc") if not shutil.which(tool)]
+    packages = {"tini": "tini", "dash": "dash", "gcc": "gcc", "musl-gcc": "musl-tools"}
+    missing = [package for tool, package in packages.items() if not shutil.which(tool)]
     if missing:
         log(f"installing: {' '.join(missing)}")
         run("apt-get", "install", "-y", "-q", "--no-install-recommends", *missing,
             stdout=subprocess.DEVNULL)
 
 
-def build_c(work, name):
+def build_c(work, name, static=False):
+    """bench/NAME.c built with gcc, or static with musl-gcc as envharness is."""
     out = os.path.join(work, name)
-    run("gcc", "-O2", "-o", out, os.path.join(ROOT, "bench", f"{name}.c"))
+    compiler = ["musl-gcc", "-static"] if static else ["gcc"]
+    run(*compiler, "-O2", "-o", out, os.path.join(ROOT, "bench", f"{name}.c"))
     return out
 
 
@@ -160,6 +163,7 @@ def main():
 def report(work, commit, baseline):
     timer = build_c(work, "rounds")
     floor = build_c(work, "floor")
+    floor_init = build_c(work, "floor_init", static=True)
     empty = os.path.join(work, "empty")
     os.makedirs(empty)
     d10, d100 = scripts(os.path.join(work, "d10"), 10), scripts(os.path.join(work, "d100"), 100)
@@ -174,14 +178,16 @@ def report(work, commit, baseline):
 
     log(f"start-up: {n} rounds")
     t = rounds(timer, n, [harness(ours, "--", "true"), ["env", "true"],
-                          harness(old, "--", "true"), ["/bin/busybox", "true"]])
+                          harness(old, "--", "true"), [floor_init, "exec", "true"]])
     startup_env, startup_old = ratio(t[0], t[1]), ratio(t[0], t[2])
+    startup_floor = ratio(t[3], t[1])
     startup_us = statistics.median(t[0])
 
     log(f"--init: {n} rounds")
     t = rounds(timer, n, [harness(ours, "--init", "--", "true"), ["tini", "--", "true"],
-                          harness(old, "--init", "--", "true")])
+                          harness(old, "--init", "--", "true"), [floor_init, "spawn", "true"]])
     init_tini, init_old = ratio(t[0], t[1]), ratio(t[0], t[2])
+    init_floor = ratio(t[3], t[1])
 
     log(f"--user and --wait-for: {n} rounds")
     listener = Listener()
@@ -205,6 +211,7 @@ def report(work, commit, baseline):
     script_floor = ratio(per_script, per_floor)
     script_old = ratio(per_script, per_old)
     loop_dash = ratio(ours100, dash100)
+    floor_dash = ratio(floor100, dash100)
 
     log("peak RSS supervising sleep 1")
     rss_ours = median_rss(harness(ours, "--init", "--", "sleep", "1"))
@@ -223,11 +230,14 @@ def report(work, commit, baseline):
         "| figure | this build | vs the baseline | goal |",
         "|---|---:|---:|---:|",
         f"| `-e EMPTY -- true` ÷ `env true` | {fmt(startup_env)} | {fmt(startup_old)} | ≤ 0.80× |",
+        f"| (floor: a static C program that only execs `true`, ÷ `env true`) | {fmt(startup_floor)} | | |",
         f"| per script (N=100 minus N=10, ÷ 90) ÷ fork+pipe+read+wait floor "
         f"({statistics.median(per_floor):.0f} µs) | {fmt(script_floor)} "
         f"({statistics.median(per_script):.0f} µs) | {fmt(script_old)} | ≤ 1.03× |",
         f"| N=100 scripts ÷ dash loop | {fmt(loop_dash)} | | ≤ 0.85× |",
+        f"| (floor: the fork+pipe+read+wait program over 100 scripts ÷ dash loop) | {fmt(floor_dash)} | | |",
         f"| `--init -- true` ÷ tini | {fmt(init_tini)} | {fmt(init_old)} | ≤ 0.72× |",
+        f"| (floor: a static C program that only spawns `true` and waits, ÷ tini) | {fmt(init_floor)} | | |",
         f"| supervisor's own peak RSS ÷ tini's | {rss_ours['VmHWM'] / rss_tini['VmHWM']:.2f}× "
         f"({rss_ours['VmHWM'] / 1024:.2f} MiB: file {rss_ours['RssFile'] / 1024:.2f}, anon "
         f"{rss_ours['RssAnon'] / 1024:.2f}) | {rss_ours['VmHWM'] / rss_old['VmHWM']:.2f}× "

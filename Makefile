@@ -6,6 +6,9 @@
 #   make static   static musl binary     make bench     benchmarks (bench/run.sh, bench/watch.py,
 #                                        bench/templates.sh)
 #   make bench-templates                 only the templates and --environment-root benchmark
+#   make chaos    faults across hosts (bench/chaos.py, as root; not part of make test):
+#                 network namespaces, an etcd cluster, partitions, frozen and killed members,
+#                 a 10-minute soak of 50 harnesses (CHAOS_SOAK_SECS=120 for a shorter one)
 
 CARGO ?= cargo
 MUSL_TARGET := x86_64-unknown-linux-musl
@@ -14,7 +17,7 @@ STATIC_BIN := target/$(MUSL_TARGET)/release/envharness
 # rustup installs cargo here; make it visible to the recipes even in a fresh shell.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: all build release test demo bench bench-templates static deps engine toolchain clean
+.PHONY: all build release test demo bench bench-templates chaos static deps engine toolchain clean
 
 all: build
 
@@ -46,6 +49,22 @@ bench: static
 bench-templates: static
 	bash bench/templates.sh
 
+# Hosts are network namespaces (iproute2's ip), each with an etcd member (etcd-server) and
+# harnesses; etcdctl (etcd-client) finds the leader and changes the membership. Writes
+# bench/results-chaos.md. Every process it starts is killed and every namespace deleted at
+# the end, also on failure or Ctrl-C.
+chaos: static
+	@missing=""; \
+	[ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v etcd >/dev/null 2>&1 || missing="$$missing etcd-server"; \
+	command -v etcdctl >/dev/null 2>&1 || missing="$$missing etcd-client"; \
+	command -v python3 >/dev/null 2>&1 || missing="$$missing python3"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	PATH=/usr/sbin:/sbin:$$PATH python3 bench/chaos.py
+
 # Non-PIE and fully static: `file` says "statically linked", and start-up skips the
 # self-relocation a static-pie binary does.
 static: deps
@@ -65,7 +84,8 @@ toolchain:
 # What the tests need besides, installed only when missing (a fresh Debian machine, as root):
 # file(1), a static busybox for the scratch-root test, util-linux's unshare and script,
 # rustfmt, clippy and the musl target; etcd-server for the etcd store's tests, which start
-# their own etcd processes (never the service the package may start); gosu, tini and
+# their own etcd processes (never the service the package may start); iproute2 for the
+# partition test's network namespaces (tests/integration/partition.rs); gosu, tini and
 # dumb-init, which the --user, --remap-exit and --rewrite tests compare envharness with.
 deps: toolchain
 	@missing=""; \
@@ -74,6 +94,7 @@ deps: toolchain
 	command -v script >/dev/null 2>&1 || missing="$$missing bsdutils"; \
 	dpkg -s busybox-static >/dev/null 2>&1 || missing="$$missing busybox-static"; \
 	command -v etcd >/dev/null 2>&1 || missing="$$missing etcd-server"; \
+	[ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	command -v gosu >/dev/null 2>&1 || missing="$$missing gosu"; \
 	command -v tini >/dev/null 2>&1 || missing="$$missing tini"; \
 	command -v dumb-init >/dev/null 2>&1 || missing="$$missing dumb-init"; \

@@ -19,6 +19,7 @@ mod jobs;
 mod kv;
 mod kv_stores;
 mod misbehaving;
+mod partition;
 mod plan;
 mod print;
 mod publish;

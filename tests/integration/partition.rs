@@ -492,8 +492,9 @@ fn a_host_cut_off_loses_its_keys_keeps_running_and_publishes_again_when_healed()
     let healed_at = Instant::now();
     lab.heal(cut);
     let back = lab.wait_for_key(stay, "svc/cut", true, Duration::from_secs(10));
-    // Within a renewal, or the rest of a request that was waiting on an endpoint when the
-    // link came back (5 s shared by 3 endpoints), and the polling.
+    // Within a renewal, or the rest of the try that was waiting on an endpoint when the
+    // link came back (its share of 5 s among 3 endpoints: the next try follows at once), and
+    // the polling.
     assert!(
         back < RENEWAL + Duration::from_secs(2),
         "svc/cut back {back:?} after healing\n{}",

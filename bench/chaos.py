@@ -335,7 +335,10 @@ class Lab:
             return None
         for line in text.splitlines():
             if line.startswith("etcd_debugging_mvcc_watcher_total "):
-                return int(float(line.split()[1]))
+                try:
+                    return int(float(line.split()[1]))
+                except (IndexError, ValueError):  # an answer cut short
+                    return None
         return None
 
     def watch_holder(self):
@@ -899,10 +902,14 @@ def soak(lab, secs, count):
                     life.absent_since = t_check
                 elif t_check - life.absent_since > renewal and not life.absence_counted:
                     life.absence_counted = True
+                    healed = heal_time.get(life.h.host)
+                    since = "" if healed is None else \
+                        f", its host healed {t_check - healed:.1f} s before"
                     violations["B"].append(
                         f"{life.value} (host {life.h.host}): missing from "
                         f"{life.absent_since - t_begin:.1f} s to {t_check - t_begin:.1f} s "
-                        f"of the soak\n" + life.h.log_text()[-1500:])
+                        f"of the soak{since}\n" + life.h.log_text()[-1500:])
+                    log(f"violation B: {violations['B'][-1]}")
         # --- C and D: the processes -------------------------------------------------
         pids = {life.h.proc.pid: life for life in lives if life.dead_since is None}
         zombies, scanned = zombies_of(set(pids))
@@ -975,6 +982,10 @@ def soak(lab, secs, count):
     for value, grew, first, last in growth:
         if grew > RSS_SLACK_KIB:
             violations["D"].append(f"{value}: {first} KiB -> {last} KiB")
+    for key, found in violations.items():
+        for text in found:
+            if key != "B":  # logged as it was found
+                log(f"violation {key}: {text}")
     return {
         "secs": secs, "count": count, "events": events, "checks": checks,
         "violations": violations, "excused": excused, "elections": len(leader_changes),

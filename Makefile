@@ -16,6 +16,9 @@
 #   make bench-loadbalancer              only the load balancer's benchmark (nginx, wrk)
 #   make fuzz     coverage-guided fuzzers (tests/fuzz), FUZZ_SECONDS each (default 60); not
 #                 part of make test
+#   make chaos    faults across hosts (bench/chaos.py, as root; not part of make test):
+#                 network namespaces, an etcd cluster, partitions, frozen and killed members,
+#                 a 10-minute soak of 50 harnesses (CHAOS_SOAK_SECS=120 for a shorter one)
 
 CARGO ?= cargo
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
@@ -42,7 +45,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 .PHONY: all build release test demo bench bench-templates bench-loadbalancer hot-text static \
 	static-aarch64 docs install uninstall image dist compose deps build-deps cross engine \
-	toolchain clean fuzz
+	toolchain clean fuzz chaos
 
 all: build
 
@@ -94,6 +97,22 @@ hot-text: deps
 FUZZ_SECONDS ?= 60
 fuzz: toolchain
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/run.sh
+
+# Hosts are network namespaces (iproute2's ip), each with an etcd member (etcd-server) and
+# harnesses; etcdctl (etcd-client) finds the leader and changes the membership. Writes
+# bench/results-chaos.md. Every process it starts is killed and every namespace deleted at
+# the end, also on failure or Ctrl-C.
+chaos: static
+	@missing=""; \
+	[ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v etcd >/dev/null 2>&1 || missing="$$missing etcd-server"; \
+	command -v etcdctl >/dev/null 2>&1 || missing="$$missing etcd-client"; \
+	command -v python3 >/dev/null 2>&1 || missing="$$missing python3"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	PATH=/usr/sbin:/sbin:$$PATH python3 bench/chaos.py
 
 # Non-PIE and fully static: `file` says "statically linked", and start-up skips the
 # self-relocation a static-pie binary does. rustls' crypto (ring) has C and assembly parts,
@@ -202,7 +221,8 @@ build-deps: toolchain
 # What the tests need besides, installed only when missing: a static busybox for the
 # scratch-root test, util-linux's unshare and script, rustfmt and clippy; etcd-server for the
 # etcd store's tests, which start their own etcd processes (never the service the package may
-# start); openssl for the tests of client keys in PKCS#1 and SEC1 form (the TLS tests make
+# start); iproute2 for the partition test's network namespaces (tests/integration/partition.rs);
+# openssl for the tests of client keys in PKCS#1 and SEC1 form (the TLS tests make
 # their certificates with rcgen); gosu, tini and dumb-init, which the --user, --remap-exit and
 # --rewrite tests compare envharness with; qemu-user-static, which runs the aarch64 binary in
 # the tests; man-db, for the package test's `man envharness`; Debian's python3 and its venv,
@@ -216,6 +236,7 @@ deps: build-deps
 	command -v script >/dev/null 2>&1 || missing="$$missing bsdutils"; \
 	dpkg -s busybox-static >/dev/null 2>&1 || missing="$$missing busybox-static"; \
 	command -v etcd >/dev/null 2>&1 || missing="$$missing etcd-server"; \
+	[ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	command -v gosu >/dev/null 2>&1 || missing="$$missing gosu"; \
 	command -v tini >/dev/null 2>&1 || missing="$$missing tini"; \
 	command -v dumb-init >/dev/null 2>&1 || missing="$$missing dumb-init"; \

@@ -68,7 +68,7 @@ impl ServerTls {
 }
 
 /// The etcd binary, or None (after saying why) where it is not installed and not required.
-fn binary() -> Option<PathBuf> {
+pub fn binary() -> Option<PathBuf> {
     let found = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())

@@ -26,6 +26,7 @@ mod kv_stores;
 mod loadbalancer;
 mod misbehaving;
 mod packaging;
+mod partition;
 mod plan;
 mod print;
 mod publish;

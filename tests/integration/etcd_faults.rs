@@ -159,7 +159,8 @@ fn a_watch_on_a_frozen_member_moves_to_another_within_seconds() {
     let took = put.elapsed();
     eprintln!("a put reached the harness {took:?} after the member holding its watch froze");
     members[holder].thaw();
-    assert!(took < Duration::from_secs(6), "{took:?}");
+    // Silent for 1 s, no status within 0.5 s, a new stream elsewhere: about 1.6 s at worst.
+    assert!(took < Duration::from_secs(3), "{took:?}");
     t.terminate(child, started).success().error_line(&[
         &url,
         "the watch was lost",

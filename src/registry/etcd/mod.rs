@@ -15,8 +15,9 @@
 //! # Time
 //! One store call, whatever it takes (endpoints tried in turn, logging in, one retry with a
 //! new token), finishes within [`REACH_TIMEOUT`]. Each endpoint gets an equal share of what is
-//! left when its turn comes, so one frozen member (it accepts connections and never answers)
-//! cannot use up the time of the next. The endpoint that answered last is tried first next
+//! left when its turn comes, at most [`ENDPOINT_SHARE`] but the last, so one frozen member (it
+//! accepts connections and never answers) cannot use up the time of the next, and costs a
+//! short-lived `kv get` that starts from it 1 s, not a third of the whole. The endpoint that answered last is tried first next
 //! time, on the connection it answered on. An unreachable cluster is
 //! `etcd://127.0.0.1:2379: unreachable: connection refused`; an endpoint that answers "no
 //! leader" or "unavailable" counts as unreachable too, any other etcd error is the answer.
@@ -69,6 +70,11 @@ pub use tls::Settings as TlsSettings;
 /// The most keys one list returns (docs/reference.md §11.1); etcd is asked for no more, and
 /// a list that would hold more is an error naming the prefix.
 pub const LIST_LIMIT: usize = 10_000;
+
+/// The most time an endpoint that is not the last to try gets of a call's [`REACH_TIMEOUT`]: a
+/// live member answers in milliseconds (a login's bcrypt, a TLS handshake far away: a few
+/// hundred), a frozen one never.
+const ENDPOINT_SHARE: Duration = Duration::from_secs(1);
 
 /// An etcd cluster as a [`Store`].
 pub struct EtcdStore {
@@ -650,7 +656,8 @@ impl Client {
     }
 
     /// Tries `attempt` on the endpoints in turn, from the one that answered last, each with
-    /// its share of what is left until `deadline`, until one succeeds (it becomes the one to
+    /// its share of what is left until `deadline` (at most [`ENDPOINT_SHARE`] but the last),
+    /// until one succeeds (it becomes the one to
     /// start from). A miss's `{share}` stands for the time the endpoint was given; when all
     /// missed, the error names them (a fatal miss ends the turns at once).
     fn each_endpoint<T>(
@@ -662,7 +669,12 @@ impl Client {
         let mut failures = Vec::new();
         for turn in 0..count {
             let index = (self.first() + turn) % count;
-            let share = deadline.saturating_duration_since(Instant::now()) / (count - turn) as u32;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let share = if turn + 1 < count {
+                (left / (count - turn) as u32).min(ENDPOINT_SHARE)
+            } else {
+                left
+            };
             match attempt(self, index, Instant::now() + share) {
                 Ok(done) => {
                     self.prefer(index);

@@ -669,8 +669,11 @@ for b in builds:
     x = paired(b, "env true")[0]
     goal(f"{b} start-up ≤ 1.0 × `env true`", f"{x:.2f}×", x <= 1.0)
 if "envharness-static" in builds:
-    x = paired("envharness-static", "env true")[0]
-    goal("envharness-static start-up ≤ 0.8 × `env true` (issue 5)", f"{x:.2f}×", x <= 0.8)
+    p("The ≤ 0.80× goal of the static start-up is judged in bench/results-startup.md "
+      "(bench/startup.py), whose timer (bench/rounds.c) starts each command with posix_spawn "
+      "exec: hyperfine's own cost of starting a command, the same for both, is in each time "
+      "here and brings every ratio closer to 1.")
+    p("")
 for b in init_builds:
     x = paired(f"{b} --init", "tini -- true")[0]
     goal(f"{b} --init ≤ 1.0 × `tini -- true`", f"{x:.2f}×", x <= 1.0)

@@ -14,6 +14,18 @@ use std::ffi::CString;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read};
 
+/// An I/O error as the reason in a message, in lower case and without std's "(os error N)"
+/// tail: `connection refused`, not `Connection refused (os error 111)`.
+pub fn io_reason(err: &io::Error) -> String {
+    let text = err.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text);
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
 /// A C string for execve and posix_spawn: a path, an argument or a `NAME=VALUE` string.
 pub fn c_string(bytes: &[u8]) -> CString {
     CString::new(bytes).expect("paths, arguments and checked environment strings contain no NUL")

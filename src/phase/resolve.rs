@@ -129,9 +129,12 @@ impl<'a> Resolver<'a> {
             (Some(_), None) => false,
             (Some(applied), Some(name)) => applied.get(name).map(Vec::as_slice) != vars.get(name),
         };
+        // At start, an address that accepts at once needs no task; a re-run's probes all go
+        // off the supervisor's thread.
         let targets: Vec<_> = targets
             .into_iter()
             .filter(|(name, _)| changed(name))
+            .filter(|(_, target)| applied.is_some() || !require::accepts_at_once(target))
             .collect();
         if targets.is_empty() {
             return Ok(());

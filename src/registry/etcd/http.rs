@@ -35,6 +35,7 @@ use nix::sys::socket::{setsockopt, sockopt};
 use rustls::{ClientConnection, StreamOwned};
 
 use super::tls::{self, Verdict};
+use crate::os::io_reason;
 
 /// The largest answer read whole (docs/reference.md §11.1): room for a list of about a
 /// hundred values of the largest size, which travel in base64 (a third more).
@@ -101,9 +102,9 @@ impl Fault {
         match err.kind() {
             io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => return Fault::TimedOut,
             io::ErrorKind::Other | io::ErrorKind::InvalidData if err.get_ref().is_some() => {}
-            _ => return Fault::Io(describe(&err)),
+            _ => return Fault::Io(io_reason(&err)),
         }
-        let text = describe(&err);
+        let text = io_reason(&err);
         let inner = err.into_inner().expect("checked: it has an inner error");
         let inner = match inner.downcast::<Carried>() {
             Ok(carried) => return carried.0,
@@ -133,21 +134,6 @@ fn carry(fault: Fault) -> io::Error {
     match fault {
         Fault::TimedOut => io::ErrorKind::TimedOut.into(),
         other => io::Error::other(Carried(other)),
-    }
-}
-
-/// An I/O error as a lower-case reason without std's "(os error N)" tail:
-/// `connection refused`.
-pub fn describe(err: &io::Error) -> String {
-    let text = err.to_string();
-    let text = match text.find(" (os error") {
-        Some(end) => &text[..end],
-        None => &text,
-    };
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => String::new(),
     }
 }
 
@@ -311,7 +297,7 @@ fn tcp(endpoint: &Endpoint, deadline: Instant) -> Result<TcpStream, Fault> {
     // address literal, the usual case, does not consult it.
     let addresses = (endpoint.host.as_str(), endpoint.port)
         .to_socket_addrs()
-        .map_err(|err| Fault::Io(format!("resolving {}: {}", endpoint.host, describe(&err))))?;
+        .map_err(|err| Fault::Io(format!("resolving {}: {}", endpoint.host, io_reason(&err))))?;
     let mut last = Fault::Io(format!("{} has no address", endpoint.host));
     for address in addresses {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -590,7 +576,7 @@ impl Lines {
             setsockopt(stream, sockopt::TcpKeepInterval, &5)?;
             setsockopt(stream, sockopt::TcpKeepCount, &3)
         };
-        set().map_err(|errno| Fault::Io(describe(&io::Error::from(errno))))
+        set().map_err(|errno| Fault::Io(io_reason(&io::Error::from(errno))))
     }
 }
 

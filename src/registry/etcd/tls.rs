@@ -32,7 +32,7 @@ use rustls::{
 };
 
 use crate::error::Error;
-use crate::os::read_file_at_most;
+use crate::os::{io_reason, read_file_at_most};
 
 /// Where the CA certificates are looked for when neither `ENVHARNESS_KV_CACERT` nor
 /// `SSL_CERT_FILE` names them: Debian and Alpine, Fedora and RHEL, then macOS and the BSDs.
@@ -73,7 +73,7 @@ impl PemFile {
         let content = std::fs::File::open(&self.path)
             .and_then(|file| read_file_at_most(file, PEM_LIMIT))
             .map_err(|err| {
-                self.fault(format!("cannot be read: {}", super::http::describe(&err)))
+                self.fault(format!("cannot be read: {}", io_reason(&err)))
             })?;
         content.ok_or_else(|| self.fault(format!("over {PEM_LIMIT} bytes: not a PEM file")))
     }

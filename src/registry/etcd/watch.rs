@@ -36,6 +36,7 @@ use serde_json::{json, Value};
 use super::http::{self, Fault, Lines};
 use super::{error_message, parse, Client};
 use crate::error::Error;
+use crate::os::io_reason;
 use crate::registry::Watch;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -89,7 +90,7 @@ impl EtcdWatch {
                 .spawn(move || read(client, request, (lines, on), &events, &shared))
                 .map_err(|err| Error::Store {
                     url,
-                    reason: format!("starting the watch thread: {}", http::describe(&err)),
+                    reason: format!("starting the watch thread: {}", io_reason(&err)),
                 })?
         };
         Ok(EtcdWatch {

@@ -72,9 +72,7 @@ impl PemFile {
     fn read(&self) -> Result<Vec<u8>, String> {
         let content = std::fs::File::open(&self.path)
             .and_then(|file| read_file_at_most(file, PEM_LIMIT))
-            .map_err(|err| {
-                self.fault(format!("cannot be read: {}", io_reason(&err)))
-            })?;
+            .map_err(|err| self.fault(format!("cannot be read: {}", io_reason(&err))))?;
         content.ok_or_else(|| self.fault(format!("over {PEM_LIMIT} bytes: not a PEM file")))
     }
 

@@ -367,6 +367,13 @@ fn the_next_endpoint_serves_when_the_first_is_down_or_frozen() {
     let started = Instant::now();
     s.get(&key("k")).unwrap();
     assert!(started.elapsed() < Duration::from_millis(500));
+    // A write is not given up that early (it might still be applied): half of the 5 s.
+    let mut s = store(&url);
+    let started = Instant::now();
+    s.put(&key("w"), b"v", None).unwrap();
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(2400), "{took:?}");
+    assert!(took < Duration::from_millis(3500), "{took:?}");
     // Both away: the error names both and comes within 5 s.
     second.freeze();
     let started = Instant::now();

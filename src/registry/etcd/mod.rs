@@ -679,11 +679,10 @@ impl Client {
         for turn in 0..count {
             let index = (self.first() + turn) % count;
             let left = deadline.saturating_duration_since(Instant::now());
-            let share = if read && turn + 1 < count {
-                (left / (count - turn) as u32).min(ENDPOINT_SHARE)
-            } else {
-                left
-            };
+            let mut share = left / (count - turn) as u32;
+            if read && turn + 1 < count {
+                share = share.min(ENDPOINT_SHARE);
+            }
             match attempt(self, index, Instant::now() + share) {
                 Ok(done) => {
                     self.prefer(index);

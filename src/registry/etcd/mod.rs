@@ -17,8 +17,8 @@
 //! new token), finishes within [`REACH_TIMEOUT`]. Each endpoint gets an equal share of what is
 //! left when its turn comes (a read at most [`ENDPOINT_SHARE`] but the last), so one frozen
 //! member (it accepts connections and never answers) cannot use up the time of the next, and
-//! costs a short-lived `kv get` that starts from it 1 s, not a third of the whole. The endpoint that answered last is tried first next
-//! time, on the connection it answered on. An unreachable cluster is
+//! costs a short-lived `kv get` that starts from it 1 s, not a third of the whole. The
+//! endpoint that answered last is tried first next time, on the connection it answered on. An unreachable cluster is
 //! `etcd://127.0.0.1:2379: unreachable: connection refused`; an endpoint that answers "no
 //! leader" or "unavailable" counts as unreachable too, any other etcd error is the answer.
 //!
@@ -665,9 +665,9 @@ impl Client {
 
     /// Tries `attempt` on the endpoints in turn, from the one that answered last, each with
     /// its share of what is left until `deadline` (for a `read`, at most [`ENDPOINT_SHARE`]
-    /// but the last), until one succeeds (it becomes the one to
-    /// start from). A miss's `{share}` stands for the time the endpoint was given; when all
-    /// missed, the error names them (a fatal miss ends the turns at once).
+    /// but the last), until one succeeds (it becomes the one to start from). A miss's
+    /// `{share}` stands for the time the endpoint was given; when all missed, the error names
+    /// them (a fatal miss ends the turns at once).
     fn each_endpoint<T>(
         &mut self,
         deadline: Instant,

@@ -269,16 +269,8 @@ impl Etcd {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        // SAFETY: runs between fork and exec and only calls prctl, which is async-signal-safe.
         // The forking thread is the test's own, which outlives this Etcd (Drop kills it first).
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        killed_with_its_thread(&mut command);
         let child = support::spawn(&mut command).expect("starting etcd");
         self.child = Some(child);
     }
@@ -470,5 +462,19 @@ impl Drop for Etcd {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Has the kernel SIGKILL the process `command` starts when the thread that started it ends,
+/// so that a test that panics or is killed leaves no etcd behind.
+pub fn killed_with_its_thread(command: &mut Command) {
+    // SAFETY: runs between fork and exec and only calls prctl, which is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }

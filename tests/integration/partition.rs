@@ -12,13 +12,11 @@
 //! `ENVHARNESS_TEST_SYSTEM=required` (as `make test` sets) and is skipped elsewhere.
 
 use std::fs;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::libc;
 use nix::sched::{setns, CloneFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -219,15 +217,7 @@ impl Lab {
             .args(["--logger=zap", "--log-outputs=stderr"])
             .stdout(Stdio::null())
             .stderr(log);
-        // SAFETY: runs between fork and exec and only calls prctl, which is async-signal-safe.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        etcd_server::killed_with_its_thread(&mut command);
         spawn(&mut command).expect("starting etcd")
     }
 

@@ -726,6 +726,19 @@ def rejoin_dead(lab, i):
     lab.start_member(i, state="existing", cluster=cluster)
 
 
+def lease_of(lab, i, key):
+    """What etcd says, from host i, of the lease that holds KEY: granted and remaining TTL."""
+    code, out = lab.ctl(i, ["get", f"chaos/{key}", "-w", "json"], timeout=5)
+    try:
+        lease = json.loads(out)["kvs"][0].get("lease")
+    except (ValueError, KeyError, IndexError, TypeError):
+        return "the key is gone"
+    if not lease:
+        return "the key has no lease"
+    code, out = lab.ctl(i, ["lease", "timetolive", format(int(lease), "x")], timeout=5)
+    return out.decode(errors="replace").strip() if code == 0 else "no answer about its lease"
+
+
 def elections(lab, offsets):
     """The times (wall clock) of the leader elections the members logged since the last
     call; `offsets` keeps how far each log was read."""
@@ -884,7 +897,8 @@ def soak(lab, secs, count):
                     excused[value] = t_check - died
                     continue
                 violations["A"].append(f"{value}: present {t_check - died:.1f} s after its "
-                                       f"harness died ({how}; elections since: {len(later)})")
+                                       f"harness died ({how}; elections since: {len(later)}; "
+                                       f"etcd: {lease_of(lab, majority, f'svc/{name}')})")
                 del dead[name]
             for life in lives:
                 if life.dead_since is not None or life.h.host == cut:
@@ -953,10 +967,12 @@ def soak(lab, secs, count):
                 victim.h.proc.send_signal(signal.SIGTERM)
                 victim.stopping = True
             events[how] += 1
-            if how == "SIGTERM":
-                # Withdrawn at once where the store can be reached; on a cut host the
-                # lease runs out instead.
-                how += " (cut host)" if victim.h.host == cut else " (majority)"
+            # SIGTERM: withdrawn at once where the store can be reached; on a cut host the
+            # lease runs out instead.
+            how += " (cut host)" if victim.h.host == cut else " (majority)"
+            healed = heal_time.get(victim.h.host)
+            if healed is not None and died - healed < 2 * TTL:
+                how += f" {died - healed:.1f} s after its host was healed"
             dead[victim.h.name] = (victim.value, died, how)
             victim.dead_since = died
             victim.restart_at = died + rng.uniform(2, 12)

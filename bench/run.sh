@@ -670,8 +670,8 @@ for b in builds:
     goal(f"{b} start-up ≤ 1.0 × `env true`", f"{x:.2f}×", x <= 1.0)
 if "envharness-static" in builds:
     p("The ≤ 0.80× goal of the static start-up is judged in bench/results-startup.md "
-      "(bench/startup.py), whose timer (bench/rounds.c) starts each command with posix_spawn "
-      "exec: hyperfine's own cost of starting a command, the same for both, is in each time "
+      "(bench/startup.py), whose timer (bench/rounds.c) starts each command with posix_spawn"
+      ": hyperfine's own cost of starting a command, the same for both, is in each time "
       "here and brings every ratio closer to 1.")
     p("")
 for b in init_builds:

@@ -669,6 +669,7 @@ for b in builds:
     x = paired(b, "env true")[0]
     goal(f"{b} start-up ≤ 1.0 × `env true`", f"{x:.2f}×", x <= 1.0)
 if "envharness-static" in builds:
+    p("")
     p("The ≤ 0.80× goal of the static start-up is judged in bench/results-startup.md "
       "(bench/startup.py), whose timer (bench/rounds.c) starts each command with posix_spawn"
       ": hyperfine's own cost of starting a command, the same for both, is in each time "

@@ -105,8 +105,9 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
             print_variables(&resolved.vars, format)
         }
         (Then::Exec(command, found), None) => {
+            let home_from_directory = resolved.vars.get("HOME").is_some();
             let env = match &plan.user {
-                Some(user) => user.environment(&resolved.env, resolved.vars.get("HOME").is_some()),
+                Some(user) => user.environment(resolved.env, home_from_directory),
                 None => resolved.env,
             };
             Err(exec::exec(

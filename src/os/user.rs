@@ -97,10 +97,9 @@ impl Switch {
     /// (`home_from_directory`) or the harness already runs as USER, as gosu does.
     pub fn environment(
         &self,
-        env: &[(OsString, OsString)],
+        mut env: Vec<(OsString, OsString)>,
         home_from_directory: bool,
     ) -> Vec<(OsString, OsString)> {
-        let mut env = env.to_vec();
         // A switch that changes nothing (the harness already runs as USER) changes no HOME.
         if !home_from_directory && !self.unchanged {
             env.retain(|(name, _)| name != "HOME");
@@ -258,11 +257,13 @@ fn groups_of(entry: &PasswdEntry) -> Result<Vec<Gid>, String> {
         let listed = members
             .split(|byte| *byte == b',')
             .any(|member| member.trim_ascii() == name);
-        if let (true, Some(gid)) = (listed, number(gid)) {
-            let gid = Gid::from_raw(gid);
-            if !found.contains(&gid) {
-                found.push(gid);
-            }
+        // The gid is parsed only for a group that lists USER, not for every line.
+        let Some(gid) = listed.then(|| number(gid)).flatten() else {
+            continue;
+        };
+        let gid = Gid::from_raw(gid);
+        if !found.contains(&gid) {
+            found.push(gid);
         }
     }
     Ok(found)

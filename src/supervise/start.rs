@@ -32,7 +32,7 @@ pub struct Start<'a> {
 /// child is reaped then).
 pub fn spawn(start: &Start, signals: &Signals) -> Result<Pid, Error> {
     let env = match start.user {
-        Some(user) => Cow::Owned(user.environment(start.env, start.home_from_directory)),
+        Some(user) => Cow::Owned(user.environment(start.env.to_vec(), start.home_from_directory)),
         None => Cow::Borrowed(start.env),
     };
     let prepared = Prepared::new(start.command, &env, start.found)?;

@@ -257,7 +257,6 @@ fn groups_of(entry: &PasswdEntry) -> Result<Vec<Gid>, String> {
         let listed = members
             .split(|byte| *byte == b',')
             .any(|member| member.trim_ascii() == name);
-        // The gid is parsed only for a group that lists USER, not for every line.
         let Some(gid) = listed.then(|| number(gid)).flatten() else {
             continue;
         };

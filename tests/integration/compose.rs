@@ -17,7 +17,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use crate::containers::{
-    bounded_by, checked, engine, Configuration, Engine, DEVELOPMENT_URL, IMAGE, ROOT,
+    bounded_by, checked, engine, succeeds, Configuration, Engine, DEVELOPMENT_URL, IMAGE, ROOT,
 };
 use crate::support::*;
 
@@ -78,17 +78,7 @@ impl Project {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        let mut command = self.command(args);
-        let shown = format!("{command:?}");
-        let output = bounded_by(&mut command, COMPOSE_LIMIT).unwrap_or_else(|err| panic!("{err}"));
-        assert!(
-            output.status.success(),
-            "{shown}: {}\n--- stdout\n{}\n--- stderr\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        output
+        succeeds(&mut self.command(args), COMPOSE_LIMIT)
     }
 
     /// The container of `service`, as podman-compose names it.

@@ -223,15 +223,7 @@ impl Engine {
         make.args(["-s", "image"])
             .arg(format!("PODMAN={}", self.bin().join("podman").display()))
             .arg(format!("IMAGE_CONTEXT={}", self.path("context").display()));
-        let output = bounded_by(&mut make, MAKE_LIMIT)
-            .unwrap_or_else(|err| panic!("make image failed: {err}"));
-        assert!(
-            output.status.success(),
-            "make image failed: {}\n{}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        succeeds(&mut make, MAKE_LIMIT);
         // libtest shows this only with --nocapture, which is how `make test` runs this group:
         // it is the line that says the containers ran rather than skipped.
         eprintln!(
@@ -304,6 +296,20 @@ fn own_limit(name: &str) -> (u64, u64) {
 /// exit too).
 pub fn bounded(command: &mut Command) -> Result<Output, String> {
     bounded_by(command, RUN_LIMIT)
+}
+
+/// Runs `command` within `limit`; its output if it succeeded, else a failure that shows it.
+pub fn succeeds(command: &mut Command, limit: Duration) -> Output {
+    let shown = format!("{command:?}");
+    let output = bounded_by(command, limit).unwrap_or_else(|err| panic!("{err}"));
+    assert!(
+        output.status.success(),
+        "{shown}: {}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
 }
 
 /// [`bounded`], killing it after `limit`.

@@ -12,7 +12,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::etcd_server::{free_port, Etcd};
 
-fn key(text: &str) -> Key {
+pub(crate) fn key(text: &str) -> Key {
     Key::parse(text).expect("a valid key")
 }
 
@@ -35,7 +35,7 @@ fn login(url: &str, password: &str) -> EtcdStore {
 }
 
 /// Whether the watch's fd becomes readable within `limit`.
-fn readable_within(watch: &dyn Watch, limit: Duration) -> bool {
+pub(crate) fn readable_within(watch: &dyn Watch, limit: Duration) -> bool {
     let mut fds = [PollFd::new(watch.fd(), PollFlags::POLLIN)];
     let millis = u16::try_from(limit.as_millis()).unwrap_or(u16::MAX);
     poll(&mut fds, PollTimeout::from(millis)).expect("poll") == 1
@@ -681,18 +681,21 @@ fn with_auth_a_wiped_etcd_is_logged_in_to_again() {
     assert_no_secret_logged();
 }
 
-#[test]
-fn a_three_member_cluster_serves_while_a_member_is_down() {
-    let Some(mut members) = Etcd::cluster(3) else {
-        return;
-    };
+/// A store on a three-member cluster (`SCHEME://A,B,C/c`, opened with `open`) whose first
+/// member stops: a get and a keep-alive are served by another within 2 s, the watch (on the
+/// first member) moves on, and a put through the third member reaches it. Returns the store,
+/// its lease, its watch and a store on the third member alone, for what the caller checks next.
+pub(crate) fn serves_while_its_first_member_is_down(
+    members: &mut [Etcd],
+    scheme: &str,
+    open: impl Fn(&str) -> EtcdStore,
+) -> (EtcdStore, LeaseId, Box<dyn Watch>, EtcdStore) {
     let endpoints: Vec<_> = members.iter().map(|m| m.endpoint()).collect();
-    let url = format!("etcd://{}/c", endpoints.join(","));
-    let mut s = store(&url);
+    let mut s = open(&format!("{scheme}://{}/c", endpoints.join(",")));
     s.put(&key("k"), b"1", None).unwrap();
     let lease = s.grant(Duration::from_secs(10)).unwrap();
     s.put(&key("svc/a"), b"x", Some(lease)).unwrap();
-    // The watch's stream is on the first member, which then goes away.
+    // The watch's stream and the kept connection are on the first member, which goes away.
     let mut watch = s.watch("svc/").unwrap();
     members[0].stop();
     let started = Instant::now();
@@ -708,10 +711,22 @@ fn a_three_member_cluster_serves_while_a_member_is_down() {
         "the watch did not move on"
     );
     assert!(watch.drain());
-    let mut writer = store(&format!("etcd://{}/c", endpoints[2]));
+    let mut writer = open(&format!("{scheme}://{}/c", endpoints[2]));
     writer.put(&key("svc/b"), b"y", None).unwrap();
     assert!(readable_within(&*watch, WATCH_LATENCY));
     assert!(watch.drain());
+    (s, lease, watch, writer)
+}
+
+#[test]
+fn a_three_member_cluster_serves_while_a_member_is_down() {
+    let Some(mut members) = Etcd::cluster(3) else {
+        return;
+    };
+    let (mut s, _lease, _watch, _writer) =
+        serves_while_its_first_member_is_down(&mut members, "etcd", store);
+    let endpoints: Vec<_> = members.iter().map(|m| m.endpoint()).collect();
+    let url = format!("etcd://{}/c", endpoints.join(","));
     // Two of three down: no quorum, an error within 5 s naming the URL.
     members[1].stop();
     let started = Instant::now();

@@ -9,9 +9,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use envharness::registry::etcd::{self, EtcdStore, TlsSettings};
-use envharness::registry::{Access, Key, Store, Watch};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use envharness::registry::{Access, Store};
 
+use crate::etcd::{key, serves_while_its_first_member_is_down};
 use crate::etcd_server::{free_port, Etcd, ServerTls};
 use crate::kv_stores::*;
 use crate::pki::{Issued, Pki};
@@ -263,6 +263,17 @@ fn unreadable_or_empty_files_are_125_before_anything_runs_naming_the_variable_an
     );
     run.status(125)
         .error_line(&["ENVHARNESS_KV_CERT is set without ENVHARNESS_KV_KEY"]);
+    // And a key without its certificate.
+    let run = kv(
+        &url,
+        &[
+            var("ENVHARNESS_KV_CACERT", &ca),
+            var("ENVHARNESS_KV_KEY", &key),
+        ],
+        &["get", "k"],
+    );
+    run.status(125)
+        .error_line(&["ENVHARNESS_KV_KEY is set without ENVHARNESS_KV_CERT"]);
 }
 
 /// The store of `url` as the library opens it, with the TLS variables `env`.
@@ -283,16 +294,6 @@ fn tls_store(url: &str, env: &[(String, String)]) -> EtcdStore {
     .expect("a valid URL")
 }
 
-fn key(text: &str) -> Key {
-    Key::parse(text).expect("a valid key")
-}
-
-fn readable_within(watch: &dyn Watch, limit: Duration) -> bool {
-    let mut fds = [PollFd::new(watch.fd(), PollFlags::POLLIN)];
-    let millis = u16::try_from(limit.as_millis()).unwrap_or(u16::MAX);
-    poll(&mut fds, PollTimeout::from(millis)).expect("poll") == 1
-}
-
 #[test]
 fn a_three_member_tls_cluster_serves_while_a_member_is_down() {
     let pki = Pki::new("cluster");
@@ -301,32 +302,8 @@ fn a_three_member_tls_cluster_serves_while_a_member_is_down() {
     };
     let client = pki.client(Some("envharness"));
     let env = tls_env(&pki.ca(), Some(&client));
-    let endpoints: Vec<_> = members.iter().map(|m| m.endpoint()).collect();
-    let url = format!("etcds://{}/c", endpoints.join(","));
-    let mut s = tls_store(&url, &env);
-    s.put(&key("k"), b"1", None).unwrap();
-    let lease = s.grant(Duration::from_secs(10)).unwrap();
-    s.put(&key("svc/a"), b"x", Some(lease)).unwrap();
-    let mut watch = s.watch("svc/").unwrap();
-    // The watch's stream and the kept connection are on the first member, which goes away.
-    members[0].stop();
-    let started = Instant::now();
-    assert_eq!(s.get(&key("k")).unwrap().as_deref(), Some(&b"1"[..]));
-    assert!(s.keep_alive(lease).unwrap());
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
-    assert!(
-        readable_within(&*watch, Duration::from_secs(10)),
-        "the watch did not move on"
-    );
-    assert!(watch.drain());
-    let mut writer = tls_store(&format!("etcds://{}/c", endpoints[2]), &env);
-    writer.put(&key("svc/b"), b"y", None).unwrap();
-    assert!(readable_within(&*watch, Duration::from_secs(1)));
-    assert!(watch.drain());
+    let (mut s, lease, _watch, mut writer) =
+        serves_while_its_first_member_is_down(&mut members, "etcds", |url| tls_store(url, &env));
     // Keep-alives go on, on the member now in use.
     for _ in 0..3 {
         assert!(s.keep_alive(lease).unwrap());

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::containers::bounded_by;
+use crate::containers::{bounded_by, succeeds};
 use crate::support::*;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -30,20 +30,6 @@ const INSTALLED: &[(&str, u32)] = &[
     ("share/zsh/site-functions/_envharness", 0o644),
     ("share/fish/vendor_completions.d/envharness.fish", 0o644),
 ];
-
-/// Runs `command` within `limit`; its output if it succeeded, else a failure that shows it.
-fn succeeds(command: &mut Command, limit: Duration) -> Output {
-    let shown = format!("{command:?}");
-    let output = bounded_by(command, limit).unwrap_or_else(|err| panic!("{err}"));
-    assert!(
-        output.status.success(),
-        "{shown}: {}\n--- stdout\n{}\n--- stderr\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()

@@ -82,20 +82,30 @@ fn a_value_that_is_not_utf8_is_an_error_naming_the_key(store: &dyn KvStore) {
     client
         .run_with_stdin(&["put", "bin", "-"], b"\xff\xfe")
         .success();
-    let mut t = templating(store);
-    t.file("bin.j2", "{{ kv(\"bin\") }}\n");
-    t.args(&[
-        "-x",
-        "export",
-        "-e",
-        "env",
-        "-t",
-        "bin.j2:out/bin",
-        "--print",
-    ]);
-    t.run()
-        .status(125)
-        .error_line(&["bin.j2", "bin: the value is not UTF-8"]);
+    client
+        .run_with_stdin(&["put", "web/bin", "-"], b"\xff\xfe")
+        .success();
+    // The same from each function that reads values.
+    for (call, key) in [
+        ("kv(\"bin\")", "bin"),
+        ("kv_list(\"web/\")", "web/bin"),
+        ("instances(\"web\")", "web/bin"),
+    ] {
+        let mut t = templating(store);
+        t.file("bin.j2", format!("{{{{ {call} }}}}\n"));
+        t.args(&[
+            "-x",
+            "export",
+            "-e",
+            "env",
+            "-t",
+            "bin.j2:out/bin",
+            "--print",
+        ]);
+        t.run()
+            .status(125)
+            .error_line(&["bin.j2", &format!("{key}: the value is not UTF-8")]);
+    }
 }
 
 fn the_functions_win_over_variables_of_the_same_name(store: &dyn KvStore) {
@@ -190,9 +200,9 @@ fn without_a_registry_a_call_is_an_error_naming_the_template() {
             .dir("out")
             .file("a.j2", format!("x\n{{{{ {call} }}}}\n"));
         t.args(&["-x", "export", "-e", "env", "-t", "a.j2:out/a", "--print"]);
-        t.run()
-            .status(125)
-            .error_line(&[&format!("a.j2: line 2: {call}: no registry is configured")]);
+        t.run().status(125).error_line(&[&format!(
+            "a.j2: line 2: {call}: no registry is configured (--kv or ENVHARNESS_KV)"
+        )]);
     }
 }
 

@@ -4,8 +4,10 @@
 
 use std::collections::HashMap;
 use std::ffi::{CStr, OsString};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+use crate::os::Fnv;
 
 /// The harness's environment as it started, in its order.
 pub type Environment = Vec<(OsString, OsString)>;
@@ -128,29 +130,6 @@ impl EnvBlock {
                 CStr::from_bytes_until_nul(&self.bytes[start..]).expect("each string ends in NUL")
             })
             .collect()
-    }
-}
-
-/// FNV-1a: the names hashed are those of an environment directory's entries, not an
-/// adversary's, and std's SipHash was a seventh of the cost of starting each of a hundred
-/// scripts, whose environment looks every name of the harness's own up.
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
     }
 }
 

@@ -18,11 +18,39 @@ use std::io::{self, Read};
 /// tail: `connection refused`, not `Connection refused (os error 111)`.
 pub fn io_reason(err: &io::Error) -> String {
     let text = err.to_string();
-    let text = text.split(" (os error").next().unwrap_or(&text);
+    lower_first(text.split(" (os error").next().unwrap_or(&text))
+}
+
+/// `text` with its first letter in lower case, for the reason after a colon in a message.
+pub fn lower_first(text: &str) -> String {
     let mut chars = text.chars();
     match chars.next() {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => String::new(),
+    }
+}
+
+/// 64-bit FNV-1a: stable across releases (a file store's names outlive binaries, where std's
+/// hasher may change), a few instructions a byte (std's SipHash was a seventh of the cost of
+/// starting each of a hundred scripts), and only ever given names and values of the harness's
+/// own, not an adversary's choosing of collisions that matter.
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 

@@ -187,10 +187,10 @@ fn read_accounts(path: &str) -> Result<Vec<u8>, String> {
         Ok(file) => file,
         // No file is no entry: a scratch image may have none.
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(err) => return Err(failed(err.to_string().to_lowercase())),
+        Err(err) => return Err(failed(super::io_reason(&err))),
     };
     read_file_at_most(file, ACCOUNTS_LIMIT)
-        .map_err(|err| failed(err.to_string().to_lowercase()))?
+        .map_err(|err| failed(super::io_reason(&err)))?
         .ok_or_else(|| failed("too large".into()))
 }
 

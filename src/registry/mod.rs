@@ -20,12 +20,13 @@ pub(crate) mod reads;
 pub(crate) mod worker;
 
 use std::ffi::OsString;
+use std::hash::Hasher;
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::os::read_file_at_most;
+use crate::os::{read_file_at_most, Fnv};
 
 /// The largest value a key may hold (docs/reference.md §11.1).
 pub const VALUE_LIMIT: usize = 131_071;
@@ -393,24 +394,7 @@ impl Seen {
                 }
             }
         }
-        format!("{:016x}", hash.0)
-    }
-}
-
-/// 64-bit FNV-1a: enough to tell two versions of a value apart, and a few lines.
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
-        }
+        format!("{:016x}", hash.finish())
     }
 }
 

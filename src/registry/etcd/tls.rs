@@ -32,7 +32,7 @@ use rustls::{
 };
 
 use crate::error::Error;
-use crate::os::{io_reason, read_file_at_most};
+use crate::os::{io_reason, lower_first, read_file_at_most};
 
 /// Where the CA certificates are looked for when neither `ENVHARNESS_KV_CACERT` nor
 /// `SSL_CERT_FILE` names them: Debian and Alpine, Fedora and RHEL, then macOS and the BSDs.
@@ -378,14 +378,6 @@ fn alert_words(alert: AlertDescription) -> String {
         words.push(c.to_ascii_lowercase());
     }
     words
-}
-
-fn lower_first(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => String::new(),
-    }
 }
 
 /// The first flight of a TLS client (a ClientHello) to `host`, to learn whether a server that

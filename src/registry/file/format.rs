@@ -3,9 +3,11 @@
 //! nothing here touches the filesystem.
 
 use std::ffi::OsStr;
+use std::hash::Hasher;
 use std::time::Duration;
 
 use super::super::{is_key_byte, Key, LeaseId};
+use crate::os::Fnv;
 
 /// Stands for '/' in a key's file name: not a key character, so decoding is unambiguous.
 pub(super) const SEPARATOR: char = '%';
@@ -78,9 +80,9 @@ pub(crate) fn may_start_with(shown: &Shown, prefix: &str) -> bool {
 /// binaries) that only tells long keys' file names apart; [`Layout::read_record`] checks the
 /// key itself.
 pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
-    })
+    let mut hash = Fnv::default();
+    hash.write(bytes);
+    hash.finish()
 }
 
 pub(crate) fn encode_record(key: &str, lease: Option<LeaseId>, value: &[u8]) -> Vec<u8> {

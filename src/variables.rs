@@ -48,20 +48,21 @@ impl Variables {
     /// `base` with these variables laid over it: overridden ones keep their place, new ones
     /// follow in the order they were set.
     pub fn over(&self, base: &[(OsString, OsString)]) -> Environment {
-        let mut merged: Environment = base
-            .iter()
-            .map(
-                |(name, value)| match name.to_str().and_then(|n| self.get(n)) {
-                    Some(ours) => (name.clone(), OsString::from_vec(ours.to_vec())),
-                    None => (name.clone(), value.clone()),
-                },
+        // One rule, over_block's (the path every script takes); this runs once per discovery.
+        let block = self.over_block(base);
+        let pair = |string: &CStr| {
+            let bytes = string.to_bytes();
+            let at = bytes
+                .iter()
+                .position(|byte| *byte == b'=')
+                .unwrap_or(bytes.len());
+            let value = bytes.get(at + 1..).unwrap_or_default();
+            (
+                OsString::from_vec(bytes[..at].to_vec()),
+                OsString::from_vec(value.to_vec()),
             )
-            .collect();
-        let in_base = |name: &str| base.iter().any(|(b, _)| b == name);
-        for (name, value) in self.iter().filter(|(name, _)| !in_base(name)) {
-            merged.push((name.into(), OsString::from_vec(value.to_vec())));
-        }
-        merged
+        };
+        block.strings().into_iter().map(pair).collect()
     }
 
     /// [`Variables::over`] as execve takes it, built in one buffer: a script's environment is

@@ -313,7 +313,7 @@ pub fn open(url: &str, access: Access) -> Result<Box<dyn Store>, Error> {
             Ok(Box::new(store))
         }
         // etcd+https is refused there, saying TLS is written etcds://.
-        "etcd" | "etcds" | "etcd+https" => Ok(Box::new(etcd::open(url, access)?)),
+        _ if is_etcd_url(url) => Ok(Box::new(etcd::open(url, access)?)),
         _ => Err(Error::Usage(format!(
             "{url}: unknown registry scheme '{scheme}' (file:///DIR, etcd://HOST:PORT or etcds://HOST:PORT)"
         ))),

@@ -393,6 +393,18 @@ fn a_looping_script_given_as_the_command_is_refused_too() {
 }
 
 #[test]
+fn a_looping_script_found_in_the_harness_s_own_path_is_refused_before_anything_runs() {
+    let (mut t, _) = looping_tool(&format!("#!{BIN} -e env"));
+    t.script("app-bin/app", &format!("#!{BIN} -e env\necho ran >> ran\n"));
+    let path = format!("{}:{PATH}", t.p("app-bin"));
+    t.env("PATH", path);
+    t.args(&["-x", "export", "-e", "env", "--", "app"]);
+    t.run().status(125).error_line(&["app", LOOP]);
+    assert!(!t.exists("announced"), "the export phase ran");
+    assert!(!t.exists("ran"), "the script ran");
+}
+
+#[test]
 fn a_looping_script_found_in_the_final_path_is_refused_at_exec() {
     for init in [false, true] {
         let (mut t, _) = looping_tool(&format!("#!{BIN} -e env"));

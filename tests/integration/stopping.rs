@@ -326,6 +326,39 @@ fn the_harness_s_own_failures_are_never_remapped() {
     t.run()
         .status(127)
         .error_line(&["no-such-command: command not found"]);
+    // 126 (a command that cannot be executed) and 125 (a failed discovery) neither.
+    let mut t = Test::new();
+    t.dir("env").dir("export").file("notexec", "x");
+    t.args(&[
+        "--init",
+        "--remap-exit",
+        "126:0",
+        "-x",
+        "export",
+        "-e",
+        "env",
+        "--",
+        "./notexec",
+    ]);
+    t.run()
+        .status(126)
+        .error_line(&["./notexec: permission denied"]);
+    let mut t = Test::new();
+    t.dir("export").script("env/BAD", "#!/bin/sh\nexit 3\n");
+    t.args(&[
+        "--init",
+        "--remap-exit",
+        "125:0",
+        "-x",
+        "export",
+        "-e",
+        "env",
+        "--",
+        "true",
+    ]);
+    t.run()
+        .status(125)
+        .error_line(&["env/BAD: exited with status 3"]);
 }
 
 #[test]

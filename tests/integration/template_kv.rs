@@ -13,6 +13,7 @@ every_store!(
     a_value_that_is_not_utf8_is_an_error_naming_the_key,
     the_functions_win_over_variables_of_the_same_name,
     at_the_start_wait_waits_for_a_key_a_template_reads_bare,
+    a_key_that_never_comes_is_125_when_the_wait_runs_out,
     a_change_to_what_a_template_read_re_renders_and_signals_the_command,
 );
 
@@ -150,6 +151,35 @@ fn at_the_start_wait_waits_for_a_key_a_template_reads_bare(store: &dyn KvStore) 
     Client::new(store).put("db/i9", "postgres://late");
     t.finish(child, started).success();
     assert_eq!(t.read("out/db"), "db postgres://late\n");
+}
+
+fn a_key_that_never_comes_is_125_when_the_wait_runs_out(store: &dyn KvStore) {
+    let mut t = templating(store);
+    t.file("db.j2", "db {{ kv(\"db\") }}\n");
+    t.args(&[
+        "-x",
+        "export",
+        "-e",
+        "env",
+        "-t",
+        "db.j2:out/db",
+        "--wait",
+        "0.5",
+        "--retry-interval",
+        "0.1",
+        "--",
+        "touch",
+        "ran",
+    ]);
+    let started = Instant::now();
+    t.run()
+        .status(125)
+        .error_line(&["db.j2: line 1: kv(\"db\") is undefined"]);
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "it did not wait"
+    );
+    assert!(!t.exists("ran"), "the command ran");
 }
 
 fn a_change_to_what_a_template_read_re_renders_and_signals_the_command(store: &dyn KvStore) {

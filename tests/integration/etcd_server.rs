@@ -86,10 +86,20 @@ pub fn binary() -> Option<PathBuf> {
 
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("binding a free port")
-        .port()
+    free_ports(1)[0]
+}
+
+/// N different free ports: each is held until all are found, since a port let go can be the
+/// kernel's next answer (an etcd given one port for its plain and its TLS listener then
+/// serves both on it and may answer a plain request with a TLS handshake).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("binding a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|listener| listener.local_addr().expect("a bound port").port())
+        .collect()
 }
 
 impl Etcd {
@@ -127,9 +137,8 @@ impl Etcd {
         };
         // Another test may take a port between our probe and etcd's bind: try new ones.
         for _ in 0..3 {
-            etcd.client_port = free_port();
-            etcd.peer_port = free_port();
-            etcd.setup_port = free_port();
+            let ports = free_ports(3);
+            (etcd.client_port, etcd.peer_port, etcd.setup_port) = (ports[0], ports[1], ports[2]);
             if etcd.launch() {
                 return Some(etcd);
             }
@@ -182,6 +191,7 @@ impl Etcd {
 
     fn cluster_with(size: usize, tls: Option<ServerTls>) -> Option<Vec<Etcd>> {
         let binary = binary()?;
+        let ports = free_ports(3 * size);
         let mut members: Vec<Etcd> = (0..size)
             .map(|n| Etcd {
                 child: None,
@@ -190,9 +200,9 @@ impl Etcd {
                     .tempdir()
                     .expect("creating etcd's directory"),
                 binary: binary.clone(),
-                client_port: free_port(),
-                peer_port: free_port(),
-                setup_port: free_port(),
+                client_port: ports[3 * n],
+                peer_port: ports[3 * n + 1],
+                setup_port: ports[3 * n + 2],
                 tls: tls.clone(),
                 extra: Vec::new(),
                 name: format!("m{n}"),

@@ -362,6 +362,33 @@ fn the_harness_s_own_failures_are_never_remapped() {
 }
 
 #[test]
+fn a_command_that_cannot_be_started_again_at_a_watch_restart_is_not_remapped() {
+    let mut t = Test::new();
+    t.dir("export").file("env/X", "1\n").script(
+        "app",
+        "#!/bin/sh\ntrap 'exit 0' TERM\ntouch ready\nwhile :; do sleep 0.05; done\n",
+    );
+    t.args(&[
+        "--init",
+        "--watch",
+        "0.1",
+        "--remap-exit",
+        "127:0",
+        "-x",
+        "export",
+        "-e",
+        "env",
+        "--",
+        "./app",
+    ]);
+    let (child, started) = t.spawn();
+    t.wait_for("ready");
+    std::fs::remove_file(t.path("app")).expect("removing app");
+    t.file("env/X", "2\n");
+    t.finish(child, started).status(127).error_line(&["./app"]);
+}
+
+#[test]
 fn options_that_need_init_and_bad_values_are_usage_errors() {
     for (args, words) in [
         (vec!["--drain", "1"], vec!["--drain needs --init"]),

@@ -243,6 +243,32 @@ fn an_unknown_user_or_group_is_125_before_anything_runs() {
 }
 
 #[test]
+fn a_switch_the_kernel_refuses_is_126_naming_the_user_and_the_step() {
+    // Root in a user namespace that maps only uid 0: the lookup succeeds (nobody is in the
+    // machine's /etc/passwd), the switch itself fails.
+    let probe = output(Command::new("unshare").args(["-r", "true"]));
+    if !probe.is_ok_and(|out| out.status.success()) {
+        unavailable("ENVHARNESS_TEST_SYSTEM", "unshare -r is not permitted");
+        return;
+    }
+    for init in [false, true] {
+        let t = Test::new();
+        t.dir("env").dir("export");
+        let mut args = vec!["-r", BIN, "--user", "nobody", "-x", "export", "-e", "env"];
+        if init {
+            args.push("--init");
+        }
+        args.extend(["--", "touch", "ran"]);
+        let mut command = t.external("unshare");
+        command.args(&args);
+        t.run_command(command)
+            .status(126)
+            .error_line(&["--user nobody: cannot switch user: setgroups: operation not permitted"]);
+        assert!(!t.exists("ran"), "the command ran");
+    }
+}
+
+#[test]
 fn without_root_only_the_same_user_is_allowed() {
     let Some(t) = users_test() else { return };
     t.script("export/announce", "#!/bin/sh\ntouch /tmp/never\n");

@@ -385,7 +385,9 @@ fn a_command_that_cannot_be_started_again_at_a_watch_restart_is_not_remapped() {
     t.wait_for("ready");
     std::fs::remove_file(t.path("app")).expect("removing app");
     t.file("env/X", "2\n");
-    t.finish(child, started).status(127).error_line(&["./app"]);
+    t.finish(child, started)
+        .status(127)
+        .error_line(&["./app: command not found"]);
 }
 
 #[test]

@@ -91,7 +91,12 @@ pub fn run(cli: Cli) -> Result<i32, Error> {
             .as_ref()
             .map(|registry| registry.instance.as_str()),
     )?;
-    let mut resolver = Resolver::new(&plan.discovery, &harness_env, read_log(&plan)?);
+    let mut resolver = Resolver::new(
+        &plan.discovery,
+        &harness_env,
+        read_log(&plan)?,
+        access.clone(),
+    );
     let resolved = resolver.resolve_waiting(&mut host, plan.wait)?;
     host.check_stop()?;
     resolved.templates.write()?;
@@ -238,15 +243,14 @@ fn read_log(plan: &Plan) -> Result<Option<ReadLog>, Error> {
     }
 }
 
-/// With a registry: its login and TLS settings, read before anything runs, with the store's
-/// URL and certificate files checked (contacting nobody) and the one warning of a password in
-/// clear text given (docs/reference.md §12).
+/// With a registry: its login and TLS settings, read before anything runs with the
+/// certificate files (contacting nobody), and the one warning of a password in clear text
+/// given (docs/reference.md §12).
 fn registry_access(plan: &Plan) -> Result<Option<registry::Access>, Error> {
     let Some(registry) = &plan.registry else {
         return Ok(None);
     };
     let access = registry::Access::from_env(&registry.url, |name| std::env::var_os(name))?;
-    registry::check(&registry.url, &access)?;
     registry::warn_of_a_clear_text_password(&registry.url, &access);
     Ok(Some(access))
 }

@@ -25,7 +25,7 @@ use super::template::{self, KvReads, KvSource, Owner, Rendered, SharedReads, Tem
 use crate::duration::seconds;
 use crate::error::Error;
 use crate::registry::reads::{ReadLog, Reads};
-use crate::registry::Lookup;
+use crate::registry::{Access, Lookup};
 use crate::runner::host::PhaseHost;
 use crate::runner::{task, Host};
 use crate::variables::{Environment, Variables};
@@ -66,6 +66,8 @@ pub struct Resolver<'a> {
     /// What the scripts get: `harness_env`, plus where to record registry reads.
     script_env: Cow<'a, Environment>,
     reads: Option<ReadLog>,
+    /// How the templates reach the registry (`discovery.kv`), when there is one.
+    access: Option<Access>,
     /// The store the templates read, kept between renders once a render opened it.
     kv: Option<KvSource>,
     /// What the templates of the last render read of the registry.
@@ -73,11 +75,13 @@ pub struct Resolver<'a> {
 }
 
 impl<'a> Resolver<'a> {
-    /// With `reads`, scripts record what they read through `envharness kv` there.
+    /// With `reads`, scripts record what they read through `envharness kv` there; with
+    /// `access`, templates read the registry.
     pub fn new(
         discovery: &'a Discovery,
         harness_env: &'a Environment,
         reads: Option<ReadLog>,
+        access: Option<Access>,
     ) -> Resolver<'a> {
         let script_env = match &reads {
             Some(log) => Cow::Owned([harness_env.clone(), vec![log.variable()]].concat()),
@@ -88,6 +92,7 @@ impl<'a> Resolver<'a> {
             harness_env,
             script_env,
             reads,
+            access,
             kv: None,
             template_reads: Vec::new(),
         }
@@ -149,10 +154,10 @@ impl<'a> Resolver<'a> {
         if self.discovery.templates.is_empty() {
             return Ok(Rendered::default());
         }
-        let source = self
-            .kv
-            .take()
-            .or_else(|| self.discovery.kv.clone().map(KvSource::new));
+        let source = self.kv.take().or_else(|| {
+            let url = self.discovery.kv.clone()?;
+            Some(KvSource::new(url, self.access.clone()?))
+        });
         let reads: SharedReads = Arc::new(Mutex::new(KvReads::new(source)));
         let templates = self.discovery.templates.clone();
         let (env, owner, shared) = (env.clone(), self.discovery.owner, reads.clone());

@@ -344,6 +344,7 @@ pub fn run(kv: Kv, var: impl Fn(&str) -> Option<OsString>) -> Result<i32, Error>
         .ok_or_else(|| {
             Error::Usage("kv: no registry configured: give --kv URL or set ENVHARNESS_KV".into())
         })?;
+    super::check_url(&url)?;
     let access = Access::from_env(&url, var)?;
     // Under a harness (its scripts and its command have ENVHARNESS_INSTANCE) the harness has
     // warned already: once, not at every call.

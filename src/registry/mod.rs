@@ -160,13 +160,14 @@ impl Credentials {
 }
 
 /// What reaching a store takes besides its URL, read from the environment once: etcd's login
-/// (docs/reference.md §11.1) and, for `etcds://`, the TLS settings (§12). The harness reads it
-/// before anything runs, so a password file or certificate that cannot be read is an error
-/// then, not once the command runs.
+/// (docs/reference.md §11.1) and, for `etcds://`, the TLS settings (§12) with their files.
+/// The harness reads it before anything runs, so a password file or certificate that cannot
+/// be read is an error then, not once the command runs; its templates and its publishing
+/// share it.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
     pub credentials: Option<Credentials>,
-    pub tls: Option<etcd::TlsSettings>,
+    pub tls: Option<etcd::Tls>,
 }
 
 impl Access {
@@ -176,22 +177,15 @@ impl Access {
         let credentials = Credentials::from_env(&var)?;
         let tls = if etcd::is_tls_url(url) {
             let text = |name: &str| var(name).map(|value| value.to_string_lossy().into_owned());
-            Some(etcd::TlsSettings::from_env(url, text)?)
+            Some(etcd::Tls::read(
+                url,
+                etcd::TlsSettings::from_env(url, text)?,
+            )?)
         } else {
             None
         };
         Ok(Access { credentials, tls })
     }
-}
-
-/// Checks what can be checked of a store without contacting it: an etcd URL, and for
-/// `etcds://` that its certificate files can be read. The file store is not touched: opening
-/// it creates its directory.
-pub fn check(url: &str, access: &Access) -> Result<(), Error> {
-    if is_etcd_url(url) {
-        etcd::open(url, access.clone()).map(drop)?;
-    }
-    Ok(())
 }
 
 /// Whether `url` names the etcd store, plain or over TLS (`etcd+https` is refused by it).
@@ -320,13 +314,6 @@ pub fn open(url: &str, access: Access) -> Result<Box<dyn Store>, Error> {
     }
 }
 
-/// Opens the store at `url` with the credentials and TLS settings of the process's
-/// environment (`ENVHARNESS_KV_USER`, `ENVHARNESS_KV_PASSWORD` or `_PASSWORD_FILE`,
-/// `ENVHARNESS_KV_CACERT`…).
-pub fn open_with_env_access(url: &str) -> Result<Box<dyn Store>, Error> {
-    open(url, Access::from_env(url, |name| std::env::var_os(name))?)
-}
-
 /// Checks a `--kv` URL as the harness starts, contacting nothing and creating nothing: a
 /// scheme, a path or an endpoint that could never work is a usage error before anything runs,
 /// even under `--init`, where the store itself is opened later, on the registry's thread.
@@ -336,7 +323,7 @@ pub fn check_url(url: &str) -> Result<(), Error> {
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("file"));
     match file {
         Some((_, rest)) if !url.contains('@') => file::store_directory(url, rest).map(drop),
-        // Its certificate files are read once the settings are (registry::check).
+        // Its certificate files are read with the settings (Access::from_env).
         _ if is_etcd_url(url) => etcd::check_url(url),
         // Refused by open, naming the URL and what is wrong with it.
         _ => open(url, Access::default()).map(drop),

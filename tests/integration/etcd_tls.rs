@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use envharness::registry::etcd::{self, EtcdStore, TlsSettings};
+use envharness::registry::etcd::{self, EtcdStore};
 use envharness::registry::{Access, Store};
 
 use crate::etcd::{key, serves_while_its_first_member_is_down};
@@ -276,22 +276,55 @@ fn unreadable_or_empty_files_are_125_before_anything_runs_naming_the_variable_an
         .error_line(&["ENVHARNESS_KV_KEY is set without ENVHARNESS_KV_CERT"]);
 }
 
+#[test]
+fn no_ca_certificates_anywhere_is_125_before_anything_runs() {
+    let probe = output(std::process::Command::new("unshare").args(["-r", "-m", "true"]));
+    if !probe.as_ref().is_ok_and(|out| out.status.success()) {
+        unavailable(
+            "ENVHARNESS_TEST_SYSTEM",
+            "unshare -r -m is not permitted here",
+        );
+        return;
+    }
+    let t = Test::new();
+    t.script("export/web", "#!/bin/sh\ntouch ran\necho http://web\n")
+        .dir("env");
+    let url = format!("etcds://127.0.0.1:{}/none", free_port());
+    // In a mount namespace of its own, empty directories hide every system bundle the
+    // harness looks for, and neither variable is set: there is nothing to trust.
+    let script = format!(
+        "for dir in /etc/ssl /etc/pki; do\n\
+         \t[ ! -d $dir ] || mount -t tmpfs none $dir || exit 99\n\
+         done\n\
+         '{BIN}' kv get k; echo \"kv $?\"\n\
+         '{BIN}' -x export -e env -- true; echo \"exec $?\"\n\
+         '{BIN}' --init -x export -e env -- true; echo \"init $?\"\n"
+    );
+    let mut command = t.external("unshare");
+    command
+        .env("ENVHARNESS_KV", &url)
+        .args(["-r", "-m", "sh", "-c", &script]);
+    let run = t.run_command(command);
+    run.success().stdout_is("kv 125\nexec 125\ninit 125\n");
+    let expected = format!("envharness: {url}: no CA certificates: set ENVHARNESS_KV_CACERT");
+    assert_eq!(
+        run.stderr.lines().filter(|line| *line == expected).count(),
+        3,
+        "{}",
+        run.stderr
+    );
+    assert!(!t.exists("ran"), "the export phase ran");
+}
+
 /// The store of `url` as the library opens it, with the TLS variables `env`.
 fn tls_store(url: &str, env: &[(String, String)]) -> EtcdStore {
-    let settings = TlsSettings::from_env(url, |name| {
+    let access = Access::from_env(url, |name| {
         env.iter()
             .find(|(n, _)| n == name)
-            .map(|(_, value)| value.clone())
+            .map(|(_, value)| value.into())
     })
-    .expect("TLS settings");
-    etcd::open(
-        url,
-        Access {
-            credentials: None,
-            tls: Some(settings),
-        },
-    )
-    .expect("a valid URL")
+    .expect("TLS settings and files");
+    etcd::open(url, access).expect("a valid URL")
 }
 
 #[test]

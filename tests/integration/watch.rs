@@ -426,6 +426,36 @@ fn a_restart_that_cannot_find_the_command_ends_with_127_and_teardown() {
 }
 
 #[test]
+fn a_restart_onto_a_looping_script_is_refused_with_125_and_teardown() {
+    let mut t = Test::new();
+    t.dir("bin1")
+        .script(
+            "bin1/app",
+            "#!/bin/sh\ntouch ready\nwhile :; do sleep 1; done\n",
+        )
+        // Run by the kernel, its #! line would start envharness on it again, forever.
+        .script("bin2/app", &format!("#!{BIN} -e env\necho ran >> ran\n"))
+        .script("export/teardown", "#!/bin/sh\necho teardown >> torn-down\n");
+    let bin1 = t.p("bin1");
+    let bin2 = t.p("bin2");
+    t.file("env/PATH", format!("{bin1}:/usr/bin:/bin\n"));
+    t.args(&[
+        "--init", "--watch", "0", "-x", "export", "-e", "env", "--", "app",
+    ]);
+    let (child, started) = t.spawn();
+    t.wait_for("ready");
+    t.file("env/PATH", format!("{bin2}:/usr/bin:/bin\n"));
+    send(&child, Signal::SIGHUP);
+    let run = t.finish(child, started);
+    run.status(125).error_line(&[
+        "app",
+        "its #! line runs envharness without a command: add -- INTERPRETER",
+    ]);
+    assert!(!t.exists("ran"), "the looping script ran");
+    assert_eq!(t.lines("torn-down"), ["teardown"]);
+}
+
+#[test]
 fn quiet_hides_the_change_line() {
     let mut t = Test::new();
     watched(&mut t, &["--watch", "0", "-q"]);

@@ -16,27 +16,33 @@ use minijinja::value::Value;
 use minijinja::ErrorKind;
 
 use crate::error::Error;
-use crate::registry::{self, Key, Lookup, Seen, Store, REACH_TIMEOUT};
+use crate::registry::{self, Access, Key, Lookup, Seen, Store, REACH_TIMEOUT};
 
 /// The names of the functions: they win over variables of the same name (a variable `kv` is
 /// still `env["kv"]`).
 pub const FUNCTIONS: [&str; 3] = ["kv", "kv_list", "instances"];
 
-/// Where templates read the registry: its URL, and the store once a render opened it.
+/// Where templates read the registry: its URL and access, and the store once a render
+/// opened it.
 pub struct KvSource {
     url: String,
+    access: Access,
     store: Option<Box<dyn Store>>,
 }
 
 impl KvSource {
-    pub fn new(url: String) -> KvSource {
-        KvSource { url, store: None }
+    pub fn new(url: String, access: Access) -> KvSource {
+        KvSource {
+            url,
+            access,
+            store: None,
+        }
     }
 
     /// The store, opened now if no render opened it yet.
     fn store(&mut self) -> Result<&mut dyn Store, Error> {
         if self.store.is_none() {
-            self.store = Some(registry::open_with_env_access(&self.url)?);
+            self.store = Some(registry::open(&self.url, self.access.clone())?);
         }
         Ok(self.store.as_deref_mut().expect("opened above"))
     }
@@ -282,6 +288,7 @@ mod tests {
         };
         let source = KvSource {
             url: "test://counting".into(),
+            access: Access::default(),
             store: Some(Box::new(store)),
         };
         (KvReads::new(Some(source)), count)

@@ -35,7 +35,7 @@ use nix::sys::socket::{setsockopt, sockopt};
 use rustls::{ClientConnection, StreamOwned};
 
 use super::tls::{self, Verdict};
-use crate::os::io_reason;
+use crate::os::{io_reason, read_at_most};
 
 /// The largest answer read whole (docs/reference.md §11.1): room for a list of about a
 /// hundred values of the largest size, which travel in base64 (a third more).
@@ -308,12 +308,27 @@ fn tcp(endpoint: &Endpoint, deadline: Instant) -> Result<TcpStream, Fault> {
             Ok(stream) => {
                 // Requests are small and answered at once: no Nagle delay on them.
                 stream.set_nodelay(true).map_err(Fault::from_io)?;
+                abort_on_close(&stream)?;
                 return Ok(stream);
             }
             Err(err) => last = Fault::from_io(err),
         }
     }
     Err(last)
+}
+
+/// Makes closing `stream` (by the harness, or by the kernel when the harness dies) drop
+/// whatever it has sent that the network has not delivered. Otherwise the kernel goes on
+/// sending it after the harness gave up on it or died: a keep-alive held back by a cut link
+/// would renew, once the link heals, the lease of a harness dead for seconds. Nothing
+/// is lost by it: a request is given up only when its answer did not come in time, and
+/// closing a connection that has no answer pending drops nothing.
+fn abort_on_close(stream: &TcpStream) -> Result<(), Fault> {
+    let abort = nix::libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    setsockopt(stream, sockopt::Linger, &abort).map_err(|errno| Fault::from_io(errno.into()))
 }
 
 /// The TLS handshake, within the socket's deadline.
@@ -367,22 +382,30 @@ pub const HANDSHAKE_CLOSED: &str = "the server closed the connection during the 
 /// Whether the server at `endpoint` answers a plain HTTP request: asked after it closed the
 /// connection on our ClientHello, to say "use etcd://" rather than "closed".
 pub fn speaks_plain_http(endpoint: &Endpoint, deadline: Instant) -> bool {
+    let request = format!("GET /health HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n");
+    first_reply(endpoint, deadline, request.as_bytes(), 5) == b"HTTP/"
+}
+
+/// Whether the server at `endpoint` answers a TLS ClientHello as a TLS server does: asked
+/// after a plain request got no HTTP answer, to say "use etcds://" rather than "closed".
+pub fn speaks_tls(endpoint: &Endpoint, deadline: Instant) -> bool {
+    tls::client_hello(&endpoint.host)
+        .is_some_and(|hello| tls::is_tls_reply(&first_reply(endpoint, deadline, &hello, 3)))
+}
+
+/// Up to `count` bytes of what the server at `endpoint` sends back to `message` on a new
+/// connection, before `deadline`; none when it cannot be reached.
+fn first_reply(endpoint: &Endpoint, deadline: Instant, message: &[u8], count: usize) -> Vec<u8> {
     let Ok(stream) = tcp(endpoint, deadline) else {
-        return false;
+        return Vec::new();
     };
     let mut socket = Deadlined {
         stream,
         deadline: Some(deadline),
     };
-    let request = format!("GET /health HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\n\r\n");
-    if socket.write_all(request.as_bytes()).is_err() {
-        return false;
+    if socket.write_all(message).is_err() {
+        return Vec::new();
     }
-    first_bytes(&mut socket, 5) == b"HTTP/"
-}
-
-/// Up to `count` bytes of what the server sends first.
-fn first_bytes(socket: &mut Deadlined, count: usize) -> Vec<u8> {
     let mut reply = vec![0u8; count];
     let mut got = 0;
     while got < count {
@@ -393,25 +416,6 @@ fn first_bytes(socket: &mut Deadlined, count: usize) -> Vec<u8> {
     }
     reply.truncate(got);
     reply
-}
-
-/// Whether the server at `endpoint` answers a TLS ClientHello as a TLS server does: asked
-/// after a plain request got no HTTP answer, to say "use etcds://" rather than "closed".
-pub fn speaks_tls(endpoint: &Endpoint, deadline: Instant) -> bool {
-    let Some(hello) = tls::client_hello(&endpoint.host) else {
-        return false;
-    };
-    let Ok(stream) = tcp(endpoint, deadline) else {
-        return false;
-    };
-    let mut socket = Deadlined {
-        stream,
-        deadline: Some(deadline),
-    };
-    if socket.write_all(&hello).is_err() {
-        return false;
-    }
-    tls::is_tls_reply(&first_bytes(&mut socket, 3))
 }
 
 impl Connection {
@@ -675,42 +679,31 @@ fn at_end(reader: &mut impl BufRead) -> Result<bool, Fault> {
 /// The body of an answer, framed as its head says; more than [`ANSWER_LIMIT`] bytes is
 /// refused, a `Content-Length` over it before anything is read.
 pub(crate) fn read_body(reader: &mut impl BufRead, framing: &Framing) -> Result<Vec<u8>, Fault> {
-    let mut body = Vec::new();
-    let limit = ANSWER_LIMIT + 1;
-    match *framing {
+    let limit = ANSWER_LIMIT as usize;
+    let read = match *framing {
         Framing::Length(length) if length > ANSWER_LIMIT => {
             return Err(Fault::Protocol(format!(
                 "an answer of {length} bytes (its Content-Length), over the limit of {ANSWER_LIMIT}"
             )));
         }
         Framing::Length(length) => {
-            reader
-                .take(length)
-                .read_to_end(&mut body)
-                .map_err(Fault::from_io)?;
-            if body.len() as u64 != length {
+            let body = read_at_most(reader.take(length), limit, length).map_err(Fault::from_io)?;
+            if body
+                .as_ref()
+                .is_some_and(|body| body.len() as u64 != length)
+            {
                 return Err(Fault::Io("the answer was cut short".into()));
             }
+            body
         }
-        Framing::Chunked => {
-            Chunked::new(reader)
-                .take(limit)
-                .read_to_end(&mut body)
-                .map_err(Fault::from_io)?;
-        }
-        Framing::UntilClose => {
-            reader
-                .take(limit)
-                .read_to_end(&mut body)
-                .map_err(Fault::from_io)?;
-        }
-    }
-    if body.len() as u64 > ANSWER_LIMIT {
-        return Err(Fault::Protocol(format!(
+        Framing::Chunked => read_at_most(Chunked::new(reader), limit, 0).map_err(Fault::from_io)?,
+        Framing::UntilClose => read_at_most(reader, limit, 0).map_err(Fault::from_io)?,
+    };
+    read.ok_or_else(|| {
+        Fault::Protocol(format!(
             "an answer of more than {ANSWER_LIMIT} bytes, the limit"
-        )));
-    }
-    Ok(body)
+        ))
+    })
 }
 
 pub(crate) struct Head {

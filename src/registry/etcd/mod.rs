@@ -54,7 +54,7 @@ mod tls;
 pub(crate) mod watch;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -105,8 +105,8 @@ pub fn open(url: &str, access: Access) -> Result<EtcdStore, Error> {
     let (endpoints, prefix) = parse_url(url)?;
     let tls = match (is_tls_url(url), access.tls) {
         (false, _) => None,
-        (true, Some(settings)) => Some(Tls::open(url, settings)?),
-        (true, None) => Some(Tls::open(url, TlsSettings::from_env(url, |_| None)?)?),
+        (true, Some(tls)) => Some(tls),
+        (true, None) => Some(Tls::read(url, TlsSettings::from_env(url, |_| None)?)?),
     };
     let credentials = access.credentials;
     Ok(EtcdStore {
@@ -444,50 +444,59 @@ impl From<Fault> for Miss {
 /// What `etcd://` says to a server that speaks only TLS.
 const SPEAKS_TLS: &str = "the server speaks TLS: use etcds://";
 
-/// The TLS settings of an `etcds://` store, and the configuration read from them when it was
-/// opened, kept for its first connection.
-struct Tls {
+/// The TLS settings of an `etcds://` store, and the configuration read from them when they
+/// were, kept for the first connection that any copy of them makes: the harness reads the
+/// files once to start, whether its templates or its publishing connect first.
+#[derive(Clone)]
+pub struct Tls {
     settings: TlsSettings,
-    first: Option<tls::Connector>,
+    first: Arc<Mutex<Option<tls::Connector>>>,
 }
 
 impl Tls {
     /// Reads the files now: one that cannot be read is an error before anything runs.
-    fn open(url: &str, settings: TlsSettings) -> Result<Tls, Error> {
+    pub fn read(url: &str, settings: TlsSettings) -> Result<Tls, Error> {
         let first = settings.connector().map_err(|reason| Error::Store {
             url: url.to_owned(),
             reason,
         })?;
         Ok(Tls {
             settings,
-            first: Some(first),
+            first: Arc::new(Mutex::new(Some(first))),
         })
     }
 
     /// The configuration for a new connection: the files as they are now (renewed
-    /// certificates are picked up), except for the first connection, which uses what `open`
+    /// certificates are picked up), except for the first connection, which uses what `read`
     /// read.
-    fn connector(&mut self) -> Result<tls::Connector, String> {
-        match self.first.take() {
+    fn connector(&self) -> Result<tls::Connector, String> {
+        let first = self
+            .first
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match first {
             Some(first) => Ok(first),
             None => self.settings.connector(),
         }
     }
 }
 
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.settings.fmt(f)
+    }
+}
+
 impl Client {
-    /// The same cluster, login, token and TLS settings (its files read again for its own
-    /// connections), sharing the endpoint to try first, without the connection (for the
-    /// watch thread).
+    /// The same cluster, login, token and TLS settings, sharing the endpoint to try first,
+    /// without the connection (for the watch thread).
     fn detached(&self) -> Client {
         Client {
             url: self.url.clone(),
             endpoints: self.endpoints.clone(),
             credentials: self.credentials.clone(),
-            tls: self.tls.as_ref().map(|tls| Tls {
-                settings: tls.settings.clone(),
-                first: None,
-            }),
+            tls: self.tls.clone(),
             token: self.token.clone(),
             login_needed: self.login_needed,
             limit: self.limit,
@@ -639,7 +648,7 @@ impl Client {
     }
 
     /// Sends the request to the endpoints in turn until one answers. An endpoint that says it
-    /// cannot serve (HTTP 503 or 504: no leader, timed out) counts as unreachable.
+    /// cannot serve counts as unreachable ([`Client::unserved`]).
     fn exchange(
         &mut self,
         path: &str,
@@ -654,12 +663,10 @@ impl Client {
                 None
             };
             let answer = store.attempt(index, path, body, token.as_deref(), attempt_deadline)?;
-            if matches!(answer.status, 503 | 504) {
-                return Err(Miss::Unreachable(error_message(
-                    &parse(&answer.body).unwrap_or(Value::Null),
-                )));
+            match store.unserved(&answer) {
+                Some(miss) => Err(miss),
+                None => Ok(answer),
             }
-            Ok(answer)
         })
     }
 
@@ -752,7 +759,7 @@ impl Client {
 
     /// A new connection to endpoint `index`, with TLS for `etcds://` (the files read again).
     fn connect(&mut self, index: usize, deadline: Instant) -> Result<Connection, Miss> {
-        let connector = match &mut self.tls {
+        let connector = match &self.tls {
             None => None,
             Some(tls) => Some(
                 tls.connector()
@@ -807,9 +814,6 @@ impl Client {
             result = connection.post(path, token, body, deadline);
         }
         let (answer, reusable) = result.map_err(|fault| self.plain_miss(index, fault, deadline))?;
-        if self.tls.is_none() && answer.status == 400 && speaks_https(&answer.body) {
-            return Err(Miss::Refused(SPEAKS_TLS.into()));
-        }
         if reusable {
             self.connection = Some((index, connection));
         }
@@ -853,19 +857,22 @@ impl Client {
                     Ok(None) => Err(Miss::Unreachable("the stream ended at once".to_owned())),
                     Err(failure) => Err(Miss::from(failure)),
                 },
-                http::Streamed::Refused(answer) => {
-                    let message = match parse(&answer.body) {
-                        Some(reply) => error_message(&reply),
-                        None => refusal_text(&answer),
-                    };
-                    if matches!(answer.status, 503 | 504) {
-                        Err(Miss::Unreachable(message))
-                    } else {
-                        Ok(Err(message))
-                    }
-                }
+                http::Streamed::Refused(answer) => match store.unserved(&answer) {
+                    Some(miss) => Err(miss),
+                    None => Ok(Err(refusal_message(&answer))),
+                },
             }
         })
+    }
+
+    /// What an answer other than a success says of its endpoint when the next one should be
+    /// tried instead: it speaks TLS (Go's answer to plain HTTP), or it cannot serve now (HTTP
+    /// 503 or 504: no leader, timed out).
+    fn unserved(&self, answer: &Response) -> Option<Miss> {
+        if self.tls.is_none() && answer.status == 400 && speaks_https(&answer.body) {
+            return Some(Miss::Refused(SPEAKS_TLS.into()));
+        }
+        matches!(answer.status, 503 | 504).then(|| Miss::Unreachable(refusal_message(answer)))
     }
 
     /// Whether endpoint `index` answers a request (any answer) before `deadline`: the watch
@@ -883,6 +890,14 @@ impl Client {
 fn speaks_https(body: &[u8]) -> bool {
     body.windows(29)
         .any(|window| window == b"HTTP request to an HTTPS serv")
+}
+
+/// A refusal in words: etcd's message, or for one that is not JSON, [`refusal_text`].
+fn refusal_message(answer: &Response) -> String {
+    match parse(&answer.body) {
+        Some(reply) => error_message(&reply),
+        None => refusal_text(answer),
+    }
 }
 
 /// A refusal that is not JSON, in a few words: its first line of text, or its status.

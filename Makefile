@@ -87,8 +87,9 @@ bench-templates: static
 bench-loadbalancer: static
 	python3 bench/loadbalancer.py
 
-# Writes bench/hot-text.ld from traces of the start-up and supervision paths (valgrind is not
-# needed: bench/trace_text.c single-steps the binary with ptrace).
+# Writes bench/hot-text.ld from traces of the start-up, supervision and lease-holding paths
+# (valgrind is not needed: bench/trace_text.c breaks once on each function with ptrace; the
+# lease holders need etcd and openssl, from deps).
 hot-text: deps
 	python3 bench/hot_text.py
 

@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
 """Writes bench/hot-text.ld: the functions that start-up, the scripts' runs and an idle
-supervisor execute, gathered at the start of the static binary's code, in that order.
+supervisor execute, gathered at the start of the static binary's code, in that order, and
+after them those that a harness holding a lease on etcd, then on etcd over TLS, adds.
 
 Why: the kernel maps a binary's code 64 KiB around each page a process touches (fault-around),
 so code that runs scattered over 2 MiB of text makes most of the binary resident. Gathered, the
 running code fills a few 64 KiB windows and the code for TLS, etcd, templates and `kv` is paged
 in only by the processes that run it (a supervisor's peak RSS: 2.0 MiB before, 1.1 MiB after).
+The registry's code gathered in turn: a lease holder on etcd 1.9 -> 1.2 MiB, over TLS 2.6 ->
+2.2 MiB.
 
 How: builds the static binary with its symbols (target/hot-text), runs it in the scenarios
-below under bench/trace_text.c, which single-steps it and the children it vforks until they
-exec, maps each instruction to its function, and writes one linker-script line per function.
+below under bench/trace_text.c, which puts a one-shot breakpoint on every function of it (in
+the children it vforks too, until they exec), and writes one linker-script line per function
+that was entered. The registry's scenarios need etcd and openssl (bench/watch.py starts
+them).
 `make static` links with the script (GNU ld and lld read it with `INSERT BEFORE .text`). The
 patterns leave out what a rebuild changes (the hash of a legacy symbol, a crate's
 disambiguator), so the script stays useful as the code changes; a function that is new on the
@@ -20,6 +25,8 @@ path changes much: `make bench` shows the supervisor's file-backed RSS.
 """
 
 import bisect
+import contextlib
+import glob
 import os
 import re
 import subprocess
@@ -33,7 +40,8 @@ BINARY = os.path.join(TARGET_DIR, TARGET, "release", "envharness")
 SCRIPT = os.path.join(ROOT, "bench", "hot-text.ld")
 
 # The scenarios, most important first: the supervisor's code comes first so that its pages are
-# the fewest. EMPTY and TEN are directories: none and ten environment scripts.
+# the fewest. EMPTY and TEN are directories: none and ten environment scripts; EXPORT has one
+# export script.
 SCENARIOS = [
     ["-e", "EMPTY", "-x", "EMPTY", "--init", "--", "sleep", "0.3"],
     ["-e", "TEN", "-x", "TEN", "--init", "--", "sleep", "0.3"],
@@ -43,6 +51,16 @@ SCENARIOS = [
     ["-e", "EMPTY", "-x", "EMPTY", "--", "true"],
     ["-e", "EMPTY", "-x", "EMPTY", "--user", "nobody", "--", "true"],
     ["-e", "TEN", "--print"],
+]
+
+# Then what a harness holding a lease runs, on etcd and on etcd over TLS with a client
+# certificate (a renewal every 0.67 s, the lease revoked at the end), so that the registry's
+# code fills a few windows of its own after the supervisor's. STORE is the etcd's URL.
+REGISTRY_SCENARIOS = [
+    ("etcd", ["--init", "--kv", "STORE", "--ttl", "2", "-x", "EXPORT", "-e", "EMPTY",
+              "--", "sleep", "2.5"]),
+    ("tls", ["--init", "--kv", "STORE", "--ttl", "2", "-x", "EXPORT", "-e", "EMPTY",
+             "--", "sleep", "2.5"]),
 ]
 
 
@@ -69,14 +87,39 @@ def directories(work):
         with open(path, "w") as f:
             f.write("#!/bin/sh\necho value\n")
         os.chmod(path, 0o755)
-    return {"EMPTY": empty, "TEN": ten}
+    export = os.path.join(work, "export")
+    os.makedirs(export)
+    with open(os.path.join(export, "db"), "w") as f:
+        f.write("#!/bin/sh\necho postgres://db:5432/app\n")
+    os.chmod(os.path.join(export, "db"), 0o755)
+    return {"EMPTY": empty, "TEN": ten, "EXPORT": export}
 
 
-def traced(tracer, work, args):
-    """The addresses the binary executed in one scenario."""
+@contextlib.contextmanager
+def registry(work, kind):
+    """A fresh etcd (`kind` "tls": requiring a client certificate) started with
+    bench/watch.py's helpers: its URL and the variables that reach it."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import watch
+    tls = watch.make_certificates(work) if kind == "tls" else None
+    proc, endpoint = watch.start_etcd(work, tls)
+    if proc is None:
+        raise SystemExit("hot-text: etcd is needed (apt-get install etcd-server)")
+    try:
+        scheme = "etcds" if tls else "etcd"
+        yield f"{scheme}://{endpoint}/hot-text", watch.tls_env(tls) if tls else {}
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def traced(tracer, work, args, env=None):
+    """The addresses of the functions the binary entered in one scenario."""
     out = os.path.join(work, "addresses")
-    subprocess.run([tracer, out, BINARY, *args], check=True, timeout=600,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run([tracer, out, os.path.join(work, "functions"), BINARY, *args], check=True,
+                   timeout=600,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env=dict(os.environ, **(env or {})))
     with open(out) as f:
         return [int(line, 16) for line in f]
 
@@ -121,14 +164,38 @@ def pattern(name):
     return name if name.endswith("*") else name + "*"
 
 
+def ring_members():
+    """The member of ring's archive that defines each of its functions, without the hash the
+    build puts before its name: an assembly file's functions are all in its object's .text,
+    which no function name selects."""
+    members = {}
+    build = os.path.join(TARGET_DIR, TARGET, "release", "build")
+    for archive in glob.glob(os.path.join(build, "ring-*", "out", "libring_core_*.a")):
+        if archive.endswith("_test.a"):
+            continue
+        out = subprocess.run(["nm", "-A", "--defined-only", archive], check=True,
+                             capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            where, _, name = line.rpartition(" ")
+            member = where.split(":")[1]
+            members[name] = member.split("-", 1)[-1]
+    return members
+
+
 def section_lines(patterns):
     lines = []
+    members = ring_members()
+    placed = set()
     for p in patterns:
         # Cold functions (#[cold], panics' paths) are in .text.unlikely.NAME; a C library
-        # function written in assembly is in its object file's .text.
+        # function written in assembly is in its object file's .text, and so is one of ring's.
         line = f"    *(.text.{p} .text.unlikely.{p})"
         if not p.startswith(("_R", "_ZN")):
             line += f"\n    *libc.a:{p[:-1]}.lo(.text)"
+            member = members.get(p[:-1])
+            if member is not None and member not in placed:
+                placed.add(member)
+                line += f"\n    *:*-{member}(.text)"
         lines.append(line)
     return lines
 
@@ -143,13 +210,22 @@ def main():
         subprocess.run(["gcc", "-O2", "-o", tracer, os.path.join(ROOT, "bench", "trace_text.c")],
                        check=True)
         dirs = directories(work)
+        with open(os.path.join(work, "functions"), "w") as f:
+            f.writelines(f"{start:x}\n" for start in sorted(set(starts)))
         patterns = {}
-        for scenario in SCENARIOS:
+
+        def trace(scenario, env=None):
             args = [dirs.get(arg, arg) for arg in scenario]
             log(f"tracing envharness {' '.join(scenario)}")
-            for address in traced(tracer, work, args):
+            for address in traced(tracer, work, args, env):
                 for name in names_at(symbols, starts, address):
                     patterns.setdefault(pattern(name), None)
+
+        for scenario in SCENARIOS:
+            trace(scenario)
+        for kind, scenario in REGISTRY_SCENARIOS:
+            with registry(work, kind) as (url, env):
+                trace([{"STORE": url}.get(arg, arg) for arg in scenario], env)
     header = [
         "/* The functions start-up and supervision run, gathered at the start of the code so",
         "   that they fill few pages (written by bench/hot_text.py: read why there). */",

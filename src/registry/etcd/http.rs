@@ -319,10 +319,10 @@ fn tcp(endpoint: &Endpoint, deadline: Instant) -> Result<TcpStream, Fault> {
 
 /// Makes closing `stream` (by the harness, or by the kernel when the harness dies) drop
 /// whatever it has sent that the network has not delivered. Otherwise the kernel goes on
-/// sending it after the harness gave up on it or died: a keep-alive held back by a cut link
-/// would renew, once the link heals, the lease of a harness dead for seconds. Nothing
-/// is lost by it: a request is given up only when its answer did not come in time, and
-/// closing a connection that has no answer pending drops nothing.
+/// sending it after the harness gave up on it or died: a keep-alive given up on a member
+/// behind a cut link renewed, once the link healed, the lease of a harness dead for seconds
+/// (`make chaos`). Nothing is lost by it: a request is given up only when its answer did not
+/// come in time, and closing a connection that has no answer pending drops nothing.
 fn abort_on_close(stream: &TcpStream) -> Result<(), Fault> {
     let abort = nix::libc::linger {
         l_onoff: 1,

@@ -278,12 +278,7 @@ fn unreadable_or_empty_files_are_125_before_anything_runs_naming_the_variable_an
 
 #[test]
 fn no_ca_certificates_anywhere_is_125_before_anything_runs() {
-    let probe = output(std::process::Command::new("unshare").args(["-r", "-m", "true"]));
-    if !probe.as_ref().is_ok_and(|out| out.status.success()) {
-        unavailable(
-            "ENVHARNESS_TEST_SYSTEM",
-            "unshare -r -m is not permitted here",
-        );
+    if !can_unshare_mounts() {
         return;
     }
     let t = Test::new();

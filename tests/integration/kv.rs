@@ -849,12 +849,7 @@ fn file_store_keeps_the_old_value_when_a_write_fails_for_lack_of_room() {
 
 #[test]
 fn file_store_on_a_full_tmpfs_keeps_the_old_value() {
-    let probe = output(Command::new("unshare").args(["-r", "-m", "true"]));
-    if !probe.as_ref().is_ok_and(|out| out.status.success()) {
-        unavailable(
-            "ENVHARNESS_TEST_SYSTEM",
-            "unshare -r -m is not permitted here",
-        );
+    if !can_unshare_mounts() {
         return;
     }
     let t = Test::new();

@@ -776,3 +776,17 @@ pub fn gone_within(pid: i32, limit: Duration) -> bool {
     }
     !alive(pid)
 }
+
+/// Whether `unshare -r -m` (a user and a mount namespace of its own) works here; prints why
+/// not.
+pub fn can_unshare_mounts() -> bool {
+    let probe = output(Command::new("unshare").args(["-r", "-m", "true"]));
+    if probe.as_ref().is_ok_and(|out| out.status.success()) {
+        return true;
+    }
+    unavailable(
+        "ENVHARNESS_TEST_SYSTEM",
+        "unshare -r -m is not permitted here",
+    );
+    false
+}

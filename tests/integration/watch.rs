@@ -400,9 +400,9 @@ fn a_sighup_during_the_first_phases_triggers_a_re_run_once_the_command_runs() {
     assert_eq!(runs.last().map(|run| run.1.as_str()), Some("2"), "{runs:?}");
 }
 
-#[test]
-fn a_restart_that_cannot_find_the_command_ends_with_127_and_teardown() {
-    let mut t = Test::new();
+/// A supervised `app` found in bin1 and, once PATH changed to bin2 and SIGHUP asked for a
+/// re-run, looked for again there: the harness's end, with `t` to check what happened.
+fn restart_with_app_moved(mut t: Test) -> (Test, Run) {
     t.dir("bin1")
         .dir("bin2")
         .script(
@@ -421,32 +421,22 @@ fn a_restart_that_cannot_find_the_command_ends_with_127_and_teardown() {
     t.file("env/PATH", format!("{bin2}:/usr/bin:/bin\n"));
     send(&child, Signal::SIGHUP);
     let run = t.finish(child, started);
+    (t, run)
+}
+
+#[test]
+fn a_restart_that_cannot_find_the_command_ends_with_127_and_teardown() {
+    let (t, run) = restart_with_app_moved(Test::new());
     run.status(127).error_line(&["app: command not found"]);
     assert_eq!(t.lines("torn-down"), ["teardown"]);
 }
 
 #[test]
 fn a_restart_onto_a_looping_script_is_refused_with_125_and_teardown() {
-    let mut t = Test::new();
-    t.dir("bin1")
-        .script(
-            "bin1/app",
-            "#!/bin/sh\ntouch ready\nwhile :; do sleep 1; done\n",
-        )
-        // Run by the kernel, its #! line would start envharness on it again, forever.
-        .script("bin2/app", &format!("#!{BIN} -e env\necho ran >> ran\n"))
-        .script("export/teardown", "#!/bin/sh\necho teardown >> torn-down\n");
-    let bin1 = t.p("bin1");
-    let bin2 = t.p("bin2");
-    t.file("env/PATH", format!("{bin1}:/usr/bin:/bin\n"));
-    t.args(&[
-        "--init", "--watch", "0", "-x", "export", "-e", "env", "--", "app",
-    ]);
-    let (child, started) = t.spawn();
-    t.wait_for("ready");
-    t.file("env/PATH", format!("{bin2}:/usr/bin:/bin\n"));
-    send(&child, Signal::SIGHUP);
-    let run = t.finish(child, started);
+    let t = Test::new();
+    // Run by the kernel, its #! line would start envharness on it again, forever.
+    t.script("bin2/app", &format!("#!{BIN} -e env\necho ran >> ran\n"));
+    let (t, run) = restart_with_app_moved(t);
     run.status(125).error_line(&[
         "app",
         "its #! line runs envharness without a command: add -- INTERPRETER",

@@ -287,13 +287,7 @@ pub trait Watch: Send {
 /// yet); any other scheme, or a URL without one, is a usage error naming it. `access` is for
 /// the stores that log in and speak TLS; the file store has none to check.
 pub fn open(url: &str, access: Access) -> Result<Box<dyn Store>, Error> {
-    // A URL holding a user or password is refused before anything echoes it; credentials go
-    // in ENVHARNESS_KV_USER and ENVHARNESS_KV_PASSWORD.
-    if url.contains('@') {
-        return Err(Error::Usage(
-            "the registry URL holds '@': give credentials in ENVHARNESS_KV_USER and ENVHARNESS_KV_PASSWORD(_FILE), not in the URL".into(),
-        ));
-    }
+    refuse_credentials(url)?;
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(Error::Usage(format!(
             "{url}: not a registry URL (file:///DIR, etcd://HOST:PORT or etcds://HOST:PORT)"
@@ -314,15 +308,27 @@ pub fn open(url: &str, access: Access) -> Result<Box<dyn Store>, Error> {
     }
 }
 
+/// A URL holding a user or password is refused before anything echoes it; credentials go in
+/// ENVHARNESS_KV_USER and ENVHARNESS_KV_PASSWORD.
+fn refuse_credentials(url: &str) -> Result<(), Error> {
+    if url.contains('@') {
+        return Err(Error::Usage(
+            "the registry URL holds '@': give credentials in ENVHARNESS_KV_USER and ENVHARNESS_KV_PASSWORD(_FILE), not in the URL".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a `--kv` URL as the harness starts, contacting nothing and creating nothing: a
 /// scheme, a path or an endpoint that could never work is a usage error before anything runs,
 /// even under `--init`, where the store itself is opened later, on the registry's thread.
 pub fn check_url(url: &str) -> Result<(), Error> {
+    refuse_credentials(url)?;
     let file = url
         .split_once("://")
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("file"));
     match file {
-        Some((_, rest)) if !url.contains('@') => file::store_directory(url, rest).map(drop),
+        Some((_, rest)) => file::store_directory(url, rest).map(drop),
         // Its certificate files are read with the settings (Access::from_env).
         _ if is_etcd_url(url) => etcd::check_url(url),
         // Refused by open, naming the URL and what is wrong with it.

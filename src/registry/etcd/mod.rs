@@ -444,8 +444,8 @@ impl From<Fault> for Miss {
 /// What `etcd://` says to a server that speaks only TLS.
 const SPEAKS_TLS: &str = "the server speaks TLS: use etcds://";
 
-/// The TLS settings of an `etcds://` store, and the configuration read from them when they
-/// were, kept for the first connection that any copy of them makes: the harness reads the
+/// The TLS settings of an `etcds://` store, with the configuration first read from their
+/// files, kept for the first connection that any copy of them makes: the harness reads the
 /// files once to start, whether its templates or its publishing connect first.
 #[derive(Clone)]
 pub struct Tls {

@@ -7,8 +7,8 @@ Why: the kernel maps a binary's code 64 KiB around each page a process touches (
 so code that runs scattered over 2 MiB of text makes most of the binary resident. Gathered, the
 running code fills a few 64 KiB windows and the code for TLS, etcd, templates and `kv` is paged
 in only by the processes that run it (a supervisor's peak RSS: 2.0 MiB before, 1.1 MiB after).
-The registry's code gathered in turn: a lease holder on etcd 1.94 -> 1.19 MiB, over TLS
-2.62 -> 1.73 MiB (VmRSS after 6 s).
+The registry's code gathered in turn: a lease holder on the file store 1.88 -> 1.14 MiB, over
+TLS 2.66 -> 1.78 MiB, each of 100 harnesses on etcd 1.91 -> 1.23 MiB (bench/watch.py).
 
 How: builds the static binary with its symbols (target/hot-text), runs it in the scenarios
 below under bench/trace_text.c, which puts a one-shot breakpoint on every function of it (in

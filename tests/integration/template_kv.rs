@@ -127,7 +127,8 @@ fn the_functions_win_over_variables_of_the_same_name(store: &dyn KvStore) {
     assert_eq!(t.read("out/both"), "from the store / a variable\n");
 }
 
-fn at_the_start_wait_waits_for_a_key_a_template_reads_bare(store: &dyn KvStore) {
+/// A harness rendering `kv("db")` bare to out/db, with `--wait WAIT`, then touching `ran`.
+fn waiting_for_the_db_key(store: &dyn KvStore, wait: &str) -> Test {
     let mut t = templating(store);
     t.file("db.j2", "db {{ kv(\"db\") }}\n");
     t.args(&[
@@ -138,13 +139,18 @@ fn at_the_start_wait_waits_for_a_key_a_template_reads_bare(store: &dyn KvStore) 
         "-t",
         "db.j2:out/db",
         "--wait",
-        "10",
+        wait,
         "--retry-interval",
         "0.1",
         "--",
         "touch",
         "ran",
     ]);
+    t
+}
+
+fn at_the_start_wait_waits_for_a_key_a_template_reads_bare(store: &dyn KvStore) {
+    let t = waiting_for_the_db_key(store, "10");
     let (child, started) = t.spawn();
     std::thread::sleep(Duration::from_millis(500));
     assert!(!t.exists("ran"), "started before the key was there");
@@ -154,23 +160,7 @@ fn at_the_start_wait_waits_for_a_key_a_template_reads_bare(store: &dyn KvStore) 
 }
 
 fn a_key_that_never_comes_is_125_when_the_wait_runs_out(store: &dyn KvStore) {
-    let mut t = templating(store);
-    t.file("db.j2", "db {{ kv(\"db\") }}\n");
-    t.args(&[
-        "-x",
-        "export",
-        "-e",
-        "env",
-        "-t",
-        "db.j2:out/db",
-        "--wait",
-        "0.5",
-        "--retry-interval",
-        "0.1",
-        "--",
-        "touch",
-        "ran",
-    ]);
+    let t = waiting_for_the_db_key(store, "0.5");
     let started = Instant::now();
     t.run()
         .status(125)

@@ -1579,4 +1579,26 @@ mod tests {
         drop(hold);
         server.requests();
     }
+
+    /// A connection the harness closes (or its death closes) is reset, not finished: the
+    /// server sees no orderly end, and nothing queued behind a cut link is sent on later.
+    #[test]
+    fn closing_a_connection_resets_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+        let endpoint = Endpoint {
+            host: "127.0.0.1".into(),
+            port: listener.local_addr().expect("the bound address").port(),
+        };
+        let connection = connect(&endpoint, soon(), None).expect("connecting");
+        let (mut accepted, _) = listener.accept().expect("accepting the client");
+        accepted
+            .set_read_timeout(Some(EXCHANGE))
+            .expect("a read timeout");
+        drop(connection);
+        let read = accepted.read(&mut [0u8; 16]);
+        assert!(
+            matches!(&read, Err(err) if err.kind() == io::ErrorKind::ConnectionReset),
+            "{read:?}"
+        );
+    }
 }

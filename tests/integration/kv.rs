@@ -586,12 +586,16 @@ fn a_url_holding_credentials_is_refused_without_showing_them() {
         "etcd://root:hunter2@127.0.0.1:1",
         "file://me:hunter2@localhost/tmp/x",
     ] {
-        let mut t = Test::new();
-        t.args(&["--kv", url, "kv", "get", "k"]);
-        t.run()
-            .status(125)
-            .error_line(&["the registry URL holds '@'", "ENVHARNESS_KV_USER"])
-            .stderr_lacks("hunter2");
+        // `envharness kv`, and the harness before anything runs.
+        for args in [&["kv", "get", "k"][..], &["-e", "env", "--", "true"]] {
+            let mut t = Test::new();
+            t.dir("env");
+            t.args(&["--kv", url]).args(args);
+            t.run()
+                .status(125)
+                .error_line(&["the registry URL holds '@'", "ENVHARNESS_KV_USER"])
+                .stderr_lacks("hunter2");
+        }
     }
 }
 

@@ -497,10 +497,13 @@ fn a_host_cut_off_loses_its_keys_keeps_running_and_publishes_again_when_healed()
     assert!(healed_at.elapsed() < Duration::from_secs(10));
     assert_eq!(inside.lines("seen"), inside_before);
 
+    // The consumers first: the publisher's withdrawal would restart the outside consumer's
+    // command, and a SIGTERM that came before the new command set its trap would end it
+    // with 143, as it should.
     for (t, child) in [
-        (&publisher, &mut publishing),
-        (&inside, &mut consumer_inside),
         (&outside, &mut consumer_outside),
+        (&inside, &mut consumer_inside),
+        (&publisher, &mut publishing),
     ] {
         send(child, Signal::SIGTERM);
         let pid = child.id() as i32;

@@ -5,6 +5,11 @@
 //! while it has room. Its space is not reused after a free, except that the newest block grows
 //! and shrinks in place. Every other allocation comes from the system allocator, so the waste
 //! is bounded by the arena's size, and only the pages actually touched count in memory use.
+//!
+//! Blocks of a kilobyte or more have an arena of their own ([`Arenas`]): a vector that keeps
+//! growing (clap's list of options, a script's environment) is then usually the newest block
+//! of its arena and grows in place, where among small blocks it was copied at each doubling
+//! and left its old copies behind, pages that start-up touched for nothing.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::UnsafeCell;
@@ -13,29 +18,32 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 /// Blocks larger than this go to the system allocator even while the arena has room.
 const LARGEST_IN_ARENA: usize = 64 * 1024;
 
-/// The binary's arena; `main.rs` makes [`StartupAllocator`], which allocates from it, the
-/// global allocator.
-static STARTUP_ARENA: Arena<{ 256 * 1024 }> = Arena::new();
+/// Blocks of this size or more come from [`Arenas`]'s arena for large blocks.
+const LARGE_BLOCK: usize = 1024;
 
-/// The global allocator of the binary: [`STARTUP_ARENA`] while it is open, then the system's.
+/// The binary's arenas; `main.rs` makes [`StartupAllocator`], which allocates from them, the
+/// global allocator.
+static STARTUP_ARENAS: Arenas<{ 128 * 1024 }> = Arenas::new();
+
+/// The global allocator of the binary: [`STARTUP_ARENAS`] while they are open, then the system's.
 pub struct StartupAllocator;
 
-// SAFETY: every call is passed on unchanged to the arena, a GlobalAlloc.
+// SAFETY: every call is passed on unchanged to the arenas, a GlobalAlloc.
 unsafe impl GlobalAlloc for StartupAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        STARTUP_ARENA.alloc(layout)
+        STARTUP_ARENAS.alloc(layout)
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        STARTUP_ARENA.alloc_zeroed(layout)
+        STARTUP_ARENAS.alloc_zeroed(layout)
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        STARTUP_ARENA.dealloc(ptr, layout)
+        STARTUP_ARENAS.dealloc(ptr, layout)
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        STARTUP_ARENA.realloc(ptr, layout, new_size)
+        STARTUP_ARENAS.realloc(ptr, layout, new_size)
     }
 }
 
@@ -43,17 +51,94 @@ unsafe impl GlobalAlloc for StartupAllocator {
 /// reused. A long-running harness (`--init`, `--watch`) would otherwise touch new arena pages
 /// with every re-run until the arena is full, which shows as RSS growth.
 pub fn end_startup() {
-    STARTUP_ARENA.seal();
+    STARTUP_ARENAS.seal();
+}
+
+/// Two arenas of `SIZE` bytes: one for blocks smaller than [`LARGE_BLOCK`], one for the others.
+/// The large one's offset shares a page with the small one's last bytes, which start-up does
+/// not reach, and with its own first bytes.
+#[repr(C, align(4096))]
+pub struct Arenas<const SIZE: usize> {
+    small: Arena<SIZE>,
+    large: Arena<SIZE>,
+}
+
+impl<const SIZE: usize> Arenas<SIZE> {
+    pub const fn new() -> Self {
+        Arenas {
+            small: Arena::new(),
+            large: Arena::new(),
+        }
+    }
+
+    /// The arena a new block of `size` bytes comes from.
+    fn for_size(&self, size: usize) -> &Arena<SIZE> {
+        if size < LARGE_BLOCK {
+            &self.small
+        } else {
+            &self.large
+        }
+    }
+
+    /// The arena `ptr` belongs to; the small one also stands for the system allocator.
+    fn holding(&self, ptr: *mut u8) -> &Arena<SIZE> {
+        if self.large.contains(ptr) {
+            &self.large
+        } else {
+            &self.small
+        }
+    }
+
+    pub fn seal(&self) {
+        self.small.seal();
+        self.large.seal();
+    }
+}
+
+impl<const SIZE: usize> Default for Arenas<SIZE> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// SAFETY: each block is handed out by one arena (or the system allocator, through it) and
+// every later call on it goes to that arena, found by address.
+unsafe impl<const SIZE: usize> GlobalAlloc for Arenas<SIZE> {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.for_size(layout.size()).alloc(layout)
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        self.for_size(layout.size()).alloc_zeroed(layout)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        self.holding(ptr).dealloc(ptr, layout)
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let holder = self.holding(ptr);
+        let crosses = holder.contains(ptr)
+            && new_size > layout.size()
+            && !std::ptr::eq(holder, self.for_size(new_size));
+        if !crosses {
+            return holder.realloc(ptr, layout, new_size);
+        }
+        move_block(ptr, layout, new_size, self, holder)
+    }
 }
 
 /// `SIZE` bytes handed out by bumping an offset, falling back to [`System`] when full.
-#[repr(C, align(4096))]
+///
+/// The offset comes first so that it shares a page with the first blocks, which start-up
+/// touches anyway.
+#[repr(C)]
 pub struct Arena<const SIZE: usize> {
-    bytes: UnsafeCell<[u8; SIZE]>,
     /// Offset of the first free byte.
     top: AtomicUsize,
     /// No new blocks (see [`Arena::seal`]).
     sealed: AtomicBool,
+    bytes: UnsafeCell<[u8; SIZE]>,
 }
 
 // SAFETY: the bytes are only handed out in disjoint blocks, reserved by atomic updates of `top`;
@@ -63,9 +148,9 @@ unsafe impl<const SIZE: usize> Sync for Arena<SIZE> {}
 impl<const SIZE: usize> Arena<SIZE> {
     pub const fn new() -> Self {
         Arena {
-            bytes: UnsafeCell::new([0; SIZE]),
             top: AtomicUsize::new(0),
             sealed: AtomicBool::new(false),
+            bytes: UnsafeCell::new([0; SIZE]),
         }
     }
 
@@ -177,16 +262,31 @@ unsafe impl<const SIZE: usize> GlobalAlloc for Arena<SIZE> {
         {
             return ptr;
         }
-        // SAFETY: the caller guarantees that new_size, rounded up to the alignment, does not
-        // overflow isize (GlobalAlloc::realloc).
-        let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
-        let new = self.alloc(new_layout);
-        if !new.is_null() {
-            std::ptr::copy_nonoverlapping(ptr, new, layout.size());
-            self.dealloc(ptr, layout);
-        }
-        new
+        move_block(ptr, layout, new_size, self, self)
     }
+}
+
+/// Realloc by moving: a block of `new_size` from `to`, the bytes copied, the old block freed
+/// in `from`, which handed it out.
+///
+/// # Safety
+/// As for [`GlobalAlloc::realloc`], with `from` the allocator of `ptr`.
+unsafe fn move_block(
+    ptr: *mut u8,
+    layout: Layout,
+    new_size: usize,
+    to: &impl GlobalAlloc,
+    from: &impl GlobalAlloc,
+) -> *mut u8 {
+    // SAFETY: the caller guarantees that new_size, rounded up to the alignment, does not
+    // overflow isize (GlobalAlloc::realloc).
+    let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
+    let new = to.alloc(new_layout);
+    if !new.is_null() {
+        std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+        from.dealloc(ptr, layout);
+    }
+    new
 }
 
 #[cfg(test)]
@@ -324,6 +424,48 @@ mod tests {
             let z = arena.alloc_zeroed(layout(64, 8));
             assert_eq!(z, a);
             assert!(std::slice::from_raw_parts(z, 64).iter().all(|&b| b == 0));
+        }
+    }
+
+    #[test]
+    fn a_growing_large_block_stays_in_place_while_small_blocks_come_between() {
+        let arenas = Box::new(Arenas::<{ 16 * 4096 }>::new());
+        // SAFETY: every block is live with the layout given until freed; writes stay within.
+        unsafe {
+            let list = arenas.alloc(layout(2400, 8));
+            list.write_bytes(3, 2400);
+            let small = arenas.alloc(layout(100, 8));
+            assert!(arenas.small.contains(small) && arenas.large.contains(list));
+            let grown = arenas.realloc(list, layout(2400, 8), 4800);
+            assert_eq!(grown, list, "the newest large block grows in place");
+            let grown = arenas.realloc(grown, layout(4800, 8), 9600);
+            assert_eq!(grown, list);
+            assert!(std::slice::from_raw_parts(grown, 2400).iter().all(|&b| b == 3));
+            arenas.dealloc(grown, layout(9600, 8));
+            arenas.dealloc(small, layout(100, 8));
+        }
+    }
+
+    #[test]
+    fn a_small_block_that_grows_large_moves_to_the_large_arena_with_its_bytes() {
+        let arenas = Box::new(Arenas::<{ 16 * 4096 }>::new());
+        // SAFETY: every block is live with the layout given until freed; writes stay within.
+        unsafe {
+            let block = arenas.alloc(layout(600, 8));
+            block.write_bytes(9, 600);
+            let moved = arenas.realloc(block, layout(600, 8), 1200);
+            assert!(arenas.large.contains(moved));
+            assert!(std::slice::from_raw_parts(moved, 600).iter().all(|&b| b == 9));
+            assert_eq!(
+                arenas.alloc(layout(600, 8)),
+                block,
+                "the small block was freed, from the top of its arena"
+            );
+            arenas.dealloc(block, layout(600, 8));
+            let shrunk = arenas.realloc(moved, layout(1200, 8), 100);
+            assert_eq!(shrunk, moved, "a shrink stays where the block is");
+            arenas.dealloc(shrunk, layout(100, 8));
+            assert_eq!(arenas.alloc(layout(2000, 8)), moved, "and is freed there");
         }
     }
 

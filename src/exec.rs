@@ -8,7 +8,7 @@
 //! the command inherits only what the harness was given. The signal mask and SIGPIPE are put
 //! back as the harness found them just before the call.
 
-use std::ffi::{CStr, CString, OsStr, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -280,15 +280,12 @@ impl ExecArgs {
     pub fn new(path: &Path, command: &[OsString], env: &[(OsString, OsString)]) -> ExecArgs {
         let argv: Vec<CString> = command.iter().map(|arg| c_string(arg.as_bytes())).collect();
         let env = EnvBlock::from(env);
-        let pointers = |strings: &mut dyn Iterator<Item = &CStr>| {
-            let mut pointers: Vec<_> = strings.map(CStr::as_ptr).collect();
-            pointers.push(std::ptr::null());
-            pointers
-        };
+        let mut pointers: Vec<_> = argv.iter().map(|arg| arg.as_ptr()).collect();
+        pointers.push(std::ptr::null());
         ExecArgs {
             path: c_string(path.as_os_str().as_bytes()),
-            argv: pointers(&mut argv.iter().map(CString::as_c_str)),
-            envp: pointers(&mut env.strings().into_iter()),
+            argv: pointers,
+            envp: env.pointers(),
             _argv: argv,
             _env: env,
         }

@@ -3,7 +3,7 @@
 //! environment with those variables laid over it.
 
 use std::collections::HashMap;
-use std::ffi::{CStr, OsString};
+use std::ffi::{c_char, CStr, OsString};
 use std::hash::BuildHasherDefault;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
@@ -123,7 +123,18 @@ impl EnvBlock {
         self.bytes.push(0);
     }
 
-    /// The strings, for posix_spawn.
+    /// The strings as execve takes them: a pointer to each, then a null one.
+    pub fn pointers(&self) -> Vec<*const c_char> {
+        let mut pointers: Vec<_> = self
+            .starts
+            .iter()
+            .map(|&start| self.bytes[start..].as_ptr().cast())
+            .collect();
+        pointers.push(std::ptr::null());
+        pointers
+    }
+
+    /// The strings.
     pub fn strings(&self) -> Vec<&CStr> {
         self.starts
             .iter()

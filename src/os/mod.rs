@@ -1,7 +1,7 @@
-//! What the harness asks of the kernel beyond starting processes: its signals ([`signals`]),
-//! waiting on many descriptors at once ([`poll`]), the process table ([`procfs`], [`children`])
-//! and why a file could not be executed ([`shebang`]). A floor of its own: it knows nothing of
-//! scripts, the command or the registry.
+//! What the harness asks of the kernel: starting a child ([`vfork`]), its signals
+//! ([`signals`]), waiting on many descriptors at once ([`poll`]), the process table
+//! ([`procfs`], [`children`]) and why a file could not be executed ([`shebang`]). A floor of
+//! its own: it knows nothing of scripts, the command or the registry.
 
 pub(crate) mod children;
 pub(crate) mod poll;
@@ -9,6 +9,7 @@ pub(crate) mod procfs;
 pub(crate) mod shebang;
 pub mod signals;
 pub(crate) mod user;
+pub(crate) mod vfork;
 
 use std::ffi::CString;
 use std::hash::{BuildHasher, Hasher};

@@ -3,11 +3,9 @@
 
 use std::borrow::Cow;
 use std::ffi::OsString;
-use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 
 use nix::errno::Errno;
 use nix::libc;
-use nix::sched::{clone, CloneCb, CloneFlags};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::wait::waitpid;
 use nix::unistd::{setpgid, Pid};
@@ -16,6 +14,7 @@ use crate::error::Error;
 use crate::exec::{ExecArgs, Found, Prepared};
 use crate::os::signals::{Signals, StartupState};
 use crate::os::user::{Failed, Switch};
+use crate::os::vfork;
 
 /// The command to start, and who it runs as.
 pub struct Start<'a> {
@@ -37,35 +36,14 @@ pub fn spawn(start: &Start, signals: &Signals) -> Result<Pid, Error> {
     };
     let prepared = Prepared::new(start.command, &env, start.found)?;
     let startup = signals.startup_state();
-    let failure = ChildFailure::default();
-    // Not posix_spawn: glibc and musl leave their internal real-time signals ignored in a
-    // posix_spawn child (and refuse to reset them), and the command must start with the
-    // dispositions the harness started with. Not fork or std's Command either: like
-    // posix_spawn's, a CLONE_VM|CLONE_VFORK child copies no page tables and causes no
-    // copy-on-write faults (the README's Performance section has the figures).
-    let mut stack = [0u8; CHILD_STACK];
-    let become_the_command: CloneCb =
-        Box::new(|| become_the_command(&prepared.args, startup, start.user, &failure));
-    // SAFETY: CLONE_VFORK suspends this thread until the child has exec'd or exited, and
-    // everything the closure borrows outlives the child's use of it. The child runs on `stack`
-    // and makes a few plain system calls; it only reads `prepared`, `startup` and the user to
-    // become, and writes `failure`, atomics. Other threads of the harness (the registry's
-    // worker, an etcd watch reader) go on running meanwhile in the memory the child shares, but
-    // none of them touches those, and the child takes no lock, allocates nothing and changes
-    // its ids with raw system calls that concern it alone (see os::user), so it cannot wait on
-    // a lock a running thread holds, see the allocator's state change under it, or act on the
-    // harness's threads.
-    let spawned = unsafe {
-        clone(
-            become_the_command,
-            &mut stack,
-            CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK,
-            Some(libc::SIGCHLD),
-        )
-    };
-    let child =
+    // SAFETY: the child makes a few plain system calls that concern itself alone (the user
+    // switch's are raw, see os::user) and only reads `prepared`, `startup` and the user to
+    // become: vfork::spawn's terms.
+    let spawned =
+        unsafe { vfork::spawn(|| become_the_command(&prepared.args, startup, start.user)) };
+    let (child, code) =
         spawned.map_err(|err| Error::io(&prepared.path, "starting the command", err.into()))?;
-    match failure.read() {
+    match ChildFailed::from_code(code) {
         None => Ok(child),
         Some(failed) => {
             let _ = waitpid(child, None);
@@ -78,49 +56,38 @@ pub fn spawn(start: &Start, signals: &Signals) -> Result<Pid, Error> {
     }
 }
 
-/// The stack of the child between clone and exec, on the harness's own: the child needs well
-/// under a page of it, and a heap block this size was a fresh mapping (mmap, munmap) for each
-/// start.
-const CHILD_STACK: usize = 16 * 1024;
-
-/// What the child leaves for the harness when it could not become the command: atomics, since
-/// it shares the harness's memory and must not allocate.
-#[derive(Default)]
-struct ChildFailure {
-    errno: AtomicI32,
-    /// 0: the exec (or restoring the signal state) failed; else 1 + the index of the step of
-    /// the user switch that did, in SWITCH_STEPS.
-    step: AtomicU8,
-}
-
 const SWITCH_STEPS: [&str; 3] = ["setgroups", "setresgid", "setresuid"];
 
+/// Why the child could not become the command, as it tells the harness: one number, since it
+/// shares the harness's memory and must not allocate.
 enum ChildFailed {
     Exec(Errno),
     Switch(Failed),
 }
 
-impl ChildFailure {
-    fn exec(&self, errno: Errno) {
-        self.errno.store(errno as i32, Ordering::SeqCst);
+impl ChildFailed {
+    /// The errno, and above it 0 when the exec (or restoring the signal state) failed, else
+    /// 1 + the index of the step of the user switch that did, in SWITCH_STEPS.
+    fn code(&self) -> u64 {
+        let (step, errno) = match self {
+            ChildFailed::Exec(errno) => (0, *errno),
+            ChildFailed::Switch(failed) => {
+                let step = SWITCH_STEPS.iter().position(|step| *step == failed.step);
+                (step.map_or(0, |at| at as u64 + 1), failed.errno)
+            }
+        };
+        step << 32 | errno as u64
     }
 
-    fn switch(&self, failed: Failed) {
-        let step = SWITCH_STEPS.iter().position(|step| *step == failed.step);
-        self.step
-            .store(step.map_or(0, |at| at as u8 + 1), Ordering::SeqCst);
-        self.errno.store(failed.errno as i32, Ordering::SeqCst);
-    }
-
-    fn read(&self) -> Option<ChildFailed> {
-        let errno = Errno::from_raw(self.errno.load(Ordering::SeqCst));
-        if errno as i32 == 0 {
+    fn from_code(code: u64) -> Option<ChildFailed> {
+        let errno = Errno::from_raw(code as u32 as i32);
+        if code == 0 {
             return None;
         }
-        Some(match self.step.load(Ordering::SeqCst) {
+        Some(match code >> 32 {
             0 => ChildFailed::Exec(errno),
             step => ChildFailed::Switch(Failed {
-                step: SWITCH_STEPS[usize::from(step - 1)],
+                step: SWITCH_STEPS[step as usize - 1],
                 errno,
             }),
         })
@@ -129,26 +96,19 @@ impl ChildFailure {
 
 /// In the child: execs the command in a process group of its own, in the terminal's
 /// foreground, as `user`. It shares the harness's memory, so it does nothing that allocates,
-/// locks or writes: if something fails it leaves the errno (and the step) in `failure` and
-/// exits, and the harness, resumed, reports the failure as in exec mode.
-fn become_the_command(
-    exec: &ExecArgs,
-    startup: StartupState,
-    user: Option<&Switch>,
-    failure: &ChildFailure,
-) -> ! {
+/// locks or writes: if something fails it returns the failure's code, and the harness,
+/// resumed, reports the failure as in exec mode.
+fn become_the_command(exec: &ExecArgs, startup: StartupState, user: Option<&Switch>) -> u64 {
     let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
     take_the_terminal();
-    match startup.restore() {
-        Err(err) => failure.exec(Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO))),
+    let failed = match startup.restore() {
+        Err(err) => ChildFailed::Exec(Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO))),
         Ok(()) => match user.map(Switch::switch) {
-            Some(Err(failed)) => failure.switch(failed),
-            _ => failure.exec(exec.execve()),
+            Some(Err(failed)) => ChildFailed::Switch(failed),
+            _ => ChildFailed::Exec(exec.execve()),
         },
-    }
-    // SAFETY: _exit ends the child without running exit handlers or flushing buffers, which
-    // belong to the harness.
-    unsafe { libc::_exit(127) }
+    };
+    failed.code()
 }
 
 pub fn stdin_is_a_terminal() -> bool {

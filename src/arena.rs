@@ -13,7 +13,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Blocks larger than this go to the system allocator even while the arena has room.
 const LARGEST_IN_ARENA: usize = 64 * 1024;
@@ -47,9 +47,12 @@ unsafe impl GlobalAlloc for StartupAllocator {
     }
 }
 
-/// Start-up is over: new blocks come from the system allocator, whose freed memory is
-/// reused. A long-running harness (`--init`, `--watch`) would otherwise touch new arena pages
-/// with every re-run until the arena is full, which shows as RSS growth.
+/// Start-up is over: the arenas hand out only the pages start-up touched (a block freed from
+/// the top makes room again), and every other block comes from the system allocator, whose
+/// freed memory is reused. A long-running harness (`--init`, `--watch`) would otherwise touch
+/// new arena pages with every re-run until the arena is full, which shows as RSS growth; and
+/// with every block after start-up left to musl's allocator, each short-lived one (a path to
+/// look up) cost a page mapped, faulted in and unmapped.
 pub fn end_startup() {
     STARTUP_ARENAS.seal();
 }
@@ -136,8 +139,8 @@ unsafe impl<const SIZE: usize> GlobalAlloc for Arenas<SIZE> {
 pub struct Arena<const SIZE: usize> {
     /// Offset of the first free byte.
     top: AtomicUsize,
-    /// No new blocks (see [`Arena::seal`]).
-    sealed: AtomicBool,
+    /// Where blocks must end: `SIZE`, until [`Arena::seal`].
+    limit: AtomicUsize,
     bytes: UnsafeCell<[u8; SIZE]>,
 }
 
@@ -149,7 +152,7 @@ impl<const SIZE: usize> Arena<SIZE> {
     pub const fn new() -> Self {
         Arena {
             top: AtomicUsize::new(0),
-            sealed: AtomicBool::new(false),
+            limit: AtomicUsize::new(SIZE),
             bytes: UnsafeCell::new([0; SIZE]),
         }
     }
@@ -164,14 +167,15 @@ impl<const SIZE: usize> Arena<SIZE> {
 
     /// Reserves `layout` at the top, or None when it is too large or does not fit.
     fn bump(&self, layout: Layout) -> Option<*mut u8> {
-        if layout.size() > LARGEST_IN_ARENA || self.is_sealed() {
+        if layout.size() > LARGEST_IN_ARENA {
             return None;
         }
+        let limit = self.limit.load(Ordering::Acquire);
         let mut top = self.top.load(Ordering::Acquire);
         loop {
             let start = (self.base() + top).next_multiple_of(layout.align()) - self.base();
             let end = start.checked_add(layout.size())?;
-            if end > SIZE {
+            if end > limit {
                 return None;
             }
             match self
@@ -184,20 +188,19 @@ impl<const SIZE: usize> Arena<SIZE> {
         }
     }
 
-    /// From now on every new block, and every growth, comes from the system allocator;
+    /// From now on blocks, and growth, come from the arena only below the end of the page
+    /// that holds its top (pages already touched), and from the system allocator beyond;
     /// blocks already in the arena stay valid and are freed as before.
     pub fn seal(&self) {
-        self.sealed.store(true, Ordering::Release);
-    }
-
-    fn is_sealed(&self) -> bool {
-        self.sealed.load(Ordering::Acquire)
+        let top = self.top.load(Ordering::Acquire);
+        let touched = (self.base() + top).next_multiple_of(4096) - self.base();
+        self.limit.store(touched.min(SIZE), Ordering::Release);
     }
 
     /// Moves the top when `ptr` (of `old` bytes) is the newest block and `new` bytes fit.
     fn resize_newest(&self, ptr: *mut u8, old: usize, new: usize) -> bool {
         let start = ptr as usize - self.base();
-        start + new <= SIZE
+        start + new <= self.limit.load(Ordering::Acquire)
             && self
                 .top
                 .compare_exchange(
@@ -256,10 +259,7 @@ unsafe impl<const SIZE: usize> GlobalAlloc for Arena<SIZE> {
             self.resize_newest(ptr, layout.size(), new_size);
             return ptr;
         }
-        if new_size <= LARGEST_IN_ARENA
-            && !self.is_sealed()
-            && self.resize_newest(ptr, layout.size(), new_size)
-        {
+        if new_size <= LARGEST_IN_ARENA && self.resize_newest(ptr, layout.size(), new_size) {
             return ptr;
         }
         move_block(ptr, layout, new_size, self, self)
@@ -321,25 +321,31 @@ mod tests {
     }
 
     #[test]
-    fn a_sealed_arena_hands_out_nothing_new_and_frees_what_it_gave() {
+    fn a_sealed_arena_hands_out_only_the_page_it_touched_and_frees_what_it_gave() {
         let arena = Box::new(Arena::<{ 4 * 4096 }>::new());
         let before = alloc(&arena, 64, 8);
         assert!(arena.contains(before));
         arena.seal();
-        let after = alloc(&arena, 64, 8);
-        assert!(
-            !arena.contains(after),
-            "a block after seal comes from the system"
-        );
-        // SAFETY: both blocks were allocated above with this layout.
+        let room = (before as usize + 64).next_multiple_of(4096) - (before as usize + 64);
+        // SAFETY: every block is live with the layout given until freed.
         unsafe {
-            let grown = arena.realloc(before, layout(64, 8), 128);
-            assert!(
-                !arena.contains(grown),
-                "growth after seal moves to the system"
+            let grown = arena.realloc(before, layout(64, 8), 64 + room);
+            assert_eq!(
+                grown, before,
+                "the newest block grows within the touched page"
             );
-            arena.dealloc(grown, layout(128, 8));
-            arena.dealloc(after, layout(64, 8));
+            let moved = arena.realloc(grown, layout(64 + room, 8), 64 + room + 1);
+            assert!(!arena.contains(moved), "growth past it moves to the system");
+            let below = alloc(&arena, 64, 8);
+            assert_eq!(below, before, "the block freed from the top made room");
+            let beyond = alloc(&arena, room + 1, 8);
+            assert!(
+                !arena.contains(beyond),
+                "a block past the page comes from the system"
+            );
+            arena.dealloc(beyond, layout(room + 1, 8));
+            arena.dealloc(below, layout(64, 8));
+            arena.dealloc(moved, layout(64 + room + 1, 8));
         }
     }
 
@@ -440,7 +446,9 @@ mod tests {
             assert_eq!(grown, list, "the newest large block grows in place");
             let grown = arenas.realloc(grown, layout(4800, 8), 9600);
             assert_eq!(grown, list);
-            assert!(std::slice::from_raw_parts(grown, 2400).iter().all(|&b| b == 3));
+            assert!(std::slice::from_raw_parts(grown, 2400)
+                .iter()
+                .all(|&b| b == 3));
             arenas.dealloc(grown, layout(9600, 8));
             arenas.dealloc(small, layout(100, 8));
         }
@@ -455,7 +463,9 @@ mod tests {
             block.write_bytes(9, 600);
             let moved = arenas.realloc(block, layout(600, 8), 1200);
             assert!(arenas.large.contains(moved));
-            assert!(std::slice::from_raw_parts(moved, 600).iter().all(|&b| b == 9));
+            assert!(std::slice::from_raw_parts(moved, 600)
+                .iter()
+                .all(|&b| b == 9));
             assert_eq!(
                 arenas.alloc(layout(600, 8)),
                 block,

@@ -12,7 +12,7 @@
 //! With `--no-clobber`, a variable that was in the harness's environment keeps its value: its
 //! `NAME` entry is neither run nor read, and its `.env` lines are ignored.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 
 use super::dotenv;
@@ -99,8 +99,8 @@ impl Phase<'_> {
     /// its bad value must not reach a script's environment; it is found again when the
     /// entries are applied in order). If a script failed, the lexically first failure is the
     /// phase's error.
-    fn run_scripts_at_once(&mut self, listed: &[Entry]) -> Result<HashMap<OsString, Done>, Error> {
-        let mut done = HashMap::new();
+    fn run_scripts_at_once(&mut self, listed: &[Entry]) -> Result<BTreeMap<OsString, Done>, Error> {
+        let mut done = BTreeMap::new();
         if self.jobs == 1 {
             return Ok(done);
         }

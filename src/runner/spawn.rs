@@ -55,9 +55,8 @@ pub fn spawn(job: &Job, pipe_stderr: bool) -> io::Result<Spawned> {
     // SAFETY: the child only makes system calls that concern itself (setpgid, dup2, fcntl,
     // sigaction to SIG_DFL, sigprocmask, execve) and reads `descriptors`, `argv` and `envp`,
     // which outlive it: vfork::spawn's terms.
-    let (pid, errno) = unsafe {
-        vfork::spawn(|| become_the_script(&path, &argv, &envp, descriptors) as u64)
-    }?;
+    let (pid, errno) =
+        unsafe { vfork::spawn(|| become_the_script(&path, &argv, &envp, descriptors) as u64) }?;
     // Our copies of the child's ends must close, or its stdout never reaches EOF.
     drop((child_stdout, child_stderr));
     if errno != 0 {

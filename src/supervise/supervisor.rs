@@ -3,7 +3,7 @@
 //! that can happen (a signal, a child's exit, a script's output, a registry answer, a deadline)
 //! is one descriptor or one deadline of the one `poll` in [`Supervisor::turn`].
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
@@ -751,7 +751,7 @@ impl Supervisor<'_> {
     fn stop_orphans(&mut self) -> Result<(), Error> {
         let deadline = Instant::now() + self.settings.stop_timeout;
         let give_up = deadline + GIVE_UP_AFTER_SIGKILL;
-        let mut told = HashSet::new();
+        let mut told = BTreeSet::new();
         loop {
             if !self.reap(None) {
                 return Ok(());

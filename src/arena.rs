@@ -139,8 +139,9 @@ unsafe impl<const SIZE: usize> GlobalAlloc for Arenas<SIZE> {
 pub struct Arena<const SIZE: usize> {
     /// Offset of the first free byte.
     top: AtomicUsize,
-    /// Where blocks must end: `SIZE`, until [`Arena::seal`].
-    limit: AtomicUsize,
+    /// How many bytes at the end no block may use: none until [`Arena::seal`]. (Zero at
+    /// first, like the rest, so that the arena is in `.bss`, not in the file.)
+    withheld: AtomicUsize,
     bytes: UnsafeCell<[u8; SIZE]>,
 }
 
@@ -152,7 +153,7 @@ impl<const SIZE: usize> Arena<SIZE> {
     pub const fn new() -> Self {
         Arena {
             top: AtomicUsize::new(0),
-            limit: AtomicUsize::new(SIZE),
+            withheld: AtomicUsize::new(0),
             bytes: UnsafeCell::new([0; SIZE]),
         }
     }
@@ -170,7 +171,7 @@ impl<const SIZE: usize> Arena<SIZE> {
         if layout.size() > LARGEST_IN_ARENA {
             return None;
         }
-        let limit = self.limit.load(Ordering::Acquire);
+        let limit = self.limit();
         let mut top = self.top.load(Ordering::Acquire);
         loop {
             let start = (self.base() + top).next_multiple_of(layout.align()) - self.base();
@@ -194,13 +195,19 @@ impl<const SIZE: usize> Arena<SIZE> {
     pub fn seal(&self) {
         let top = self.top.load(Ordering::Acquire);
         let touched = (self.base() + top).next_multiple_of(4096) - self.base();
-        self.limit.store(touched.min(SIZE), Ordering::Release);
+        self.withheld
+            .store(SIZE - touched.min(SIZE), Ordering::Release);
+    }
+
+    /// Where blocks must end.
+    fn limit(&self) -> usize {
+        SIZE - self.withheld.load(Ordering::Acquire)
     }
 
     /// Moves the top when `ptr` (of `old` bytes) is the newest block and `new` bytes fit.
     fn resize_newest(&self, ptr: *mut u8, old: usize, new: usize) -> bool {
         let start = ptr as usize - self.base();
-        start + new <= self.limit.load(Ordering::Acquire)
+        start + new <= self.limit()
             && self
                 .top
                 .compare_exchange(

@@ -174,7 +174,10 @@ impl<const SIZE: usize> Arena<SIZE> {
         let limit = self.limit();
         let mut top = self.top.load(Ordering::Acquire);
         loop {
-            let start = (self.base() + top).next_multiple_of(layout.align()) - self.base();
+            // A mask, not next_multiple_of: the alignment is a power of two (Layout says so)
+            // and a division in every allocation was a tenth of its cost.
+            let align_mask = layout.align() - 1;
+            let start = ((self.base() + top + align_mask) & !align_mask) - self.base();
             let end = start.checked_add(layout.size())?;
             if end > limit {
                 return None;

@@ -55,7 +55,7 @@ impl Hasher for Fnv {
     }
 }
 
-/// A C string for execve and posix_spawn: a path, an argument or a `NAME=VALUE` string.
+/// A C string for execve: a path, an argument or a `NAME=VALUE` string.
 pub fn c_string(bytes: &[u8]) -> CString {
     CString::new(bytes).expect("paths, arguments and checked environment strings contain no NUL")
 }

@@ -118,13 +118,16 @@ chaos: static
 # Non-PIE and fully static: `file` says "statically linked", and start-up skips the
 # self-relocation a static-pie binary does. rustls' crypto (ring) has C and assembly parts,
 # built for musl with Debian's musl-gcc (musl-tools). bench/hot-text.ld gathers the code that
-# start-up and supervision run (bench/hot_text.py says why); cargo does not see a linker
-# script change, so the binary is linked again when the script is newer.
+# start-up and supervision run, and the constants they read (bench/hot_text.py says why);
+# cargo does not see a linker script change, so the binary is linked again when the script is
+# newer. It is linked with its symbols and stripped after, as hot_text.py builds the binary it
+# traces: cargo's strip setting is part of the names the constants' sections get.
 static: build-deps
 	@if [ bench/hot-text.ld -nt $(STATIC_BIN) ]; then touch src/main.rs; fi
-	CC_x86_64_unknown_linux_musl=musl-gcc \
+	CC_x86_64_unknown_linux_musl=musl-gcc CARGO_PROFILE_RELEASE_STRIP=false \
 	CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C relocation-model=static -C target-feature=+crt-static -C link-arg=-Wl,-T,$(CURDIR)/bench/hot-text.ld" \
 		$(CARGO) build --release --target $(MUSL_TARGET)
+	strip $(STATIC_BIN)
 	@file $(STATIC_BIN)
 	@ls -l $(STATIC_BIN)
 

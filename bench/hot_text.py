@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes bench/hot-text.ld: the functions that start-up, the scripts' runs and an idle
 supervisor execute, gathered at the start of the static binary's code, in that order, and
-after them those that a harness holding a lease on etcd, then on etcd over TLS, adds.
+after them those that a harness holding a lease on etcd, then on etcd over TLS, adds; and the
+read-only data those functions refer to, in the same order, at the start of .rodata.
 
 Why: the kernel maps a binary's code 64 KiB around each page a process touches (fault-around),
 so code that runs scattered over 2 MiB of text makes most of the binary resident. Gathered, the
@@ -10,10 +11,20 @@ in only by the processes that run it (a supervisor's peak RSS: 2.0 MiB before, 1
 The registry's code gathered in turn: a lease holder on the file store 1.88 -> 1.14 MiB, over
 TLS 2.66 -> 1.78 MiB, each of 100 harnesses on etcd 1.91 -> 1.23 MiB (bench/watch.py).
 
+The same holds for .rodata (the constants, strings, jump tables and vtables the code reads),
+which the linker lays out in no useful order: a supervisor had 320-380 KiB of it resident,
+one 64 KiB window for each of the few constants it read. Gathered: 188 KiB, and three page
+faults fewer at each start.
+
 How: builds the static binary with its symbols (target/hot-text), runs it in the scenarios
 below under bench/trace_text.c, which puts a one-shot breakpoint on every function of it (in
 the children it vforks too, until they exec), and writes one linker-script line per function
-that was entered. The registry's scenarios need etcd and openssl (bench/watch.py starts
+that was entered. The link keeps its relocations (--emit-relocs) and writes a map: each
+constant is an input section of its own (`.rodata..Lanon.CRATE.N`), so the sections the
+entered functions' relocations point into, and those these point into in turn, become the
+lines of .rodata.hot. Constants are not traced, only referred to: a function's error
+messages come along with the constants it reads. `make static` builds with the same cargo
+profile (unstripped, then stripped), since the strip setting is part of those names. The registry's scenarios need etcd and openssl (bench/watch.py starts
 them).
 `make static` links with the script (GNU ld and lld read it with `INSERT BEFORE .text`). The
 patterns leave out what a rebuild changes (the hash of a legacy symbol, a crate's
@@ -38,6 +49,7 @@ TARGET = "x86_64-unknown-linux-musl"
 TARGET_DIR = os.path.join(ROOT, "target", "hot-text")
 BINARY = os.path.join(TARGET_DIR, TARGET, "release", "envharness")
 SCRIPT = os.path.join(ROOT, "bench", "hot-text.ld")
+MAP = os.path.join(TARGET_DIR, "envharness.map")
 
 # The scenarios, most important first: the supervisor's code comes first so that its pages are
 # the fewest. EMPTY and TEN are directories: none and ten environment scripts; EXPORT has one
@@ -75,8 +87,10 @@ def build():
     env = dict(os.environ, CARGO_TARGET_DIR=TARGET_DIR, CARGO_PROFILE_RELEASE_STRIP="false",
                CC_x86_64_unknown_linux_musl="musl-gcc",
                CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS=
-               "-C relocation-model=static -C target-feature=+crt-static")
-    # The layout traced does not matter: addresses are mapped with this binary's symbols.
+               "-C relocation-model=static -C target-feature=+crt-static"
+               f" -C link-arg=-Wl,--emit-relocs -C link-arg=-Wl,-Map={MAP}")
+    # The layout traced does not matter: addresses are mapped with this binary's symbols. The
+    # relocations the link keeps, and its map, say which read-only data the code refers to.
     subprocess.run(["cargo", "build", "-q", "--release", "--target", TARGET], cwd=ROOT, env=env,
                    check=True)
 
@@ -189,6 +203,103 @@ def ring_members():
     return members
 
 
+def rodata_sections():
+    """(address, size, name, object) of every input section of .rodata, from the link map, by
+    address. A long name is on a line of its own, its address and size on the next."""
+    sections = []
+    with open(MAP) as f:
+        lines = f.read().split("\n")
+    inside = False
+    for i, line in enumerate(lines):
+        if line.startswith(".rodata "):
+            inside = True
+        elif inside and line and not line.startswith(" "):
+            break
+        match = inside and re.match(r"^ (\.rodata\S*)(?:\s+(0x\S+)\s+(0x\S+)\s+(\S+))?$", line)
+        if not match:
+            continue
+        name, address, size, obj = match.groups()
+        if address is None:
+            following = re.match(r"^\s+(0x\S+)\s+(0x\S+)\s+(\S+)", lines[i + 1])
+            if not following:
+                continue
+            address, size, obj = following.groups()
+        sections.append((int(address, 16), int(size, 16), name, obj))
+    sections.sort()
+    return sections
+
+
+def relocations(section):
+    """(where, address referred to) of each relocation the binary kept for `section`, by
+    where. A PC-relative one's addend counts from the end of its 4-byte field."""
+    out = subprocess.run(["readelf", "-rW", BINARY], check=True, capture_output=True,
+                         text=True).stdout
+    found, current = [], None
+    for line in out.splitlines():
+        header = re.match(r"Relocation section '(\S+)'", line)
+        if header:
+            current = header.group(1)
+            continue
+        fields = line.split()
+        if current != section or len(fields) < 4 or not re.fullmatch(r"[0-9a-f]{16}", fields[0]):
+            continue
+        addend = re.search(r"([+-]) ([0-9a-f]+)$", line)
+        target = int(fields[3], 16)
+        if addend:
+            target += int(addend.group(2), 16) * (1 if addend.group(1) == "+" else -1)
+        if "PC" in fields[2] or "PLT" in fields[2]:
+            target += 4
+        found.append((int(fields[0], 16), target))
+    found.sort()
+    return found
+
+
+def rodata_lines(functions_entered):
+    """The read-only data the entered functions refer to, in their order, and the data that
+    data refers to (a vtable's strings): one linker-script line per input section. The
+    compiler gives each constant a section of its own (`.rodata..Lanon.CRATE.N`, a jump
+    table's `.rodata.FUNCTION`); a C library object's `.rodata` goes whole, and the merged
+    constants (`.cst16`, `.str1.1`) stay where the linker merges them."""
+    sections = rodata_sections()
+    starts = [section[0] for section in sections]
+    code = relocations(".rela.text")
+    code_at = [where for where, _ in code]
+    data = relocations(".rela.rodata")
+    data_at = [where for where, _ in data]
+    order, seen = [], set()
+
+    def section_of(address):
+        i = bisect.bisect_right(starts, address) - 1
+        if i >= 0 and address < starts[i] + max(sections[i][1], 1):
+            return i
+        return None
+
+    def gather(i):
+        if i is None or i in seen:
+            return
+        seen.add(i)
+        order.append(i)
+        start, size = sections[i][:2]
+        for _, target in data[bisect.bisect_left(data_at, start):
+                              bisect.bisect_left(data_at, start + size)]:
+            gather(section_of(target))
+
+    for start, size in functions_entered:
+        for _, target in code[bisect.bisect_left(code_at, start):
+                              bisect.bisect_left(code_at, start + size)]:
+            gather(section_of(target))
+    lines = []
+    for i in order:
+        name, obj = sections[i][2], sections[i][3]
+        member = re.search(r"libc\.a\((\S+)\)$", obj)
+        if member and name == ".rodata":
+            lines.append(f"    *libc.a:{member.group(1)}(.rodata)")
+        elif name != ".rodata" and not re.match(r"\.rodata\.(cst\d+|str\d\.\d+)$", name):
+            name = re.sub(r"17h[0-9a-f]{16}E", "17h*E", name)
+            lines.append(f"    *({re.sub(r'Cs[0-9a-zA-Z]+_', '*', name)})")
+    return list(dict.fromkeys(lines)), sum(sections[i][1] for i in order)
+
+
 def section_lines(patterns):
     lines = []
     members = ring_members()
@@ -220,6 +331,7 @@ def main():
         with open(os.path.join(work, "functions"), "w") as f:
             f.writelines(f"{start:x}\n" for start in sorted(set(starts)))
         patterns = {}
+        entered = {}
 
         def trace(scenario, env=None):
             args = [dirs.get(arg, arg) for arg in scenario]
@@ -227,25 +339,35 @@ def main():
             for address in traced(tracer, work, args, env):
                 for name in names_at(symbols, starts, address):
                     patterns.setdefault(pattern(name), None)
+                start, size, _ = symbols[bisect.bisect_right(starts, address) - 1]
+                entered.setdefault((start, size), None)
 
         for scenario in SCENARIOS:
             trace(scenario)
         for kind, scenario in REGISTRY_SCENARIOS:
             with registry(work, kind) as (url, env):
                 trace([{"STORE": url}.get(arg, arg) for arg in scenario], env)
-    header = [
-        "/* The functions start-up and supervision run, gathered at the start of the code so",
-        "   that they fill few pages (written by bench/hot_text.py: read why there). */",
+    text = [
+        "/* The functions start-up and supervision run, gathered at the start of the code, and",
+        "   the read-only data they refer to at the start of .rodata, so that they fill few",
+        "   pages (written by bench/hot_text.py: read why there). */",
         "SECTIONS",
         "{",
         "  .text.hot :",
         "  {",
         "    *crt1.o(.text .text.*)",
+        *section_lines(patterns),
+        "  }",
+        "}",
+        "INSERT BEFORE .text;",
     ]
-    footer = ["  }", "}", "INSERT BEFORE .text;", ""]
+    data, size = rodata_lines(entered)
+    rodata = ["SECTIONS", "{", "  .rodata.hot :", "  {", *data, "  }", "}",
+              "INSERT BEFORE .rodata;", ""]
     with open(SCRIPT, "w") as f:
-        f.write("\n".join(header + section_lines(patterns) + footer))
-    log(f"{len(patterns)} functions in {os.path.relpath(SCRIPT, ROOT)}")
+        f.write("\n".join(text + rodata))
+    log(f"{len(patterns)} functions and {len(data)} sections of read-only data ({size} bytes)"
+        f" in {os.path.relpath(SCRIPT, ROOT)}")
 
 
 if __name__ == "__main__":

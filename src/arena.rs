@@ -23,7 +23,7 @@ const LARGE_BLOCK: usize = 1024;
 
 /// The binary's arenas; `main.rs` makes [`StartupAllocator`], which allocates from them, the
 /// global allocator.
-static STARTUP_ARENAS: Arenas<{ 128 * 1024 }> = Arenas::new();
+static STARTUP_ARENAS: Arenas<{ 256 * 1024 }> = Arenas::new();
 
 /// The global allocator of the binary: [`STARTUP_ARENAS`] while they are open, then the system's.
 pub struct StartupAllocator;

@@ -48,7 +48,7 @@ impl Variables {
     /// `base` with these variables laid over it: overridden ones keep their place, new ones
     /// follow in the order they were set.
     pub fn over(&self, base: &[(OsString, OsString)]) -> Environment {
-        // One rule, over_block's (the path every script takes); this runs once per discovery.
+        // One rule, over_block's; this runs once per discovery.
         let block = self.over_block(base);
         let pair = |string: &CStr| {
             let bytes = string.to_bytes();
@@ -65,9 +65,9 @@ impl Variables {
         block.strings().into_iter().map(pair).collect()
     }
 
-    /// [`Variables::over`] as execve takes it, built in one buffer: a script's environment is
-    /// made afresh for each script (it sees what the scripts before it set), and building it
-    /// as pairs, then as strings, took three allocations per variable.
+    /// [`Variables::over`] as execve takes it, built in one buffer (as pairs, then as strings,
+    /// it took three allocations per variable). The environment phase keeps its scripts' block
+    /// up to date with [`EnvBlock::set`] instead, by the same rule.
     pub fn over_block(&self, base: &[(OsString, OsString)]) -> EnvBlock {
         let size = |name: &[u8], value: &[u8]| name.len() + value.len() + 2;
         let bytes = base
@@ -114,6 +114,42 @@ impl EnvBlock {
         }
     }
 
+    /// Sets NAME as [`Variables::over_block`] lays a variable over its base: each string of
+    /// NAME takes VALUE in its place; without one, `NAME=VALUE` goes at the end.
+    pub fn set(&mut self, name: &[u8], value: &[u8]) {
+        let mut found = false;
+        for i in 0..self.starts.len() {
+            let start = self.starts[i];
+            if self.bytes[start..].starts_with(name)
+                && self.bytes.get(start + name.len()) == Some(&b'=')
+            {
+                self.replace(i, value);
+                found = true;
+            }
+        }
+        if !found {
+            self.push(name, value);
+        }
+    }
+
+    /// The value of string `i` becomes `value`; the strings after it move.
+    fn replace(&mut self, i: usize, value: &[u8]) {
+        let start = self.starts[i];
+        let end = self.starts.get(i + 1).copied().unwrap_or(self.bytes.len());
+        let value_start = start
+            + self.bytes[start..end]
+                .iter()
+                .position(|&b| b == b'=')
+                .expect("NAME=")
+            + 1;
+        let old_len = end - 1 - value_start;
+        self.bytes
+            .splice(value_start..end - 1, value.iter().copied());
+        for later in &mut self.starts[i + 1..] {
+            *later = *later + value.len() - old_len;
+        }
+    }
+
     fn push(&mut self, name: &[u8], value: &[u8]) {
         debug_assert!(!name.contains(&0) && !value.contains(&0), "checked before");
         self.starts.push(self.bytes.len());
@@ -125,11 +161,12 @@ impl EnvBlock {
 
     /// The strings as execve takes them: a pointer to each, then a null one.
     pub fn pointers(&self) -> Vec<*const c_char> {
-        let mut pointers: Vec<_> = self
-            .starts
-            .iter()
-            .map(|&start| self.bytes[start..].as_ptr().cast())
-            .collect();
+        let mut pointers = Vec::with_capacity(self.starts.len() + 1);
+        pointers.extend(
+            self.starts
+                .iter()
+                .map(|&start| self.bytes[start..].as_ptr().cast()),
+        );
         pointers.push(std::ptr::null());
         pointers
     }
@@ -186,6 +223,46 @@ mod tests {
         vars.set("A", b"3".to_vec());
         let seen: Vec<_> = vars.iter().collect();
         assert_eq!(seen, vec![("A", &b"3"[..]), ("B", &b"2"[..])]);
+    }
+
+    #[test]
+    fn a_block_set_variable_by_variable_is_the_block_built_at_once() {
+        let base: Vec<(OsString, OsString)> = [
+            ("PATH", "/bin"),
+            ("HOME", "/root"),
+            ("DUP", "first"),
+            ("PATHS", "/x"),
+            ("DUP", "second"),
+        ]
+        .iter()
+        .map(|(n, v)| (OsString::from(n), OsString::from(v)))
+        .collect();
+        let mut vars = Variables::default();
+        let mut block = EnvBlock::from(base.as_slice());
+        let sets = [
+            ("NEW", "1"),
+            ("PATH", "/opt/bin:/usr/bin"),
+            ("DUP", ""),
+            ("NEW", "a longer value than before"),
+            ("OTHER", "x"),
+            ("HOME", "/h"),
+            ("NEW", ""),
+            ("PATH", "/p"),
+        ];
+        for (name, value) in sets {
+            vars.set(name, value.as_bytes().to_vec());
+            block.set(name.as_bytes(), value.as_bytes());
+            assert_eq!(block, vars.over_block(&base), "after setting {name}");
+        }
+        let strings: Vec<&str> = block
+            .strings()
+            .iter()
+            .map(|s| s.to_str().unwrap())
+            .collect();
+        assert_eq!(
+            strings,
+            ["PATH=/p", "HOME=/h", "DUP=", "PATHS=/x", "DUP=", "NEW=", "OTHER=x"]
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! apply, at most 131071 bytes). The values are published later, when the command starts. The first
 //! failure (after retries) stops everything.
 
+use std::rc::Rc;
+
 use super::entries::{self, Entry, Kind};
 use super::Directory;
 use crate::error::Error;
@@ -109,7 +111,7 @@ fn run(
         host,
         Job {
             path: entry.path.clone(),
-            env: env.as_slice().into(),
+            env: Rc::new(env.as_slice().into()),
             stdout,
         },
     )?;

@@ -27,6 +27,7 @@ pub mod task;
 
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::Duration;
 
 pub use pool::{Pipe, Pool};
@@ -61,8 +62,9 @@ pub enum Stdout {
 #[derive(Debug, Clone)]
 pub struct Job {
     pub path: PathBuf,
-    /// The script's whole environment.
-    pub env: EnvBlock,
+    /// The script's whole environment, shared: the environment phase hands each script the
+    /// block it keeps up to date, and changes it in place once the script is done.
+    pub env: Rc<EnvBlock>,
     pub stdout: Stdout,
 }
 

@@ -557,12 +557,14 @@ mod tests {
             assert!(written.success(), "writing {}", path.display());
             Job {
                 path,
-                env: [
-                    ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
-                    (OsString::from("DIR"), self.dir.path().into()),
-                ]
-                .as_slice()
-                .into(),
+                env: std::rc::Rc::new(
+                    [
+                        ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+                        (OsString::from("DIR"), self.dir.path().into()),
+                    ]
+                    .as_slice()
+                    .into(),
+                ),
                 stdout: CAPTURE,
             }
         }

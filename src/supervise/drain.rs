@@ -10,6 +10,7 @@
 //! the command exiting, cuts the drain short.
 
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -41,7 +42,7 @@ impl Drain {
         let prestop = prestop.map(|path| {
             let job = Job {
                 path,
-                env: env.as_slice().into(),
+                env: Rc::new(env.as_slice().into()),
                 stdout: Stdout::ToStderr,
             };
             // Once, bounded: a stop must not wait for a prestop that hangs.

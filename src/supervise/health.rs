@@ -9,6 +9,7 @@
 //! pass after failures (publish again). The command is never stopped for being unhealthy.
 
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
@@ -87,7 +88,7 @@ impl Health {
             }
             let job = Job {
                 path: self.path.clone(),
-                env: env.as_slice().into(),
+                env: Rc::new(env.as_slice().into()),
                 stdout: Stdout::ToStderr,
             };
             // A check that hangs must not keep the keys published (or withdrawn) for good:

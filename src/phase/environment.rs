@@ -55,7 +55,7 @@ pub fn discover(
         jobs: settings.jobs,
         no_clobber: settings.no_clobber,
         vars: Variables::default(),
-        env: Rc::new(EnvBlock::from(script_env.as_slice())),
+        env: None,
     };
     for dir in &settings.directories {
         phase.apply_directory(dir)?;
@@ -73,8 +73,9 @@ struct Phase<'a> {
     vars: Variables,
     /// What the next script gets: `script_env` with `vars` laid over it, kept up to date as
     /// each is set rather than built again for every script (it was half of the harness's
-    /// instructions for a directory of 100 scripts).
-    env: Rc<EnvBlock>,
+    /// instructions for a directory of 100 scripts). Built for the first script: a run
+    /// without scripts needs none.
+    env: Option<Rc<EnvBlock>>,
 }
 
 impl Phase<'_> {
@@ -110,7 +111,7 @@ impl Phase<'_> {
         if self.jobs == 1 {
             return Ok(done);
         }
-        let mut visible = Rc::clone(&self.env);
+        let mut visible = self.script_env_block();
         let mut scripts = Vec::new();
         let mut jobs = Vec::new();
         for entry in listed {
@@ -153,6 +154,12 @@ impl Phase<'_> {
         }
     }
 
+    /// The environment a script started now gets.
+    fn script_env_block(&mut self) -> Rc<EnvBlock> {
+        let (vars, base) = (&self.vars, self.script_env);
+        Rc::clone(self.env.get_or_insert_with(|| Rc::new(vars.over_block(base))))
+    }
+
     fn job(&self, entry: &Entry, env: Rc<EnvBlock>) -> Job {
         let limit = match entry.kind {
             Kind::Dotenv { .. } => DOTENV_OUTPUT_LIMIT,
@@ -191,7 +198,9 @@ impl Phase<'_> {
         let mut names = Vec::with_capacity(set.len());
         for (name, value) in set {
             check_env_string(&name, &value).map_err(|reason| Error::entry(&entry.path, reason))?;
-            Rc::make_mut(&mut self.env).set(name.as_bytes(), &value);
+            if let Some(env) = &mut self.env {
+                Rc::make_mut(env).set(name.as_bytes(), &value);
+            }
             self.vars.set(&name, value);
             names.push(name);
         }
@@ -240,7 +249,8 @@ impl Phase<'_> {
         let ran = match ran {
             Some(ran) => ran,
             None => {
-                let job = self.job(entry, Rc::clone(&self.env));
+                let env = self.script_env_block();
+                let job = self.job(entry, env);
                 runner::run_one(self.host, job)?
             }
         };

@@ -184,7 +184,10 @@ impl EnvBlock {
 
 impl From<&[(OsString, OsString)]> for EnvBlock {
     fn from(env: &[(OsString, OsString)]) -> EnvBlock {
-        let bytes = env.iter().map(|(name, value)| name.len() + value.len() + 2).sum();
+        let bytes = env
+            .iter()
+            .map(|(name, value)| name.len() + value.len() + 2)
+            .sum();
         let mut block = EnvBlock::with_capacity(env.len(), bytes);
         for (name, value) in env {
             block.push(name.as_bytes(), value.as_bytes());

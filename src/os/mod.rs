@@ -1,9 +1,11 @@
 //! What the harness asks of the kernel: starting a child ([`vfork`]), its signals
-//! ([`signals`]), waiting on many descriptors at once ([`poll`]), the process table
-//! ([`procfs`], [`children`]) and why a file could not be executed ([`shebang`]). A floor of
-//! its own: it knows nothing of scripts, the command or the registry.
+//! ([`signals`]), waiting on many descriptors at once ([`poll`]), listing a directory
+//! ([`dir`]), the process table ([`procfs`], [`children`]) and why a file could not be
+//! executed ([`shebang`]). A floor of its own: it knows nothing of scripts, the command or the
+//! registry.
 
 pub(crate) mod children;
+pub(crate) mod dir;
 pub(crate) mod poll;
 pub(crate) mod procfs;
 pub(crate) mod shebang;

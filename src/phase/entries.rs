@@ -14,6 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
+use crate::os;
 
 /// What an entry is, or why it is not used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,12 +69,8 @@ pub fn directory_exists(dir: &Path) -> Result<bool, Error> {
 
 /// The names in `dir`, in byte-wise order.
 fn sorted_names(dir: &Path) -> Result<Vec<OsString>, Error> {
-    let read = fs::read_dir(dir).map_err(|err| Error::io(dir, "reading the directory", err))?;
-    let mut names = Vec::new();
-    for entry in read {
-        let entry = entry.map_err(|err| Error::io(dir, "reading the directory", err))?;
-        names.push(entry.file_name());
-    }
+    let mut names =
+        os::dir::names(dir).map_err(|err| Error::io(dir, "reading the directory", err))?;
     // On Unix an OsString compares as its bytes, which is `LC_ALL=C ls` order.
     names.sort_unstable();
     Ok(names)

@@ -157,7 +157,10 @@ impl Phase<'_> {
     /// The environment a script started now gets.
     fn script_env_block(&mut self) -> Rc<EnvBlock> {
         let (vars, base) = (&self.vars, self.script_env);
-        Rc::clone(self.env.get_or_insert_with(|| Rc::new(vars.over_block(base))))
+        Rc::clone(
+            self.env
+                .get_or_insert_with(|| Rc::new(vars.over_block(base))),
+        )
     }
 
     fn job(&self, entry: &Entry, env: Rc<EnvBlock>) -> Job {

@@ -13,10 +13,10 @@
 //! is [`crate::config::plan::hostname`], also the default `--instance`.
 
 use std::ffi::OsString;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
+use crate::os;
 use crate::phase::entries::directory_exists;
 
 /// The subdirectory used when no pattern matches.
@@ -74,12 +74,10 @@ pub fn choose(dir: &Path, hostname: &str) -> Result<EnvironmentRoot, Error> {
         });
     }
     let reading = |err| Error::io(dir, "reading the directory", err);
-    // Only the names that could be chosen are kept (the rest are dropped at once, which gives
-    // their memory back to the start-up arena), and only those are looked at, best first,
-    // until one is a directory (symlinks followed, as everywhere).
+    // Only the names that could be chosen are kept, and only those are looked at, best
+    // first, until one is a directory (symlinks followed, as everywhere).
     let mut candidates: Vec<(Rank, OsString)> = Vec::new();
-    for entry in fs::read_dir(dir).map_err(reading)? {
-        let name = entry.map_err(reading)?.file_name();
+    for name in os::dir::names(dir).map_err(reading)? {
         if let Some(rank) = rank(name.as_encoded_bytes(), hostname.as_bytes()) {
             candidates.push((rank, name));
         }

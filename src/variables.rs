@@ -123,7 +123,7 @@ impl EnvBlock {
             if self.bytes[start..].starts_with(name)
                 && self.bytes.get(start + name.len()) == Some(&b'=')
             {
-                self.replace(i, value);
+                self.replace(i, start + name.len() + 1, value);
                 found = true;
             }
         }
@@ -132,16 +132,10 @@ impl EnvBlock {
         }
     }
 
-    /// The value of string `i` becomes `value`; the strings after it move.
-    fn replace(&mut self, i: usize, value: &[u8]) {
-        let start = self.starts[i];
+    /// The value of string `i`, which starts at `value_start`, becomes `value`; the strings
+    /// after it move.
+    fn replace(&mut self, i: usize, value_start: usize, value: &[u8]) {
         let end = self.starts.get(i + 1).copied().unwrap_or(self.bytes.len());
-        let value_start = start
-            + self.bytes[start..end]
-                .iter()
-                .position(|&b| b == b'=')
-                .expect("NAME=")
-            + 1;
         let old_len = end - 1 - value_start;
         self.bytes
             .splice(value_start..end - 1, value.iter().copied());

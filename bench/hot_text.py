@@ -56,12 +56,12 @@ MAP = os.path.join(TARGET_DIR, "envharness.map")
 # export script.
 SCENARIOS = [
     ["-e", "EMPTY", "-x", "EMPTY", "--init", "--", "sleep", "0.3"],
+    ["-e", "EMPTY", "-x", "EMPTY", "--user", "nobody", "--", "true"],
     ["-e", "TEN", "-x", "TEN", "--init", "--", "sleep", "0.3"],
     ["-e", "EMPTY", "-x", "EMPTY", "--init", "--", "sh", "-c", "kill -TERM $PPID; sleep 1"],
     ["-e", "EMPTY", "-x", "EMPTY", "--init", "--watch", "0.1", "--", "sleep", "0.5"],
     ["-e", "TEN", "-x", "TEN", "--", "true"],
     ["-e", "EMPTY", "-x", "EMPTY", "--", "true"],
-    ["-e", "EMPTY", "-x", "EMPTY", "--user", "nobody", "--", "true"],
     ["-e", "TEN", "--print"],
 ]
 

@@ -24,8 +24,8 @@ constant is an input section of its own (`.rodata..Lanon.CRATE.N`), so the secti
 entered functions' relocations point into, and those these point into in turn, become the
 lines of .rodata.hot. Constants are not traced, only referred to: a function's error
 messages come along with the constants it reads. `make static` builds with the same cargo
-profile (unstripped, then stripped), since the strip setting is part of those names. The registry's scenarios need etcd and openssl (bench/watch.py starts
-them).
+profile (unstripped, then stripped), since the strip setting is part of those names. The
+registry's scenarios need etcd and openssl (bench/watch.py starts them).
 `make static` links with the script (GNU ld and lld read it with `INSERT BEFORE .text`). The
 patterns leave out what a rebuild changes (the hash of a legacy symbol, a crate's
 disambiguator), so the script stays useful as the code changes; a function that is new on the

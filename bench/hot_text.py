@@ -229,19 +229,21 @@ def rodata_sections():
     return sections
 
 
-def relocations(section):
-    """(where, address referred to) of each relocation the binary kept for `section`, by
-    where. A PC-relative one's addend counts from the end of its 4-byte field."""
+def relocations(*sections):
+    """For each of `sections`, (where, address referred to) of each relocation the binary kept
+    for it, by where: one read of readelf's output. A PC-relative one's addend counts from the
+    end of its 4-byte field."""
     out = subprocess.run(["readelf", "-rW", BINARY], check=True, capture_output=True,
                          text=True).stdout
-    found, current = [], None
+    found = {section: [] for section in sections}
+    current = None
     for line in out.splitlines():
         header = re.match(r"Relocation section '(\S+)'", line)
         if header:
-            current = header.group(1)
+            current = found.get(header.group(1))
             continue
         fields = line.split()
-        if current != section or len(fields) < 4 or not re.fullmatch(r"[0-9a-f]{16}", fields[0]):
+        if current is None or len(fields) < 4 or not re.fullmatch(r"[0-9a-f]{16}", fields[0]):
             continue
         addend = re.search(r"([+-]) ([0-9a-f]+)$", line)
         target = int(fields[3], 16)
@@ -249,9 +251,8 @@ def relocations(section):
             target += int(addend.group(2), 16) * (1 if addend.group(1) == "+" else -1)
         if "PC" in fields[2] or "PLT" in fields[2]:
             target += 4
-        found.append((int(fields[0], 16), target))
-    found.sort()
-    return found
+        current.append((int(fields[0], 16), target))
+    return [sorted(found[section]) for section in sections]
 
 
 def rodata_lines(functions_entered):
@@ -262,9 +263,8 @@ def rodata_lines(functions_entered):
     constants (`.cst16`, `.str1.1`) stay where the linker merges them."""
     sections = rodata_sections()
     starts = [section[0] for section in sections]
-    code = relocations(".rela.text")
+    code, data = relocations(".rela.text", ".rela.rodata")
     code_at = [where for where, _ in code]
-    data = relocations(".rela.rodata")
     data_at = [where for where, _ in data]
     order, seen = [], set()
 

@@ -69,14 +69,13 @@ impl Variables {
     /// it took three allocations per variable). The environment phase keeps its scripts' block
     /// up to date with [`EnvBlock::set`] instead, by the same rule.
     pub fn over_block(&self, base: &[(OsString, OsString)]) -> EnvBlock {
-        let size = |name: &[u8], value: &[u8]| name.len() + value.len() + 2;
         let bytes = base
             .iter()
-            .map(|(name, value)| size(name.as_bytes(), value.as_bytes()))
+            .map(|(name, value)| EnvBlock::string_size(name.as_bytes(), value.as_bytes()))
             .chain(
                 self.entries
                     .iter()
-                    .map(|(name, value)| size(name.as_bytes(), value)),
+                    .map(|(name, value)| EnvBlock::string_size(name.as_bytes(), value)),
             )
             .sum();
         let mut block = EnvBlock::with_capacity(base.len() + self.entries.len(), bytes);
@@ -144,6 +143,11 @@ impl EnvBlock {
         }
     }
 
+    /// The bytes `NAME=VALUE` takes in the block, its NUL included.
+    fn string_size(name: &[u8], value: &[u8]) -> usize {
+        name.len() + value.len() + 2
+    }
+
     fn push(&mut self, name: &[u8], value: &[u8]) {
         debug_assert!(!name.contains(&0) && !value.contains(&0), "checked before");
         self.starts.push(self.bytes.len());
@@ -180,7 +184,7 @@ impl From<&[(OsString, OsString)]> for EnvBlock {
     fn from(env: &[(OsString, OsString)]) -> EnvBlock {
         let bytes = env
             .iter()
-            .map(|(name, value)| name.len() + value.len() + 2)
+            .map(|(name, value)| EnvBlock::string_size(name.as_bytes(), value.as_bytes()))
             .sum();
         let mut block = EnvBlock::with_capacity(env.len(), bytes);
         for (name, value) in env {

@@ -2,6 +2,7 @@
 //! left ([`children`]) for the end-of-run cleanup of orphans.
 
 use std::fs;
+use std::path::Path;
 
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -53,12 +54,13 @@ pub fn children() -> Vec<Pid> {
 }
 
 fn children_from_task_lists() -> Vec<Pid> {
-    let Ok(tasks) = fs::read_dir("/proc/self/task") else {
+    let tasks = Path::new("/proc/self/task");
+    let Ok(names) = super::dir::names(tasks) else {
         return Vec::new();
     };
-    tasks
-        .flatten()
-        .filter_map(|task| fs::read_to_string(task.path().join("children")).ok())
+    names
+        .into_iter()
+        .filter_map(|task| fs::read_to_string(tasks.join(task).join("children")).ok())
         .flat_map(|list| {
             list.split_whitespace()
                 .filter_map(|pid| pid.parse().ok())

@@ -3,6 +3,8 @@
 //! living member (its members are not our children), and which processes are our children
 //! when `/proc/self/task/*/children` says nothing.
 
+use std::path::Path;
+
 use nix::unistd::Pid;
 
 /// One line of the process table.
@@ -17,13 +19,13 @@ pub struct Process {
 
 /// Every process /proc lists, or None when /proc cannot be read.
 pub fn processes() -> Option<Vec<Process>> {
-    let entries = std::fs::read_dir("/proc").ok()?;
+    let names = super::dir::names(Path::new("/proc")).ok()?;
     Some(
-        entries
-            .flatten()
-            .filter_map(|entry| {
-                let pid = entry.file_name().to_str()?.parse().ok()?;
-                let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+        names
+            .into_iter()
+            .filter_map(|name| {
+                let pid = name.to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
                 parse_stat(pid, &stat)
             })
             .collect(),

@@ -80,10 +80,10 @@ impl ChildFailed {
     }
 
     fn from_code(code: u64) -> Option<ChildFailed> {
-        let errno = Errno::from_raw(code as u32 as i32);
         if code == 0 {
             return None;
         }
+        let errno = Errno::from_raw(code as u32 as i32);
         Some(match code >> 32 {
             0 => ChildFailed::Exec(errno),
             step => ChildFailed::Switch(Failed {

@@ -219,6 +219,45 @@ fn sequential_scripts_see_earlier_variables_and_the_harness_environment() {
 }
 
 #[test]
+fn a_later_script_sees_overrides_in_place_of_what_they_replace_with_and_without_jobs() {
+    // The scripts' environment is kept up to date as variables are set: an override of the
+    // harness's variable, or of an earlier directory's, replaces the string it overrides. The
+    // count is read from the script's own /proc environ: a shell keeps one of two strings of
+    // a name, so its `env` would show one anyway.
+    for jobs in ["1", "4"] {
+        let mut t = Test::new();
+        t.script("base/A_FIRST", "#!/bin/sh\necho one\n");
+        t.file("base/GREETING", "from-dir");
+        t.file("over/A_FIRST", "two");
+        t.script(
+            "over/Z_SEEN",
+            r#"#!/bin/sh
+count() { tr '\0' '\n' </proc/$$/environ | grep -c "^$1="; }
+echo "$GREETING $A_FIRST $(count GREETING) $(count A_FIRST)"
+"#,
+        );
+        t.dir("no-export");
+        t.env("GREETING", "harness");
+        t.args(&[
+            "-j",
+            jobs,
+            "-x",
+            "no-export",
+            "-e",
+            "base",
+            "-e",
+            "over",
+            "--print",
+        ]);
+        t.run().success().printed_is(&[
+            ("A_FIRST", "two"),
+            ("GREETING", "from-dir"),
+            ("Z_SEEN", "from-dir two 1 1"),
+        ]);
+    }
+}
+
+#[test]
 fn scripts_get_stdin_from_dev_null_and_a_process_group_of_their_own() {
     let mut t = Test::new();
     t.script("env/STDIN", "#!/bin/sh\nreadlink /proc/self/fd/0\n");

@@ -12,7 +12,6 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -20,6 +19,8 @@ use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::sys::stat::{fchmod, fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
 use nix::unistd::{linkat, unlinkat, UnlinkatFlags};
+
+use crate::os::{self, dir::Listed};
 
 /// What a symbolic link is called in messages.
 pub(super) const SYMLINK: &str = "a symbolic link";
@@ -53,7 +54,7 @@ impl StoreDir {
     /// The store's own directory, DIR: the one path resolved from the top (DIR itself may be
     /// a symbolic link, to a volume for instance; nothing inside it may).
     pub(super) fn open_root(path: &Path) -> io::Result<StoreDir> {
-        let fd = nix::fcntl::open(path, directory_flags(), Mode::empty())?;
+        let fd = nix::fcntl::open(path, os::dir::flags(), Mode::empty())?;
         Ok(StoreDir {
             fd: File::from(fd),
             path: path.to_owned(),
@@ -65,7 +66,7 @@ impl StoreDir {
         match openat(
             &self.fd,
             name,
-            directory_flags() | OFlag::O_NOFOLLOW,
+            os::dir::flags() | OFlag::O_NOFOLLOW,
             Mode::empty(),
         ) {
             Ok(fd) => Ok(StoreDir {
@@ -95,7 +96,7 @@ impl StoreDir {
         let fd = openat(
             &self.fd,
             name,
-            directory_flags() | OFlag::O_NOFOLLOW,
+            os::dir::flags() | OFlag::O_NOFOLLOW,
             Mode::empty(),
         )?;
         fchmod(&fd, Mode::from_bits_truncate(mode))?;
@@ -118,18 +119,9 @@ impl StoreDir {
 
     /// The names of the entries (not `.` and `..`), each with its type when the directory
     /// listing gives it.
-    pub(super) fn names(&self) -> io::Result<Vec<(OsString, Option<nix::dir::Type>)>> {
+    pub(super) fn names(&self) -> io::Result<Vec<(OsString, Listed)>> {
         // A descriptor of its own: a listing reads from its own offset.
-        let mut dir = nix::dir::Dir::openat(&self.fd, ".", directory_flags(), Mode::empty())?;
-        let mut names = Vec::new();
-        for entry in dir.iter() {
-            let entry = entry?;
-            let name = entry.file_name().to_bytes();
-            if name != b"." && name != b".." {
-                names.push((OsStr::from_bytes(name).to_owned(), entry.file_type()));
-            }
-        }
-        Ok(names)
+        os::dir::entries(openat(&self.fd, ".", os::dir::flags(), Mode::empty())?)
     }
 
     /// `fstatat` without following a symbolic link.
@@ -243,10 +235,6 @@ impl AsFd for StoreDir {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
     }
-}
-
-fn directory_flags() -> OFlag {
-    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC
 }
 
 fn is_regular(stat: &FileStat) -> bool {

@@ -26,6 +26,7 @@ use super::format::{
     parse_name, parse_record, temporary_name, Record, HEADER_LIMIT,
 };
 use crate::error::Error;
+use crate::os::dir::Listed;
 use crate::os::read_file_at_most;
 
 pub(super) const KEYS: &str = "keys";
@@ -287,9 +288,11 @@ fn examine(root: &StoreDir) -> Result<Claim, Error> {
     let mut claim = Claim::Unmarked;
     for (name, listed) in root.names().map_err(unreadable)? {
         let is = |wanted: fn(u32) -> bool| match listed {
-            Some(nix::dir::Type::Directory) => wanted(nix::libc::S_IFDIR),
-            Some(nix::dir::Type::File) => wanted(nix::libc::S_IFREG),
-            _ => root.stat(&name).is_ok_and(|stat| wanted(stat.st_mode)),
+            Listed::Directory => wanted(nix::libc::S_IFDIR),
+            Listed::File => wanted(nix::libc::S_IFREG),
+            Listed::Other | Listed::Unknown => {
+                root.stat(&name).is_ok_and(|stat| wanted(stat.st_mode))
+            }
         };
         let ours = match name.to_str() {
             Some(KEYS | LEASES | TMP | LOST_AND_FOUND) => is(is_directory),

@@ -292,11 +292,12 @@ fn watching_app(store: &dyn KvStore) -> Test {
         .script(
             "cmd",
             "#!/bin/sh\n\
-             trap 'echo term >> terms; exit 0' TERM\n\
+             sleep 1000 & sleeper=$!\n\
+             trap 'echo term >> terms; kill $sleeper; exit 0' TERM\n\
              trap 'echo usr1 >> usr1' USR1\n\
              echo $$ >> pids\n\
              touch \"ready-$DATABASE_URL\"\n\
-             while :; do sleep 1 & wait $!; done\n",
+             while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done\n",
         );
     let cmd = t.p("cmd");
     t.args(&["--init", "--watch", "0", "-x", "export", "-e", "env", "--"])
@@ -458,7 +459,8 @@ fn a_read_log_over_its_limit_re_runs_on_any_change_in_bounded_memory() {
     )
     .script(
         "cmd",
-        "#!/bin/sh\ntrap 'exit 0' TERM\ntouch ready\nwhile :; do sleep 1 & wait $!; done\n",
+        "#!/bin/sh\nsleep 1000 & sleeper=$!\ntrap 'kill $sleeper; exit 0' TERM\ntouch ready\n\
+         while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done\n",
     )
     .dir("export");
     let cmd = t.p("cmd");

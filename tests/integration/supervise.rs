@@ -16,12 +16,14 @@ fn init(t: &mut Test, extra: &[&str], command: &str) {
         .args(&["--", "/bin/sh", "-c", command]);
 }
 
-/// A child that records every forwarded signal, one line each, and exits on TERM.
+/// A child that records every forwarded signal, one line each, and exits on TERM. Its sleep
+/// starts before the traps, so no SIGTERM is lost in a sleep that has not exec'd yet.
 const RECORDER: &str = r#"
+sleep 1000 & sleeper=$!
 for s in HUP INT QUIT USR1 USR2 WINCH CONT; do trap "echo $s >> record" $s; done
-trap 'echo TERM >> record; exit 0' TERM
+trap 'echo TERM >> record; kill $sleeper; exit 0' TERM
 touch ready
-while :; do sleep 30 & wait $!; kill $! 2>/dev/null; done
+while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
 "#;
 
 #[test]

@@ -511,12 +511,14 @@ fn wait_for_line(t: &Test, relative: &str, line: &str) {
 }
 
 /// A command that logs `start CONTENT` of out/app.conf when it starts, `stop CONTENT` on
-/// SIGTERM and `usr1 CONTENT` on SIGUSR1.
+/// SIGTERM and `usr1 CONTENT` on SIGUSR1. Its sleep starts before the traps, so no SIGTERM is
+/// lost in a sleep that has not exec'd yet.
 const LOGGER: &str = r#"
+sleep 1000 & sleeper=$!
 echo "start $(cat out/app.conf)" >> log
 trap 'echo "usr1 $(cat out/app.conf)" >> log' USR1
-trap 'echo "stop $(cat out/app.conf)" >> log; kill $! 2>/dev/null; exit 0' TERM
-while :; do sleep 30 & wait $!; done
+trap 'echo "stop $(cat out/app.conf)" >> log; kill $sleeper 2>/dev/null; exit 0' TERM
+while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
 "#;
 
 /// `--init --watch 0` (re-runs on SIGHUP only) with `extra` flags, rendering out/app.conf

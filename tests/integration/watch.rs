@@ -10,13 +10,17 @@ use nix::sys::signal::Signal;
 use crate::support::*;
 
 /// The command: records each start and each signal, exits 0 on SIGTERM.
+///
+/// Its one sleep starts before the traps are set: a sleep forked after them holds the shell's
+/// handlers until it execs, and a SIGTERM in that window would be caught and lost.
 const RECORDER: &str = r#"#!/bin/sh
+sleep 1000 & sleeper=$!
 trap 'echo "HUP ${A-unset}" >> signals' HUP
 trap 'echo USR1 >> signals' USR1
-trap 'echo "TERM $$" >> signals; kill $! 2>/dev/null; exit 0' TERM
+trap 'echo "TERM $$" >> signals; kill $sleeper 2>/dev/null; exit 0' TERM
 echo "$$ ${A-unset}" >> runs
 touch "ready-${A-unset}"
-while :; do sleep 30 & wait $!; done
+while kill -0 $sleeper 2>/dev/null; do wait $sleeper; done
 "#;
 
 /// A harness under `--init --watch`, over env/A = 1, running the recorder; a teardown that

@@ -62,7 +62,7 @@ use variables::{Environment, Variables};
 /// Runs envharness; returns the exit status to exit with (`--print`, `--plan`, and under
 /// `--init` the command's), and never returns after a successful exec.
 pub fn run(cli: Cli) -> Result<i32, Error> {
-    let started_with: Environment = std::env::vars_os().collect();
+    let started_with: Environment = os::start::environment();
     let plan = Plan::from_cli(cli, settings_in(&started_with))?;
     let harness_env = with_registry_variables(started_with, &plan);
     let then = match &plan.mode {

@@ -7,6 +7,9 @@
 //! string), so a first argument that starts with `-` and contains a space or tab is split with
 //! POSIX shell quoting rules, as `env -S` does. And clap's usage errors exit 2; the reference
 //! (docs/reference.md §1.2) says 125, like env(1), so they become [`Error::Usage`].
+//!
+//! A plain line (`-e DIR -x DIR --init -- myapp`) does not reach clap at all: see
+//! [`super::plain`].
 
 use std::ffi::OsString;
 use std::time::Duration;
@@ -209,6 +212,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Err
             kv::Parsed::Help => Ok(Invocation::Show(kv::HELP.into())),
         };
     }
+    if let Some(cli) = super::plain::parse(&args) {
+        return Ok(Invocation::Run(Box::new(cli)));
+    }
     match parse_run(&args) {
         Ok(cli) if names_kv_without_double_dash(&cli, &args) => Err(Error::Usage(
             "kv: the kv subcommand comes first, after --kv URL at most (envharness [--kv URL] kv ...); a command named kv is `envharness ... -- kv`".into(),
@@ -235,6 +241,10 @@ pub fn command() -> clap::Command {
 /// clap's parse of a run, as `Cli::try_parse_from` makes it, except that the command clap
 /// builds and the matches it returns are left to the process's exit: they are used once, and
 /// taking them apart, piece by piece, cost a tenth of the start-up's instructions.
+///
+/// Never inlined: clap's kilobytes of locals would be part of every caller's stack frame,
+/// touched (three pages of stack) even by the plain lines that never come here.
+#[inline(never)]
 fn parse_run(args: &[OsString]) -> Result<Cli, clap::Error> {
     use clap::{CommandFactory, FromArgMatches};
     let mut command = std::mem::ManuallyDrop::new(Cli::command());

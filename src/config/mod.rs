@@ -3,6 +3,7 @@
 //! below never see the flags: they get their settings from the plan.
 
 pub mod cli;
+pub mod plain;
 pub mod plan;
 
 pub use plan::{Mode, Plan};

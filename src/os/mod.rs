@@ -1,7 +1,7 @@
 //! What the harness asks of the kernel: starting a child ([`vfork`]), its signals
 //! ([`signals`]), waiting on many descriptors at once ([`poll`]), listing a directory
 //! ([`dir`]), the process table ([`procfs`], [`children`]) and why a file could not be
-//! executed ([`shebang`]). A floor of its own: it knows nothing of scripts, the command or the
+//! executed ([`shebang`]), and the process's own start ([`start`]). A floor of its own: it knows nothing of scripts, the command or the
 //! registry.
 
 pub(crate) mod children;
@@ -10,6 +10,7 @@ pub(crate) mod poll;
 pub(crate) mod procfs;
 pub(crate) mod shebang;
 pub mod signals;
+pub mod start;
 pub(crate) mod user;
 pub(crate) mod vfork;
 

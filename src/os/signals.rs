@@ -9,10 +9,9 @@
 //! harness started (`nohup`, a shell's `&`) stays ignored: it is not watched.
 //!
 //! Before the final execve the original mask is restored, and SIGPIPE gets back the disposition
-//! it had before the Rust runtime set it to SIG_IGN (a command exec'd with SIGPIPE ignored
-//! keeps writing into a closed pipe: `envharness -- yes | head` would never end). That
-//! disposition is recorded by [`record_startup_dispositions`], which `main.rs` runs from
-//! `.init_array`, before the runtime's `main`. A SIGCHLD ignored at start is set back to the
+//! it had before [`ignore_sigpipe`] set it to SIG_IGN, as every Rust program's runtime does (a
+//! command exec'd with SIGPIPE ignored keeps writing into a closed pipe: `envharness -- yes |
+//! head` would never end). A SIGCHLD ignored at start is set back to the
 //! default for the harness's own use (with it ignored, waitpid never reports a child) and
 //! ignored again for the command.
 
@@ -44,10 +43,13 @@ pub const FORWARDED_ONLY: [Signal; 4] = [
 
 static SIGPIPE_IGNORED_AT_START: AtomicBool = AtomicBool::new(false);
 
-/// Records SIGPIPE's disposition before the Rust runtime changes it. Only meant to be called
-/// from an `.init_array` entry (see `main.rs`).
-pub extern "C" fn record_startup_dispositions() {
+/// Ignores SIGPIPE, so that a write to a closed pipe is an error the harness reports instead of
+/// its death, after recording the disposition the command gets back. Called once, first thing
+/// (see [`super::start`]).
+pub fn ignore_sigpipe() {
     SIGPIPE_IGNORED_AT_START.store(is_ignored(Signal::SIGPIPE), Ordering::Relaxed);
+    // SAFETY: installing SIG_IGN runs no code of ours in a signal context.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 }
 
 fn is_ignored(signal: Signal) -> bool {

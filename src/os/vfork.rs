@@ -10,15 +10,33 @@
 //! start with the dispositions the harness started with. Not fork or std's `Command` either:
 //! a `CLONE_VM` child copies no page tables and causes no copy-on-write faults.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use nix::libc;
 use nix::sched::{clone, CloneCb, CloneFlags};
 use nix::unistd::Pid;
 
-/// The child's stack, on the caller's: the child needs well under a page of it, and a heap
-/// block this size was a fresh mapping (mmap, munmap) for each start.
+/// The size of a child's stack; the child needs well under a page of it.
 const CHILD_STACK: usize = 16 * 1024;
+
+/// The children's stack, in the harness's zeroed data: a child touches only the page or so it
+/// uses. On the caller's stack, a frame this large is probed page by page (stack-clash
+/// protection), four pages touched at each start; a heap block this size was a fresh mapping
+/// (mmap, munmap) for each start.
+static STACK: SharedStack = SharedStack {
+    bytes: UnsafeCell::new([0; CHILD_STACK]),
+    in_use: AtomicBool::new(false),
+};
+
+struct SharedStack {
+    bytes: UnsafeCell<[u8; CHILD_STACK]>,
+    /// Claimed by a start until its child has exec'd or exited.
+    in_use: AtomicBool,
+}
+
+// SAFETY: `bytes` is only reached by the start that has set `in_use` (see `spawn`).
+unsafe impl Sync for SharedStack {}
 
 /// Starts a child that runs `child`, which execs or returns a nonzero code that says why it
 /// could not (the child then exits 127). Returns the child's pid and that code, 0 when the
@@ -34,7 +52,17 @@ const CHILD_STACK: usize = 16 * 1024;
 /// harness's.
 pub unsafe fn spawn(child: impl Fn() -> u64) -> nix::Result<(Pid, u64)> {
     let failure = AtomicU64::new(0);
-    let mut stack = [0u8; CHILD_STACK];
+    // Only the loop's thread starts children, so the shared stack is free; were it not, a
+    // start on another thread gets a stack of its own.
+    let shared = !STACK.in_use.swap(true, Ordering::Acquire);
+    let mut own = Vec::new();
+    let stack: &mut [u8] = if shared {
+        // SAFETY: claimed through `in_use` above, released below once the child is done.
+        unsafe { &mut *STACK.bytes.get() }
+    } else {
+        own.resize(CHILD_STACK, 0);
+        &mut own
+    };
     let run: CloneCb = Box::new(|| {
         failure.store(child(), Ordering::SeqCst);
         // SAFETY: _exit ends the child without running exit handlers or flushing buffers,
@@ -47,12 +75,15 @@ pub unsafe fn spawn(child: impl Fn() -> u64) -> nix::Result<(Pid, u64)> {
     let pid = unsafe {
         clone(
             run,
-            &mut stack,
+            stack,
             CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK,
             Some(libc::SIGCHLD),
         )
-    }?;
-    Ok((pid, failure.load(Ordering::SeqCst)))
+    };
+    if shared {
+        STACK.in_use.store(false, Ordering::Release);
+    }
+    Ok((pid?, failure.load(Ordering::SeqCst)))
 }
 
 /// In a child: `from` becomes descriptor `to`, without close-on-exec. dup2 leaves the flag
@@ -83,5 +114,25 @@ mod tests {
         let (pid, code) = unsafe { spawn(|| 42) }.unwrap();
         assert_eq!(code, 42);
         assert_eq!(waitpid(pid, None).unwrap(), WaitStatus::Exited(pid, 127));
+    }
+
+    #[test]
+    fn starts_on_several_threads_at_once_each_get_a_stack() {
+        let threads: Vec<_> = (0..4u64)
+            .map(|thread| {
+                std::thread::spawn(move || {
+                    for start in 0..50 {
+                        let code = thread * 100 + start + 1;
+                        // SAFETY: the child only returns a number.
+                        let (pid, got) = unsafe { spawn(|| code) }.unwrap();
+                        assert_eq!(got, code);
+                        assert_eq!(waitpid(pid, None).unwrap(), WaitStatus::Exited(pid, 127));
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
     }
 }

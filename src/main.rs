@@ -4,7 +4,7 @@
 use std::ffi::{c_char, c_int};
 use std::process::exit;
 
-use envharness::config::cli::{self, Invocation};
+use envharness::config::{self, cli::Invocation};
 
 #[global_allocator]
 static ALLOCATOR: envharness::arena::StartupAllocator = envharness::arena::StartupAllocator;
@@ -13,7 +13,7 @@ static ALLOCATOR: envharness::arena::StartupAllocator = envharness::arena::Start
 extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     // SAFETY: argc and argv as the C library passes them to main.
     let args = unsafe { envharness::os::start::prepare(argc, argv) };
-    let cli = match cli::parse(args) {
+    let cli = match config::parse(args) {
         Ok(Invocation::Run(cli)) => cli,
         Ok(Invocation::Kv(kv)) => run_kv(*kv),
         Ok(Invocation::Show(text)) => {

@@ -8,8 +8,8 @@
 //! POSIX shell quoting rules, as `env -S` does. And clap's usage errors exit 2; the reference
 //! (docs/reference.md §1.2) says 125, like env(1), so they become [`Error::Usage`].
 //!
-//! A plain line (`-e DIR -x DIR --init -- myapp`) does not reach clap at all: see
-//! [`super::plain`].
+//! A plain line (`-e DIR -x DIR --init -- myapp`) does not come here at all: see
+//! [`super::parse`].
 
 use std::ffi::OsString;
 use std::time::Duration;
@@ -203,17 +203,14 @@ pub enum Invocation {
     Show(String),
 }
 
-/// Parses argv (including argv[0]).
-pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, Error> {
-    let args = split_shebang_options(args.into_iter().collect())?;
+/// Parses argv (including argv[0]), its shebang options already split
+/// ([`split_shebang_options`]).
+pub fn parse(args: Vec<OsString>) -> Result<Invocation, Error> {
     if let Some(call) = kv_invocation(&args)? {
         return match kv::parse(call.url, call.args)? {
             kv::Parsed::Run(kv) => Ok(Invocation::Kv(Box::new(kv))),
             kv::Parsed::Help => Ok(Invocation::Show(kv::HELP.into())),
         };
-    }
-    if let Some(cli) = super::plain::parse(&args) {
-        return Ok(Invocation::Run(Box::new(cli)));
     }
     match parse_run(&args) {
         Ok(cli) if names_kv_without_double_dash(&cli, &args) => Err(Error::Usage(

@@ -1,12 +1,15 @@
-//! The command lines that need no parser: a few common options, each in its plainest form,
-//! then `--` and the command (`envharness -e /app/env -x /app/export --init -- myapp`, what an
-//! image's ENTRYPOINT says). Building clap's description of every option and matching against
-//! it is a tenth of an `--init -- true` (docs/performance.md); for these lines the [`Cli`]
-//! clap would return is written directly.
+//! The command lines that need no parser: options whose value clap takes as it is (`-e DIR`,
+//! `-x DIR`, `-t SRC:DEST`, `--user`, `--wait-for`, `--kv`, ...), each value a word of its own,
+//! and the flags `--init`, `--group`, `--no-clobber`, `--plan`, `--quiet`, then `--` and the
+//! command: what an image's ENTRYPOINT says (`envharness -e /app/env --init -- myapp`).
+//! Building clap's description of every option and matching against it is a tenth of an
+//! `--init -- true` (docs/performance.md); for these lines the [`Cli`] clap would return is
+//! written directly. A shebang line comes here once its options are split.
 //!
-//! clap stays the definition: anything else, every line clap would refuse included, goes to
-//! it, and a unit test checks, over every line up to six words drawn from these forms and
-//! their near misses, that a line taken here is one clap takes the same way.
+//! clap stays the definition: anything else (a number or a duration to check, `--print`,
+//! `-v`, `--name=value`, a value that starts with `-`, an option given twice that takes one
+//! value, any error) goes to it, and a unit test checks, over every line of these words and
+//! their near misses up to six words, that a line taken here is one clap takes the same way.
 
 use std::ffi::OsString;
 
@@ -17,6 +20,8 @@ pub fn parse(args: &[OsString]) -> Option<Cli> {
     let mut cli = Cli::default();
     let mut words = args.get(1..)?.iter();
     while let Some(word) = words.next() {
+        let mut next_value = || value(words.next());
+        let mut next_text = || next_value()?.into_string().ok();
         match word.as_encoded_bytes() {
             b"--" => {
                 cli.command = words.cloned().collect();
@@ -25,9 +30,21 @@ pub fn parse(args: &[OsString]) -> Option<Cli> {
             b"--init" => set_once(&mut cli.init)?,
             b"--group" => set_once(&mut cli.group)?,
             b"--no-clobber" => set_once(&mut cli.no_clobber)?,
-            b"-e" | b"--environment" => cli.environment.push(value(words.next())?),
-            b"-x" | b"--export" => fill_once(&mut cli.export, value(words.next())?)?,
-            b"--user" => fill_once(&mut cli.user, value(words.next())?.into_string().ok()?)?,
+            b"--plan" => set_once(&mut cli.plan)?,
+            b"-q" | b"--quiet" => set_once(&mut cli.quiet)?,
+            b"-e" | b"--environment" => cli.environment.push(next_value()?),
+            b"-t" | b"--template" => cli.template.push(next_value()?),
+            b"-x" | b"--export" => fill_once(&mut cli.export, next_value()?)?,
+            b"--environment-root" => fill_once(&mut cli.environment_root, next_value()?)?,
+            b"--hostname" => fill_once(&mut cli.hostname, next_text()?)?,
+            b"--on-change" => fill_once(&mut cli.on_change, next_text()?)?,
+            b"--kv" => fill_once(&mut cli.kv, next_text()?)?,
+            b"--instance" => fill_once(&mut cli.instance, next_text()?)?,
+            b"--user" => fill_once(&mut cli.user, next_text()?)?,
+            b"--require" => cli.require.push(next_text()?),
+            b"--wait-for" => cli.wait_for.push(next_text()?),
+            b"--rewrite" => cli.rewrite.push(next_text()?),
+            b"--remap-exit" => cli.remap_exit.push(next_text()?),
             _ => return None,
         }
     }
@@ -54,39 +71,32 @@ fn value(word: Option<&OsString>) -> Option<OsString> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::{CommandFactory, FromArgMatches};
 
-    /// The plain forms, their near misses (attached values, repeats, values that look like
-    /// options, empty words, other options) and commands.
+    /// Every word read here, and near misses: attached values, an empty word, words that look
+    /// like options, other options, `kv`, and `--` itself.
+    #[rustfmt::skip]
     const WORDS: &[&str] = &[
-        "--init",
-        "--group",
-        "--no-clobber",
-        "-e",
-        "--environment",
-        "-x",
-        "--export",
-        "--user",
-        "--",
-        "d",
-        "",
-        "-",
-        "--init=1",
-        "-ed",
-        "-v",
-        "kv",
-        "--help",
+        "--init", "--group", "--no-clobber", "--plan", "-q", "--quiet",
+        "-e", "--environment", "-t", "--template", "-x", "--export", "--environment-root",
+        "--hostname", "--on-change", "--kv", "--instance", "--user", "--require", "--wait-for",
+        "--rewrite", "--remap-exit",
+        "--", "d", "", "-", "--init=1", "-ed", "-v", "--print", "kv", "--help",
     ];
+
+    /// Commands: the words after `--` are taken as they are, so a few kinds of them will do.
+    const COMMANDS: &[&str] = &["c", "--", "-e", "kv"];
 
     fn words(line: &[&str]) -> Vec<OsString> {
         line.iter().map(OsString::from).collect()
     }
 
     /// Whether some longer line that starts with `line` could be taken and is worth checking:
-    /// once a word is refused before `--`, no continuation is taken; after `--`, two words of
-    /// the command are enough.
+    /// once a word is refused before `--`, no continuation is taken; after `--`, one word of
+    /// the command is enough.
     fn may_grow(line: &[&str]) -> bool {
-        if let Some(separator) = line.iter().position(|word| *word == "--") {
-            return line.len() - separator <= 2;
+        if line.contains(&"--") {
+            return line.last() == Some(&"--");
         }
         [&["--", "c"][..], &["d", "--", "c"]].iter().any(|tail| {
             let longer: Vec<&str> = line.iter().chain(tail.iter()).copied().collect();
@@ -94,11 +104,23 @@ mod tests {
         })
     }
 
-    /// Checks `line` and, below `length` words, every line that continues it.
-    fn check_from(line: &mut Vec<&'static str>, length: usize, taken: &mut usize) {
+    /// clap's reading of `line`, as `Cli::try_parse_from` gives it, from one command built
+    /// once (building it for each line made this test minutes long).
+    fn clap_reads(command: &mut clap::Command, line: &[&str]) -> Result<Cli, clap::Error> {
+        let matches = command.try_get_matches_from_mut(words(line))?;
+        Cli::from_arg_matches(&matches)
+    }
+
+    /// Checks `line` and, up to `length` words after argv[0], every line that continues it.
+    fn check_from(
+        command: &mut clap::Command,
+        line: &mut Vec<&'static str>,
+        length: usize,
+        taken: &mut usize,
+    ) {
         if let Some(plain) = parse(&words(line)) {
             *taken += 1;
-            match <Cli as clap::Parser>::try_parse_from(words(line)) {
+            match clap_reads(command, line) {
                 Ok(cli) => assert_eq!(format!("{plain:?}"), format!("{cli:?}"), "{line:?}"),
                 Err(err) => panic!("{line:?}: taken here, but clap says {err}"),
             }
@@ -106,9 +128,14 @@ mod tests {
         if line.len() > length || !may_grow(line) {
             return;
         }
-        for word in WORDS {
+        let next = if line.last() == Some(&"--") {
+            COMMANDS
+        } else {
+            WORDS
+        };
+        for word in next {
             line.push(word);
-            check_from(line, length, taken);
+            check_from(command, line, length, taken);
             line.pop();
         }
     }
@@ -116,8 +143,8 @@ mod tests {
     #[test]
     fn a_line_taken_here_is_one_clap_takes_the_same_way() {
         let mut taken = 0;
-        check_from(&mut vec!["envharness"], 6, &mut taken);
-        assert!(taken > 1000, "only {taken} lines taken");
+        check_from(&mut Cli::command(), &mut vec!["envharness"], 6, &mut taken);
+        assert!(taken > 5_000, "only {taken} lines taken");
     }
 
     #[test]
@@ -126,6 +153,9 @@ mod tests {
             "envharness --init -- myapp --port 8080",
             "envharness -e /app/env -x /app/export -- myapp",
             "envharness --environment a -e b --user app -- x",
+            "envharness --wait-for db:5432 --wait-for http://cache:6379 -- app",
+            "envharness --init --kv etcd://etcd:2379 -t /app/nginx.conf.j2:/etc/nginx.conf -- nginx",
+            "envharness --environment-root /app/hosts -q --require DATABASE_URL -- app",
         ] {
             let words: Vec<OsString> = line.split(' ').map(OsString::from).collect();
             assert!(parse(&words).is_some(), "{line}");

@@ -1,8 +1,8 @@
-//! What the harness asks of the kernel: starting a child ([`vfork`]), its signals
-//! ([`signals`]), waiting on many descriptors at once ([`poll`]), listing a directory
-//! ([`dir`]), the process table ([`procfs`], [`children`]) and why a file could not be
-//! executed ([`shebang`]), and the process's own start ([`start`]). A floor of its own: it knows nothing of scripts, the command or the
-//! registry.
+//! What the harness asks of the kernel: its own start ([`start`]), starting a child
+//! ([`vfork`]), its signals ([`signals`]), waiting on many descriptors at once ([`poll`]),
+//! listing a directory ([`dir`]), the process table ([`procfs`], [`children`]) and why a file
+//! could not be executed ([`shebang`]). A floor of its own: it knows nothing of scripts, the
+//! command or the registry.
 
 pub(crate) mod children;
 pub(crate) mod dir;

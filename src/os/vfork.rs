@@ -1,5 +1,5 @@
 //! Starting a child that shares the harness's memory until it execs: `clone` with `CLONE_VM`
-//! and `CLONE_VFORK`, as posix_spawn does, on a stack of the caller's own. Scripts and the
+//! and `CLONE_VFORK`, as posix_spawn does, on a stack of the harness's own. Scripts and the
 //! command both start this way.
 //!
 //! Not posix_spawn: musl's blocks every signal around the clone, opens a pipe to learn the

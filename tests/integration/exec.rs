@@ -99,6 +99,39 @@ fn signal_state() -> [&'static str; 3] {
 }
 
 #[test]
+fn a_closed_stdin_or_stdout_is_dev_null_for_the_harness_and_the_command() {
+    // envharness does what the Rust runtime's start would (its main is its own): otherwise the
+    // first descriptor the harness opens takes the closed number, and the command, once that
+    // one is closed at its exec, starts without a stdin or a stdout.
+    fn close_stdin_and_stdout() -> std::io::Result<()> {
+        // SAFETY: close is async-signal-safe.
+        unsafe {
+            nix::libc::close(0);
+            nix::libc::close(1);
+        }
+        Ok(())
+    }
+    for flags in MODES {
+        let mut t = Test::new();
+        t.script("env/A", "#!/bin/sh\necho a\n").dir("export");
+        // Builtins only, no redirection: the shell's own 0 and 1, as the harness left them.
+        let checks = "test /proc/$$/fd/0 -ef /dev/null && test /proc/$$/fd/1 -ef /dev/null";
+        t.args(flags)
+            .args(&["-x", "export", "-e", "env", "--", "/bin/sh", "-c", checks]);
+        let mut command = t.command();
+        // SAFETY: the setup only makes async-signal-safe calls.
+        unsafe { command.pre_exec(close_stdin_and_stdout) };
+        let run = t.run_command(command);
+        assert_eq!(
+            run.status.code(),
+            Some(0),
+            "{flags:?}: the command's stdin and stdout are not both /dev/null\n{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
 fn the_command_starts_with_the_signal_state_the_harness_started_with() {
     // The Rust runtime ignores SIGPIPE and the harness blocks signals while it works; neither
     // may reach the command. (A glibc posix_spawn child may start with glibc's internal

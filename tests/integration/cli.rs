@@ -330,6 +330,19 @@ fn missing_values_and_conflicting_options_are_usage_errors() {
             &["--plan", "--print", "cannot be used"],
         ),
         (&["-v", "-q", "--", "true"], &["--verbose", "--quiet"]),
+        // Lines of the plain form that clap refuses (src/config/plain.rs leaves them to it).
+        (
+            &["-x", "a", "-x", "b", "--", "true"],
+            &["--export", "cannot be used multiple times"],
+        ),
+        (
+            &["--init", "--init", "--", "true"],
+            &["--init", "cannot be used multiple times"],
+        ),
+        (
+            &["-e", "--", "true"],
+            &["--environment", "a value is required"],
+        ),
     ] {
         let mut t = Test::new();
         t.args(args);
